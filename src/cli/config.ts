@@ -1,0 +1,8 @@
+// Loads a configuration with every section and module schema Petrel has.
+import { loadConfigFile } from '../config/load.ts';
+import type { PetrelConfig } from '../config/types.ts';
+import { moduleSpecs } from '../modules/registry.ts';
+
+export function loadConfig(file: string | undefined): PetrelConfig {
+  return loadConfigFile(file, { sections: {}, modules: moduleSpecs() });
+}

@@ -1,0 +1,140 @@
+// The `petrel` command.
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config/schema.ts';
+import type { PetrelConfig } from '../config/types.ts';
+import { loadConfig } from './config.ts';
+import { startServer } from '../server.ts';
+import { openStorage } from '../storage/index.ts';
+import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
+import { makeJid } from '../xmpp/jid.ts';
+
+const USAGE = `usage:
+  petrel start [-c FILE]                          run the server in the foreground
+  petrel register USER DOMAIN PASSWORD [-c FILE]  create an account
+  petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
+  petrel check-config [-c FILE]                   validate a configuration file
+Without -c, the shipped default configuration (config/petrel.toml) is used.`;
+
+class UsageError extends Error {}
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`petrel: ${message}\n`);
+  process.exit(code);
+}
+
+function parse(argv: string[], positionals: number, names: string) {
+  const { values, positionals: pos } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    process.exit(0);
+  }
+  if (pos.length !== positionals) throw new UsageError(`expected ${names || 'no arguments'}`);
+  return { config: values.config, args: pos };
+}
+
+function hostOf(config: PetrelConfig, domain: string): string {
+  const d = domain.toLowerCase();
+  if (!config.general.hosts.includes(d)) fail(`${domain} is not a host of this server (general.hosts = ${JSON.stringify(config.general.hosts)})`);
+  return d;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'start': {
+      const { config: file } = parse(rest, 0, '');
+      const config = loadConfig(file);
+      for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
+      const server = await startServer(config);
+      let stopping = false;
+      const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        server.logger.info({ what: 'server_stopping', signal }, 'stopping');
+        server.stop().then(
+          () => process.exit(0),
+          (err) => {
+            server.logger.error({ what: 'server_stop_failed', err: String(err) }, 'stop failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      return;
+    }
+    case 'register': {
+      const { config: file, args } = parse(rest, 3, 'USER DOMAIN PASSWORD');
+      const [user, domain, password] = args as [string, string, string];
+      const config = loadConfig(file);
+      const host = hostOf(config, domain);
+      let jid;
+      try {
+        jid = makeJid(user, host);
+      } catch (err) {
+        fail(`invalid user name "${user}": ${(err as Error).message}`);
+      }
+      if (password === '') fail('the password is empty');
+      const creds = await makeStoredCredentials(password, { format: config.auth.password.format, iterations: config.auth.scram_iterations });
+      const storage = openStorage(config.general.data_dir);
+      try {
+        if (!(await storage.users.createUser(jid.local, jid.domain, creds))) fail(`user ${jid.bare} already exists`);
+      } finally {
+        await storage.close();
+      }
+      process.stdout.write(`User ${jid.bare} registered\n`);
+      return;
+    }
+    case 'unregister': {
+      const { config: file, args } = parse(rest, 2, 'USER DOMAIN');
+      const [user, domain] = args as [string, string];
+      const config = loadConfig(file);
+      const host = hostOf(config, domain);
+      let jid;
+      try {
+        jid = makeJid(user, host);
+      } catch (err) {
+        fail(`invalid user name "${user}": ${(err as Error).message}`);
+      }
+      const storage = openStorage(config.general.data_dir);
+      try {
+        if (!(await storage.users.removeUser(jid.local, jid.domain))) fail(`user ${jid.bare} does not exist`);
+      } finally {
+        await storage.close();
+      }
+      process.stdout.write(`User ${jid.bare} unregistered\n`);
+      return;
+    }
+    case 'check-config': {
+      const { config: file } = parse(rest, 0, '');
+      const config = loadConfig(file);
+      for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
+      const modules = Object.keys(config.modules);
+      process.stdout.write(
+        `${config.configPath}: OK (hosts: ${config.general.hosts.join(', ')}; ${config.listen.c2s.length} c2s listener(s); ` +
+          `${config.listen.http.length} http listener(s); modules: ${modules.length ? modules.join(', ') : 'none'})\n`,
+      );
+      return;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE + '\n');
+      return;
+    default:
+      throw new UsageError(`unknown command "${cmd}"`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError) fail(`${err.message}\n${USAGE}`, 2);
+  if (err instanceof ConfigError) fail(`configuration error: ${err.message}`);
+  if (err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`${err.message}\n${USAGE}`, 2);
+  if (err instanceof Error && 'code' in err && err.code === 'EADDRINUSE') fail(`cannot listen: ${err.message}`);
+  fail(err instanceof Error ? (err.stack ?? err.message) : String(err));
+});

@@ -1,0 +1,289 @@
+// The schema of Petrel's core sections: [general], [listen], [auth] and
+// [shaper]. Names, defaults and allowed values follow MongooseIM's
+// configuration (src/config/mongoose_config_spec.erl and its docs), so a
+// MongooseIM operator's file reads the same here; MongooseIM options that
+// Petrel does not implement are rejected rather than silently ignored.
+import { isIP } from 'node:net';
+import {
+  custom, describe, fail, int, list, path, section, str, validate,
+  type Spec, type SectionSpec, type ValidateCtx,
+} from './schema.ts';
+import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerConfig, ShaperConfig } from './types.ts';
+
+export const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
+export const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
+export const SASL_MECHANISMS = ['scram_sha256', 'scram_sha1', 'plain'] as const;
+export const PASSWORD_FORMATS = ['scram', 'plain'] as const;
+/** Auth methods Petrel implements. */
+export const AUTH_METHODS = ['internal'] as const;
+/** MongooseIM's other auth methods: named so the error can say they are not implemented. */
+const MONGOOSEIM_ONLY_AUTH_METHODS = ['anonymous', 'dummy', 'external', 'http', 'jwt', 'ldap', 'pki', 'rdbms'];
+
+export const DEFAULT_MAX_STANZA_SIZE = 262144;
+export const DEFAULT_SCRAM_ITERATIONS = 10000;
+/** RFC 7677 §4: the iteration count a server announces SHOULD be at least 4096. */
+export const RECOMMENDED_MIN_SCRAM_ITERATIONS = 4096;
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(ip: string): boolean {
+  const a = ip.toLowerCase();
+  return a === 'localhost' || a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
+}
+
+function isWildcard(ip: string): boolean {
+  return ip === '0.0.0.0' || ip === '::';
+}
+
+// ---------------------------------------------------------------------------
+// [general]
+
+/**
+ * A served domain. Domains are compared case-insensitively in XMPP (RFC 7622
+ * §3.2), so they are stored lower-cased; full IDNA2008 mapping is left to the
+ * JID layer, this only rejects what can never be a domain part.
+ */
+function domainName(value: unknown, p: string): string {
+  if (typeof value !== 'string') fail(p, `expected a domain name (a string), got ${describe(value)}`);
+  if (value === '') fail(p, 'must not be empty');
+  const d = value.normalize('NFKC').toLowerCase();
+  if (/[\s@/"'<>&\\]/u.test(d) || /\p{Cc}/u.test(d)) fail(p, `${JSON.stringify(value)} is not a valid domain name`);
+  if (d.startsWith('.') || d.endsWith('.') || d.includes('..')) fail(p, `${JSON.stringify(value)} is not a valid domain name`);
+  if (Buffer.byteLength(d) > 1023) fail(p, 'a domain name is at most 1023 bytes (RFC 7622 §3.2)');
+  return d;
+}
+
+export const generalSpec: SectionSpec = section(
+  {
+    hosts: list(custom(domainName), { nonEmpty: true, unique: true }),
+    loglevel: str({ oneOf: LOGLEVELS, default: 'warning' }),
+    default_server_domain: custom(domainName),
+    data_dir: path({ default: 'data' }),
+  },
+  {
+    required: ['hosts'],
+    default: true,
+    process(g: Omit<GeneralConfig, 'default_server_domain'> & { default_server_domain?: string }, p): GeneralConfig {
+      const dsd = g.default_server_domain ?? g.hosts[0];
+      if (!g.hosts.includes(dsd)) {
+        fail(`${p}.default_server_domain`, `must be one of the hosts (${g.hosts.map((h) => JSON.stringify(h)).join(', ')}), got ${JSON.stringify(dsd)}`);
+      }
+      return { hosts: g.hosts, loglevel: g.loglevel, default_server_domain: dsd, data_dir: g.data_dir };
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------
+// [listen]
+
+const port = int({ min: 1, max: 65535 });
+
+const ipAddress = custom(
+  (value, p) => {
+    if (typeof value !== 'string') fail(p, `expected an IP address (a string), got ${describe(value)}`);
+    if (isIP(value) === 0) fail(p, `expected an IP address such as "127.0.0.1" or "::1", got ${JSON.stringify(value)}`);
+    return value;
+  },
+  { default: '0.0.0.0' },
+);
+
+const positiveInt = int({ min: 1 });
+
+/** MongooseIM's int_or_infinity: "infinity" means no limit, stored as 0. */
+const maxStanzaSize = custom(
+  (value, p, ctx) => {
+    if (value === 'infinity') return 0;
+    if (typeof value === 'string') fail(p, `expected a positive integer or "infinity", got ${describe(value)}`);
+    return validate(positiveInt, value, p, ctx);
+  },
+  { default: DEFAULT_MAX_STANZA_SIZE },
+);
+
+const c2sTlsSpec = section(
+  {
+    mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
+    certfile: path({ exists: true }),
+    keyfile: path({ exists: true }),
+  },
+  { required: ['certfile', 'keyfile'] },
+);
+
+const c2sListenerSpec = section(
+  {
+    port,
+    ip_address: ipAddress,
+    max_stanza_size: maxStanzaSize,
+    shaper: str({ nonEmpty: true, default: 'none' }),
+    tls: c2sTlsSpec,
+  },
+  {
+    required: ['port'],
+    process(l: C2SListenerConfig, p, ctx): C2SListenerConfig {
+      if (l.tls === undefined && !isLoopback(l.ip_address)) {
+        ctx.warnings.push(
+          `${p}: listener on ${l.ip_address}:${l.port} has no tls table, so passwords and messages cross the network in plain text`,
+        );
+      }
+      return l;
+    },
+  },
+);
+
+/** Handlers Petrel serves on an HTTP listener, in MongooseIM's syntax. */
+export const HTTP_HANDLERS = ['mongoose_prometheus_handler'] as const;
+
+const prometheusHandlerSpec = section(
+  {
+    host: str({ nonEmpty: true }),
+    path: str({ check: (v) => (v.startsWith('/') ? undefined : `must start with "/", got ${JSON.stringify(v)}`) }),
+  },
+  { required: ['host', 'path'] },
+);
+
+const httpListenerSpec = section(
+  {
+    port,
+    ip_address: ipAddress,
+    handlers: section(
+      { mongoose_prometheus_handler: list(prometheusHandlerSpec, { default: [] }) },
+      {
+        default: true,
+        wildcard: custom((_v, p) => fail(p, `unknown handler; Petrel serves ${HTTP_HANDLERS.map((h) => JSON.stringify(h)).join(', ')}`)),
+      },
+    ),
+  },
+  { required: ['port'] },
+);
+
+export const listenSpec: SectionSpec = section(
+  {
+    c2s: list(c2sListenerSpec, { default: [] }),
+    http: list(httpListenerSpec, { default: [] }),
+  },
+  {
+    default: true,
+    process(l: { c2s: C2SListenerConfig[]; http: HttpListenerConfig[] }, p) {
+      // Two listeners cannot share a port on overlapping addresses (MongooseIM
+      // rejects the same in mongoose_listener_config:verify_unique_listeners).
+      const taken: { ip: string; port: number; where: string }[] = [];
+      const claim = (ip: string, portNo: number, where: string): void => {
+        const clash = taken.find((t) => t.port === portNo && (t.ip === ip || isWildcard(t.ip) || isWildcard(ip)));
+        if (clash) fail(where, `port ${portNo} on ${ip} is already used by ${clash.where}`);
+        taken.push({ ip, port: portNo, where });
+      };
+      l.c2s.forEach((c, i) => claim(c.ip_address, c.port, `${p}.c2s[${i}]`));
+      l.http.forEach((h, i) => claim(h.ip_address, h.port, `${p}.http[${i}]`));
+      return l;
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------
+// [auth]
+
+const authMethod = custom((value, p) => {
+  if (typeof value !== 'string') fail(p, `expected a string, got ${describe(value)}`);
+  if (MONGOOSEIM_ONLY_AUTH_METHODS.includes(value)) {
+    fail(p, `auth method ${JSON.stringify(value)} is not implemented by Petrel; only "internal" is`);
+  }
+  if (!(AUTH_METHODS as readonly string[]).includes(value)) fail(p, `must be one of "internal", got ${JSON.stringify(value)}`);
+  return value;
+});
+
+const notImplementedMethodSection = (name: string): Spec =>
+  custom((_v, p) => fail(p, `auth method ${JSON.stringify(name)} is not implemented by Petrel; only "internal" is`));
+
+type RawAuth = {
+  methods?: string[];
+  sasl_mechanisms: AuthConfig['sasl_mechanisms'];
+  password: { format: AuthConfig['password']['format']; scram_iterations?: number };
+  scram_iterations?: number;
+  internal?: Record<string, never>;
+};
+
+export const authSpec: SectionSpec = section(
+  {
+    methods: list(authMethod, { nonEmpty: true, unique: true }),
+    sasl_mechanisms: list(str({ oneOf: SASL_MECHANISMS }), { nonEmpty: true, unique: true, default: [...SASL_MECHANISMS] }),
+    password: section(
+      {
+        format: str({ oneOf: PASSWORD_FORMATS, default: 'scram' }),
+        scram_iterations: int({ min: 1 }),
+      },
+      { default: true },
+    ),
+    // Where MongooseIM releases before 6.0 put it; still accepted.
+    scram_iterations: int({ min: 1 }),
+    internal: section({}),
+    ...Object.fromEntries(MONGOOSEIM_ONLY_AUTH_METHODS.map((m) => [m, notImplementedMethodSection(m)])),
+  },
+  {
+    default: true,
+    process(a: RawAuth, p, ctx): AuthConfig {
+      if (a.scram_iterations !== undefined && a.password.scram_iterations !== undefined) {
+        fail(`${p}.scram_iterations`, `also set as ${p}.password.scram_iterations; keep only one`);
+      }
+      const iterations = a.password.scram_iterations ?? a.scram_iterations ?? DEFAULT_SCRAM_ITERATIONS;
+      if (iterations < RECOMMENDED_MIN_SCRAM_ITERATIONS) {
+        const where = a.password.scram_iterations !== undefined ? `${p}.password.scram_iterations` : `${p}.scram_iterations`;
+        ctx.warnings.push(`${where}: ${iterations} is below ${RECOMMENDED_MIN_SCRAM_ITERATIONS}, the minimum RFC 7677 recommends`);
+      }
+
+      let methods: string[];
+      let internal = a.internal;
+      if (a.methods !== undefined) {
+        // As in MongooseIM, a listed method needs its own section.
+        a.methods.forEach((m, i) => {
+          if (m === 'internal' && internal === undefined) fail(`${p}.methods[${i}]`, 'method "internal" has no [auth.internal] section');
+        });
+        methods = a.methods;
+      } else if (internal !== undefined) {
+        methods = ['internal'];
+      } else {
+        // No method named anywhere: the embedded store, which needs no setup.
+        methods = ['internal'];
+        internal = {};
+      }
+
+      const out: AuthConfig = {
+        methods,
+        sasl_mechanisms: a.sasl_mechanisms,
+        password: { format: a.password.format },
+        scram_iterations: iterations,
+      };
+      if (internal !== undefined) out.internal = internal;
+      return out;
+    },
+  },
+);
+
+// ---------------------------------------------------------------------------
+// [shaper]
+
+export const shaperSpec: SectionSpec = section(
+  {},
+  {
+    default: true,
+    wildcard: section({ max_rate: int({ min: 1 }) }, { required: ['max_rate'] }),
+    process(s: Record<string, ShaperConfig>, p) {
+      if (Object.hasOwn(s, 'none')) fail(`${p}.none`, '"none" is reserved: a listener with shaper = "none" is not shaped');
+      return s;
+    },
+  },
+);
+
+/** The core sections, by top-level TOML key. */
+export const coreSections: Readonly<Record<'general' | 'listen' | 'auth' | 'shaper', SectionSpec>> = {
+  general: generalSpec,
+  listen: listenSpec,
+  auth: authSpec,
+  shaper: shaperSpec,
+};
+
+/** Checks that need more than one section: every shaper a listener names must be defined. */
+export function crossCheckCore(cfg: { listen: { c2s: C2SListenerConfig[] }; shaper: Record<string, ShaperConfig> }, _ctx: ValidateCtx): void {
+  cfg.listen.c2s.forEach((l, i) => {
+    if (l.shaper !== 'none' && !Object.hasOwn(cfg.shaper, l.shaper)) {
+      fail(`listen.c2s[${i}].shaper`, `no shaper named ${JSON.stringify(l.shaper)}; define it as [shaper.${l.shaper}] or use "none"`);
+    }
+  });
+}

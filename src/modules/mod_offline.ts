@@ -1,0 +1,168 @@
+// Offline message storage (XEP-0160 Best Practices for Handling Offline
+// Messages; RFC 6121 §8.5.2.2.1). A chat or normal message to a local user
+// with no available resource is kept, stamped with a XEP-0203 delay, and
+// handed over when the user next sends available presence.
+import { int, section } from '../config/schema.ts';
+import { STOP, type HookRegistration } from '../hooks/hooks.ts';
+import type { HookCatalogue } from '../hooks/catalogue.ts';
+import { parseElement } from '../xmpp/parse-element.ts';
+import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts';
+import { Element } from '../xmpp/xml.ts';
+import type { JID } from '../xmpp/jid.ts';
+import type { ModuleDefinition, ModuleInstance } from './types.ts';
+
+export interface OfflineOpts {
+  /** Messages kept per user; the next one is bounced with resource-constraint. */
+  max_messages: number;
+}
+
+/** Runs before handlers that would otherwise bounce the message (MongooseIM's mod_offline uses 50 too). */
+const PRIORITY = 50;
+
+export type OfflineDecision = 'store' | 'drop' | 'skip';
+
+/**
+ * What to do with a message for a user who is offline:
+ * - "skip": not ours to handle; RFC 6121 §8.5.2.2.1 leaves groupchat,
+ *   headline and error messages out of offline storage, and other handlers
+ *   (or the router's default) decide their fate.
+ * - "drop": a chat or normal message with nothing worth keeping: a bare
+ *   chat state notification (XEP-0085 business rules: not for offline storage),
+ *   an empty message, or one carrying the XEP-0334 `<no-store/>` hint.
+ * - "store": everything else of type chat or normal.
+ */
+export function offlineDecision(packet: Element): OfflineDecision {
+  if (packet.name !== 'message') return 'skip';
+  const type = packet.attrs.type ?? 'normal';
+  if (type !== 'chat' && type !== 'normal') return 'skip';
+  if (packet.getChild('no-store', NS_HINTS) !== undefined) return 'drop';
+  if (packet.getChild('store', NS_HINTS) !== undefined) return 'store';
+  if (packet.getChild('body') !== undefined) return 'store';
+  // No body: keep it only if it carries something other than chat states
+  // and the thread/hint bookkeeping that goes along with them.
+  for (const child of packet.getChildren()) {
+    const ns = child.attrs.xmlns;
+    if (ns === NS_CHATSTATES || ns === NS_HINTS) continue;
+    if (child.name === 'thread' || child.name === 'subject') continue;
+    return 'store';
+  }
+  return 'drop';
+}
+
+/**
+ * An ISO 8601 UTC timestamp in the XEP-0082 DateTime profile
+ * ("2002-09-10T23:08:25.123Z"), as XEP-0203 §3 asks for `stamp`.
+ */
+export function delayStamp(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+/**
+ * A copy of `packet` with a XEP-0203 `<delay/>` saying the server `domain`
+ * kept it since `ms`. Earlier delay elements added by others stay (§3 allows
+ * several, one per entity that delayed it).
+ */
+export function withDelay(packet: Element, domain: string, ms: number): Element {
+  // A shallow copy: the children are shared, not walked, so the cost does
+  // not grow with the depth of the stanza and the original stays untouched.
+  const copy = new Element(packet.name, packet.attrs, packet.children.slice());
+  copy.c('delay', { xmlns: NS_DELAY, from: domain, stamp: delayStamp(ms) });
+  return copy;
+}
+
+export const definition: ModuleDefinition<OfflineOpts> = {
+  name: 'mod_offline',
+  configSpec: section({ max_messages: int({ default: 100, min: 1 }) }, { default: true }),
+  create(ctx, opts): ModuleInstance {
+    const logger = ctx.logger;
+    const store = ctx.storage.offline;
+    // XEP-0160 §3: a server that stores messages offline says so in disco#info.
+    ctx.features.add(NS_MSGOFFLINE);
+
+    // One promise chain per user: stores, limit checks and hand-overs for the
+    // same user run one after another, in arrival order, so the count seen by
+    // the limit check is always the count the store will have, and a message
+    // stored just before the user comes online is part of what is handed over.
+    const chains = new Map<string, Promise<void>>();
+    const enqueue = (key: string, job: () => Promise<void>): void => {
+      const prev = chains.get(key) ?? Promise.resolve();
+      const next = prev.then(job).catch((err: unknown) => {
+        logger.error({ what: 'offline_job_failed', user: key, err }, 'offline storage operation failed');
+      });
+      chains.set(key, next);
+      void next.finally(() => {
+        if (chains.get(key) === next) chains.delete(key);
+      });
+    };
+
+    const onOfflineMessage = (p: HookCatalogue['offline_message']) => {
+      const decision = offlineDecision(p.packet);
+      if (decision === 'skip') return;
+      if (decision === 'drop') return STOP;
+      const { from, to, packet } = p;
+      const user = to.local;
+      const domain = to.domain;
+      const stamped = withDelay(packet, domain, p.acc.timestamp);
+      stamped.attrs.from = from.full;
+      stamped.attrs.to = to.full;
+      const xml = stamped.toString();
+      const timestamp = p.acc.timestamp;
+      enqueue(to.bare, async () => {
+        const n = await store.count(user, domain);
+        if (n >= opts.max_messages) {
+          logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
+          // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
+          ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
+          return;
+        }
+        await store.store(user, domain, { xml, from: from.full, timestamp });
+      });
+      return STOP;
+    };
+
+    const deliver = async (jid: JID): Promise<void> => {
+      // XEP-0160 §3: hand over to the first resource that comes online with
+      // a non-negative priority; a negative one never receives messages
+      // addressed to the bare JID (RFC 6121 §8.5.2.1.1).
+      const session = ctx.sessions.byFull(jid.full);
+      if (session === undefined || session.priority < 0) return;
+      const messages = await store.popAll(jid.local, jid.domain);
+      if (messages.length === 0) return;
+      const target = ctx.sessions.byFull(jid.full);
+      if (target === undefined) {
+        // The session ended while the store answered: keep them for next time.
+        for (const m of messages) await store.store(jid.local, jid.domain, m);
+        return;
+      }
+      for (const m of messages) {
+        let el: Element;
+        try {
+          el = parseElement(m.xml);
+        } catch (err) {
+          logger.error({ what: 'offline_message_unreadable', user: jid.bare, err }, 'a stored offline message could not be parsed');
+          continue;
+        }
+        target.send(el);
+      }
+      logger.debug({ what: 'offline_delivered', jid: jid.full, count: messages.length }, 'offline messages delivered');
+    };
+
+    const onAvailable = (p: HookCatalogue['user_available']) => {
+      const jid = p.jid;
+      enqueue(jid.bare, () => deliver(jid));
+    };
+
+    const hooks: HookRegistration<any>[] = [
+      { hook: 'offline_message', host: '*', priority: PRIORITY, handler: onOfflineMessage, owner: 'mod_offline' },
+      { hook: 'user_available', host: '*', priority: PRIORITY, handler: onAvailable, owner: 'mod_offline' },
+    ] satisfies [HookRegistration<'offline_message'>, HookRegistration<'user_available'>];
+
+    return {
+      hooks: () => hooks,
+      async stop() {
+        // Let pending writes reach the store before it is closed.
+        while (chains.size > 0) await Promise.allSettled([...chains.values()]);
+      },
+    };
+  },
+};

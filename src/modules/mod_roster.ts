@@ -1,0 +1,76 @@
+// mod_roster: roster get / set / push (RFC 6121 §2). Subscription state
+// changes driven by presence live in routing/presence.ts; this module owns
+// what the user edits directly.
+import type { ModuleDefinition } from './types.ts';
+import { section } from '../config/schema.ts';
+import { Element } from '../xmpp/xml.ts';
+import { StanzaError } from '../xmpp/errors.ts';
+import { tryParseJid } from '../xmpp/jid.ts';
+import { NS_ROSTER } from '../xmpp/ns.ts';
+import { itemElement, pushRosterItem } from '../routing/roster-items.ts';
+import type { RosterItem } from '../storage/types.ts';
+
+export const definition: ModuleDefinition<Record<string, never>> = {
+  name: 'mod_roster',
+  configSpec: section({}),
+  create(ctx) {
+    const roster = ctx.storage.roster;
+    return {
+      iqHandlers: () => [
+        {
+          xmlns: NS_ROSTER,
+          scope: 'user',
+          handler: async (req) => {
+            // §2.1.5 / §2.3.3: only the user may read or change their roster.
+            if (req.to.bare !== req.from.bare) throw new StanzaError('forbidden', 'auth');
+            const user = req.from;
+            if (req.type === 'get') {
+              const items = await roster.getRoster(user.local, user.domain);
+              const q = new Element('query', { xmlns: NS_ROSTER });
+              for (const item of items) {
+                // A contact who only asked to subscribe is not on the roster yet (§3.1.3).
+                if (item.subscription === 'none' && item.ask === null && item.pendingIn && item.name === null && item.groups.length === 0) continue;
+                q.children.push(itemElement(item));
+              }
+              return q;
+            }
+            const items = req.payload.getChildren('item');
+            if (items.length !== 1) throw new StanzaError('bad-request', 'modify', 'a roster set carries exactly one item');
+            const el = items[0]!;
+            const contact = tryParseJid(el.attrs.jid ?? '');
+            if (contact === null) throw new StanzaError('bad-request', 'modify', 'the item has no valid jid');
+            const bare = contact.bare;
+            const existing = await roster.getItem(user.local, user.domain, bare);
+            if (el.attrs.subscription === 'remove') {
+              if (existing === null) throw new StanzaError('item-not-found', 'cancel');
+              await roster.removeItem(user.local, user.domain, bare);
+              // §2.5.2: cancel both directions of the subscription.
+              if (existing.subscription === 'to' || existing.subscription === 'both' || existing.ask === 'subscribe') {
+                ctx.router.route(user.bareJid(), contact.bareJid(), new Element('presence', { type: 'unsubscribe', from: user.bare, to: bare }));
+              }
+              if (existing.subscription === 'from' || existing.subscription === 'both') {
+                ctx.router.route(user.bareJid(), contact.bareJid(), new Element('presence', { type: 'unsubscribed', from: user.bare, to: bare }));
+              }
+              pushRosterItem(ctx.sessions, user.bare, { jid: bare, subscription: 'remove' });
+              return undefined;
+            }
+            const groups = el.getChildren('group').map((g) => g.text());
+            if (new Set(groups).size !== groups.length) throw new StanzaError('bad-request', 'modify', 'duplicate group');
+            if (groups.some((g) => g === '')) throw new StanzaError('not-acceptable', 'modify', 'empty group name');
+            const next: RosterItem = {
+              jid: bare,
+              name: el.attrs.name ?? null,
+              groups,
+              subscription: existing?.subscription ?? 'none',
+              ask: existing?.ask ?? null,
+              pendingIn: existing?.pendingIn ?? false,
+            };
+            await roster.setItem(user.local, user.domain, next);
+            pushRosterItem(ctx.sessions, user.bare, next);
+            return undefined;
+          },
+        },
+      ],
+    };
+  },
+};

@@ -1,0 +1,71 @@
+// Outgoing connection pools, configured as [outgoing_pools.<type>.<tag>].
+
+export interface HttpPoolTlsConfig {
+  /**
+   * "selfsigned_peer" is MongooseIM's spelling; "selfsigned" is accepted as
+   * the same thing. Both verify the chain against `cacertfile`, which may
+   * hold the self-signed server certificate itself.
+   */
+  verify_mode: 'peer' | 'selfsigned' | 'selfsigned_peer' | 'none';
+  cacertfile?: string;
+  certfile?: string;
+  keyfile?: string;
+  /** Passphrase of the key in `keyfile`. */
+  password?: string;
+  /** OpenSSL cipher list. */
+  ciphers?: string;
+  /** Allowed protocol versions ("tlsv1.2", "tlsv1.3"). */
+  versions?: string[];
+  /** Absolute paths of PEM certificate revocation lists. */
+  crl_files: string[];
+  /** false: a failed verification is logged by the caller and the connection kept (MongooseIM's option). */
+  disconnect_on_failure: boolean;
+  server_name_indication: { enabled: boolean; host?: string; protocol: 'default' | 'https' };
+}
+
+export interface HttpPoolConfig {
+  scope: 'global' | 'host_type' | 'host';
+  /** Connections kept open to the host. */
+  workers: number;
+  strategy: 'best_worker' | 'random_worker' | 'next_worker' | 'available_worker' | 'next_available_worker';
+  /** Milliseconds a caller waits for a free worker. */
+  call_timeout: number;
+  /** Requests allowed to wait per connection before new ones are refused (best_worker only). */
+  max_worker_queue_len?: number;
+  connection: {
+    /** "http[s]://host[:port]" */
+    host: string;
+    path_prefix: string;
+    /** Milliseconds. */
+    request_timeout: number;
+    tls?: HttpPoolTlsConfig;
+  };
+}
+
+/** Every way an HTTP request can end, reduced to a fixed set. */
+export type HttpOutcome =
+  | { kind: 'ok'; status: number; headers: Record<string, string | string[] | undefined>; body: string; timeMs: number }
+  | { kind: 'http_status'; status: number; headers: Record<string, string | string[] | undefined>; body: string; timeMs: number }
+  | { kind: 'timeout'; message: string }
+  | { kind: 'refused'; message: string }
+  | { kind: 'tls'; message: string }
+  | { kind: 'error'; message: string };
+
+/** Request headers as a record, or as name/value pairs when a name repeats. */
+export type HttpHeaders = Record<string, string> | ReadonlyArray<readonly [string, string]>;
+
+export interface HttpPool {
+  readonly tag: string;
+  /** "scheme://host:port" + path prefix, for logs and URL building. */
+  readonly baseUrl: string;
+  /** Full URL the pool sends to for a handler `path` (MongooseIM's joining rules). */
+  url(path: string): string;
+  /** Never rejects: every failure becomes an HttpOutcome. */
+  post(path: string, headers: HttpHeaders, body: string | Uint8Array): Promise<HttpOutcome>;
+  close(): Promise<void>;
+}
+
+export interface OutgoingPools {
+  http(tag: string): HttpPool | undefined;
+  close(): Promise<void>;
+}

@@ -1,0 +1,84 @@
+// Session manager: the table of bound sessions, by full and by bare JID.
+import type { SessionsApi, SessionView } from '../modules/types.ts';
+import type { JID } from '../xmpp/jid.ts';
+
+/** What the session manager needs of a live session. */
+export interface ManagedSession extends SessionView {
+  /** Ends the session with a stream error (e.g. "conflict" when replaced). */
+  kick(condition: string, text?: string): void;
+}
+
+export class SessionManager implements SessionsApi {
+  #byFull = new Map<string, ManagedSession>();
+  #byBare = new Map<string, ManagedSession[]>();
+  #maxPerUser: number;
+
+  constructor(maxPerUser = 10) {
+    this.#maxPerUser = maxPerUser;
+  }
+
+  /**
+   * Adds a bound session. A session already bound to the same full JID is
+   * replaced (RFC 6120 §7.7.2.2, "conflict"); past the per-user limit the
+   * oldest session is replaced.
+   */
+  register(s: ManagedSession): void {
+    const old = this.#byFull.get(s.jid.full);
+    if (old !== undefined) {
+      this.unregister(old);
+      old.kick('conflict', 'replaced by a new session with the same resource');
+    }
+    let list = this.#byBare.get(s.jid.bare);
+    if (list === undefined) {
+      list = [];
+      this.#byBare.set(s.jid.bare, list);
+    }
+    while (this.#maxPerUser > 0 && list.length >= this.#maxPerUser) {
+      const oldest = list[0]!;
+      this.unregister(oldest);
+      oldest.kick('conflict', 'too many sessions for this account; the oldest was replaced');
+      list = this.#byBare.get(s.jid.bare) ?? [];
+      if (!this.#byBare.has(s.jid.bare)) this.#byBare.set(s.jid.bare, list);
+    }
+    list.push(s);
+    this.#byFull.set(s.jid.full, s);
+  }
+
+  /** Removes a session; false when it was not (or no longer) registered. */
+  unregister(s: ManagedSession): boolean {
+    if (this.#byFull.get(s.jid.full) !== s) return false;
+    this.#byFull.delete(s.jid.full);
+    const list = this.#byBare.get(s.jid.bare);
+    if (list !== undefined) {
+      const i = list.indexOf(s);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.#byBare.delete(s.jid.bare);
+    }
+    return true;
+  }
+
+  byFull(full: string): ManagedSession | undefined {
+    return this.#byFull.get(full);
+  }
+
+  byBare(bare: string): ManagedSession[] {
+    return this.#byBare.get(bare) ?? EMPTY;
+  }
+
+  count(): number {
+    return this.#byFull.size;
+  }
+
+  all(): IterableIterator<ManagedSession> {
+    return this.#byFull.values();
+  }
+
+  /** Available sessions of a user, for presence and bare-JID delivery. */
+  available(jid: JID): ManagedSession[] {
+    const list = this.#byBare.get(jid.bare);
+    if (list === undefined) return EMPTY;
+    return list.filter((s) => s.available);
+  }
+}
+
+const EMPTY: ManagedSession[] = [];

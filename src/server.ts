@@ -1,0 +1,143 @@
+// Wiring: config → storage → hooks → routing → modules → listeners.
+import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
+import { Hooks } from './hooks/hooks.ts';
+import { openStorage } from './storage/index.ts';
+import type { Storage } from './storage/types.ts';
+import { SessionManager } from './routing/sm.ts';
+import { Router } from './routing/router.ts';
+import { Presence } from './routing/presence.ts';
+import { startC2SListener, type C2SListener } from './c2s/listener.ts';
+import type { C2SLimits } from './c2s/session.ts';
+import { MODULES } from './modules/registry.ts';
+import type { ModuleContext, ModuleInstance } from './modules/types.ts';
+import type { OutgoingPools } from './outgoing/types.ts';
+import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
+
+export interface RunningServer {
+  config: PetrelConfig;
+  logger: Logger;
+  c2s: C2SListener[];
+  sessions: SessionManager;
+  stop(): Promise<void>;
+}
+
+const LEVELS: Record<GeneralConfig['loglevel'], string> = {
+  none: 'silent',
+  emergency: 'fatal',
+  alert: 'fatal',
+  critical: 'fatal',
+  error: 'error',
+  warning: 'warn',
+  notice: 'info',
+  info: 'info',
+  debug: 'debug',
+  all: 'trace',
+};
+
+const WIRE_NAMES: Record<SaslMechanismName, WireMechanism> = {
+  scram_sha256: 'SCRAM-SHA-256',
+  scram_sha1: 'SCRAM-SHA-1',
+  plain: 'PLAIN',
+};
+
+export function createLogger(config: PetrelConfig): Logger {
+  return pino({ level: LEVELS[config.general.loglevel], base: { pid: process.pid } });
+}
+
+export const DEFAULT_LIMITS: C2SLimits = {
+  preAuthStanzaSize: 8192,
+  maxDepth: 64,
+  maxAuthFailures: 3,
+  authTimeout: 30_000,
+};
+
+export interface ServerHooks {
+  /** Builds the outgoing pools (the outgoing layer supplies it). */
+  pools?: (config: PetrelConfig, logger: Logger) => OutgoingPools;
+  /** Starts extra listeners (metrics); returns their closers. */
+  listeners?: (ctx: ModuleContext) => Promise<Array<() => Promise<void>>>;
+  metrics?: Registry;
+}
+
+export async function startServer(config: PetrelConfig, extra: ServerHooks = {}): Promise<RunningServer> {
+  const logger = createLogger(config);
+  const storage: Storage = openStorage(config.general.data_dir);
+  const hooks = new Hooks((err, hook, owner) =>
+    logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
+  );
+  const hosts = config.general.hosts;
+  const sm = new SessionManager();
+  const router = new Router({ hosts, hooks, sm, users: storage.users, logger });
+  const presence = new Presence({ router, sm, roster: storage.roster, users: storage.users, hooks, logger });
+  router.presence = presence;
+  const metrics = extra.metrics ?? new Registry();
+  const pools: OutgoingPools = extra.pools ? extra.pools(config, logger) : { http: () => undefined, close: async () => {} };
+  const ctx: ModuleContext = { config, hosts, hooks, router, sessions: sm, storage, logger, metrics, pools, features: new Set() };
+
+  const instances: Array<{ name: string; inst: ModuleInstance }> = [];
+  const closers: Array<() => Promise<void>> = [];
+  const c2s: C2SListener[] = [];
+  const stop = async () => {
+    for (const l of c2s) await l.close();
+    for (const c of closers) await c();
+    for (const { name, inst } of instances.reverse()) {
+      try {
+        await inst.stop?.();
+      } catch (err) {
+        logger.error({ what: 'module_stop_failed', module: name, err: String(err) }, 'module failed to stop');
+      }
+    }
+    await pools.close();
+    await storage.close();
+    logger.info({ what: 'server_stopped' }, 'Petrel stopped');
+  };
+
+  try {
+    for (const [name, opts] of Object.entries(config.modules)) {
+      const def = MODULES[name];
+      if (def === undefined) throw new Error(`modules.${name}: unknown module`);
+      const inst = await def.create(ctx, opts);
+      instances.push({ name, inst });
+      for (const reg of inst.hooks?.() ?? []) hooks.add({ ...reg, owner: reg.owner ?? name });
+      for (const iq of inst.iqHandlers?.() ?? []) router.addIqHandler(iq);
+    }
+    for (const { inst } of instances) await inst.start?.();
+    if (extra.listeners) closers.push(...(await extra.listeners(ctx)));
+    const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
+    for (const l of config.listen.c2s) {
+      c2s.push(
+        await startC2SListener(l, {
+          hosts: new Set(hosts),
+          defaultDomain: config.general.default_server_domain,
+          mechanisms,
+          scramIterations: config.auth.scram_iterations,
+          users: storage.users,
+          sm,
+          router,
+          presence,
+          hooks,
+          logger,
+          limits: DEFAULT_LIMITS,
+        }),
+      );
+    }
+  } catch (err) {
+    await stop().catch(() => {});
+    throw err;
+  }
+
+  logger.info(
+    {
+      what: 'server_started',
+      hosts,
+      data_dir: config.general.data_dir,
+      config: config.configPath,
+      c2s: c2s.map((l) => `${l.config.ip_address}:${l.port()}${l.config.tls ? ` (${l.config.tls.mode})` : ' (plaintext)'}`),
+      modules: instances.map((i) => i.name),
+    },
+    'Petrel started',
+  );
+  return { config, logger, c2s, sessions: sm, stop };
+}

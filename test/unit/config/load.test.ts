@@ -1,0 +1,439 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defaultConfigPath, loadConfigFile, parseConfig, type LoadOptions } from '../../../src/config/load.ts';
+import { ConfigError, custom, int, section, str } from '../../../src/config/schema.ts';
+
+// The override must not leak in from the environment the tests run in.
+delete process.env.PETREL_DATA_DIR;
+
+const standIns = { mod_roster: section({}), mod_offline: section({}), mod_disco: section({}), mod_ping: section({}) };
+const opts: LoadOptions = { sections: {}, modules: standIns };
+const anything = custom((v) => v);
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'petrel-config-'));
+}
+
+/** Parses `text` as if it were <dir>/petrel.toml. */
+function load(text: string, dir = '/srv/petrel/etc', o: LoadOptions = opts) {
+  return parseConfig(text, join(dir, 'petrel.toml'), o);
+}
+
+const HOSTS = '[general]\nhosts = ["localhost"]\n';
+
+function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
+  assert.throws(() => load(text, dir, o), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    if (typeof message === 'string') assert.equal(err.message, message);
+    else assert.match(err.message, message);
+    return true;
+  });
+}
+
+/** A directory holding cert.pem and key.pem, for listeners with TLS. */
+function dirWithCerts(): string {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'cert.pem'), 'cert');
+  writeFileSync(join(dir, 'key.pem'), 'key');
+  return dir;
+}
+
+// --- general ---------------------------------------------------------------
+
+test('a config naming only its hosts gets every default', () => {
+  const c = load(HOSTS);
+  assert.equal(c.configPath, '/srv/petrel/etc/petrel.toml');
+  assert.equal(c.configDir, '/srv/petrel/etc');
+  assert.deepEqual(c.general, { hosts: ['localhost'], loglevel: 'warning', default_server_domain: 'localhost', data_dir: '/srv/petrel/etc/data' });
+  assert.deepEqual(c.listen, { c2s: [], http: [] });
+  assert.deepEqual(c.auth, {
+    methods: ['internal'],
+    sasl_mechanisms: ['scram_sha256', 'scram_sha1', 'plain'],
+    password: { format: 'scram' },
+    scram_iterations: 10000,
+    internal: {},
+  });
+  assert.deepEqual(c.shaper, {});
+  assert.deepEqual(c.outgoing_pools, { http: {} });
+  assert.deepEqual(c.modules, {});
+  assert.deepEqual(c.warnings, []);
+});
+
+test('the loaded config is deeply frozen', () => {
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n');
+  assert.ok(Object.isFrozen(c));
+  assert.ok(Object.isFrozen(c.general.hosts));
+  assert.ok(Object.isFrozen(c.listen.c2s[0]));
+  assert.throws(() => { (c.general as { loglevel: string }).loglevel = 'debug'; }, TypeError);
+});
+
+test('hosts are lower-cased and default_server_domain defaults to the first', () => {
+  const c = load('[general]\nhosts = ["Example.COM", "chat.example.com"]\n');
+  assert.deepEqual(c.general.hosts, ['example.com', 'chat.example.com']);
+  assert.equal(c.general.default_server_domain, 'example.com');
+});
+
+test('hosts must be a non-empty list of distinct domain names', () => {
+  rejects('[general]\n', 'general.hosts: missing required option');
+  rejects('', 'general.hosts: missing required option');
+  rejects('[general]\nhosts = []\n', 'general.hosts: must not be empty');
+  rejects('[general]\nhosts = "localhost"\n', 'general.hosts: expected an array, got the string "localhost"');
+  rejects('[general]\nhosts = ["a.example", "A.example"]\n', 'general.hosts[1]: duplicate value "a.example", same as general.hosts[0]');
+  rejects('[general]\nhosts = ["user@example.com"]\n', 'general.hosts[0]: "user@example.com" is not a valid domain name');
+  rejects('[general]\nhosts = [""]\n', 'general.hosts[0]: must not be empty');
+  rejects('[general]\nhosts = [5]\n', 'general.hosts[0]: expected a domain name (a string), got the integer 5');
+});
+
+test('default_server_domain must be one of the hosts', () => {
+  assert.equal(load('[general]\nhosts = ["a.example", "b.example"]\ndefault_server_domain = "B.example"\n').general.default_server_domain, 'b.example');
+  rejects('[general]\nhosts = ["a.example"]\ndefault_server_domain = "c.example"\n',
+    'general.default_server_domain: must be one of the hosts ("a.example"), got "c.example"');
+});
+
+test('loglevel takes MongooseIM\'s values only', () => {
+  assert.equal(load(HOSTS + 'loglevel = "debug"\n').general.loglevel, 'debug');
+  rejects(HOSTS + 'loglevel = "verbose"\n',
+    'general.loglevel: must be one of "none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug", "all", got "verbose"');
+});
+
+test('an unknown option in general is an error naming it', () => {
+  rejects(HOSTS + 'hostz = ["x"]\n', 'general.hostz: unknown option');
+  rejects(HOSTS + 'registration_timeout = 600\n', 'general.registration_timeout: unknown option');
+});
+
+test('data_dir resolves against the config file\'s directory, not the working directory', () => {
+  assert.equal(load(HOSTS + 'data_dir = "../var"\n').general.data_dir, '/srv/petrel/var');
+  assert.equal(load(HOSTS + 'data_dir = "/var/lib/petrel"\n').general.data_dir, '/var/lib/petrel');
+  rejects(HOSTS + 'data_dir = 1\n', 'general.data_dir: expected a path (a string), got the integer 1');
+});
+
+test('PETREL_DATA_DIR overrides data_dir, resolved against the working directory', () => {
+  try {
+    process.env.PETREL_DATA_DIR = '/tmp/petrel-elsewhere';
+    assert.equal(load(HOSTS + 'data_dir = "../var"\n').general.data_dir, '/tmp/petrel-elsewhere');
+    process.env.PETREL_DATA_DIR = 'rel/data';
+    assert.equal(load(HOSTS).general.data_dir, resolve(process.cwd(), 'rel/data'));
+    process.env.PETREL_DATA_DIR = '';
+    assert.equal(load(HOSTS).general.data_dir, '/srv/petrel/etc/data');
+  } finally {
+    delete process.env.PETREL_DATA_DIR;
+  }
+});
+
+// --- listen.c2s ------------------------------------------------------------
+
+test('a c2s listener gets MongooseIM\'s defaults and Petrel\'s stanza limit', () => {
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n');
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '0.0.0.0', max_stanza_size: 262144, shaper: 'none' }]);
+});
+
+test('a c2s listener needs a valid port', () => {
+  rejects(HOSTS + '[[listen.c2s]]\nip_address = "127.0.0.1"\n', 'listen.c2s[0].port: missing required option');
+  rejects(HOSTS + '[[listen.c2s]]\nport = "abc"\n', 'listen.c2s[0].port: expected an integer, got the string "abc"');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 0\n', 'listen.c2s[0].port: must be between 1 and 65535, got 0');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 65536\n', 'listen.c2s[0].port: must be between 1 and 65535, got 65536');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222.5\n', 'listen.c2s[0].port: expected an integer, got the float 5222.5');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 99999999999999999999\n', 'listen.c2s[0].port: must be between 1 and 65535, got 99999999999999999999');
+});
+
+test('the index of the offending listener is in the path', () => {
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.c2s]]\nport = "x"\n', 'listen.c2s[1].port: expected an integer, got the string "x"');
+});
+
+test('ip_address must be an IP address', () => {
+  assert.equal(load(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "::1"\n').listen.c2s[0].ip_address, '::1');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "example.com"\n',
+    'listen.c2s[0].ip_address: expected an IP address such as "127.0.0.1" or "::1", got "example.com"');
+});
+
+test('max_stanza_size takes a positive integer or "infinity", which means no limit', () => {
+  assert.equal(load(HOSTS + '[[listen.c2s]]\nport = 5222\nmax_stanza_size = 65536\n').listen.c2s[0].max_stanza_size, 65536);
+  assert.equal(load(HOSTS + '[[listen.c2s]]\nport = 5222\nmax_stanza_size = "infinity"\n').listen.c2s[0].max_stanza_size, 0);
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\nmax_stanza_size = 0\n', 'listen.c2s[0].max_stanza_size: must be at least 1, got 0');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\nmax_stanza_size = "big"\n',
+    'listen.c2s[0].max_stanza_size: expected a positive integer or "infinity", got the string "big"');
+});
+
+test('a listener\'s shaper must name a defined shaper or be "none"', () => {
+  const c = load(HOSTS + '[shaper.normal]\nmax_rate = 1000\n[[listen.c2s]]\nport = 5222\nshaper = "normal"\n');
+  assert.equal(c.listen.c2s[0].shaper, 'normal');
+  assert.deepEqual(c.shaper, { normal: { max_rate: 1000 } });
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "fast"\n',
+    'listen.c2s[0].shaper: no shaper named "fast"; define it as [shaper.fast] or use "none"');
+});
+
+test('MongooseIM listener options Petrel does not implement are errors', () => {
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\nbacklog = 1024\n', 'listen.c2s[0].backlog: unknown option');
+  rejects(HOSTS + '[[listen.s2s]]\nport = 5269\n', 'listen.s2s: unknown option');
+});
+
+test('a tls table needs certfile and keyfile, resolved against the config directory', () => {
+  const dir = dirWithCerts();
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
+  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem') });
+  const req = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "starttls_required"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
+  assert.equal(req.listen.c2s[0].tls?.mode, 'starttls_required');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\n', 'listen.c2s[0].tls.keyfile: missing required option', dir);
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "ssl"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n',
+    'listen.c2s[0].tls.mode: must be one of "starttls", "starttls_required", "tls", got "ssl"', dir);
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\nverify_mode = "none"\n',
+    'listen.c2s[0].tls.verify_mode: unknown option', dir);
+});
+
+test('a tls file that does not exist is reported with its resolved path', () => {
+  const dir = dirWithCerts();
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "missing.pem"\nkeyfile = "key.pem"\n',
+    `listen.c2s[0].tls.certfile: file "${join(dir, 'missing.pem')}" does not exist`, dir);
+});
+
+test('a plaintext listener on a non-loopback address is loaded with a warning naming it', () => {
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n[[listen.c2s]]\nport = 5223\n');
+  assert.equal(c.warnings.length, 1);
+  assert.match(c.warnings[0], /^listen\.c2s\[1\]: listener on 0\.0\.0\.0:5223 has no tls table/);
+});
+
+test('loopback and TLS listeners draw no warning', () => {
+  const dir = dirWithCerts();
+  const c = load(HOSTS + [
+    '[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n',
+    '[[listen.c2s]]\nport = 5223\nip_address = "::1"\n',
+    '[[listen.c2s]]\nport = 5224\nip_address = "127.0.0.2"\n',
+    '[[listen.c2s]]\nport = 5225\n[listen.c2s.tls]\nmode = "tls"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n',
+  ].join(''), dir);
+  assert.deepEqual(c.warnings, []);
+});
+
+test('two listeners on the same port and overlapping addresses are an error', () => {
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n',
+    'listen.c2s[1]: port 5222 on 127.0.0.1 is already used by listen.c2s[0]');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5222\n',
+    'listen.http[0]: port 5222 on 0.0.0.0 is already used by listen.c2s[0]');
+  const ok = load(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.2"\n');
+  assert.equal(ok.listen.c2s.length, 2);
+});
+
+// --- listen.http -----------------------------------------------------------
+
+test('an http listener serves the prometheus handler in MongooseIM\'s syntax', () => {
+  const c = load(HOSTS + [
+    '[[listen.http]]\nport = 9090\nip_address = "127.0.0.1"\n',
+    '[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "/metrics"\n',
+  ].join(''));
+  assert.deepEqual(c.listen.http, [{ port: 9090, ip_address: '127.0.0.1', handlers: { mongoose_prometheus_handler: [{ host: '_', path: '/metrics' }] } }]);
+});
+
+test('an http listener without handlers has an empty handler list', () => {
+  const c = load(HOSTS + '[[listen.http]]\nport = 9090\n');
+  assert.deepEqual(c.listen.http[0], { port: 9090, ip_address: '0.0.0.0', handlers: { mongoose_prometheus_handler: [] } });
+});
+
+test('an http handler other than the prometheus one is an unknown handler', () => {
+  rejects(HOSTS + '[[listen.http]]\nport = 5280\n[[listen.http.handlers.mod_websockets]]\nhost = "_"\npath = "/ws-xmpp"\n',
+    'listen.http[0].handlers.mod_websockets: unknown handler; Petrel serves "mongoose_prometheus_handler"');
+});
+
+test('a prometheus handler needs host and a path starting with a slash', () => {
+  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\n',
+    'listen.http[0].handlers.mongoose_prometheus_handler[0].path: missing required option');
+  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "metrics"\n',
+    'listen.http[0].handlers.mongoose_prometheus_handler[0].path: must start with "/", got "metrics"');
+  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = ""\npath = "/m"\n',
+    'listen.http[0].handlers.mongoose_prometheus_handler[0].host: must not be empty');
+});
+
+// --- auth ------------------------------------------------------------------
+
+test('an [auth.internal] section enables the internal method', () => {
+  const c = load(HOSTS + '[auth]\nsasl_mechanisms = ["scram_sha1"]\n[auth.internal]\n');
+  assert.deepEqual(c.auth.methods, ['internal']);
+  assert.deepEqual(c.auth.internal, {});
+  assert.deepEqual(c.auth.sasl_mechanisms, ['scram_sha1']);
+});
+
+test('an auth section naming no method falls back to the internal store', () => {
+  const c = load(HOSTS + '[auth.password]\nformat = "plain"\n');
+  assert.deepEqual(c.auth.methods, ['internal']);
+  assert.deepEqual(c.auth.internal, {});
+  assert.deepEqual(c.auth.password, { format: 'plain' });
+});
+
+test('a listed auth method needs its own section, as in MongooseIM', () => {
+  rejects(HOSTS + '[auth]\nmethods = ["internal"]\n', 'auth.methods[0]: method "internal" has no [auth.internal] section');
+  assert.deepEqual(load(HOSTS + '[auth]\nmethods = ["internal"]\n[auth.internal]\n').auth.methods, ['internal']);
+});
+
+test('auth methods other than internal are errors naming the value', () => {
+  rejects(HOSTS + '[auth]\nmethods = ["ldap"]\n', 'auth.methods[0]: auth method "ldap" is not implemented by Petrel; only "internal" is');
+  rejects(HOSTS + '[auth]\nmethods = ["magic"]\n', 'auth.methods[0]: must be one of "internal", got "magic"');
+  rejects(HOSTS + '[auth.rdbms]\n', 'auth.rdbms: auth method "rdbms" is not implemented by Petrel; only "internal" is');
+  rejects(HOSTS + '[auth]\nmethods = []\n', 'auth.methods: must not be empty');
+});
+
+test('sasl_mechanisms takes Petrel\'s mechanisms only', () => {
+  rejects(HOSTS + '[auth]\nsasl_mechanisms = ["digest"]\n',
+    'auth.sasl_mechanisms[0]: must be one of "scram_sha256", "scram_sha1", "plain", got "digest"');
+  rejects(HOSTS + '[auth]\nsasl_mechanisms = []\n', 'auth.sasl_mechanisms: must not be empty');
+});
+
+test('the password format is "scram" or "plain"', () => {
+  rejects(HOSTS + '[auth.password]\nformat = "md5"\n', 'auth.password.format: must be one of "scram", "plain", got "md5"');
+  rejects(HOSTS + '[auth.password]\nhash = ["sha256"]\n', 'auth.password.hash: unknown option');
+});
+
+test('scram_iterations is read from auth.password, or from auth as older MongooseIM files have it', () => {
+  assert.equal(load(HOSTS + '[auth.password]\nscram_iterations = 20000\n').auth.scram_iterations, 20000);
+  assert.equal(load(HOSTS + '[auth]\nscram_iterations = 30000\n').auth.scram_iterations, 30000);
+  rejects(HOSTS + '[auth]\nscram_iterations = 30000\n[auth.password]\nscram_iterations = 20000\n',
+    'auth.scram_iterations: also set as auth.password.scram_iterations; keep only one');
+  rejects(HOSTS + '[auth.password]\nscram_iterations = 0\n', 'auth.password.scram_iterations: must be at least 1, got 0');
+});
+
+test('a scram_iterations below 4096 is accepted with a warning', () => {
+  const c = load(HOSTS + '[auth.password]\nscram_iterations = 1000\n');
+  assert.equal(c.auth.scram_iterations, 1000);
+  assert.deepEqual(c.warnings, ['auth.password.scram_iterations: 1000 is below 4096, the minimum RFC 7677 recommends']);
+});
+
+// --- shaper ----------------------------------------------------------------
+
+test('a shaper needs a positive max_rate', () => {
+  rejects(HOSTS + '[shaper.normal]\nmax_rate = 0\n', 'shaper.normal.max_rate: must be at least 1, got 0');
+  rejects(HOSTS + '[shaper.normal]\n', 'shaper.normal.max_rate: missing required option');
+  rejects(HOSTS + '[shaper.normal]\nmax_rate = 10\nburst = 5\n', 'shaper.normal.burst: unknown option');
+  rejects(HOSTS + '[shaper.none]\nmax_rate = 10\n', /^shaper\.none: "none" is reserved/);
+});
+
+// --- top level, files, syntax ----------------------------------------------
+
+test('an unknown top-level section is an error', () => {
+  rejects(HOSTS + '[s2s]\ndefault_policy = "deny"\n', 's2s: Petrel has no s2s; unknown section');
+  rejects(HOSTS + '[whatever]\n', 'whatever: unknown section');
+  rejects(HOSTS.replace('[general]\n', 'stray = 1\n[general]\n'), 'stray: unknown section');
+});
+
+test('a TOML syntax error is a ConfigError with the file, line and column', () => {
+  assert.throws(() => load('[general]\nhosts = ["localhost"\n'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.path, '');
+    assert.equal(err.file, '/srv/petrel/etc/petrel.toml');
+    assert.match(err.message, /^\/srv\/petrel\/etc\/petrel\.toml:\d+:\d+: invalid TOML: /);
+    return true;
+  });
+  assert.throws(() => load('[general]\nhosts = ["a"]\nhosts = ["b"]\n'), /petrel\.toml:3:\d+: invalid TOML/);
+});
+
+test('a validation error records which file it came from', () => {
+  assert.throws(() => load(HOSTS + 'hostz = 1\n'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.file, '/srv/petrel/etc/petrel.toml');
+    assert.equal(err.path, 'general.hostz');
+    return true;
+  });
+});
+
+test('a missing config file is a ConfigError naming the file', () => {
+  const file = join(tempDir(), 'nope.toml');
+  assert.throws(() => loadConfigFile(file, opts), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, `config file ${file} does not exist`);
+    return true;
+  });
+});
+
+test('a config file is read from disk and its relative paths resolve against its own directory', () => {
+  const dir = join(dirWithCerts(), 'etc');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'petrel.toml'), HOSTS + 'data_dir = "state"\n[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "../cert.pem"\nkeyfile = "../key.pem"\n');
+  const c = loadConfigFile(join(dir, 'petrel.toml'), opts);
+  assert.equal(c.configDir, dir);
+  assert.equal(c.general.data_dir, join(dir, 'state'));
+  assert.equal(c.listen.c2s[0].tls?.certfile, join(dirname(dir), 'cert.pem'));
+});
+
+// --- modules and higher-layer sections ---------------------------------------
+
+test('an unknown module is an error naming it', () => {
+  rejects(HOSTS + '[modules.mod_mam]\n', /^modules\.mod_mam: unknown module; Petrel has "mod_disco", "mod_offline", "mod_ping", "mod_roster"$/);
+});
+
+test('each module\'s options are validated by its own spec', () => {
+  const o: LoadOptions = {
+    sections: {},
+    modules: { ...standIns, mod_ping: section({ ping_interval: int({ min: 1, default: 60 }), send_pings: custom((v) => v, { default: false }) }) },
+  };
+  const c = load(HOSTS + '[modules.mod_ping]\nsend_pings = true\n[modules.mod_roster]\n', undefined, o);
+  assert.deepEqual(c.modules, { mod_ping: { ping_interval: 60, send_pings: true }, mod_roster: {} });
+  rejects(HOSTS + '[modules.mod_ping]\nping_interval = -1\n', 'modules.mod_ping.ping_interval: must be at least 1, got -1', undefined, o);
+  rejects(HOSTS + '[modules.mod_ping]\niqdisc.type = "one_queue"\n', 'modules.mod_ping.iqdisc: unknown option', undefined, o);
+  rejects('modules = 3\n' + HOSTS, 'modules: expected a table, got the integer 3');
+});
+
+test('the outgoing_pools spec handed in validates the section, absent or present', () => {
+  const pools = section({
+    http: section({}, {
+      default: true,
+      wildcard: section({ connection: section({ host: str({ nonEmpty: true }) }, { required: ['host'] }), workers: int({ default: 10 }) }, { required: ['connection'] }),
+    }),
+  }, { default: true });
+  const o: LoadOptions = { sections: { outgoing_pools: pools }, modules: standIns };
+  assert.deepEqual(load(HOSTS, undefined, o).outgoing_pools, { http: {} });
+  const c = load(HOSTS + '[outgoing_pools.http.http_pool.connection]\nhost = "http://localhost:8000"\n', undefined, o);
+  assert.deepEqual(c.outgoing_pools, { http: { http_pool: { connection: { host: 'http://localhost:8000' }, workers: 10 } } });
+  rejects(HOSTS + '[outgoing_pools.http.http_pool]\nworkers = 1\n', 'outgoing_pools.http.http_pool.connection: missing required option', undefined, o);
+  rejects(HOSTS + '[outgoing_pools.http.http_pool.connection]\nhost = "h"\n', 'outgoing_pools: unknown section');
+});
+
+test('another section handed in by a higher layer is validated and kept', () => {
+  const o: LoadOptions = { sections: { metrics: section({ prefix: str({ default: 'petrel' }) }, { default: true }) }, modules: standIns };
+  const c = load(HOSTS, undefined, o) as unknown as { metrics: { prefix: string } };
+  assert.deepEqual(c.metrics, { prefix: 'petrel' });
+  rejects(HOSTS + '[metrics]\nprefx = "x"\n', 'metrics.prefx: unknown option', undefined, o);
+});
+
+// --- the shipped default ---------------------------------------------------
+
+test('the default config path is config/petrel.toml in the package', () => {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+  assert.equal(defaultConfigPath(), join(root, 'config', 'petrel.toml'));
+  assert.ok(existsSync(defaultConfigPath()));
+});
+
+test('the shipped default config loads', () => {
+  const c = loadConfigFile(undefined, opts);
+  const root = dirname(dirname(defaultConfigPath()));
+  assert.equal(c.configPath, defaultConfigPath());
+  assert.deepEqual(c.general.hosts, ['localhost']);
+  assert.equal(c.general.data_dir, join(root, 'data'));
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none' }]);
+  assert.deepEqual(c.auth.methods, ['internal']);
+  assert.equal(c.auth.password.format, 'scram');
+  assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping']);
+  assert.deepEqual(c.warnings, []);
+});
+
+test('every commented example in the shipped default config is valid once uncommented', () => {
+  const text = readFileSync(defaultConfigPath(), 'utf8');
+  // Example lines read "# key = value" or "# [table]"; prose lines do not.
+  const uncommented = text.split('\n').map((l) => l.replace(/^(\s*)#\s+(?=\[|[a-z_]+ = )/, '$1')).join('\n');
+  assert.notEqual(uncommented, text);
+  const dir = dirWithCerts();
+  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_event_pusher: anything } };
+  const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
+  assert.equal(c.listen.c2s.length, 2);
+  assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');
+  assert.equal(c.listen.c2s[0].shaper, 'normal');
+  assert.equal(c.listen.c2s[1].tls?.mode, 'tls');
+  assert.deepEqual(c.listen.http[0].handlers.mongoose_prometheus_handler, [{ host: '_', path: '/metrics' }]);
+  assert.deepEqual(c.shaper, { normal: { max_rate: 1000 } });
+  assert.deepEqual(c.auth.sasl_mechanisms, ['scram_sha256', 'scram_sha1']);
+  assert.ok('mod_event_pusher' in c.modules);
+  assert.deepEqual(c.warnings, []);
+});
+
+test('an empty modules section enables no module', () => {
+  assert.deepEqual(load(HOSTS + '[modules]\n').modules, {});
+});
