@@ -1,6 +1,6 @@
 // Wiring: config → storage → hooks → routing → modules → listeners.
 import pino, { type Logger } from 'pino';
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
 import { Hooks } from './hooks/hooks.ts';
 import { openStorage } from './storage/index.ts';
@@ -14,6 +14,9 @@ import { MODULES } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { OutgoingPools } from './outgoing/types.ts';
 import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
+import { createOutgoingPools } from './outgoing/pools.ts';
+import { createMetricsRegistry } from './metrics/registry.ts';
+import { startHttpListeners } from './metrics/http-listener.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -53,15 +56,7 @@ export const DEFAULT_LIMITS: C2SLimits = {
   authTimeout: 30_000,
 };
 
-export interface ServerHooks {
-  /** Builds the outgoing pools (the outgoing layer supplies it). */
-  pools?: (config: PetrelConfig, logger: Logger) => OutgoingPools;
-  /** Starts extra listeners (metrics); returns their closers. */
-  listeners?: (ctx: ModuleContext) => Promise<Array<() => Promise<void>>>;
-  metrics?: Registry;
-}
-
-export async function startServer(config: PetrelConfig, extra: ServerHooks = {}): Promise<RunningServer> {
+export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
   const storage: Storage = openStorage(config.general.data_dir);
   const hooks = new Hooks((err, hook, owner) =>
@@ -72,8 +67,8 @@ export async function startServer(config: PetrelConfig, extra: ServerHooks = {})
   const router = new Router({ hosts, hooks, sm, users: storage.users, logger });
   const presence = new Presence({ router, sm, roster: storage.roster, users: storage.users, hooks, logger });
   router.presence = presence;
-  const metrics = extra.metrics ?? new Registry();
-  const pools: OutgoingPools = extra.pools ? extra.pools(config, logger) : { http: () => undefined, close: async () => {} };
+  const metrics: Registry = createMetricsRegistry();
+  const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
   const ctx: ModuleContext = { config, hosts, hooks, router, sessions: sm, storage, logger, metrics, pools, features: new Set() };
 
   const instances: Array<{ name: string; inst: ModuleInstance }> = [];
@@ -104,7 +99,8 @@ export async function startServer(config: PetrelConfig, extra: ServerHooks = {})
       for (const iq of inst.iqHandlers?.() ?? []) router.addIqHandler(iq);
     }
     for (const { inst } of instances) await inst.start?.();
-    if (extra.listeners) closers.push(...(await extra.listeners(ctx)));
+    const http = await startHttpListeners(config.listen.http, metrics, { logger });
+    closers.push(() => http.close());
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
     for (const l of config.listen.c2s) {
       c2s.push(
@@ -120,7 +116,7 @@ export async function startServer(config: PetrelConfig, extra: ServerHooks = {})
           hooks,
           logger,
           limits: DEFAULT_LIMITS,
-        }),
+        }, config.shaper),
       );
     }
   } catch (err) {

@@ -23,9 +23,15 @@ export function secureContextFor(cfg: C2SListenerConfig): SecureContext | null {
   });
 }
 
-export async function startC2SListener(cfg: C2SListenerConfig, base: Omit<C2SContext, 'listener' | 'tls'>, handshakeTimeout = 10_000): Promise<C2SListener> {
+export async function startC2SListener(
+  cfg: C2SListenerConfig,
+  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate'>,
+  shapers: Readonly<Record<string, { max_rate: number }>>,
+  handshakeTimeout = 10_000,
+): Promise<C2SListener> {
   const tls = secureContextFor(cfg);
-  const ctx: C2SContext = { ...base, listener: cfg, tls };
+  const maxRate = cfg.shaper === 'none' ? 0 : (shapers[cfg.shaper]?.max_rate ?? 0);
+  const ctx: C2SContext = { ...base, listener: cfg, tls, maxRate };
   const sessions = new Set<C2SSession>();
   const accept = (socket: Socket, secure: boolean) => {
     const s = new C2SSession(socket, ctx, secure);

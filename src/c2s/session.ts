@@ -34,6 +34,8 @@ export interface C2SContext {
   logger: Logger;
   tls: SecureContext | null;
   limits: C2SLimits;
+  /** Bytes per second this listener's shaper allows each connection to send (0 = unlimited). */
+  maxRate: number;
 }
 
 export interface C2SLimits {
@@ -67,6 +69,8 @@ export class C2SSession implements PresenceSession {
   #out = '';
   #flushQueued = false;
   #authTimer: NodeJS.Timeout | null = null;
+  /** Stanzas read while an earlier one waits on a barrier; kept in order. */
+  #held: Element[] | null = null;
   readonly id: number;
   readonly remote: string;
 
@@ -80,6 +84,8 @@ export class C2SSession implements PresenceSession {
     this.#socket = socket;
     this.#ctx = ctx;
     this.#secure = secure;
+    this.#tokens = ctx.maxRate;
+    this.#tokensAt = performance.now();
     this.id = ++sessionCounter;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
@@ -124,8 +130,32 @@ export class C2SSession implements PresenceSession {
     );
   }
 
+  /** Token bucket of the traffic shaper (bytes). */
+  #tokens = 0;
+  #tokensAt = 0;
+
   #onData = (chunk: Buffer): void => {
     this.#parser.write(chunk);
+    const rate = this.#ctx.maxRate;
+    if (rate > 0) this.#shape(chunk.length, rate);
+  };
+
+  /**
+   * A shaper pauses reading instead of buffering (as MongooseIM's does): past
+   * the allowed rate, the socket stops being read until the budget refills,
+   * and TCP flow control slows the sender down.
+   */
+  #shape(bytes: number, rate: number): void {
+    const now = performance.now();
+    // One second of burst at most.
+    this.#tokens = Math.min(rate, this.#tokens + ((now - this.#tokensAt) * rate) / 1000) - bytes;
+    this.#tokensAt = now;
+    if (this.#tokens >= 0) return;
+    const socket = this.#socket;
+    socket.pause();
+    setTimeout(() => {
+      if (this.#state !== 'closed' && this.#held === null) socket.resume();
+    }, Math.ceil((-this.#tokens * 1000) / rate)).unref();
   };
 
   #onSocketError = (err: Error): void => {
@@ -274,7 +304,8 @@ export class C2SSession implements PresenceSession {
         }
         return;
       case 'bound':
-        this.#established(el);
+        if (this.#held !== null) this.#hold(el);
+        else this.#established(el);
         return;
     }
   }
@@ -427,6 +458,36 @@ export class C2SSession implements PresenceSession {
     this.#ctx.hooks.run('sm_register_connection', jid.domain, { jid });
   }
 
+  /** Routes once `barrier` settles; later stanzas of this session wait behind it, in order. */
+  #waitFor(barrier: Promise<unknown>, route: () => void): void {
+    this.#held = [];
+    const resume = () => {
+      if (this.#state === 'closed') return;
+      route();
+      const held = this.#held ?? [];
+      this.#held = null;
+      for (let i = 0; i < held.length; i++) {
+        this.#established(held[i]!);
+        if (this.#held !== null) {
+          // Another barrier: the rest waits behind it.
+          (this.#held as Element[]).push(...held.slice(i + 1));
+          return;
+        }
+      }
+      if (this.#socket.isPaused()) this.#socket.resume();
+    };
+    barrier.then(resume, (err) => {
+      this.#ctx.logger.error({ what: 'c2s_barrier_failed', session: this.id, err: String(err) }, 'a hook could not finish before routing; routing anyway');
+      resume();
+    });
+  }
+
+  #hold(el: Element): void {
+    this.#held!.push(el);
+    // Bounded: reading stops while too much waits.
+    if (this.#held!.length >= HOLD_PAUSE) this.#socket.pause();
+  }
+
   #established(el: Element): void {
     const name = el.name;
     if (name !== 'message' && name !== 'presence' && name !== 'iq') {
@@ -472,7 +533,8 @@ export class C2SSession implements PresenceSession {
     if (!hooks.run('user_send_packet', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
     if (name === 'message') {
       if (!hooks.run('user_send_message', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
-      this.#ctx.router.route(me, target!, el, acc);
+      if (acc.barrier !== undefined) this.#waitFor(acc.barrier, () => this.#ctx.router.route(me, target!, el, acc));
+      else this.#ctx.router.route(me, target!, el, acc);
     } else if (name === 'presence') {
       this.#ctx.presence.outbound(this, el, to, acc);
     } else if (to === null) {
@@ -482,6 +544,8 @@ export class C2SSession implements PresenceSession {
     }
   }
 }
+
+const HOLD_PAUSE = 256;
 
 function decodeBase64(s: string): Buffer | undefined {
   const t = s.trim();

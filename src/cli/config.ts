@@ -2,7 +2,8 @@
 import { loadConfigFile } from '../config/load.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { moduleSpecs } from '../modules/registry.ts';
+import { outgoingPoolsSpec } from '../outgoing/spec.ts';
 
 export function loadConfig(file: string | undefined): PetrelConfig {
-  return loadConfigFile(file, { sections: {}, modules: moduleSpecs() });
+  return loadConfigFile(file, { sections: { outgoing_pools: outgoingPoolsSpec }, modules: moduleSpecs() });
 }

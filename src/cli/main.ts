@@ -7,12 +7,15 @@ import { startServer } from '../server.ts';
 import { openStorage } from '../storage/index.ts';
 import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
+import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
+import { formatMetricsTable } from '../metrics/snapshot.ts';
 
 const USAGE = `usage:
   petrel start [-c FILE]                          run the server in the foreground
   petrel register USER DOMAIN PASSWORD [-c FILE]  create an account
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
   petrel check-config [-c FILE]                   validate a configuration file
+  petrel metrics [-c FILE]                        the event pusher's metrics from the running server
 Without -c, the shipped default configuration (config/petrel.toml) is used.`;
 
 class UsageError extends Error {}
@@ -118,6 +121,17 @@ async function main(argv: string[]): Promise<void> {
         `${config.configPath}: OK (hosts: ${config.general.hosts.join(', ')}; ${config.listen.c2s.length} c2s listener(s); ` +
           `${config.listen.http.length} http listener(s); modules: ${modules.length ? modules.join(', ') : 'none'})\n`,
       );
+      return;
+    }
+    case 'metrics': {
+      const { config: file } = parse(rest, 0, '');
+      const config = loadConfig(file);
+      try {
+        process.stdout.write(formatMetricsTable(await fetchMetricsSnapshot(config)) + '\n');
+      } catch (err) {
+        if (err instanceof MetricsUnavailableError) fail(err.message);
+        throw err;
+      }
       return;
     }
     case undefined:

@@ -22,6 +22,12 @@ export interface Acc {
   to: JID;
   /** Handler results keyed by namespace, e.g. "event_pusher". */
   meta?: Record<string, unknown>;
+  /**
+   * Set by a handler of user_send_message that must finish something durable
+   * before the stanza moves on (the event pusher's outbox write). The sender's
+   * session routes the stanza, and every later one, only once it settles.
+   */
+  barrier?: Promise<unknown>;
 }
 
 export type Direction = 'in' | 'out';

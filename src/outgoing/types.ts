@@ -58,6 +58,8 @@ export interface HttpPool {
   readonly tag: string;
   /** "scheme://host:port" + path prefix, for logs and URL building. */
   readonly baseUrl: string;
+  /** Connections the pool keeps (`workers`): how many requests may be in flight at once. */
+  readonly workers: number;
   /** Full URL the pool sends to for a handler `path` (MongooseIM's joining rules). */
   url(path: string): string;
   /** Never rejects: every failure becomes an HttpOutcome. */

@@ -1,0 +1,65 @@
+// Configuration of mod_event_pusher and its HTTP backend. Three spellings are
+// accepted and normalised into one list of handlers:
+//   [modules.mod_event_pusher.backend.http]        one handler (a table)
+//   [[modules.mod_event_pusher.backend.http]]      several (an array of tables)
+//   [modules.mod_event_pusher.http] handlers = [...] / [[modules.mod_event_pusher.http.handlers]]
+//                                                  MongooseIM's current syntax
+// Options and defaults: mod_event_pusher_http:handler_config_spec/0.
+import { custom, fail, isTable, describe, list, section, str, validate } from '../../config/schema.ts';
+import type { Spec } from '../../config/schema.ts';
+import type { HttpHandlerOpts } from './http/callback.ts';
+
+export const DEFAULT_POOL_NAME = 'http_pool';
+export const DEFAULT_CALLBACK_MODULE = 'mod_event_pusher_http_defaults';
+
+export interface HandlerOpts extends HttpHandlerOpts {
+  /** Where the handler was configured, for errors found when the module starts. */
+  readonly tomlPath: string;
+}
+
+export interface EventPusherOpts {
+  handlers: HandlerOpts[];
+}
+
+const handlerSection = section({
+  pool_name: str({ nonEmpty: true, default: DEFAULT_POOL_NAME }),
+  path: str({ default: '' }),
+  callback_module: str({ nonEmpty: true, default: DEFAULT_CALLBACK_MODULE }),
+});
+
+const handler = custom((v, p, ctx) => ({ ...validate(handlerSection, v, p, ctx), tomlPath: p }));
+
+/** A single table, or an array of tables (TOML's [[...]]). */
+const tableOrTables = custom((v, p, ctx) => {
+  if (Array.isArray(v)) return v.map((item, i) => validate(handler, item, `${p}[${i}]`, ctx));
+  if (isTable(v)) return [validate(handler, v, p, ctx)];
+  return fail(p, `expected a table or an array of tables, got ${describe(v)}`);
+});
+
+const otherBackend = custom((_v, p) => {
+  const name = p.slice(p.lastIndexOf('.') + 1);
+  return fail(p, `Petrel has no ${name} backend; mod_event_pusher supports the http backend`);
+});
+
+export const eventPusherSpec: Spec = section(
+  {
+    backend: section({ http: tableOrTables }, { wildcard: otherBackend }),
+    http: section({ handlers: list(handler, { default: [] }) }, { default: false }),
+  },
+  {
+    wildcard: otherBackend,
+    default: true,
+    process: (v): EventPusherOpts => {
+      const handlers: HandlerOpts[] = [...(v.backend?.http ?? []), ...(v.http?.handlers ?? [])];
+      // MongooseIM validates the handler list as unique.
+      const seen = new Map<string, string>();
+      for (const h of handlers) {
+        const key = JSON.stringify([h.pool_name, h.path, h.callback_module]);
+        const first = seen.get(key);
+        if (first !== undefined) fail(h.tomlPath, `duplicate handler: same pool_name, path and callback_module as ${first}`);
+        seen.set(key, h.tomlPath);
+      }
+      return { handlers };
+    },
+  },
+);

@@ -1,0 +1,99 @@
+// Delivery of prepared requests. The hook handler only enqueues; a deliverer
+// sends in the background through the handler's pool. The interface is what
+// a durable outbox (stored, retried, signed) implements as well.
+import type { HttpHeaders, HttpOutcome, HttpPool } from '../../../outgoing/types.ts';
+
+export interface DeliveryRequest {
+  /** Index of the handler in the configuration. */
+  handler: number;
+  hostType: string;
+  /** The handler's path (the pool adds its path_prefix). */
+  path: string;
+  headers: HttpHeaders;
+  body: string | Uint8Array;
+  /** Standard Webhooks `webhook-id`, also present in `headers`. */
+  webhookId: string;
+}
+
+export interface Deliverer {
+  /** Never blocks and never throws; a request that cannot be kept is reported through onDropped. */
+  enqueue(req: DeliveryRequest): void;
+  /** Requests waiting or in flight. */
+  readonly size: number;
+  /** Stops taking requests; waits up to `graceMs` for those already taken. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface MemoryDelivererOptions {
+  pool: HttpPool;
+  /** Requests in flight at once (the pool's workers). */
+  concurrency: number;
+  /** Requests kept waiting before new ones are dropped. */
+  maxQueue: number;
+  onResult(req: DeliveryRequest, outcome: HttpOutcome): void;
+  onDropped(req: DeliveryRequest, reason: 'queue_full' | 'closed'): void;
+}
+
+export const DEFAULT_MAX_QUEUE = 10_000;
+
+/** An in-memory FIFO drained by up to `concurrency` requests at a time. Bounded; lost on restart. */
+export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
+  let queue: DeliveryRequest[] = [];
+  let head = 0;
+  let inFlight = 0;
+  let closed = false;
+  let idle: (() => void) | null = null;
+
+  const pump = () => {
+    while (inFlight < o.concurrency && head < queue.length) {
+      const req = queue[head]!;
+      queue[head++] = undefined as unknown as DeliveryRequest;
+      if (head > 1024 && head * 2 > queue.length) {
+        queue = queue.slice(head);
+        head = 0;
+      }
+      inFlight++;
+      o.pool.post(req.path, req.headers, req.body).then(
+        (outcome) => done(req, outcome),
+        (err) => done(req, { kind: 'error', message: String(err) }),
+      );
+    }
+  };
+
+  const done = (req: DeliveryRequest, outcome: HttpOutcome) => {
+    inFlight--;
+    try {
+      o.onResult(req, outcome);
+    } finally {
+      pump();
+      if (idle !== null && inFlight === 0 && head >= queue.length) idle();
+    }
+  };
+
+  return {
+    enqueue(req) {
+      if (closed) return o.onDropped(req, 'closed');
+      if (queue.length - head >= o.maxQueue) return o.onDropped(req, 'queue_full');
+      queue.push(req);
+      if (inFlight < o.concurrency) pump();
+    },
+    get size() {
+      return queue.length - head + inFlight;
+    },
+    async close(graceMs = 5000) {
+      closed = true;
+      if (inFlight === 0 && head >= queue.length) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        timer.unref();
+        idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      for (let i = head; i < queue.length; i++) o.onDropped(queue[i]!, 'closed');
+      queue = [];
+      head = 0;
+    },
+  };
+}

@@ -1,0 +1,277 @@
+// One `[outgoing_pools.http.TAG]` pool: an undici Pool of keep-alive
+// connections to one origin. Every way a request can end is reduced to an
+// HttpOutcome, so callers never deal with exceptions from the network.
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { performance } from 'node:perf_hooks';
+import { Pool } from 'undici';
+import type { buildConnector } from 'undici';
+import { fail } from '../config/schema.ts';
+import type { HttpHeaders, HttpOutcome, HttpPool, HttpPoolConfig, HttpPoolTlsConfig } from './types.ts';
+import { joinPath, normalizePrefix } from './url.ts';
+
+/** Bytes of a response body kept for the caller (logs, diagnostics); the rest is read and dropped. */
+const MAX_RESPONSE_BODY = 64 * 1024;
+/** Used when request_timeout = 0 (no request timeout) for the TCP/TLS handshake. */
+const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
+/** Certificate verification failures that "selfsigned_peer" lets through. */
+const SELF_SIGNED_CODES = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN']);
+
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ETIMEDOUT',
+  'PETREL_CONNECT_TIMEOUT',
+]);
+const REFUSED_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+]);
+const TLS_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+type ErrLike = { code?: unknown; name?: unknown; message?: unknown; cause?: unknown; errors?: unknown };
+
+function codesOf(err: unknown, depth = 0): string[] {
+  if (typeof err !== 'object' || err === null || depth > 4) return [];
+  const e = err as ErrLike;
+  const out: string[] = [];
+  if (typeof e.code === 'string') out.push(e.code);
+  if (typeof e.name === 'string') out.push(e.name);
+  // Happy-eyeballs connects fail with an AggregateError holding one error per address.
+  if (Array.isArray(e.errors)) for (const sub of e.errors) out.push(...codesOf(sub, depth + 1));
+  if (e.cause !== undefined) out.push(...codesOf(e.cause, depth + 1));
+  return out;
+}
+
+function messageOf(err: unknown): string {
+  if (typeof err === 'object' && err !== null) {
+    const e = err as ErrLike;
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    let msg = typeof e.message === 'string' && e.message !== '' ? e.message : undefined;
+    if (msg === undefined && Array.isArray(e.errors) && e.errors.length > 0) msg = messageOf(e.errors[0]);
+    if (msg === undefined) msg = String(err);
+    return code !== undefined && !msg.includes(code) ? `${code}: ${msg}` : msg;
+  }
+  return String(err);
+}
+
+/** Maps anything undici, net or tls can throw to one of the fixed outcomes. */
+export function classifyError(err: unknown): HttpOutcome {
+  const codes = codesOf(err);
+  const message = messageOf(err);
+  if (codes.some((c) => c === 'TimeoutError' || TIMEOUT_CODES.has(c))) return { kind: 'timeout', message };
+  if (codes.some((c) => TLS_CODES.has(c) || c.startsWith('ERR_SSL_') || c.startsWith('ERR_TLS_') || c.startsWith('ERR_OSSL_'))) {
+    return { kind: 'tls', message };
+  }
+  if (codes.some((c) => REFUSED_CODES.has(c))) return { kind: 'refused', message };
+  return { kind: 'error', message };
+}
+
+function readPem(file: string, tomlPath: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    return fail(tomlPath, `cannot read ${JSON.stringify(file)}: ${(e as Error).message}`);
+  }
+}
+
+const VERSION_NAMES: Record<string, tls.SecureVersion> = { 'tlsv1.2': 'TLSv1.2', 'tlsv1.3': 'TLSv1.3' };
+
+interface TlsPlan {
+  options: tls.ConnectionOptions;
+  /** Accept self-signed chains, then check the host name ourselves. */
+  selfSigned: boolean;
+  /** Explicit SNI name, '' for none, undefined for the request's host. */
+  servername: string | undefined;
+  verify: boolean;
+}
+
+function planTls(t: HttpPoolTlsConfig | undefined, base: string): TlsPlan {
+  const verifyMode = t?.verify_mode ?? 'peer';
+  const verify = verifyMode !== 'none' && (t?.disconnect_on_failure ?? true);
+  const selfSigned = verify && (verifyMode === 'selfsigned_peer' || verifyMode === 'selfsigned');
+  const options: tls.ConnectionOptions = {};
+  if (t !== undefined) {
+    if (t.cacertfile !== undefined) options.ca = readPem(t.cacertfile, `${base}.cacertfile`);
+    if (t.certfile !== undefined) options.cert = readPem(t.certfile, `${base}.certfile`);
+    if (t.keyfile !== undefined) options.key = readPem(t.keyfile, `${base}.keyfile`);
+    if (t.password !== undefined) options.passphrase = t.password;
+    if (t.ciphers !== undefined) options.ciphers = t.ciphers;
+    if (t.crl_files.length > 0) options.crl = t.crl_files.map((f, i) => readPem(f, `${base}.crl_files[${i}]`));
+    if (t.versions !== undefined && t.versions.length > 0) {
+      const vs = t.versions.map((v) => VERSION_NAMES[v]!).sort();
+      options.minVersion = vs[0];
+      options.maxVersion = vs[vs.length - 1];
+    }
+  }
+  options.rejectUnauthorized = verify && !selfSigned;
+  // MongooseIM: SNI is on by default but only takes effect when the peer is verified.
+  const sni = t?.server_name_indication;
+  let servername: string | undefined;
+  if (!verify || sni?.enabled === false) servername = '';
+  else if (sni?.host !== undefined) servername = sni.host;
+  return { options, selfSigned, servername, verify };
+}
+
+function connectTimeoutError(host: string, port: number, ms: number): Error {
+  const err = new Error(`connect to ${host}:${port} timed out after ${ms} ms`) as Error & { code: string };
+  err.code = 'PETREL_CONNECT_TIMEOUT';
+  return err;
+}
+
+/**
+ * A connector that applies the pool's TLS plan. undici's own connector always
+ * sends SNI and cannot accept a self-signed peer while still checking the
+ * host name, both of which MongooseIM's options can ask for.
+ */
+function makeConnector(plan: TlsPlan, connectTimeout: number): buildConnector.connector {
+  return (opts, callback) => {
+    let cb: buildConnector.Callback | null = callback;
+    const finish = (err: Error | null, socket: net.Socket | tls.TLSSocket | null) => {
+      if (cb === null) return;
+      const c = cb;
+      cb = null;
+      clearTimeout(timer);
+      if (err !== null) {
+        socket?.destroy();
+        c(err, null);
+      } else c(null, socket!);
+    };
+    const https = opts.protocol === 'https:';
+    const port = opts.port !== '' ? Number(opts.port) : https ? 443 : 80;
+    // URL host names keep IPv6 literals in brackets; sockets want them bare.
+    const host = opts.hostname.startsWith('[') ? opts.hostname.slice(1, -1) : opts.hostname;
+    let socket: net.Socket | tls.TLSSocket;
+    if (https) {
+      let servername = plan.servername ?? opts.servername;
+      if (servername === undefined && net.isIP(host) === 0) servername = host;
+      socket = tls.connect({ ...plan.options, host, port, servername: servername || undefined });
+      socket.once('secureConnect', () => {
+        const s = socket as tls.TLSSocket;
+        if (plan.selfSigned && !s.authorized) {
+          const code = (s.authorizationError as unknown as { code?: string } | null)?.code ?? String(s.authorizationError);
+          if (!SELF_SIGNED_CODES.has(code)) {
+            const err = new Error(`certificate verification failed: ${code}`) as Error & { code: string };
+            err.code = code;
+            return finish(err, s);
+          }
+          const identityErr = tls.checkServerIdentity(servername || host, s.getPeerCertificate());
+          if (identityErr !== undefined) return finish(identityErr, s);
+        }
+        finish(null, s);
+      });
+    } else {
+      socket = net.connect({ host, port });
+      socket.once('connect', () => finish(null, socket));
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    // Stays attached: after the handshake undici adds its own error handling.
+    socket.on('error', (err) => finish(err, socket));
+    const timer = setTimeout(() => finish(connectTimeoutError(host, port, connectTimeout), socket), connectTimeout);
+  };
+}
+
+function toUndiciHeaders(h: HttpHeaders): Record<string, string> | string[] {
+  if (!Array.isArray(h)) return h as Record<string, string>;
+  const flat: string[] = [];
+  for (const [k, v] of h as ReadonlyArray<readonly [string, string]>) flat.push(k, v);
+  return flat;
+}
+
+/**
+ * Creates the pool for `[outgoing_pools.http.<tag>]`. Reads TLS files now, so
+ * a missing certificate is reported at start-up with its TOML path.
+ */
+export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
+  const conn = cfg.connection;
+  const origin = new URL(conn.host).origin;
+  const prefix = normalizePrefix(conn.path_prefix);
+  const https = origin.startsWith('https:');
+  const tlsPlan = planTls(https ? conn.tls : undefined, `outgoing_pools.http.${tag}.connection.tls`);
+  const requestTimeout = conn.request_timeout;
+  const connectTimeout = requestTimeout > 0 ? requestTimeout : DEFAULT_CONNECT_TIMEOUT;
+  const pool = new Pool(origin, {
+    connections: cfg.workers,
+    pipelining: 1,
+    // 0 turns undici's timeouts off, which is what request_timeout = 0 means here.
+    headersTimeout: requestTimeout,
+    bodyTimeout: requestTimeout,
+    keepAliveTimeout: 30_000,
+    connect: makeConnector(tlsPlan, connectTimeout),
+  });
+  const maxPending = cfg.max_worker_queue_len !== undefined ? cfg.workers * (cfg.max_worker_queue_len + 1) : Infinity;
+  let pending = 0;
+  let closed = false;
+
+  async function post(path: string, headers: HttpHeaders, body: string | Uint8Array): Promise<HttpOutcome> {
+    if (closed) return { kind: 'error', message: `pool ${tag} is closed` };
+    if (pending >= maxPending) return { kind: 'error', message: `pool ${tag} queue is full (max_worker_queue_len)` };
+    pending++;
+    const t0 = performance.now();
+    try {
+      // call_timeout bounds the whole call, waiting for a connection included,
+      // as wpool:call/4 does in MongooseIM.
+      const res = await pool.request({
+        path: joinPath(prefix, path),
+        method: 'POST',
+        headers: toUndiciHeaders(headers),
+        body,
+        signal: AbortSignal.timeout(cfg.call_timeout),
+      });
+      const chunks: Buffer[] = [];
+      let kept = 0;
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        if (kept < MAX_RESPONSE_BODY) {
+          chunks.push(chunk);
+          kept += chunk.length;
+        }
+      }
+      const timeMs = performance.now() - t0;
+      const text = Buffer.concat(chunks).subarray(0, MAX_RESPONSE_BODY).toString('utf8');
+      const status = res.statusCode;
+      const kind = status >= 200 && status < 300 ? 'ok' : 'http_status';
+      return { kind, status, headers: res.headers, body: text, timeMs };
+    } catch (err) {
+      return classifyError(err);
+    } finally {
+      pending--;
+    }
+  }
+
+  return {
+    tag,
+    baseUrl: origin + prefix,
+    workers: cfg.workers,
+    url: (path: string) => origin + joinPath(prefix, path),
+    post,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await pool.close().catch(() => pool.destroy());
+    },
+  };
+}

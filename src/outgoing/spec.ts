@@ -1,0 +1,93 @@
+// Schema of the `outgoing_pools` section. Names and defaults follow
+// MongooseIM's mongoose_config_spec.erl (outgoing_pools/1, wpool/1,
+// outgoing_pool_connection(<<"http">>), tls/1, server_name_indication/0).
+import { bool, custom, fail, int, list, path, section, str } from '../config/schema.ts';
+import type { Spec } from '../config/schema.ts';
+import { checkHostUrl } from './url.ts';
+
+export const POOL_SCOPES = ['global', 'host_type', 'host'] as const;
+export const POOL_STRATEGIES = [
+  'best_worker',
+  'random_worker',
+  'next_worker',
+  'available_worker',
+  'next_available_worker',
+] as const;
+export const TLS_VERIFY_MODES = ['peer', 'selfsigned_peer', 'selfsigned', 'none'] as const;
+
+const serverNameIndication = section(
+  {
+    enabled: bool({ default: true }),
+    host: str({ nonEmpty: true }),
+    protocol: str({ oneOf: ['default', 'https'], default: 'default' }),
+  },
+  { default: true },
+);
+
+const tls = section(
+  {
+    verify_mode: str({ oneOf: TLS_VERIFY_MODES, default: 'peer' }),
+    certfile: path({ exists: true }),
+    cacertfile: path({ exists: true }),
+    keyfile: path({ exists: true }),
+    password: str(),
+    ciphers: str({ nonEmpty: true }),
+    versions: list(str({ oneOf: ['tlsv1.2', 'tlsv1.3'] }), { nonEmpty: true, unique: true }),
+    crl_files: list(path({ exists: true }), { default: [] }),
+    disconnect_on_failure: bool({ default: true }),
+    server_name_indication: serverNameIndication,
+  },
+  {
+    process: (v, p) => {
+      // Since OTP 28.1 MongooseIM refuses a certfile without a separate keyfile; so does Node's TLS.
+      if (v.certfile !== undefined && v.keyfile === undefined) fail(p + '.keyfile', 'required when certfile is set');
+      if (v.keyfile !== undefined && v.certfile === undefined) fail(p + '.certfile', 'required when keyfile is set');
+      if (v.verify_mode === 'selfsigned') v.verify_mode = 'selfsigned_peer';
+      return v;
+    },
+  },
+);
+
+const connection = section(
+  {
+    host: str({ nonEmpty: true, check: checkHostUrl }),
+    path_prefix: str({ nonEmpty: true, default: '/' }),
+    request_timeout: int({ min: 0, default: 2000 }),
+    tls,
+  },
+  { required: ['host'] },
+);
+
+const httpPool = section(
+  {
+    scope: str({ oneOf: POOL_SCOPES, default: 'global' }),
+    workers: int({ min: 1, default: 10 }),
+    strategy: str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }),
+    call_timeout: int({ min: 1, default: 5000 }),
+    max_worker_queue_len: int({ min: 0 }),
+    connection,
+  },
+  {
+    required: ['connection'],
+    process: (v, p) => {
+      if (v.max_worker_queue_len !== undefined && v.strategy !== 'best_worker') {
+        fail(p + '.max_worker_queue_len', 'can only be set for the best_worker strategy');
+      }
+      // "host" is MongooseIM's deprecated spelling of "host_type".
+      if (v.scope === 'host') v.scope = 'host_type';
+      return v;
+    },
+  },
+);
+
+const otherPoolType = custom((_value, p) => {
+  const type = p.slice(p.lastIndexOf('.') + 1);
+  return fail(p, `Petrel has no ${type} pools; only [outgoing_pools.http.TAG] is supported`);
+});
+
+export const outgoingPoolsSpec: Spec = section(
+  {
+    http: section({}, { wildcard: httpPool, default: true }),
+  },
+  { wildcard: otherPoolType, default: true },
+);

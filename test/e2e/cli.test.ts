@@ -1,0 +1,200 @@
+// The `petrel` command: register / unregister (also while the server runs),
+// check-config, start with the shipped configuration, and SIGTERM.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { preparePetrel, runCli, startPetrel, tempDir, Petrel, REPO_ROOT } from './helpers/server.ts';
+import { connect, type TestClient } from './helpers/client.ts';
+import { RawConnection } from './helpers/raw.ts';
+import type { XmppError } from '@xmpp/client';
+
+async function loginFails(target: { port: number }, user: string, password: string): Promise<XmppError> {
+  try {
+    const c = await connect(target, user, password);
+    await c.close();
+  } catch (err) {
+    return err as XmppError;
+  }
+  throw new Error(`${user} could log in`);
+}
+
+describe('register and unregister', () => {
+  let server: Petrel;
+  before(async () => {
+    server = await preparePetrel();
+  });
+  after(async () => {
+    await server.dispose();
+  });
+
+  test('a user registered before the server starts can log in', async () => {
+    const r = await server.cli(['register', 'alice', 'localhost', 's3cret']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /alice@localhost registered/);
+    await server.start();
+    const c = await connect(server, 'alice', 's3cret');
+    assert.equal(c.bare, 'alice@localhost');
+    await c.close();
+  });
+
+  test('registering an existing user fails with a non-zero exit and says the user exists', async () => {
+    const r = await server.cli(['register', 'alice', 'localhost', 'other']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /alice@localhost already exists/);
+    // The first password still works.
+    const c = await connect(server, 'alice', 's3cret');
+    await c.close();
+  });
+
+  test('a user registered while the server runs can log in at once', async () => {
+    assert.ok(server.running);
+    const r = await server.cli(['register', 'carol', 'localhost', 'pw-carol']);
+    assert.equal(r.code, 0, r.stderr);
+    const c = await connect(server, 'carol', 'pw-carol');
+    assert.equal(c.bare, 'carol@localhost');
+    await c.close();
+  });
+
+  test('a user unregistered while the server runs can no longer log in (not-authorized)', async () => {
+    const r = await server.cli(['unregister', 'carol', 'localhost']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /carol@localhost unregistered/);
+    const err = await loginFails(server, 'carol', 'pw-carol');
+    assert.equal(err.condition, 'not-authorized');
+  });
+
+  test('unregistering a user who does not exist fails with a non-zero exit', async () => {
+    const r = await server.cli(['unregister', 'nobody', 'localhost']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /nobody@localhost does not exist/);
+  });
+
+  test('registering on a domain the server does not serve fails and names the hosts', async () => {
+    const r = await server.cli(['register', 'dave', 'example.org', 'pw']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /example\.org is not a host of this server/);
+  });
+});
+
+describe('check-config', () => {
+  let dir: string;
+  before(async () => {
+    dir = await tempDir();
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const check = async (name: string, toml: string) => {
+    const file = join(dir, name);
+    await writeFile(file, toml);
+    return runCli(['check-config', '-c', file]);
+  };
+  const good = '[general]\n  hosts = ["localhost"]\n\n[[listen.c2s]]\n  port = 5222\n  ip_address = "127.0.0.1"\n\n[modules.mod_roster]\n';
+
+  test('a good file passes with exit 0 and a one-line summary', async () => {
+    const r = await check('good.toml', good);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!, /good\.toml: OK/);
+    assert.match(lines[0]!, /localhost/);
+    assert.match(lines[0]!, /mod_roster/);
+    assert.equal(r.stderr, '');
+  });
+
+  test('the shipped configuration passes', async () => {
+    const r = await runCli(['check-config']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /config[/\\]petrel\.toml: OK/);
+  });
+
+  test('an unknown key fails and the error names its TOML path', async () => {
+    const r = await check('unknown.toml', good.replace('hosts = ["localhost"]', 'hosts = ["localhost"]\n  colour = "blue"'));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /general\.colour/);
+  });
+
+  test('a value of the wrong type fails and the error names its TOML path', async () => {
+    const r = await check('type.toml', good.replace('port = 5222', 'port = "5222"'));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /listen\.c2s\[0\]\.port/);
+  });
+
+  test('a bad value fails and the error names its TOML path', async () => {
+    const r = await check('value.toml', good.replace('hosts = ["localhost"]', 'hosts = ["localhost"]\n  loglevel = "loud"'));
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /general\.loglevel/);
+  });
+
+  test('a bad value in a module section fails and names its path', async () => {
+    const r = await check('module.toml', good + '[modules.mod_offline]\n  max_messages = 0\n');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /modules\.mod_offline\.max_messages/);
+  });
+
+  test('a plaintext listener on 0.0.0.0 passes with a warning naming it', async () => {
+    const r = await check('public.toml', good.replace('ip_address = "127.0.0.1"', 'ip_address = "0.0.0.0"'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: listen\.c2s\[0\].*plain text/);
+  });
+});
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+test('start without -c uses the shipped configuration, with PETREL_DATA_DIR as its data directory', async (t) => {
+  if (!(await portIsFree(5222))) {
+    t.skip('127.0.0.1:5222, the port of the shipped configuration, is taken on this machine');
+    return;
+  }
+  const dataDir = await tempDir('petrel-e2e-data-');
+  const env = { ...process.env, PETREL_DATA_DIR: dataDir };
+  const server = new Petrel(dataDir, join(REPO_ROOT, 'config', 'petrel.toml'), [5222], 'localhost');
+  try {
+    const r = await runCli(['register', 'alice', 'localhost', 'default-pw'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    await server.start({ env, withConfig: false });
+    const started = await server.waitForLog((l) => l.what === 'server_started');
+    assert.equal(started.config, join(REPO_ROOT, 'config', 'petrel.toml'));
+    assert.equal(started.data_dir, dataDir);
+    const c = await connect({ port: 5222 }, 'alice', 'default-pw');
+    await c.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
+describe('SIGTERM', () => {
+  let server: Petrel;
+  let client: TestClient;
+  let raw: RawConnection;
+  before(async () => {
+    server = await startPetrel({ users: [['alice', 'pw']] });
+    client = await connect(server, 'alice', 'pw', { resource: 'lib' });
+    raw = await RawConnection.open(server.port);
+    await raw.login('alice', 'pw', 'raw');
+  });
+  after(async () => {
+    raw.destroy();
+    await client.close();
+    await server.dispose();
+  });
+
+  test('SIGTERM ends every session with </stream:stream> and the process exits 0', async () => {
+    const { code, signal } = await server.stop();
+    assert.equal(signal, null);
+    assert.equal(code, 0, server.stderr);
+    const text = await raw.untilClosed();
+    assert.match(text, /<\/stream:stream>$/);
+    await client.disconnected;
+    assert.ok(server.logs.some((l) => l.what === 'server_stopped'));
+  });
+});

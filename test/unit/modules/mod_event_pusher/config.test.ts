@@ -1,0 +1,108 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parse } from 'smol-toml';
+import { ConfigError, validate } from '../../../../src/config/schema.ts';
+import { eventPusherSpec } from '../../../../src/modules/mod_event_pusher/config.ts';
+
+function opts(toml: string) {
+  const raw = parse(toml) as { modules: { mod_event_pusher: unknown } };
+  return validate(eventPusherSpec, raw.modules.mod_event_pusher, 'modules.mod_event_pusher', { configDir: '/etc/petrel', warnings: [] });
+}
+
+function errorOf(toml: string): ConfigError {
+  try {
+    opts(toml);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('a single [modules.mod_event_pusher.backend.http] table is one handler', () => {
+  const o = opts(`
+[modules.mod_event_pusher.backend.http]
+  pool_name = "http_pool"
+  path = "/notifications"
+`);
+  assert.deepEqual(o.handlers, [
+    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http' },
+  ]);
+});
+
+test('repeated [[modules.mod_event_pusher.backend.http]] tables are handlers in order', () => {
+  const o = opts(`
+[[modules.mod_event_pusher.backend.http]]
+  pool_name = "http_pool"
+  path = "/notifications"
+  callback_module = "mod_event_pusher_http_notifications"
+
+[[modules.mod_event_pusher.backend.http]]
+  pool_name = "http_pool"
+  path = "/alerts"
+  callback_module = "mod_event_pusher_http_alerts"
+`);
+  assert.deepEqual(o.handlers.map((h: any) => [h.path, h.callback_module, h.tomlPath]), [
+    ['/notifications', 'mod_event_pusher_http_notifications', 'modules.mod_event_pusher.backend.http[0]'],
+    ['/alerts', 'mod_event_pusher_http_alerts', 'modules.mod_event_pusher.backend.http[1]'],
+  ]);
+});
+
+test('MongooseIM\'s handlers = [{...}] syntax is accepted', () => {
+  const o = opts(`
+[modules.mod_event_pusher.http]
+  handlers = [{pool_name = "http_pool", path = "/notifications"}]
+`);
+  assert.deepEqual(o.handlers, [
+    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.http.handlers[0]' },
+  ]);
+});
+
+test('[[modules.mod_event_pusher.http.handlers]] subsections are accepted', () => {
+  const o = opts(`
+[[modules.mod_event_pusher.http.handlers]]
+  path = "/a"
+[[modules.mod_event_pusher.http.handlers]]
+  path = "/b"
+  callback_module = "mod_event_pusher_http_json"
+`);
+  assert.equal(o.handlers.length, 2);
+  assert.equal(o.handlers[1].callback_module, 'mod_event_pusher_http_json');
+  assert.equal(o.handlers[1].tomlPath, 'modules.mod_event_pusher.http.handlers[1]');
+});
+
+test('an empty handler gets every default', () => {
+  const o = opts(`[modules.mod_event_pusher.backend.http]`);
+  assert.deepEqual(o.handlers[0], { pool_name: 'http_pool', path: '', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http' });
+});
+
+test('a module with no backend has no handlers', () => {
+  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [] });
+});
+
+test('an unknown handler option is an error naming its path', () => {
+  const e = errorOf(`
+[[modules.mod_event_pusher.backend.http]]
+[[modules.mod_event_pusher.backend.http]]
+  pool = "x"
+`);
+  assert.equal(e.path, 'modules.mod_event_pusher.backend.http[1].pool');
+});
+
+test('an empty pool_name is an error', () => {
+  assert.equal(errorOf(`[modules.mod_event_pusher.backend.http]\npool_name = ""`).path, 'modules.mod_event_pusher.backend.http.pool_name');
+});
+
+test('a backend Petrel does not have is an error naming it', () => {
+  const e = errorOf(`[modules.mod_event_pusher.sns]\nregion = "eu-west-1"`);
+  assert.equal(e.path, 'modules.mod_event_pusher.sns');
+  assert.match(e.message, /no sns backend/);
+});
+
+test('two identical handlers are an error naming the second', () => {
+  const e = errorOf(`
+[modules.mod_event_pusher.http]
+  handlers = [{path = "/n"}, {path = "/n"}]
+`);
+  assert.equal(e.path, 'modules.mod_event_pusher.http.handlers[1]');
+});

@@ -1,0 +1,189 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHttpPool } from '../../../src/outgoing/http.ts';
+import type { HttpPoolConfig, HttpPoolTlsConfig } from '../../../src/outgoing/types.ts';
+
+function poolConfig(host: string, over: Partial<HttpPoolConfig['connection']> = {}): HttpPoolConfig {
+  return {
+    scope: 'global',
+    workers: 2,
+    strategy: 'best_worker',
+    call_timeout: 5000,
+    connection: { host, path_prefix: '/', request_timeout: 2000, ...over },
+  };
+}
+
+function tlsConfig(over: Partial<HttpPoolTlsConfig>): HttpPoolTlsConfig {
+  return {
+    verify_mode: 'peer',
+    crl_files: [],
+    disconnect_on_failure: true,
+    server_name_indication: { enabled: true, protocol: 'default' },
+    ...over,
+  };
+}
+
+interface Seen { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }
+
+function listen(server: http.Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+}
+
+function handler(seen: Seen[]) {
+  return (req: http.IncomingMessage, res: http.ServerResponse) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      if (req.url!.includes('fail')) { res.writeHead(500); res.end('boom'); return; }
+      if (req.url!.includes('slow')) { setTimeout(() => { res.writeHead(200); res.end('late'); }, 1500).unref(); return; }
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('OK');
+    });
+  };
+}
+
+describe('an http pool talking to a plain http server', () => {
+  const seen: Seen[] = [];
+  const server = http.createServer(handler(seen));
+  let port = 0;
+  before(async () => { port = await listen(server); });
+  after(() => { server.closeAllConnections(); server.close(); });
+
+  test('a 2xx answer is ok and the request carries method, path, headers and body', async () => {
+    const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`, { path_prefix: '/webservice' }));
+    const out = await pool.post('/notifications', { 'content-type': 'application/x-www-form-urlencoded' }, 'a=b');
+    await pool.close();
+    assert.equal(out.kind, 'ok');
+    if (out.kind !== 'ok') return;
+    assert.equal(out.status, 200);
+    assert.equal(out.body, 'OK');
+    assert.ok(out.timeMs > 0);
+    const last = seen.at(-1)!;
+    assert.equal(last.method, 'POST');
+    assert.equal(last.url, '/webservice/notifications');
+    assert.equal(last.headers['content-type'], 'application/x-www-form-urlencoded');
+    assert.equal(last.body, 'a=b');
+  });
+
+  test('headers given as pairs are all sent', async () => {
+    const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`));
+    const out = await pool.post('x', [['x-one', '1'], ['x-two', '2']], '');
+    await pool.close();
+    assert.equal(out.kind, 'ok');
+    assert.equal(seen.at(-1)!.headers['x-one'], '1');
+    assert.equal(seen.at(-1)!.headers['x-two'], '2');
+  });
+
+  test('a 500 answer is an http_status outcome with the status and body', async () => {
+    const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`));
+    const out = await pool.post('/fail', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'http_status');
+    if (out.kind === 'http_status') {
+      assert.equal(out.status, 500);
+      assert.equal(out.body, 'boom');
+    }
+  });
+
+  test('a server slower than request_timeout gives a timeout outcome', async () => {
+    const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`, { request_timeout: 200 }));
+    const out = await pool.post('/slow', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'timeout');
+  });
+
+  test('call_timeout bounds the whole call even without a request_timeout', async () => {
+    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { request_timeout: 0 }), call_timeout: 150 });
+    const t0 = performance.now();
+    const out = await pool.post('/slow', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'timeout', JSON.stringify(out));
+    assert.ok(performance.now() - t0 < 1000);
+  });
+
+  test('url() shows the full address a handler path is sent to', () => {
+    const pool = createHttpPool('p', poolConfig('https://localhost:8000', { path_prefix: '/webservice' }));
+    assert.equal(pool.url('/notifications'), 'https://localhost:8000/webservice/notifications');
+    assert.equal(pool.baseUrl, 'https://localhost:8000/webservice');
+    void pool.close();
+  });
+});
+
+test('a closed port gives a refused outcome', async () => {
+  const server = http.createServer();
+  const port = await listen(server);
+  await new Promise<void>((r) => server.close(() => r()));
+  const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`));
+  const out = await pool.post('/x', {}, 'x');
+  await pool.close();
+  assert.equal(out.kind, 'refused', JSON.stringify(out));
+});
+
+test('post never rejects, even after the pool is closed', async () => {
+  const pool = createHttpPool('p', poolConfig('http://127.0.0.1:9'));
+  await pool.close();
+  const out = await pool.post('/x', {}, 'x');
+  assert.equal(out.kind, 'error');
+});
+
+describe('an http pool talking to an https server with a self-signed certificate', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-tls-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  const seen: Seen[] = [];
+  const server = https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, handler(seen));
+  let port = 0;
+  before(async () => { port = await listen(server); });
+  after(() => { server.closeAllConnections(); server.close(); rmSync(dir, { recursive: true, force: true }); });
+
+  test('the certificate trusted through cacertfile is accepted', async () => {
+    const pool = createHttpPool('p', { ...poolConfig(`https://localhost:${port}`), connection: { host: `https://localhost:${port}`, path_prefix: '/', request_timeout: 2000, tls: tlsConfig({ cacertfile: cert }) } });
+    const out = await pool.post('/n', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'ok', JSON.stringify(out));
+  });
+
+  test('an untrusted certificate gives a tls outcome', async () => {
+    const pool = createHttpPool('p', poolConfig(`https://localhost:${port}`));
+    const out = await pool.post('/n', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'tls', JSON.stringify(out));
+  });
+
+  test('a certificate for another name gives a tls outcome even when trusted', async () => {
+    const host = `https://127.0.0.1:${port}`;
+    const pool = createHttpPool('p', { ...poolConfig(host), connection: { host, path_prefix: '/', request_timeout: 2000, tls: tlsConfig({ cacertfile: cert, server_name_indication: { enabled: true, host: 'example.org', protocol: 'default' } }) } });
+    const out = await pool.post('/n', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'tls', JSON.stringify(out));
+  });
+
+  test('verify_mode "selfsigned_peer" accepts a self-signed server without cacertfile', async () => {
+    const host = `https://localhost:${port}`;
+    const pool = createHttpPool('p', { ...poolConfig(host), connection: { host, path_prefix: '/', request_timeout: 2000, tls: tlsConfig({ verify_mode: 'selfsigned_peer' }) } });
+    const out = await pool.post('/n', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'ok', JSON.stringify(out));
+  });
+
+  test('verify_mode "none" accepts any certificate', async () => {
+    const host = `https://127.0.0.1:${port}`;
+    const pool = createHttpPool('p', { ...poolConfig(host), connection: { host, path_prefix: '/', request_timeout: 2000, tls: tlsConfig({ verify_mode: 'none' }) } });
+    const out = await pool.post('/n', {}, 'x');
+    await pool.close();
+    assert.equal(out.kind, 'ok', JSON.stringify(out));
+  });
+});
