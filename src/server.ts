@@ -10,7 +10,7 @@ import { Router } from './routing/router.ts';
 import { Presence } from './routing/presence.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import type { C2SLimits } from './c2s/session.ts';
-import { MODULES } from './modules/registry.ts';
+import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { OutgoingPools } from './outgoing/types.ts';
 import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
@@ -90,7 +90,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   };
 
   try {
-    for (const [name, opts] of Object.entries(config.modules)) {
+    for (const [name, opts] of resolveModules(config.modules)) {
       const def = MODULES[name];
       if (def === undefined) throw new Error(`modules.${name}: unknown module`);
       const inst = await def.create(ctx, opts);

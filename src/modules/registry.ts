@@ -5,7 +5,8 @@ import { definition as modRoster } from './mod_roster.ts';
 import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
-import { definition as modEventPusher } from './mod_event_pusher/index.ts';
+import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
+import { eventPusherHttpSpec } from './mod_event_pusher/config.ts';
 
 export const MODULES: Readonly<Record<string, ModuleDefinition>> = Object.freeze({
   mod_roster: modRoster,
@@ -15,8 +16,30 @@ export const MODULES: Readonly<Record<string, ModuleDefinition>> = Object.freeze
   mod_event_pusher: modEventPusher,
 });
 
+/** Spellings that configure another module (see resolveModules). */
+const ALIAS_SPECS: Readonly<Record<string, Spec>> = { mod_event_pusher_http: eventPusherHttpSpec };
+
 export function moduleSpecs(): Record<string, Spec> {
   const out: Record<string, Spec> = {};
   for (const [name, def] of Object.entries(MODULES)) out[name] = def.configSpec;
-  return out;
+  return { ...out, ...ALIAS_SPECS };
+}
+
+/**
+ * The modules to start, by name, with aliases folded in:
+ * [modules.mod_event_pusher_http] adds its handler to mod_event_pusher's, so
+ * both spellings together still run one translator.
+ */
+export function resolveModules(configured: Readonly<Record<string, unknown>>): Array<[string, unknown]> {
+  const out = new Map<string, unknown>();
+  for (const [name, opts] of Object.entries(configured)) {
+    if (name === 'mod_event_pusher_http') continue;
+    out.set(name, opts);
+  }
+  const alias = configured.mod_event_pusher_http as EventPusherOpts | undefined;
+  if (alias !== undefined) {
+    const main = out.get('mod_event_pusher') as EventPusherOpts | undefined;
+    out.set('mod_event_pusher', { handlers: [...(main?.handlers ?? []), ...alias.handlers] });
+  }
+  return [...out];
 }

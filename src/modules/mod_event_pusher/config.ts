@@ -63,3 +63,14 @@ export const eventPusherSpec: Spec = section(
     },
   },
 );
+
+/**
+ * `[modules.mod_event_pusher_http]`: the older, per-module spelling that
+ * MongooseIM's documentation of the HTTP backend still uses for its option
+ * names (modules.mod_event_pusher_http.pool_name, ...). One handler; it is
+ * merged into mod_event_pusher's handlers at start-up.
+ */
+export const eventPusherHttpSpec: Spec = custom((v, p, ctx): EventPusherOpts => {
+  if (!isTable(v)) return fail(p, `expected a table, got ${describe(v)}`);
+  return { handlers: [validate(handler, v, p, ctx)] };
+});
