@@ -130,7 +130,10 @@ class SqliteStore implements SqliteStorage {
     this.db = db;
     try {
       db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.exec('PRAGMA journal_mode = WAL');
+      // Switching a new file to WAL takes an exclusive lock and, when two
+      // processes open the file at once, can fail at once with SQLITE_BUSY
+      // instead of waiting; retry for a while (start-up only).
+      untilNotBusy(() => db.exec('PRAGMA journal_mode = WAL'));
       // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
       db.exec('PRAGMA synchronous = NORMAL');
       db.exec('PRAGMA foreign_keys = ON');
@@ -275,4 +278,19 @@ class SqliteStore implements SqliteStorage {
 /** Opens (creating when needed) the SQLite store at `file` and brings its schema up to date. */
 export function openSqliteStorage(file: string): SqliteStorage {
   return new SqliteStore(file);
+}
+
+function untilNotBusy(fn: () => void, deadlineMs = BUSY_TIMEOUT_MS): void {
+  const end = Date.now() + deadlineMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      fn();
+      return;
+    } catch (err) {
+      const busy = /locked|busy/i.test((err as Error).message);
+      if (!busy || Date.now() >= end) throw err;
+      Atomics.wait(pause, 0, 0, 20);
+    }
+  }
 }
