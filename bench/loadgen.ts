@@ -184,17 +184,20 @@ async function paced(rate: number, durationMs: number, drainMs: number): Promise
   return { sendTimes, latencies, seqs, lost, achievedRate: (issued * 1000) / (tEnd - t0) };
 }
 
-async function connectIdle(target: Target, from: number, count: number, batch: number): Promise<number> {
+async function connectIdle(target: Target, from: number, count: number, batch: number): Promise<{ failed: number; reasons: Record<string, number> }> {
   const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register };
   let failed = 0;
+  const reasons = new Map<string, number>();
   const conns = await inBatches(count, batch, (i) =>
-    login({ ...common, user: `i${from + i}`, resource: 'idle' }).catch(() => {
+    login({ ...common, user: `i${from + i}`, resource: 'idle' }).catch((err: Error) => {
       failed++;
+      const why = err.message.replace(/^\S+: /, '');
+      reasons.set(why, (reasons.get(why) ?? 0) + 1);
       return null;
     }),
   );
   for (const c of conns) if (c !== null) idle.push(c);
-  return failed;
+  return { failed, reasons: Object.fromEntries(reasons) };
 }
 
 function closeAll(list: Conn[]): void {
@@ -222,7 +225,7 @@ process.on('message', (m: Command) => {
       paced(m.rate, m.durationMs, m.drainMs).then((r) => reply(r), fail);
       break;
     case 'idle':
-      connectIdle(m.target, m.from, m.count, m.batch).then((failed) => reply({ ok: true, failed, open: idle.length }), fail);
+      connectIdle(m.target, m.from, m.count, m.batch).then((r) => reply({ ok: true, ...r, open: idle.length }), fail);
       break;
     case 'closeIdle':
       closeAll(idle);

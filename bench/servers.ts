@@ -184,15 +184,13 @@ listen:
     module: ejabberd_c2s
     max_stanza_size: 262144
     access: c2s
-acl:
-  loopback:
-    ip:
-      - 127.0.0.0/8
+    # The default backlog (5) drops connections when many clients log in at once.
+    backlog: 1024
 access_rules:
   c2s:
     allow: all
   register:
-    allow: loopback
+    allow: all
 shaper_rules: {}
 modules:
   mod_roster: {}
@@ -200,8 +198,9 @@ modules:
   mod_disco: {}
   mod_ping: {}
   mod_register:
+    # The listener is bound to 127.0.0.1, so "all" means local clients only.
     access: register
-    ip_access: register
+    ip_access: all
     welcome_message: {subject: "", body: ""}
 ${o.postUrl ? `  mod_post_log:\n    url: "${o.postUrl}"\n` : ''}`;
 }
@@ -237,15 +236,22 @@ export async function startEjabberd(o: { dir: string; name: string; port: number
       '',
     ].join('\n'),
   );
-  // ejabberdctl runs the node as the ejabberd user when started by root.
+  // Started by root, ejabberdctl would switch to the ejabberd user through su,
+  // whose PAM session resets the open-file limit to 1024; starting it as that
+  // user directly keeps this process's limit (10,000 idle clients need it).
+  let ids: { uid?: number; gid?: number } = {};
   if (process.getuid?.() === 0) {
-    const id = spawnSync('id', ['-u', 'ejabberd'], { encoding: 'utf8' });
+    const uid = spawnSync('id', ['-u', 'ejabberd'], { encoding: 'utf8' });
     const gid = spawnSync('id', ['-g', 'ejabberd'], { encoding: 'utf8' });
-    if (id.status === 0) for (const d of [base, spool, logs]) chownSync(d, Number(id.stdout), Number(gid.stdout));
+    if (uid.status === 0 && gid.status === 0) {
+      ids = { uid: Number(uid.stdout), gid: Number(gid.stdout) };
+      for (const d of [base, spool, logs]) chownSync(d, ids.uid!, ids.gid!);
+    }
   }
   const log = join(base, `${o.name}.out`);
   const out = createWriteStream(log);
-  const child = spawn(EJABBERDCTL, ['-c', ctl, '-s', spool, '-l', logs, '-n', NODE, 'foreground'], { cwd: base, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = ids.uid !== undefined ? { ...process.env, HOME: '/var/lib/ejabberd', USER: 'ejabberd', LOGNAME: 'ejabberd' } : process.env;
+  const child = spawn(EJABBERDCTL, ['-c', ctl, '-s', spool, '-l', logs, '-n', NODE, 'foreground'], { cwd: base, env, ...ids, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   try {

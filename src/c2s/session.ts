@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Hooks } from '../hooks/hooks.ts';
+import type { Acc } from '../hooks/catalogue.ts';
 import type { C2SListenerConfig } from '../config/types.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { Router } from '../routing/router.ts';
@@ -17,6 +18,7 @@ import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
 import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xmpp/ns.ts';
 import { createSaslServer, isSaslMechanism, type SaslMechanismName, type SaslServer } from '../xmpp/sasl/index.ts';
+import { clientAddress, type AuthBans } from './auth-bans.ts';
 
 export interface C2SContext {
   listener: C2SListenerConfig;
@@ -36,16 +38,28 @@ export interface C2SContext {
   limits: C2SLimits;
   /** Bytes per second this listener's shaper allows each connection to send (0 = unlimited). */
   maxRate: number;
+  /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
+  authBans?: AuthBans;
 }
 
+/** Limits of one listener; the config options they come from are named beside each. */
 export interface C2SLimits {
-  /** Stanza size before authentication (bytes). */
+  /** max_stanza_size_before_auth: bytes of one stanza (and of the stream header) before authentication. */
   preAuthStanzaSize: number;
+  /** max_elements_before_auth: elements in one stanza before authentication. */
+  preAuthElements: number;
+  /** max_element_depth */
   maxDepth: number;
-  /** Failed SASL attempts on one connection before it is closed. */
+  /** max_auth_failures: failed SASL attempts on one connection before it is closed. */
   maxAuthFailures: number;
-  /** Milliseconds an unauthenticated connection may stay. */
-  authTimeout: number;
+  /** state_timeout: ms the server waits for the client at each step until a resource is bound (0 = no limit). */
+  stateTimeout: number;
+  /** tls.handshake_timeout: ms a TLS handshake may take. */
+  handshakeTimeout: number;
+  /** max_output_buffer: bytes waiting for a client that does not read, past which it is disconnected. */
+  maxOutputBuffer: number;
+  /** send_timeout: ms without a completed write, while output waits, before the client is disconnected (0 = no limit). */
+  sendTimeout: number;
 }
 
 type State = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
@@ -68,9 +82,22 @@ export class C2SSession implements PresenceSession {
   #username = '';
   #out = '';
   #flushQueued = false;
-  #authTimer: NodeJS.Timeout | null = null;
-  /** Stanzas read while an earlier one waits on a barrier; kept in order. */
-  #held: Element[] | null = null;
+  #stateTimer: NodeJS.Timeout | null = null;
+  /** Message stanzas serialised into #out and not yet handed to the socket. */
+  #outMessages: Element[] = [];
+  /** Message stanzas of each socket write not yet completed, oldest write first. */
+  #inFlight: Element[][] = [];
+  #sendTimer: NodeJS.Timeout | null = null;
+  /** When a socket write last completed (or output last started waiting). */
+  #lastProgress = 0;
+  readonly #ip: string;
+  /**
+   * Routing steps waiting, in the order the stanzas came, behind a stanza
+   * whose user_send_message handlers set a barrier (the outbox write). Later
+   * stanzas still run their hooks at once, so their writes join the same
+   * batch; only their routing waits.
+   */
+  #pending: Array<{ ready: boolean; run: () => void }> | null = null;
   readonly id: number;
   readonly remote: string;
 
@@ -88,13 +115,37 @@ export class C2SSession implements PresenceSession {
     this.#tokensAt = performance.now();
     this.id = ++sessionCounter;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.#ip = clientAddress(socket.remoteAddress);
     socket.setNoDelay(true);
     this.#newParser();
     this.#attach(socket);
-    if (ctx.limits.authTimeout > 0) {
-      this.#authTimer = setTimeout(() => this.#streamError(new StreamError('connection-timeout', 'authentication took too long')), ctx.limits.authTimeout);
-      this.#authTimer.unref();
+    const banned = ctx.authBans?.bannedFor(this.#ip) ?? 0;
+    if (banned > 0) {
+      // Refused before any negotiation, so a banned address cannot even try.
+      this.#streamError(new StreamError('policy-violation', `too many failed logins from this address; try again in ${Math.ceil(banned / 1000)} s`));
+      return;
     }
+    this.#armStateTimer();
+  }
+
+  /**
+   * MongooseIM's state_timeout: until a resource is bound, the client has
+   * this long to take each step (open the stream, answer a challenge, ...).
+   * The number of steps before binding is bounded, so an unauthenticated
+   * connection cannot stay for long by trickling bytes.
+   */
+  #armStateTimer(): void {
+    if (this.#stateTimer !== null) clearTimeout(this.#stateTimer);
+    this.#stateTimer = null;
+    const ms = this.#ctx.limits.stateTimeout;
+    if (ms <= 0 || this.#state === 'bound' || this.#state === 'closed') return;
+    this.#stateTimer = setTimeout(() => this.#streamError(new StreamError('connection-timeout', `no answer within ${ms} ms`)), ms);
+    this.#stateTimer.unref();
+  }
+
+  #stopStateTimer(): void {
+    if (this.#stateTimer !== null) clearTimeout(this.#stateTimer);
+    this.#stateTimer = null;
   }
 
   get state(): State {
@@ -118,7 +169,8 @@ export class C2SSession implements PresenceSession {
   #newParser(): void {
     const authed = this.#state === 'bind' || this.#state === 'bound';
     const max = this.#ctx.listener.max_stanza_size;
-    const pre = this.#ctx.limits.preAuthStanzaSize;
+    const limits = this.#ctx.limits;
+    const pre = limits.preAuthStanzaSize;
     this.#parser = new StreamParser(
       {
         onHeader: (h) => this.#onHeader(h),
@@ -126,7 +178,9 @@ export class C2SSession implements PresenceSession {
         onEnd: () => this.close(),
         onError: (condition, text) => this.#streamError(new StreamError(condition, text)),
       },
-      { maxStanzaSize: authed ? max : max > 0 ? Math.min(max, pre) : pre, maxDepth: this.#ctx.limits.maxDepth },
+      authed
+        ? { maxStanzaSize: max, maxDepth: limits.maxDepth }
+        : { maxStanzaSize: max > 0 ? Math.min(max, pre) : pre, maxDepth: limits.maxDepth, maxElements: limits.preAuthElements },
     );
   }
 
@@ -154,7 +208,7 @@ export class C2SSession implements PresenceSession {
     const socket = this.#socket;
     socket.pause();
     setTimeout(() => {
-      if (this.#state !== 'closed' && this.#held === null) socket.resume();
+      if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) socket.resume();
     }, Math.ceil((-this.#tokens * 1000) / rate)).unref();
   };
 
@@ -187,10 +241,88 @@ export class C2SSession implements PresenceSession {
     if (this.#out.length === 0) return;
     const out = this.#out;
     this.#out = '';
-    if (!this.#socket.destroyed) this.#socket.write(out);
+    const messages = this.#outMessages.length === 0 ? NO_MESSAGES : this.#outMessages;
+    if (messages !== NO_MESSAGES) this.#outMessages = [];
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    const waiting = socket.writableLength;
+    // A client that does not read: output already waits and this would take
+    // it past the cap. (A burst onto an empty buffer is let through, so a
+    // reading client is never cut off by one large hand-over.)
+    if (waiting > 0 && waiting + out.length > this.#ctx.limits.maxOutputBuffer && this.#state !== 'closed') {
+      this.#outMessages = messages === NO_MESSAGES ? [] : messages;
+      this.#slowReader(`more than ${this.#ctx.limits.maxOutputBuffer} bytes wait to be sent`);
+      return;
+    }
+    this.#inFlight.push(messages);
+    socket.write(out, this.#onWritten);
+    if (socket.writableLength > 0 && this.#sendTimer === null && this.#ctx.limits.sendTimeout > 0 && this.#state !== 'closed') {
+      this.#lastProgress = performance.now();
+      this.#sendTimer = setTimeout(this.#checkSend, this.#ctx.limits.sendTimeout);
+      this.#sendTimer.unref();
+    }
   };
 
+  /** Socket writes complete in order: the oldest one is done. */
+  #onWritten = (): void => {
+    this.#inFlight.shift();
+    this.#lastProgress = performance.now();
+  };
+
+  #checkSend = (): void => {
+    this.#sendTimer = null;
+    if (this.#state === 'closed' || this.#socket.writableLength === 0) return;
+    const limit = this.#ctx.limits.sendTimeout;
+    const idle = performance.now() - this.#lastProgress;
+    if (idle >= limit) {
+      this.#slowReader(`nothing could be sent for ${limit} ms`);
+      return;
+    }
+    this.#sendTimer = setTimeout(this.#checkSend, Math.ceil(limit - idle));
+    this.#sendTimer.unref();
+  };
+
+  /**
+   * Drops a client that does not read what it is sent. Every message stanza
+   * the operating system has not yet accepted for this connection (and any
+   * sent to it from now on, since the session is gone) is routed again: to
+   * another resource of the user or to offline storage. Messages already
+   * accepted by the operating system count as delivered, as with any
+   * connection that breaks without stream management (XEP-0198).
+   */
+  #slowReader(reason: string): void {
+    if (this.#state === 'closed') return;
+    const pending: Element[] = [];
+    for (const batch of this.#inFlight) for (const m of batch) pending.push(m);
+    for (const m of this.#outMessages) pending.push(m);
+    this.#inFlight = [];
+    this.#outMessages = [];
+    this.#out = '';
+    this.#ctx.logger.warn(
+      { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: this.#state === 'bound' ? this.jid.full : undefined, reason, rerouted: pending.length },
+      'client does not read; disconnected',
+    );
+    const me = this.#state === 'bound' ? this.jid : null;
+    this.#cleanup('slow reader');
+    // The output cannot reach the client, so no stream error is attempted.
+    this.#socket.destroy();
+    const router = this.#ctx.router;
+    for (const m of pending) {
+      const from = tryParseJid(m.attrs.from ?? '') ?? tryParseJid(this.#domain);
+      const to = tryParseJid(m.attrs.to ?? '') ?? me;
+      if (from === null || to === null) continue;
+      try {
+        router.route(from, to, m);
+      } catch (err) {
+        this.#ctx.logger.error({ what: 'c2s_reroute_failed', session: this.id, err: String(err) }, 'could not route an undelivered message again');
+      }
+    }
+  }
+
   send(el: Element): void {
+    if (this.#state === 'closed') return;
+    // Messages are remembered until the socket has taken them (see #slowReader).
+    if (el.name === 'message') this.#outMessages.push(el);
     this.#write(serialize(el));
   }
 
@@ -229,7 +361,9 @@ export class C2SSession implements PresenceSession {
     if (this.#state === 'closed') return;
     const wasBound = this.#state === 'bound';
     this.#state = 'closed';
-    if (this.#authTimer !== null) clearTimeout(this.#authTimer);
+    this.#stopStateTimer();
+    if (this.#sendTimer !== null) clearTimeout(this.#sendTimer);
+    this.#sendTimer = null;
     if (wasBound && this.#ctx.sm.unregister(this)) {
       this.#ctx.presence.sessionClosed(this);
       this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
@@ -267,6 +401,7 @@ export class C2SSession implements PresenceSession {
     this.#sendHeader();
     this.#write(this.#features());
     if (this.#state === 'header') this.#state = 'auth';
+    this.#armStateTimer();
   }
 
   #features(): string {
@@ -294,9 +429,11 @@ export class C2SSession implements PresenceSession {
   #onStanza(el: Element): void {
     switch (this.#state) {
       case 'auth':
+        this.#armStateTimer();
         this.#preAuth(el);
         return;
       case 'bind':
+        this.#armStateTimer();
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND) !== undefined) {
           this.#bind(el);
         } else {
@@ -304,8 +441,7 @@ export class C2SSession implements PresenceSession {
         }
         return;
       case 'bound':
-        if (this.#held !== null) this.#hold(el);
-        else this.#established(el);
+        this.#established(el);
         return;
     }
   }
@@ -349,6 +485,20 @@ export class C2SSession implements PresenceSession {
     this.#socket = secure;
     this.#secure = true;
     this.#attach(secure);
+    // A client that never finishes the handshake is dropped (the direct TLS
+    // listener has the same limit through tls.Server's handshakeTimeout).
+    this.#stopStateTimer();
+    const handshake = setTimeout(() => {
+      this.#ctx.logger.info({ what: 'c2s_tls_error', session: this.id, remote: this.remote, err: 'TLS handshake timed out' }, 'TLS handshake failed');
+      this.#cleanup('TLS handshake timed out');
+      secure.destroy();
+    }, this.#ctx.limits.handshakeTimeout);
+    handshake.unref();
+    secure.once('secure', () => {
+      clearTimeout(handshake);
+      this.#armStateTimer();
+    });
+    secure.once('close', () => clearTimeout(handshake));
     // RFC 6120 §5.4.3.3: the stream restarts over TLS.
     this.#headerSent = false;
     this.#newParser();
@@ -393,14 +543,14 @@ export class C2SSession implements PresenceSession {
     sasl.step(data).then(
       (step) => {
         if (this.#state !== 'auth' || this.#sasl !== sasl) return;
+        this.#armStateTimer();
         if (step.kind === 'challenge') {
           this.#write(`<challenge xmlns='${NS_SASL}'>${step.data.toString('base64')}</challenge>`);
         } else if (step.kind === 'success') {
           this.#sasl = null;
           this.#username = step.username;
           this.#state = 'bind';
-          if (this.#authTimer !== null) clearTimeout(this.#authTimer);
-          this.#authTimer = null;
+          this.#armStateTimer();
           this.#write(`<success xmlns='${NS_SASL}'>${step.data ? step.data.toString('base64') : ''}</success>`);
           this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism }, 'authenticated');
           // RFC 6120 §6.4.6: the client opens a new stream. SASL steps end in
@@ -426,6 +576,12 @@ export class C2SSession implements PresenceSession {
     let f = `<failure xmlns='${NS_SASL}'><${c}/>`;
     if (text !== undefined) f += `<text xml:lang='en'>${text.replace(/[<&>]/g, '')}</text>`;
     this.#write(f + '</failure>');
+    // Wrong credentials also count against the client's address, across connections.
+    if ((c === 'not-authorized' || c === 'invalid-authzid') && this.#ctx.authBans?.recordFailure(this.#ip) === true) {
+      this.#ctx.logger.warn({ what: 'c2s_address_banned', remote: this.remote, ip: this.#ip, ms: this.#ctx.authBans.banDuration }, 'too many failed logins from one address; banned for a while');
+      this.#streamError(new StreamError('policy-violation', 'too many failed logins from this address; try again later'));
+      return;
+    }
     if (c === 'not-authorized' || c === 'aborted' || c === 'invalid-mechanism' || c === 'malformed-request' || c === 'incorrect-encoding' || c === 'encryption-required' || c === 'invalid-authzid') {
       if (++this.#authFailures >= this.#ctx.limits.maxAuthFailures) {
         this.#streamError(new StreamError('policy-violation', 'too many failed authentication attempts'));
@@ -451,6 +607,7 @@ export class C2SSession implements PresenceSession {
     }
     this.jid = jid;
     this.#state = 'bound';
+    this.#stopStateTimer();
     this.#ctx.sm.register(this);
     const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
     reply.c('bind', { xmlns: NS_BIND }).c('jid').t(jid.full);
@@ -458,34 +615,40 @@ export class C2SSession implements PresenceSession {
     this.#ctx.hooks.run('sm_register_connection', jid.domain, { jid });
   }
 
-  /** Routes once `barrier` settles; later stanzas of this session wait behind it, in order. */
-  #waitFor(barrier: Promise<unknown>, route: () => void): void {
-    this.#held = [];
-    const resume = () => {
-      if (this.#state === 'closed') return;
-      route();
-      const held = this.#held ?? [];
-      this.#held = null;
-      for (let i = 0; i < held.length; i++) {
-        this.#established(held[i]!);
-        if (this.#held !== null) {
-          // Another barrier: the rest waits behind it.
-          (this.#held as Element[]).push(...held.slice(i + 1));
-          return;
-        }
-      }
-      if (this.#socket.isPaused()) this.#socket.resume();
-    };
-    barrier.then(resume, (err) => {
-      this.#ctx.logger.error({ what: 'c2s_barrier_failed', session: this.id, err: String(err) }, 'a hook could not finish before routing; routing anyway');
-      resume();
-    });
+  /** Queues a routing step behind those already waiting; `barrier` must settle first. */
+  #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
+    const entry = { ready: barrier === undefined, run };
+    const pending = (this.#pending ??= []);
+    pending.push(entry);
+    if (pending.length >= PENDING_PAUSE) this.#socket.pause();
+    if (barrier === undefined) {
+      this.#drain();
+      return;
+    }
+    barrier.then(
+      () => {
+        entry.ready = true;
+        this.#drain();
+      },
+      (err) => {
+        this.#ctx.logger.error({ what: 'c2s_barrier_failed', session: this.id, err: String(err) }, 'a hook could not finish before routing; routing anyway');
+        entry.ready = true;
+        this.#drain();
+      },
+    );
   }
 
-  #hold(el: Element): void {
-    this.#held!.push(el);
-    // Bounded: reading stops while too much waits.
-    if (this.#held!.length >= HOLD_PAUSE) this.#socket.pause();
+  #drain(): void {
+    const pending = this.#pending;
+    if (pending === null) return;
+    let i = 0;
+    while (i < pending.length && pending[i]!.ready) {
+      if (this.#state === 'closed') break;
+      pending[i++]!.run();
+    }
+    pending.splice(0, i);
+    if (pending.length === 0 || this.#state === 'closed') this.#pending = null;
+    if (this.#state !== 'closed' && this.#socket.isPaused() && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) this.#socket.resume();
   }
 
   #established(el: Element): void {
@@ -531,21 +694,24 @@ export class C2SSession implements PresenceSession {
     const acc = this.#ctx.router.newAcc(me, target ?? me.bareJid(), el);
     const hooks = this.#ctx.hooks;
     if (!hooks.run('user_send_packet', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
-    if (name === 'message') {
-      if (!hooks.run('user_send_message', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
-      if (acc.barrier !== undefined) this.#waitFor(acc.barrier, () => this.#ctx.router.route(me, target!, el, acc));
-      else this.#ctx.router.route(me, target!, el, acc);
-    } else if (name === 'presence') {
-      this.#ctx.presence.outbound(this, el, to, acc);
-    } else if (to === null) {
-      this.#ctx.router.handleOwnIq(me, el, this);
-    } else {
-      this.#ctx.router.route(me, to, el, acc);
-    }
+    if (name === 'message' && !hooks.run('user_send_message', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
+    const barrier = acc.barrier;
+    if (this.#pending === null && barrier === undefined) this.#route(el, to, acc);
+    else this.#enqueue(barrier, () => this.#route(el, to, acc));
+  }
+
+  #route(el: Element, to: JID | null, acc: Acc): void {
+    const me = this.jid;
+    if (el.name === 'message') this.#ctx.router.route(me, acc.to, el, acc);
+    else if (el.name === 'presence') this.#ctx.presence.outbound(this, el, to, acc);
+    else if (to === null) this.#ctx.router.handleOwnIq(me, el, this);
+    else this.#ctx.router.route(me, to, el, acc);
   }
 }
 
-const HOLD_PAUSE = 256;
+/** Routing steps allowed to wait before the socket stops being read. */
+const PENDING_PAUSE = 256;
+const NO_MESSAGES: Element[] = [];
 
 function decodeBase64(s: string): Buffer | undefined {
   const t = s.trim();

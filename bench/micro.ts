@@ -1,0 +1,187 @@
+// Micro-benchmarks of the pieces on the message path, each as operations per
+// second: stream parsing, JID preparation, form encoding, hook dispatch,
+// serialisation, and the per-push extras (webhook id, response-time metrics).
+// `node bench/micro.ts [--ms=600] [--only=NAME]` or `npm run bench -- --micro`.
+import { parseArgs } from 'node:util';
+import { Registry } from 'prom-client';
+import { StreamParser } from '../src/xmpp/stream-parser.ts';
+import { Element, serialize } from '../src/xmpp/xml.ts';
+import { parseJid } from '../src/xmpp/jid.ts';
+import { Hooks, STOP } from '../src/hooks/hooks.ts';
+import { formBody } from '../src/modules/mod_event_pusher/http/form.ts';
+import { webhookId } from '../src/modules/mod_event_pusher/http/webhook-id.ts';
+import { httpBackendMetrics } from '../src/modules/mod_event_pusher/http/metrics.ts';
+import type { Acc } from '../src/hooks/catalogue.ts';
+
+const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
+const RUN_MS = Number(values.ms ?? 600);
+
+interface Result {
+  name: string;
+  opsPerSec: number;
+  nsPerOp: number;
+}
+const results: Result[] = [];
+
+/** Runs `fn(n)` (which performs n operations) in growing batches: a warm-up, then RUN_MS measured. */
+function bench(name: string, fn: (n: number) => void): void {
+  if (values.only !== undefined && !name.includes(values.only)) return;
+  let batch = 1;
+  const warmEnd = performance.now() + RUN_MS / 3;
+  while (performance.now() < warmEnd) {
+    fn(batch);
+    if (batch < 1 << 20) batch *= 2;
+  }
+  let ops = 0;
+  const t0 = performance.now();
+  let t = t0;
+  // Bounded by time; each batch is small enough to overshoot by little.
+  while (t - t0 < RUN_MS) {
+    fn(batch);
+    ops += batch;
+    t = performance.now();
+    if (t - t0 < RUN_MS / 20 && batch < 1 << 20) batch *= 2;
+  }
+  const secs = (t - t0) / 1000;
+  const r = { name, opsPerSec: Math.round(ops / secs), nsPerOp: Math.round((secs * 1e9) / ops) };
+  results.push(r);
+  process.stdout.write(`${name.padEnd(52)} ${r.opsPerSec.toLocaleString('en-US').padStart(14)} ops/s ${String(r.nsPerOp).padStart(8)} ns/op\n`);
+}
+
+let sink = 0;
+
+// --- XML stream parsing ---------------------------------------------------------
+
+const HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+const MESSAGE = "<message to='bob@localhost' type='chat' id='m1234'><body>Hi! Are we still on for lunch tomorrow at noon? Let me know.</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>";
+const PRESENCE = "<presence><show>away</show><status>In a meeting</status><priority>5</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://example.org' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/></presence>";
+const IQ = "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>";
+
+function parserBench(name: string, stanza: string, perChunk: number): void {
+  const chunk = Buffer.from(stanza.repeat(perChunk));
+  const p = new StreamParser(
+    { onHeader() {}, onStanza: () => void sink++, onEnd() {}, onError: (c, t) => { throw new Error(`${c}: ${t}`); } },
+    { maxStanzaSize: 0, maxDepth: 64 },
+  );
+  p.write(Buffer.from(HEADER));
+  bench(name, (n) => {
+    for (let i = 0; i < n; i += perChunk) p.write(chunk);
+  });
+}
+
+parserBench('parse <message> (1 stanza per chunk)', MESSAGE, 1);
+parserBench('parse <message> (16 stanzas per chunk)', MESSAGE, 16);
+parserBench('parse <presence> with caps', PRESENCE, 1);
+parserBench('parse roster <iq>', IQ, 1);
+
+// --- JID -----------------------------------------------------------------------
+
+bench('parseJid, cache hit', (n) => {
+  for (let i = 0; i < n; i++) sink += parseJid('alice@localhost/phone').full.length;
+});
+{
+  // Distinct strings, more than the cache holds, so every call prepares all parts.
+  const many: string[] = [];
+  for (let i = 0; i < 200_000; i++) many.push(`user${i}@Example.COM/res${i}`);
+  let k = 0;
+  bench('parseJid, cache miss (nodeprep+nameprep+resourceprep)', (n) => {
+    for (let i = 0; i < n; i++) {
+      sink += parseJid(many[k]!).full.length;
+      if (++k === many.length) k = 0;
+    }
+  });
+  const ascii: string[] = [];
+  for (let i = 0; i < 200_000; i++) ascii.push(`u${i}@localhost`);
+  bench('parseJid, cache miss, bare ASCII', (n) => {
+    for (let i = 0; i < n; i++) {
+      sink += parseJid(ascii[k % ascii.length]!).full.length;
+      k++;
+    }
+  });
+}
+
+// --- form encoding ------------------------------------------------------------------
+
+const FORM: Array<[string, string]> = [
+  ['author', 'alice'],
+  ['server', 'localhost'],
+  ['receiver', 'bob'],
+  ['message', 'Hi! Are we still on for lunch tomorrow at noon? Let me know.'],
+];
+const FORM_ASCII: Array<[string, string]> = [
+  ['author', 'alice'],
+  ['server', 'localhost'],
+  ['receiver', 'bob'],
+  ['message', 'hello'],
+];
+bench('form: URLSearchParams (typical body)', (n) => {
+  for (let i = 0; i < n; i++) sink += new URLSearchParams(FORM).toString().length;
+});
+bench('form: formBody (typical body)', (n) => {
+  for (let i = 0; i < n; i++) sink += formBody(FORM).length;
+});
+bench('form: URLSearchParams (plain ASCII fields)', (n) => {
+  for (let i = 0; i < n; i++) sink += new URLSearchParams(FORM_ASCII).toString().length;
+});
+bench('form: formBody (plain ASCII fields)', (n) => {
+  for (let i = 0; i < n; i++) sink += formBody(FORM_ASCII).length;
+});
+
+// --- hooks --------------------------------------------------------------------------
+
+{
+  const hooks = new Hooks(() => {});
+  const from = parseJid('alice@localhost/phone');
+  const to = parseJid('bob@localhost');
+  const packet = new Element('message', { to: 'bob@localhost', type: 'chat' });
+  const acc: Acc = { ref: 'r', timestamp: 0, hostType: 'localhost', lserver: 'localhost', element: packet, from, to };
+  const params = { acc, from, to, packet };
+  bench('hooks.run, no handlers', (n) => {
+    for (let i = 0; i < n; i++) if (hooks.run('user_send_message', 'localhost', params)) sink++;
+  });
+  for (let k = 0; k < 3; k++) hooks.add({ hook: 'user_send_message', host: k === 1 ? 'localhost' : '*', priority: 50 + k, owner: 'm' + k, handler: () => void sink++ });
+  bench('hooks.run, 3 handlers', (n) => {
+    for (let i = 0; i < n; i++) if (hooks.run('user_send_message', 'localhost', params)) sink++;
+  });
+  hooks.add({ hook: 'filter_local_packet', host: '*', priority: 10, owner: 's', handler: () => STOP });
+  bench('hooks.run, first handler stops', (n) => {
+    for (let i = 0; i < n; i++) if (!hooks.run('filter_local_packet', 'localhost', params)) sink++;
+  });
+}
+
+// --- serialisation -----------------------------------------------------------------------
+
+{
+  const msg = new Element('message', { from: 'alice@localhost/phone', to: 'bob@localhost', type: 'chat', id: 'm1234' });
+  msg.c('body').t('Hi! Are we still on for lunch tomorrow at noon? Let me know.');
+  msg.c('active', { xmlns: 'http://jabber.org/protocol/chatstates' });
+  bench('serialize <message> with body', (n) => {
+    for (let i = 0; i < n; i++) sink += serialize(msg).length;
+  });
+  const esc = new Element('message', { from: 'alice@localhost/phone', to: 'bob@localhost', type: 'chat', id: 'm1234' });
+  esc.c('body').t('a < b && c > "d" — it\'s <escaped>');
+  bench('serialize <message> needing escapes', (n) => {
+    for (let i = 0; i < n; i++) sink += serialize(esc).length;
+  });
+}
+
+// --- per-push extras ------------------------------------------------------------------
+
+bench('webhookId (sha256 of from/to/id/handler/dir)', (n) => {
+  for (let i = 0; i < n; i++) sink += webhookId('alice@localhost/phone', 'bob@localhost', 'm' + i, 0, 'in').length;
+});
+{
+  const m = httpBackendMetrics(new Registry()).forHost('localhost');
+  bench('response-time metrics observe (histogram + 60 s summary)', (n) => {
+    for (let i = 0; i < n; i++) m.observe(300 + (i & 1023));
+  });
+  bench('sent counter inc', (n) => {
+    for (let i = 0; i < n; i++) m.sent.inc();
+  });
+}
+bench('AbortSignal.timeout(5000)', (n) => {
+  for (let i = 0; i < n; i++) if (!AbortSignal.timeout(5000).aborted) sink++;
+});
+
+if (sink === -1) process.stdout.write('');
+process.stdout.write(JSON.stringify({ micro: results }) + '\n');
