@@ -1,9 +1,9 @@
 // c2s listeners: plain TCP (optionally upgraded by STARTTLS) or direct TLS.
 import { createServer as createTcpServer, type Server as NetServer, type Socket } from 'node:net';
-import { createServer as createTlsServer, createSecureContext, type SecureContext } from 'node:tls';
+import { createServer as createTlsServer, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { C2SListenerConfig } from '../config/types.ts';
-import { C2SSession, type C2SContext } from './session.ts';
+import { C2SSession, type C2SContext, type C2SLimits } from './session.ts';
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -13,25 +13,48 @@ export interface C2SListener {
   close(): Promise<void>;
 }
 
-/** TLS 1.2 or later only. */
-export function secureContextFor(cfg: C2SListenerConfig): SecureContext | null {
+/** Certificate, key and versions of a listener's TLS: TLS 1.2 or later only. */
+export function tlsOptionsFor(cfg: C2SListenerConfig): SecureContextOptions | null {
   if (cfg.tls === undefined) return null;
-  return createSecureContext({
+  return {
     cert: readFileSync(cfg.tls.certfile),
     key: readFileSync(cfg.tls.keyfile),
     minVersion: 'TLSv1.2',
-  });
+  };
+}
+
+export function secureContextFor(cfg: C2SListenerConfig): SecureContext | null {
+  const opts = tlsOptionsFor(cfg);
+  return opts === null ? null : createSecureContext(opts);
+}
+
+/** The server-wide limits with this listener's own options applied. */
+export function listenerLimits(cfg: C2SListenerConfig, defaults: C2SLimits): C2SLimits {
+  return {
+    preAuthStanzaSize: cfg.max_stanza_size_before_auth ?? defaults.preAuthStanzaSize,
+    preAuthElements: cfg.max_elements_before_auth ?? defaults.preAuthElements,
+    maxDepth: cfg.max_element_depth ?? defaults.maxDepth,
+    maxAuthFailures: cfg.max_auth_failures ?? defaults.maxAuthFailures,
+    stateTimeout: cfg.state_timeout ?? defaults.stateTimeout,
+    handshakeTimeout: cfg.tls?.handshake_timeout ?? defaults.handshakeTimeout,
+    maxOutputBuffer: cfg.max_output_buffer ?? defaults.maxOutputBuffer,
+    sendTimeout: cfg.send_timeout ?? defaults.sendTimeout,
+  };
 }
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
   base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate'>,
   shapers: Readonly<Record<string, { max_rate: number }>>,
-  handshakeTimeout = 10_000,
+  handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
-  const tls = secureContextFor(cfg);
+  const tlsOpts = tlsOptionsFor(cfg);
+  const tls = tlsOpts === null ? null : createSecureContext(tlsOpts);
   const maxRate = cfg.shaper === 'none' ? 0 : (shapers[cfg.shaper]?.max_rate ?? 0);
-  const ctx: C2SContext = { ...base, listener: cfg, tls, maxRate };
+  const limits = listenerLimits(cfg, base.limits);
+  if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
+  const handshakeTimeout = limits.handshakeTimeout;
+  const ctx: C2SContext = { ...base, limits, listener: cfg, tls, maxRate };
   const sessions = new Set<C2SSession>();
   const accept = (socket: Socket, secure: boolean) => {
     const s = new C2SSession(socket, ctx, secure);
@@ -40,7 +63,8 @@ export async function startC2SListener(
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {
-    server = createTlsServer({ secureContext: tls!, minVersion: 'TLSv1.2', handshakeTimeout }, (s) => accept(s, true));
+    // tls.createServer takes the certificate and key themselves; it has no secureContext option.
+    server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, (s) => accept(s, true));
     server.on('tlsClientError', (err, socket) => {
       base.logger.info({ what: 'c2s_tls_error', remote: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
       socket.destroy();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { preparePetrel, runCli, startPetrel, tempDir, Petrel, REPO_ROOT } from './helpers/server.ts';
+import { preparePetrel, runCli, startPetrel, tempDir, testEnv, Petrel, REPO_ROOT } from './helpers/server.ts';
 import { connect, type TestClient } from './helpers/client.ts';
 import { RawConnection } from './helpers/raw.ts';
 import type { XmppError } from '@xmpp/client';
@@ -156,7 +156,7 @@ test('start without -c uses the shipped configuration, with PETREL_DATA_DIR as i
     return;
   }
   const dataDir = await tempDir('petrel-e2e-data-');
-  const env = { ...process.env, PETREL_DATA_DIR: dataDir };
+  const env = testEnv({ PETREL_DATA_DIR: dataDir });
   const server = new Petrel(dataDir, join(REPO_ROOT, 'config', 'petrel.toml'), [5222], 'localhost');
   try {
     const r = await runCli(['register', 'alice', 'localhost', 'default-pw'], { env });

@@ -28,6 +28,16 @@ export function tempDir(prefix = 'petrel-e2e-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
 }
 
+/**
+ * The environment of the processes started here: the tests' own, without a
+ * PETREL_DATA_DIR that would send every test server to the same data directory.
+ */
+export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.PETREL_DATA_DIR;
+  return { ...env, ...extra };
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -40,7 +50,7 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: st
     execFile(
       process.execPath,
       [CLI, ...args],
-      { env: opts.env ?? process.env, cwd: opts.cwd ?? REPO_ROOT, timeout: 30_000 },
+      { env: opts.env ?? testEnv(), cwd: opts.cwd ?? REPO_ROOT, timeout: 30_000 },
       (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
         resolve({ code, stdout, stderr });
@@ -149,7 +159,7 @@ export class Petrel {
    */
   async start(o: { env?: NodeJS.ProcessEnv; withConfig?: boolean } = {}): Promise<void> {
     const args = o.withConfig === false ? [CLI, 'start'] : [CLI, 'start', '-c', this.configPath];
-    const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: o.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: o.env ?? testEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     const killOnExit = () => child.kill('SIGKILL');
     process.once('exit', killOnExit);
@@ -245,7 +255,10 @@ export async function preparePetrel(o: PetrelOptions = {}, dir?: string): Promis
   const configPath = join(d, 'petrel.toml');
   await writeFile(configPath, configToml(o, ports));
   const p = new Petrel(d, configPath, ports, (o.hosts ?? ['localhost'])[0]!);
-  await Promise.all((o.users ?? []).map(([u, pw]) => p.register(u, pw)));
+  // The first registration creates the database alone; the others then run side by side.
+  const [first, ...rest] = o.users ?? [];
+  if (first !== undefined) await p.register(first[0], first[1]);
+  await Promise.all(rest.map(([u, pw]) => p.register(u, pw)));
   return p;
 }
 
