@@ -10,6 +10,7 @@ import { Router } from './routing/router.ts';
 import { Presence } from './routing/presence.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import type { C2SLimits } from './c2s/session.ts';
+import { AuthBans } from './c2s/auth-bans.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { OutgoingPools } from './outgoing/types.ts';
@@ -49,12 +50,22 @@ export function createLogger(config: PetrelConfig): Logger {
   return pino({ level: LEVELS[config.general.loglevel], base: { pid: process.pid } });
 }
 
-export const DEFAULT_LIMITS: C2SLimits = {
+/** Built-in limits of c2s listeners; each has a listener option (see the README's Security section). */
+export const DEFAULT_LIMITS: Readonly<C2SLimits> = {
   preAuthStanzaSize: 8192,
+  preAuthElements: 16,
   maxDepth: 64,
   maxAuthFailures: 3,
-  authTimeout: 30_000,
+  stateTimeout: 30_000,
+  handshakeTimeout: 10_000,
+  maxOutputBuffer: 1_048_576,
+  sendTimeout: 15_000,
 };
+
+/** Built-in values of the [general] limits. */
+export const DEFAULT_MAX_USER_SESSIONS = 10;
+export const DEFAULT_AUTH_FAILURES_PER_IP = 20;
+export const DEFAULT_AUTH_BAN_DURATION = 600_000;
 
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
@@ -63,7 +74,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
   );
   const hosts = config.general.hosts;
-  const sm = new SessionManager();
+  const sm = new SessionManager(config.general.max_user_sessions ?? DEFAULT_MAX_USER_SESSIONS);
   const router = new Router({ hosts, hooks, sm, users: storage.users, logger });
   const presence = new Presence({ router, sm, roster: storage.roster, users: storage.users, hooks, logger });
   router.presence = presence;
@@ -102,6 +113,10 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     const http = await startHttpListeners(config.listen.http, metrics, { logger });
     closers.push(() => http.close());
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
+    const authBans = new AuthBans(
+      config.general.max_auth_failures_per_ip ?? DEFAULT_AUTH_FAILURES_PER_IP,
+      config.general.auth_ban_duration ?? DEFAULT_AUTH_BAN_DURATION,
+    );
     for (const l of config.listen.c2s) {
       c2s.push(
         await startC2SListener(l, {
@@ -116,6 +131,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           hooks,
           logger,
           limits: DEFAULT_LIMITS,
+          authBans,
         }, config.shaper),
       );
     }

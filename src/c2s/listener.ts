@@ -72,6 +72,11 @@ export async function startC2SListener(
   } else {
     server = createTcpServer((s) => accept(s, false));
   }
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(cfg.port, cfg.ip_address, () => {
@@ -91,6 +96,11 @@ export async function startC2SListener(
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sessions) s.close();
+        // Peers get a moment to answer the stream end; then whatever is left
+        // (a stalled handshake, a peer that never closes) is cut.
+        setTimeout(() => {
+          for (const socket of sockets) socket.destroy();
+        }, 3000).unref();
       }),
   };
 }

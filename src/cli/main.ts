@@ -9,6 +9,7 @@ import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
 import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
 import { formatMetricsTable } from '../metrics/snapshot.ts';
+import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
 
 const USAGE = `usage:
   petrel start [-c FILE]                          run the server in the foreground
@@ -16,6 +17,7 @@ const USAGE = `usage:
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
   petrel check-config [-c FILE]                   validate a configuration file
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
+${DELIVERIES_USAGE}
 Without -c, the shipped default configuration (config/petrel.toml) is used.`;
 
 class UsageError extends Error {}
@@ -58,6 +60,11 @@ async function main(argv: string[]): Promise<void> {
         if (stopping) return;
         stopping = true;
         server.logger.info({ what: 'server_stopping', signal }, 'stopping');
+        // A stop that cannot finish (a stuck peer or store) must not keep the process alive.
+        setTimeout(() => {
+          server.logger.error({ what: 'server_stop_timeout' }, 'stop did not finish within 12 s; exiting');
+          process.exit(1);
+        }, 12_000).unref();
         server.stop().then(
           () => process.exit(0),
           (err) => {
@@ -134,6 +141,19 @@ async function main(argv: string[]): Promise<void> {
       }
       return;
     }
+    case 'deliveries': {
+      if (rest.includes('-h') || rest.includes('--help')) {
+        process.stdout.write(USAGE + '\n');
+        return;
+      }
+      const code = runDeliveries(rest, {
+        loadConfig,
+        out: (s) => process.stdout.write(s + '\n'),
+        err: (s) => process.stderr.write(s + '\n'),
+      });
+      if (code !== 0) process.exit(code);
+      return;
+    }
     case undefined:
     case 'help':
     case '--help':
@@ -146,7 +166,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  if (err instanceof UsageError) fail(`${err.message}\n${USAGE}`, 2);
+  if (err instanceof UsageError || err instanceof DeliveriesUsageError) fail(`${err.message}\n${USAGE}`, 2);
   if (err instanceof ConfigError) fail(`configuration error: ${err.message}`);
   if (err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`${err.message}\n${USAGE}`, 2);
   if (err instanceof Error && 'code' in err && err.code === 'EADDRINUSE') fail(`cannot listen: ${err.message}`);

@@ -52,12 +52,30 @@ function domainName(value: unknown, p: string): string {
   return d;
 }
 
+/**
+ * MongooseIM's int_or_infinity without a default: "infinity" means no limit
+ * and is stored as 0; a missing key stays missing, so the built-in default
+ * applies where the value is used.
+ */
+function intOrInfinity(min: number): Spec {
+  const n = int({ min });
+  return custom((value, p, ctx) => {
+    if (value === 'infinity') return 0;
+    if (typeof value === 'string') fail(p, `expected an integer of at least ${min} or "infinity", got ${describe(value)}`);
+    return validate(n, value, p, ctx);
+  });
+}
+
 export const generalSpec: SectionSpec = section(
   {
     hosts: list(custom(domainName), { nonEmpty: true, unique: true }),
     loglevel: str({ oneOf: LOGLEVELS, default: 'warning' }),
     default_server_domain: custom(domainName),
     data_dir: path({ default: 'data' }),
+    // Limits against abuse; see the Security section of the README.
+    max_user_sessions: intOrInfinity(1),
+    max_auth_failures_per_ip: intOrInfinity(1),
+    auth_ban_duration: int({ min: 1 }),
   },
   {
     required: ['hosts'],
@@ -67,7 +85,11 @@ export const generalSpec: SectionSpec = section(
       if (!g.hosts.includes(dsd)) {
         fail(`${p}.default_server_domain`, `must be one of the hosts (${g.hosts.map((h) => JSON.stringify(h)).join(', ')}), got ${JSON.stringify(dsd)}`);
       }
-      return { hosts: g.hosts, loglevel: g.loglevel, default_server_domain: dsd, data_dir: g.data_dir };
+      const out: GeneralConfig = { hosts: g.hosts, loglevel: g.loglevel, default_server_domain: dsd, data_dir: g.data_dir };
+      if (g.max_user_sessions !== undefined) out.max_user_sessions = g.max_user_sessions;
+      if (g.max_auth_failures_per_ip !== undefined) out.max_auth_failures_per_ip = g.max_auth_failures_per_ip;
+      if (g.auth_ban_duration !== undefined) out.auth_ban_duration = g.auth_ban_duration;
+      return out;
     },
   },
 );
@@ -103,6 +125,7 @@ const c2sTlsSpec = section(
     mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
     certfile: path({ exists: true }),
     keyfile: path({ exists: true }),
+    handshake_timeout: int({ min: 1 }),
   },
   { required: ['certfile', 'keyfile'] },
 );
@@ -114,6 +137,14 @@ const c2sListenerSpec = section(
     max_stanza_size: maxStanzaSize,
     shaper: str({ nonEmpty: true, default: 'none' }),
     tls: c2sTlsSpec,
+    state_timeout: intOrInfinity(1),
+    max_stanza_size_before_auth: int({ min: 256 }),
+    max_elements_before_auth: int({ min: 1 }),
+    // Bounded so that code walking a stanza recursively cannot run out of stack.
+    max_element_depth: int({ min: 2, max: 1000 }),
+    max_auth_failures: int({ min: 1 }),
+    max_output_buffer: int({ min: 1024 }),
+    send_timeout: intOrInfinity(1),
   },
   {
     required: ['port'],

@@ -8,6 +8,8 @@ export interface C2STlsConfig {
   /** Absolute paths (resolved against the config file's directory). */
   certfile: string;
   keyfile: string;
+  /** Milliseconds a TLS handshake (direct or after STARTTLS) may take; Petrel's own option. */
+  handshake_timeout?: number;
 }
 
 export interface C2SListenerConfig {
@@ -18,6 +20,22 @@ export interface C2SListenerConfig {
   /** Name of a [shaper.NAME] section, or "none". */
   shaper: string;
   tls?: C2STlsConfig;
+  // Limits against hostile or broken clients. Absent means the built-in
+  // default (DEFAULT_LIMITS in src/server.ts); 0 means no limit where noted.
+  /** MongooseIM's: ms the server waits for the client at each step before binding (0 = no limit). */
+  state_timeout?: number;
+  /** Bytes of one stanza (and of the stream header) before authentication. */
+  max_stanza_size_before_auth?: number;
+  /** Elements in one stanza before authentication. */
+  max_elements_before_auth?: number;
+  /** Element nesting below the stream root. */
+  max_element_depth?: number;
+  /** Failed SASL attempts on one connection before it is closed. */
+  max_auth_failures?: number;
+  /** Bytes waiting to be sent to a client that is not reading, past which it is disconnected. */
+  max_output_buffer?: number;
+  /** ms without a completed write to a client, while output waits, before it is disconnected (0 = no limit). */
+  send_timeout?: number;
 }
 
 export interface PrometheusHandlerConfig {
@@ -49,6 +67,12 @@ export interface GeneralConfig {
   default_server_domain: string;
   /** Absolute path. */
   data_dir: string;
+  /** Bound sessions per account; a new one replaces the oldest (0 = no limit). Absent: the default, 10. */
+  max_user_sessions?: number;
+  /** Failed logins from one address within an hour before it is banned (0 = no limit). Absent: 20. */
+  max_auth_failures_per_ip?: number;
+  /** ms an address stays banned. Absent: 600000. */
+  auth_ban_duration?: number;
 }
 
 export interface ShaperConfig {

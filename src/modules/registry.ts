@@ -39,7 +39,7 @@ export function resolveModules(configured: Readonly<Record<string, unknown>>): A
   const alias = configured.mod_event_pusher_http as EventPusherOpts | undefined;
   if (alias !== undefined) {
     const main = out.get('mod_event_pusher') as EventPusherOpts | undefined;
-    out.set('mod_event_pusher', { handlers: [...(main?.handlers ?? []), ...alias.handlers] });
+    out.set('mod_event_pusher', { ...main, handlers: [...(main?.handlers ?? []), ...alias.handlers] });
   }
   return [...out];
 }

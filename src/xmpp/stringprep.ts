@@ -222,8 +222,10 @@ export function nameprep(input: string): string {
     if (s.includes('xn--')) return aLabelsToUnicode(s);
     return s;
   }
-  s = prepareUnicode(s.replace(DOTS, '.'), 'domainpart', true, domainAsciiOk, false);
+  // Dots again after mapping: NFKC turns some code points (U+FE12) into an ideographic full stop.
+  s = prepareUnicode(s.replace(DOTS, '.'), 'domainpart', true, domainAsciiOk, false).replace(DOTS, '.');
   if (s.endsWith('.')) s = s.slice(0, -1);
+  if (s.length === 0) throw new JidError('domainpart is empty');
   if (isAscii(s)) {
     checkLabels(s, s);
     return s;

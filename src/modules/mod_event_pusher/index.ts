@@ -14,6 +14,9 @@ import type { HookRegistration } from '../../hooks/hooks.ts';
 import type { Acc, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { ModuleContext, ModuleDefinition, ModuleInstance } from '../types.ts';
+import { join } from 'node:path';
+import { SQLITE_FILE } from '../../storage/index.ts';
+import { openSqliteOutbox } from '../../storage/outbox-sqlite.ts';
 import { eventPusherSpec, type EventPusherOpts } from './config.ts';
 import { createHttpBackend, type HttpBackend } from './http/backend.ts';
 
@@ -40,7 +43,19 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
   const logger = ctx.logger.child({ module: NAME });
   const http =
     opts.handlers.length > 0
-      ? await createHttpBackend({ pools: ctx.pools, configDir: ctx.config.configDir, logger, metrics: ctx.metrics, hosts: ctx.hosts }, opts.handlers)
+      ? await createHttpBackend(
+          {
+            pools: ctx.pools,
+            configDir: ctx.config.configDir,
+            logger,
+            metrics: ctx.metrics,
+            hosts: ctx.hosts,
+            // The outbox lives in the instance's own store file, written by its own thread.
+            openOutbox: () => openSqliteOutbox(join(ctx.config.general.data_dir, SQLITE_FILE)),
+            outboxMaxEvents: opts.outbox_max_events,
+          },
+          opts.handlers,
+        )
       : undefined;
   const hooks = ctx.hooks;
 

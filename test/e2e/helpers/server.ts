@@ -230,7 +230,14 @@ export class Petrel {
   async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.#child === null || this.#exit === null) throw new Error('not started');
     if (this.running) this.#child.kill('SIGTERM');
-    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('petrel did not exit within 15 s of SIGTERM')), 15_000).unref());
+    const child = this.#child;
+    // A server that does not stop is killed, so that it cannot keep the test run alive.
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error('petrel did not exit within 15 s of SIGTERM'));
+      }, 15_000).unref(),
+    );
     return Promise.race([this.#exit, timeout]);
   }
 

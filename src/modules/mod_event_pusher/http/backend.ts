@@ -4,6 +4,13 @@
 // Nothing here waits for the network: the push_event handler returns as soon
 // as the requests are queued (or, when a callback is asynchronous, as soon as
 // the callback is started).
+//
+// With at-least-once delivery (the default) the request must be stored before
+// the sender's message is routed: for a message a user sent (direction "in")
+// whose callbacks answered synchronously, the handler sets `acc.barrier` to
+// the commit of the outbox batch holding the request, and the sender's
+// session routes the message once it settles. Requests of asynchronous
+// callbacks, and of the "out" direction, are stored without holding anything.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Acc, ChatEvent, PushEvent } from '../../../hooks/catalogue.ts';
@@ -11,10 +18,25 @@ import { fail } from '../../../config/schema.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
 import type { HandlerOpts } from '../config.ts';
 import type { CallbackModule, HttpHandlerOpts, PrepareArgs, ShouldMakeReqArgs } from './callback.ts';
+import type { OutboxStore } from '../../../storage/outbox.ts';
 import { createMemoryDeliverer, DEFAULT_MAX_QUEUE, type Deliverer, type DeliveryRequest } from './deliverer.ts';
 import { loadCallbackModule } from './loader.ts';
-import { httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
+import { deliveryMetrics, httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
+import { createOutboxEngine, type AttemptReport, type OutboxEngine } from './outbox-deliverer.ts';
+import { DEFAULT_RETRY } from './retry.ts';
+import { createSigner, parseSecret, signedHeaders, type Signer } from './signing.ts';
 import { webhookId } from './webhook-id.ts';
+import { DEFAULT_OUTBOX_MAX_EVENTS } from '../config.ts';
+
+/**
+ * The key under which a handler's events are stored: what makes a handler
+ * unique in the configuration (MongooseIM refuses two handlers with the same
+ * pool_name, path and callback_module), so that reordering handlers does not
+ * orphan stored events.
+ */
+export function handlerKey(o: HttpHandlerOpts): string {
+  return `${o.pool_name}:${o.path}:${o.callback_module}`;
+}
 
 export interface HttpBackendDeps {
   pools: OutgoingPools;
@@ -27,6 +49,12 @@ export interface HttpBackendDeps {
   makeDeliverer?: (h: { index: number; pool: HttpPool; opts: HttpHandlerOpts }, onResult: (req: DeliveryRequest, o: HttpOutcome) => void, onDropped: (req: DeliveryRequest, reason: string) => void) => Deliverer;
   /** Cap of the in-memory queue of each handler. */
   maxQueue?: number;
+  /** Opens the outbox; needed when a handler has at_least_once delivery. */
+  openOutbox?: () => Promise<OutboxStore>;
+  /** Cap of the outbox, all handlers together. */
+  outboxMaxEvents?: number;
+  /** How often the outbox is read for due rows, ms (tests shorten it). */
+  outboxPollMs?: number;
 }
 
 export interface HttpBackend {
@@ -43,6 +71,8 @@ interface Handler {
   pool: HttpPool;
   url: string;
   deliverer: Deliverer;
+  /** The request is stored before the message moves on. */
+  durable: boolean;
 }
 
 type Thenable<T> = { then(ok: (v: T) => unknown, err: (e: unknown) => unknown): unknown };
@@ -78,8 +108,10 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   const maxQueue = deps.maxQueue ?? DEFAULT_MAX_QUEUE;
   let droppedSinceLog = 0;
   let lastDropLog = 0;
+  /** Failed attempts that will be retried are logged at most once a second per handler. */
+  const retryLog = new Map<number, { last: number; suppressed: number }>();
 
-  const onResult = (req: DeliveryRequest, o: HttpOutcome) => {
+  const onResult = (req: DeliveryRequest, o: HttpOutcome, r?: AttemptReport) => {
     const m = metrics.forHost(req.hostType);
     const h = handlers[req.handler]!;
     if (o.kind === 'ok') {
@@ -89,18 +121,33 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       return;
     }
     m.failed.inc();
-    const base = { what: 'event_pusher_http_failed', handler: req.handler, url: h.url, host_type: req.hostType, webhook_id: req.webhookId };
-    if (o.kind === 'http_status') {
-      metrics.outcome(req.hostType, req.handler, 'http_' + o.status);
-      log.warn({ ...base, status: o.status }, 'HTTP notification answered with a non-2xx status');
-    } else {
-      metrics.outcome(req.hostType, req.handler, o.kind);
-      log.warn({ ...base, reason: o.kind, error: o.message }, 'HTTP notification failed');
+    metrics.outcome(req.hostType, req.handler, o.kind === 'http_status' ? 'http_' + o.status : o.kind);
+    let extra: Record<string, unknown> = {};
+    if (r !== undefined) {
+      extra = { attempt: r.attempt };
+      if (r.nextAttemptInMs !== undefined) {
+        extra.next_attempt_in_ms = r.nextAttemptInMs;
+        const now = Date.now();
+        const rl = retryLog.get(req.handler) ?? { last: 0, suppressed: 0 };
+        retryLog.set(req.handler, rl);
+        if (now - rl.last < 1000) {
+          rl.suppressed++;
+          return;
+        }
+        if (rl.suppressed > 0) extra.suppressed = rl.suppressed;
+        rl.last = now;
+        rl.suppressed = 0;
+      }
     }
+    const base = { what: 'event_pusher_http_failed', handler: req.handler, url: h.url, host_type: req.hostType, webhook_id: req.webhookId, ...extra };
+    if (o.kind === 'http_status') log.warn({ ...base, status: o.status }, 'HTTP notification answered with a non-2xx status');
+    else log.warn({ ...base, reason: o.kind, error: o.message }, 'HTTP notification failed');
   };
 
   const onDropped = (req: DeliveryRequest, reason: string) => {
     metrics.forHost(req.hostType).failed.inc();
+    // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_write_failed).
+    if (reason === 'outbox_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
     metrics.outcome(req.hostType, req.handler, 'dropped');
     // One line per second at most: a dead webhook under load would otherwise flood the log.
     droppedSinceLog++;
@@ -114,18 +161,56 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   };
 
   const handlers: Handler[] = [];
-  for (let index = 0; index < handlerOpts.length; index++) {
-    const ho = handlerOpts[index]!;
-    const pool = deps.pools.http(ho.pool_name);
-    if (pool === undefined) {
-      fail(`${ho.tomlPath}.pool_name`, `no outgoing pool ${JSON.stringify(ho.pool_name)} (define [outgoing_pools.http.${ho.pool_name}])`);
+  let engine: OutboxEngine | undefined;
+  try {
+    for (let index = 0; index < handlerOpts.length; index++) {
+      const ho = handlerOpts[index]!;
+      const pool = deps.pools.http(ho.pool_name);
+      if (pool === undefined) {
+        fail(`${ho.tomlPath}.pool_name`, `no outgoing pool ${JSON.stringify(ho.pool_name)} (define [outgoing_pools.http.${ho.pool_name}])`);
+      }
+      const mod = await loadCallbackModule(ho.callback_module, deps.configDir, `${ho.tomlPath}.callback_module`);
+      const opts: HttpHandlerOpts = Object.freeze({ pool_name: ho.pool_name, path: ho.path, callback_module: ho.callback_module });
+      const url = pool.url(ho.path);
+      let signer: Signer | undefined;
+      if (ho.signing !== undefined) {
+        const keys = ho.signing.secrets.map((sec, i) => {
+          const k = parseSecret(sec);
+          return typeof k === 'string' ? fail(`${ho.tomlPath}.signing.secrets[${i}]`, k) : k;
+        });
+        signer = createSigner(keys);
+      }
+      let deliverer: Deliverer;
+      let durable = false;
+      if (deps.makeDeliverer) deliverer = deps.makeDeliverer({ index, pool, opts }, onResult, onDropped);
+      else if ((ho.delivery ?? 'at_least_once') === 'best_effort') {
+        const s = signer;
+        deliverer = createMemoryDeliverer({
+          pool, concurrency: Math.max(1, pool.workers), maxQueue, onResult, onDropped,
+          headersFor: s === undefined ? undefined : (req) => signedHeaders(s, req.headers as Array<[string, string]>, req.webhookId, req.body, Date.now()),
+        });
+      } else {
+        if (engine === undefined) {
+          if (deps.openOutbox === undefined) throw new Error(`${ho.tomlPath}: at_least_once delivery needs an outbox store`);
+          engine = createOutboxEngine({
+            store: await deps.openOutbox(),
+            logger: log,
+            metrics: deliveryMetrics(deps.metrics),
+            maxEvents: deps.outboxMaxEvents ?? DEFAULT_OUTBOX_MAX_EVENTS,
+            onAttempt: onResult,
+            onDropped,
+            pollMs: deps.outboxPollMs,
+          });
+        }
+        deliverer = engine.deliverer({ index, key: handlerKey(opts), url, pool, retry: ho.retry ?? DEFAULT_RETRY, signer });
+        durable = true;
+      }
+      handlers.push({ index, opts, mod, pool, url, deliverer, durable });
     }
-    const mod = await loadCallbackModule(ho.callback_module, deps.configDir, `${ho.tomlPath}.callback_module`);
-    const opts: HttpHandlerOpts = Object.freeze({ pool_name: ho.pool_name, path: ho.path, callback_module: ho.callback_module });
-    const deliverer = deps.makeDeliverer
-      ? deps.makeDeliverer({ index, pool, opts }, onResult, onDropped)
-      : createMemoryDeliverer({ pool, concurrency: Math.max(1, pool.workers), maxQueue, onResult, onDropped });
-    handlers.push({ index, opts, mod, pool, url: pool.url(ho.path), deliverer });
+    await engine?.start();
+  } catch (err) {
+    await engine?.close(0);
+    throw err;
   }
 
   const callbackFailed = (h: Handler, acc: Acc, fn: string, err: unknown) => {
@@ -135,7 +220,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       'callback module threw');
   };
 
-  const submit = (h: Handler, acc: Acc, event: ChatEvent, headers: unknown, body: unknown) => {
+  const submit = (h: Handler, acc: Acc, event: ChatEvent, headers: unknown, body: unknown, sync: boolean) => {
     let pairs: Array<[string, string]>;
     let payload: string | Uint8Array;
     try {
@@ -144,14 +229,22 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     } catch (e) {
       return callbackFailed(h, acc, 'prepareHeaders/prepareBody', e);
     }
-    const id = webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
-    let hasId = false;
-    for (const [k] of pairs) if (k.length === 10 && k.toLowerCase() === 'webhook-id') hasId = true;
-    if (!hasId) pairs.push(['webhook-id', id]);
-    h.deliverer.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
+    // A webhook-id the callback module set is kept, and is what signatures cover.
+    let id: string | undefined;
+    for (const [k, v] of pairs) if (k.length === 10 && k.toLowerCase() === 'webhook-id') id = v;
+    if (id === undefined) {
+      id = webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
+      pairs.push(['webhook-id', id]);
+    }
+    const stored = h.deliverer.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
+    // Only a message a user sent can still be held; by the time an asynchronous
+    // callback answers, or for the "out" direction, it has moved on.
+    if (stored !== undefined && sync && event.direction === 'in') {
+      acc.barrier = acc.barrier === undefined ? stored : Promise.all([acc.barrier, stored]);
+    }
   };
 
-  const prepare = (h: Handler, acc: Acc, event: ChatEvent) => {
+  const prepare = (h: Handler, acc: Acc, event: ChatEvent, sync: boolean) => {
     const a: PrepareArgs = {
       acc,
       dir: event.direction,
@@ -172,10 +265,10 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     }
     if (isThenable(body) || isThenable(headers)) {
       Promise.all([body, headers]).then(
-        ([b, hd]) => submit(h, acc, event, hd, b),
+        ([b, hd]) => submit(h, acc, event, hd, b, false),
         (e) => callbackFailed(h, acc, 'prepareHeaders/prepareBody', e),
       );
-    } else submit(h, acc, event, headers, body);
+    } else submit(h, acc, event, headers, body, sync);
   };
 
   return {
@@ -192,17 +285,17 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
           callbackFailed(h, acc, 'shouldMakeReq', e);
           continue;
         }
-        if (r === true) prepare(h, acc, event);
+        if (r === true) prepare(h, acc, event, true);
         else if (isThenable<boolean>(r)) {
           r.then(
-            (yes) => { if (yes === true) prepare(h, acc, event); },
+            (yes) => { if (yes === true) prepare(h, acc, event, false); },
             (e) => callbackFailed(h, acc, 'shouldMakeReq', e),
           );
         }
       }
     },
     async close() {
-      await Promise.all(handlers.map((h) => h.deliverer.close()));
+      await Promise.all([...handlers.map((h) => h.deliverer.close()), engine?.close()]);
     },
   };
 }

@@ -1,6 +1,7 @@
 // Delivery of prepared requests. The hook handler only enqueues; a deliverer
-// sends in the background through the handler's pool. The interface is what
-// a durable outbox (stored, retried, signed) implements as well.
+// sends in the background through the handler's pool. Two implement it: the
+// in-memory one below ("best_effort", MongooseIM's behaviour) and the durable
+// outbox (outbox-deliverer.ts, "at_least_once": stored, retried, signed).
 import type { HttpHeaders, HttpOutcome, HttpPool } from '../../../outgoing/types.ts';
 
 export interface DeliveryRequest {
@@ -16,8 +17,12 @@ export interface DeliveryRequest {
 }
 
 export interface Deliverer {
-  /** Never blocks and never throws; a request that cannot be kept is reported through onDropped. */
-  enqueue(req: DeliveryRequest): void;
+  /**
+   * Never blocks and never throws; a request that cannot be kept is reported
+   * through onDropped. A durable deliverer returns a promise that settles
+   * once the request is stored (it never rejects): the message waits for it.
+   */
+  enqueue(req: DeliveryRequest): void | Promise<void>;
   /** Requests waiting or in flight. */
   readonly size: number;
   /** Stops taking requests; waits up to `graceMs` for those already taken. */
@@ -32,6 +37,8 @@ export interface MemoryDelivererOptions {
   maxQueue: number;
   onResult(req: DeliveryRequest, outcome: HttpOutcome): void;
   onDropped(req: DeliveryRequest, reason: 'queue_full' | 'closed'): void;
+  /** The headers to send, computed when the request goes out (signatures carry the time of sending). */
+  headersFor?(req: DeliveryRequest): HttpHeaders;
 }
 
 export const DEFAULT_MAX_QUEUE = 10_000;
@@ -53,7 +60,7 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
         head = 0;
       }
       inFlight++;
-      o.pool.post(req.path, req.headers, req.body).then(
+      o.pool.post(req.path, o.headersFor ? o.headersFor(req) : req.headers, req.body).then(
         (outcome) => done(req, outcome),
         (err) => done(req, { kind: 'error', message: String(err) }),
       );

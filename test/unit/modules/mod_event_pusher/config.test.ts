@@ -4,6 +4,12 @@ import { parse } from 'smol-toml';
 import { ConfigError, validate } from '../../../../src/config/schema.ts';
 import { eventPusherSpec } from '../../../../src/modules/mod_event_pusher/config.ts';
 
+/** Petrel's delivery options as a handler gets them when none is written. */
+const DELIVERY_DEFAULTS = {
+  delivery: 'at_least_once',
+  retry: { max_attempts: 8, initial_delay: 1000, max_delay: 300000, max_age: 86400000 },
+};
+
 function opts(toml: string) {
   const raw = parse(toml) as { modules: { mod_event_pusher: unknown } };
   return validate(eventPusherSpec, raw.modules.mod_event_pusher, 'modules.mod_event_pusher', { configDir: '/etc/petrel', warnings: [] });
@@ -26,7 +32,7 @@ test('a single [modules.mod_event_pusher.backend.http] table is one handler', ()
   path = "/notifications"
 `);
   assert.deepEqual(o.handlers, [
-    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http' },
+    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http', ...DELIVERY_DEFAULTS },
   ]);
 });
 
@@ -54,7 +60,7 @@ test('MongooseIM\'s handlers = [{...}] syntax is accepted', () => {
   handlers = [{pool_name = "http_pool", path = "/notifications"}]
 `);
   assert.deepEqual(o.handlers, [
-    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.http.handlers[0]' },
+    { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.http.handlers[0]', ...DELIVERY_DEFAULTS },
   ]);
 });
 
@@ -73,11 +79,11 @@ test('[[modules.mod_event_pusher.http.handlers]] subsections are accepted', () =
 
 test('an empty handler gets every default', () => {
   const o = opts(`[modules.mod_event_pusher.backend.http]`);
-  assert.deepEqual(o.handlers[0], { pool_name: 'http_pool', path: '', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http' });
+  assert.deepEqual(o.handlers[0], { pool_name: 'http_pool', path: '', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http', ...DELIVERY_DEFAULTS });
 });
 
 test('a module with no backend has no handlers', () => {
-  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [] });
+  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [], outbox_max_events: 1_000_000 });
 });
 
 test('an unknown handler option is an error naming its path', () => {

@@ -86,7 +86,7 @@ function capture() {
 }
 
 function handler(over: Partial<HandlerOpts> = {}, i = 0): HandlerOpts {
-  return { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: `modules.mod_event_pusher.backend.http[${i}]`, ...over };
+  return { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: `modules.mod_event_pusher.backend.http[${i}]`, delivery: 'best_effort', ...over };
 }
 
 async function setup(handlers: HandlerOpts[], p = pools()) {

@@ -1,0 +1,62 @@
+// Per-account limits: [general] max_user_sessions (the oldest session is
+// replaced) and mod_offline's max_messages (the next message bounces).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Petrel } from '../helpers/server.ts';
+import { RawConnection, closedWith, startHostile, streamErrorCondition } from './setup.ts';
+
+const ALICE = 'pw-alice-7';
+const BOB = 'pw-bob-7';
+
+let server: Petrel;
+before(async () => {
+  server = await startHostile({ general: { max_user_sessions: 2 }, offlineMax: 3, users: [['alice', ALICE], ['bob', BOB]] });
+});
+after(async () => {
+  await server.dispose();
+});
+
+test('a session past max_user_sessions replaces the oldest, which ends with conflict', async () => {
+  const conns: RawConnection[] = [];
+  try {
+    for (const r of ['one', 'two']) {
+      const c = await RawConnection.open(server.port);
+      conns.push(c);
+      await c.login('alice', ALICE, r);
+    }
+    const third = await RawConnection.open(server.port);
+    conns.push(third);
+    await third.login('alice', ALICE, 'three');
+    const said = await closedWith(conns[0]!);
+    assert.equal(streamErrorCondition(said), 'conflict');
+    for (const c of conns.slice(1)) {
+      c.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+      await c.waitFor(/id=["']alive["']/);
+    }
+  } finally {
+    for (const c of conns) c.destroy();
+  }
+});
+
+test('past max_messages a message to an offline user bounces with resource-constraint; the stored ones are delivered', async () => {
+  const alice = await RawConnection.open(server.port);
+  try {
+    await alice.login('alice', ALICE, 'sender');
+    for (let i = 1; i <= 4; i++) alice.send(`<message to='bob@localhost' type='chat' id='off${i}'><body>offline ${i}</body></message>`);
+    const bounce = await alice.waitFor(/<message[^>]*id=["']off4["'][^]*?<\/message>/);
+    assert.match(bounce, /type=["']error["']/);
+    assert.match(bounce, /<resource-constraint /);
+    assert.doesNotMatch(alice.data, /id=["']off[123]["'][^>]*type=["']error["']/);
+  } finally {
+    alice.destroy();
+  }
+  const bob = await RawConnection.open(server.port);
+  try {
+    await bob.login('bob', BOB, 'back');
+    bob.send('<presence/>');
+    for (let i = 1; i <= 3; i++) await bob.waitFor(new RegExp(`id=["']off${i}["']`));
+    assert.doesNotMatch(bob.data, /offline 4/);
+  } finally {
+    bob.destroy();
+  }
+});
