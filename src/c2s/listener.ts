@@ -44,7 +44,7 @@ export function listenerLimits(cfg: C2SListenerConfig, defaults: C2SLimits): C2S
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
-  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate'>,
+  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate' | 'released'>,
   shapers: Readonly<Record<string, { max_rate: number }>>,
   handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
@@ -54,12 +54,10 @@ export async function startC2SListener(
   const limits = listenerLimits(cfg, base.limits);
   if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
   const handshakeTimeout = limits.handshakeTimeout;
-  const ctx: C2SContext = { ...base, limits, listener: cfg, tls, maxRate };
   const sessions = new Set<C2SSession>();
+  const ctx: C2SContext = { ...base, limits, listener: cfg, tls, maxRate, released: (s) => sessions.delete(s) };
   const accept = (socket: Socket, secure: boolean) => {
-    const s = new C2SSession(socket, ctx, secure);
-    sessions.add(s);
-    socket.once('close', () => sessions.delete(s));
+    sessions.add(new C2SSession(socket, ctx, secure));
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {
@@ -73,9 +71,13 @@ export async function startC2SListener(
     server = createTcpServer((s) => accept(s, false));
   }
   const sockets = new Set<Socket>();
+  // One listener function for every socket ('close' comes once), not a closure each.
+  function forget(this: Socket): void {
+    sockets.delete(this);
+  }
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    socket.on('close', forget);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -12,7 +12,7 @@ import type { Router } from '../routing/router.ts';
 import type { Presence, PresenceSession } from '../routing/presence.ts';
 import type { SessionManager } from '../routing/sm.ts';
 import { Element, escapeAttr, serialize } from '../xmpp/xml.ts';
-import { StreamParser, type StreamHeader } from '../xmpp/stream-parser.ts';
+import { StreamParser, type StreamHeader, type StreamParserEvents, type StreamParserLimits } from '../xmpp/stream-parser.ts';
 import { StreamError, StanzaError, errorReply } from '../xmpp/errors.ts';
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
@@ -40,6 +40,8 @@ export interface C2SContext {
   maxRate: number;
   /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
   authBans?: AuthBans;
+  /** Called once the session's connection has closed. */
+  released?: (s: C2SSession) => void;
 }
 
 /** Limits of one listener; the config options they come from are named beside each. */
@@ -68,6 +70,19 @@ const SASL_ERRORS = new Set(['aborted', 'account-disabled', 'credentials-expired
 
 let sessionCounter = 0;
 
+/**
+ * The session a socket belongs to. One set of listener functions then serves
+ * every connection, instead of a closure per event per connection.
+ */
+const SESSION = Symbol('c2s session');
+type SessionSocket = Socket & { [SESSION]?: C2SSession };
+
+/** Token bucket of a shaped connection (bytes, and when it was last refilled). */
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
 export class C2SSession implements PresenceSession {
   #socket: Socket;
   #ctx: C2SContext;
@@ -75,7 +90,6 @@ export class C2SSession implements PresenceSession {
   #state: State = 'header';
   #secure: boolean;
   #domain = '';
-  #streamId = '';
   #headerSent = false;
   #sasl: SaslServer | null = null;
   #authFailures = 0;
@@ -84,13 +98,15 @@ export class C2SSession implements PresenceSession {
   #flushQueued = false;
   #stateTimer: NodeJS.Timeout | null = null;
   /** Message stanzas serialised into #out and not yet handed to the socket. */
-  #outMessages: Element[] = [];
-  /** Message stanzas of each socket write not yet completed, oldest write first. */
-  #inFlight: Element[][] = [];
+  #outMessages: Element[] = NO_MESSAGES;
+  /** Message stanzas of each socket write not yet completed, oldest write first (null: no write pending). */
+  #inFlight: Element[][] | null = null;
   #sendTimer: NodeJS.Timeout | null = null;
-  /** When a socket write last completed (or output last started waiting). */
+  /**
+   * While the send timer runs: when a socket write last completed (or output
+   * last started waiting), in whole ms, so it stays a small integer.
+   */
   #lastProgress = 0;
-  readonly #ip: string;
   /**
    * Routing steps waiting, in the order the stanzas came, behind a stanza
    * whose user_send_message handlers set a barrier (the outbox write). Later
@@ -99,7 +115,6 @@ export class C2SSession implements PresenceSession {
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
   readonly id: number;
-  readonly remote: string;
 
   jid!: JID;
   priority = 0;
@@ -111,15 +126,11 @@ export class C2SSession implements PresenceSession {
     this.#socket = socket;
     this.#ctx = ctx;
     this.#secure = secure;
-    this.#tokens = ctx.maxRate;
-    this.#tokensAt = performance.now();
     this.id = ++sessionCounter;
-    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.#ip = clientAddress(socket.remoteAddress);
     socket.setNoDelay(true);
     this.#newParser();
     this.#attach(socket);
-    const banned = ctx.authBans?.bannedFor(this.#ip) ?? 0;
+    const banned = ctx.authBans?.bannedFor(this.#ip()) ?? 0;
     if (banned > 0) {
       // Refused before any negotiation, so a banned address cannot even try.
       this.#streamError(new StreamError('policy-violation', `too many failed logins from this address; try again in ${Math.ceil(banned / 1000)} s`));
@@ -152,47 +163,86 @@ export class C2SSession implements PresenceSession {
     return this.#state;
   }
 
+  /** The client's address and port, for logs. */
+  get remote(): string {
+    return `${this.#socket.remoteAddress}:${this.#socket.remotePort}`;
+  }
+
+  /** The client's address, as auth bans count it. */
+  #ip(): string {
+    return clientAddress(this.#socket.remoteAddress);
+  }
+
   #attach(socket: Socket): void {
-    socket.on('data', this.#onData);
-    socket.on('error', this.#onSocketError);
-    socket.on('close', this.#onClose);
-    socket.on('end', this.#onEnd);
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', C2SSession.#onSocketData);
+    socket.on('error', C2SSession.#onSocketError);
+    socket.on('close', C2SSession.#onSocketClose);
+    socket.on('end', C2SSession.#onSocketEnd);
   }
 
   #detach(socket: Socket): void {
-    socket.off('data', this.#onData);
-    socket.off('error', this.#onSocketError);
-    socket.off('close', this.#onClose);
-    socket.off('end', this.#onEnd);
+    socket.off('data', C2SSession.#onSocketData);
+    socket.off('error', C2SSession.#onSocketError);
+    socket.off('close', C2SSession.#onSocketClose);
+    socket.off('end', C2SSession.#onSocketEnd);
+    (socket as SessionSocket)[SESSION] = undefined;
   }
+
+  static #onSocketData(this: Socket, chunk: Buffer): void {
+    const s = (this as SessionSocket)[SESSION];
+    if (s !== undefined) s.#onData(chunk);
+  }
+
+  static #onSocketError(this: Socket, err: Error): void {
+    const s = (this as SessionSocket)[SESSION];
+    if (s !== undefined) s.#ctx.logger.debug({ what: 'c2s_socket_error', session: s.id, err: err.message }, 'socket error');
+  }
+
+  static #onSocketEnd(this: Socket): void {
+    (this as SessionSocket)[SESSION]?.close();
+  }
+
+  static #onSocketClose(this: Socket): void {
+    const s = (this as SessionSocket)[SESSION];
+    if (s === undefined) return;
+    s.#cleanup('closed');
+    s.#ctx.released?.(s);
+  }
+
+  /** Passes parser events on to a session: one small object per parser rather than a closure per event. */
+  static #ParserEvents = class implements StreamParserEvents {
+    readonly #s: C2SSession;
+    constructor(s: C2SSession) {
+      this.#s = s;
+    }
+    onHeader(h: StreamHeader): void {
+      this.#s.#onHeader(h);
+    }
+    onStanza(el: Element): void {
+      this.#s.#onStanza(el);
+    }
+    onEnd(): void {
+      this.#s.close();
+    }
+    onError(condition: Parameters<StreamParserEvents['onError']>[0], text: string): void {
+      this.#s.#streamError(new StreamError(condition, text));
+    }
+  };
 
   #newParser(): void {
     const authed = this.#state === 'bind' || this.#state === 'bound';
-    const max = this.#ctx.listener.max_stanza_size;
-    const limits = this.#ctx.limits;
-    const pre = limits.preAuthStanzaSize;
-    this.#parser = new StreamParser(
-      {
-        onHeader: (h) => this.#onHeader(h),
-        onStanza: (el) => this.#onStanza(el),
-        onEnd: () => this.close(),
-        onError: (condition, text) => this.#streamError(new StreamError(condition, text)),
-      },
-      authed
-        ? { maxStanzaSize: max, maxDepth: limits.maxDepth }
-        : { maxStanzaSize: max > 0 ? Math.min(max, pre) : pre, maxDepth: limits.maxDepth, maxElements: limits.preAuthElements },
-    );
+    this.#parser = new StreamParser(new C2SSession.#ParserEvents(this), parserLimits(this.#ctx, authed));
   }
 
-  /** Token bucket of the traffic shaper (bytes). */
-  #tokens = 0;
-  #tokensAt = 0;
+  /** Shaped connections only: the traffic shaper's token bucket. */
+  #bucket: Bucket | null = null;
 
-  #onData = (chunk: Buffer): void => {
+  #onData(chunk: Buffer): void {
     this.#parser.write(chunk);
     const rate = this.#ctx.maxRate;
     if (rate > 0) this.#shape(chunk.length, rate);
-  };
+  }
 
   /**
    * A shaper pauses reading instead of buffering (as MongooseIM's does): past
@@ -201,28 +251,18 @@ export class C2SSession implements PresenceSession {
    */
   #shape(bytes: number, rate: number): void {
     const now = performance.now();
+    // The bucket starts full.
+    const b = (this.#bucket ??= { tokens: rate, at: now });
     // One second of burst at most.
-    this.#tokens = Math.min(rate, this.#tokens + ((now - this.#tokensAt) * rate) / 1000) - bytes;
-    this.#tokensAt = now;
-    if (this.#tokens >= 0) return;
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 1000) - bytes;
+    b.at = now;
+    if (b.tokens >= 0) return;
     const socket = this.#socket;
     socket.pause();
     setTimeout(() => {
       if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) socket.resume();
-    }, Math.ceil((-this.#tokens * 1000) / rate)).unref();
-  };
-
-  #onSocketError = (err: Error): void => {
-    this.#ctx.logger.debug({ what: 'c2s_socket_error', session: this.id, err: err.message }, 'socket error');
-  };
-
-  #onEnd = (): void => {
-    this.close();
-  };
-
-  #onClose = (): void => {
-    this.#cleanup('closed');
-  };
+    }, Math.ceil((-b.tokens * 1000) / rate)).unref();
+  }
 
   // --- output -------------------------------------------------------------
 
@@ -232,17 +272,34 @@ export class C2SSession implements PresenceSession {
     if (!this.#flushQueued) {
       this.#flushQueued = true;
       // Everything produced while handling one chunk of input goes out in one write.
-      queueMicrotask(this.#flush);
+      const queue = C2SSession.#toFlush;
+      if (queue.length === 0) queueMicrotask(C2SSession.#flushAll);
+      queue.push(this);
     }
   }
 
-  #flush = (): void => {
+  /** Sessions with output to hand to their sockets at the end of this turn. */
+  static #toFlush: C2SSession[] = [];
+
+  static #flushAll(): void {
+    const queue = C2SSession.#toFlush;
+    let i = 0;
+    try {
+      // Sessions given output meanwhile are appended and written in this same round.
+      while (i < queue.length) queue[i++]!.#flush();
+    } finally {
+      queue.splice(0, i);
+      if (queue.length > 0) queueMicrotask(C2SSession.#flushAll);
+    }
+  }
+
+  #flush(): void {
     this.#flushQueued = false;
     if (this.#out.length === 0) return;
     const out = this.#out;
     this.#out = '';
     const messages = this.#outMessages.length === 0 ? NO_MESSAGES : this.#outMessages;
-    if (messages !== NO_MESSAGES) this.#outMessages = [];
+    if (messages !== NO_MESSAGES) this.#outMessages = NO_MESSAGES;
     const socket = this.#socket;
     if (socket.destroyed) return;
     const waiting = socket.writableLength;
@@ -250,37 +307,42 @@ export class C2SSession implements PresenceSession {
     // it past the cap. (A burst onto an empty buffer is let through, so a
     // reading client is never cut off by one large hand-over.)
     if (waiting > 0 && waiting + out.length > this.#ctx.limits.maxOutputBuffer && this.#state !== 'closed') {
-      this.#outMessages = messages === NO_MESSAGES ? [] : messages;
+      this.#outMessages = messages;
       this.#slowReader(`more than ${this.#ctx.limits.maxOutputBuffer} bytes wait to be sent`);
       return;
     }
-    this.#inFlight.push(messages);
-    socket.write(out, this.#onWritten);
+    (this.#inFlight ??= []).push(messages);
+    socket.write(out, () => this.#onWritten());
     if (socket.writableLength > 0 && this.#sendTimer === null && this.#ctx.limits.sendTimeout > 0 && this.#state !== 'closed') {
-      this.#lastProgress = performance.now();
-      this.#sendTimer = setTimeout(this.#checkSend, this.#ctx.limits.sendTimeout);
+      this.#lastProgress = nowMs();
+      this.#sendTimer = setTimeout(() => this.#checkSend(), this.#ctx.limits.sendTimeout);
       this.#sendTimer.unref();
     }
-  };
+  }
 
   /** Socket writes complete in order: the oldest one is done. */
-  #onWritten = (): void => {
-    this.#inFlight.shift();
-    this.#lastProgress = performance.now();
-  };
+  #onWritten(): void {
+    const inFlight = this.#inFlight;
+    if (inFlight !== null) {
+      inFlight.shift();
+      if (inFlight.length === 0) this.#inFlight = null;
+    }
+    // Progress only matters while the send timer runs; it was set when the timer started.
+    if (this.#sendTimer !== null) this.#lastProgress = nowMs();
+  }
 
-  #checkSend = (): void => {
+  #checkSend(): void {
     this.#sendTimer = null;
     if (this.#state === 'closed' || this.#socket.writableLength === 0) return;
     const limit = this.#ctx.limits.sendTimeout;
-    const idle = performance.now() - this.#lastProgress;
+    const idle = nowMs() - this.#lastProgress;
     if (idle >= limit) {
       this.#slowReader(`nothing could be sent for ${limit} ms`);
       return;
     }
-    this.#sendTimer = setTimeout(this.#checkSend, Math.ceil(limit - idle));
+    this.#sendTimer = setTimeout(() => this.#checkSend(), Math.ceil(limit - idle));
     this.#sendTimer.unref();
-  };
+  }
 
   /**
    * Drops a client that does not read what it is sent. Every message stanza
@@ -293,10 +355,10 @@ export class C2SSession implements PresenceSession {
   #slowReader(reason: string): void {
     if (this.#state === 'closed') return;
     const pending: Element[] = [];
-    for (const batch of this.#inFlight) for (const m of batch) pending.push(m);
+    for (const batch of this.#inFlight ?? []) for (const m of batch) pending.push(m);
     for (const m of this.#outMessages) pending.push(m);
-    this.#inFlight = [];
-    this.#outMessages = [];
+    this.#inFlight = null;
+    this.#outMessages = NO_MESSAGES;
     this.#out = '';
     this.#ctx.logger.warn(
       { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: this.#state === 'bound' ? this.jid.full : undefined, reason, rerouted: pending.length },
@@ -322,16 +384,19 @@ export class C2SSession implements PresenceSession {
   send(el: Element): void {
     if (this.#state === 'closed') return;
     // Messages are remembered until the socket has taken them (see #slowReader).
-    if (el.name === 'message') this.#outMessages.push(el);
+    if (el.name === 'message') {
+      if (this.#outMessages === NO_MESSAGES) this.#outMessages = [];
+      this.#outMessages.push(el);
+    }
     this.#write(serialize(el));
   }
 
   #sendHeader(): void {
     if (this.#headerSent) return;
     this.#headerSent = true;
-    this.#streamId = randomBytes(8).toString('hex');
+    const id = randomBytes(8).toString('hex');
     const from = this.#domain || this.#ctx.defaultDomain;
-    this.#write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${this.#streamId}' from='${escapeAttr(from)}' version='1.0' xml:lang='en'>`);
+    this.#write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${id}' from='${escapeAttr(from)}' version='1.0' xml:lang='en'>`);
   }
 
   #streamError(err: StreamError): void {
@@ -376,7 +441,7 @@ export class C2SSession implements PresenceSession {
     const to = h.attrs.to;
     // RFC 6120 §4.7.1: 'to' names the service; without it, the default domain.
     const domain = to === undefined ? this.#ctx.defaultDomain : to.toLowerCase();
-    if (this.#domain === '') this.#domain = this.#ctx.hosts.has(domain) ? domain : '';
+    if (this.#domain === '') this.#domain = servedHost(this.#ctx.hosts, domain);
     if (h.name !== 'stream:stream' || h.attrs['xmlns:stream'] !== NS_STREAM) {
       this.#streamError(new StreamError('invalid-namespace', 'the stream element must be stream:stream in ' + NS_STREAM));
       return;
@@ -577,8 +642,8 @@ export class C2SSession implements PresenceSession {
     if (text !== undefined) f += `<text xml:lang='en'>${text.replace(/[<&>]/g, '')}</text>`;
     this.#write(f + '</failure>');
     // Wrong credentials also count against the client's address, across connections.
-    if ((c === 'not-authorized' || c === 'invalid-authzid') && this.#ctx.authBans?.recordFailure(this.#ip) === true) {
-      this.#ctx.logger.warn({ what: 'c2s_address_banned', remote: this.remote, ip: this.#ip, ms: this.#ctx.authBans.banDuration }, 'too many failed logins from one address; banned for a while');
+    if ((c === 'not-authorized' || c === 'invalid-authzid') && this.#ctx.authBans?.recordFailure(this.#ip()) === true) {
+      this.#ctx.logger.warn({ what: 'c2s_address_banned', remote: this.remote, ip: this.#ip(), ms: this.#ctx.authBans.banDuration }, 'too many failed logins from one address; banned for a while');
       this.#streamError(new StreamError('policy-violation', 'too many failed logins from this address; try again later'));
       return;
     }
@@ -606,6 +671,8 @@ export class C2SSession implements PresenceSession {
       return;
     }
     this.jid = jid;
+    // The JID holds the user name from now on.
+    this.#username = '';
     this.#state = 'bound';
     this.#stopStateTimer();
     this.#ctx.sm.register(this);
@@ -711,7 +778,36 @@ export class C2SSession implements PresenceSession {
 
 /** Routing steps allowed to wait before the socket stops being read. */
 const PENDING_PAUSE = 256;
+/** Shared and never written to: stands for "no messages" without an array per session. */
 const NO_MESSAGES: Element[] = [];
+
+/** Milliseconds of monotonic time, whole, so a field holding it stays a small integer. */
+function nowMs(): number {
+  return Math.floor(performance.now());
+}
+
+/** The served domain's own string (not one cut out of the client's input), or '' when it is not served. */
+function servedHost(hosts: ReadonlySet<string>, domain: string): string {
+  for (const h of hosts) if (h === domain) return h;
+  return '';
+}
+
+/** Parser limits by context and phase, shared by every session of a listener. */
+const LIMITS = new WeakMap<C2SContext, { pre: StreamParserLimits; authed: StreamParserLimits }>();
+
+function parserLimits(ctx: C2SContext, authed: boolean): StreamParserLimits {
+  let l = LIMITS.get(ctx);
+  if (l === undefined) {
+    const max = ctx.listener.max_stanza_size;
+    const { maxDepth, preAuthStanzaSize: pre, preAuthElements } = ctx.limits;
+    l = {
+      pre: { maxStanzaSize: max > 0 ? Math.min(max, pre) : pre, maxDepth, maxElements: preAuthElements },
+      authed: { maxStanzaSize: max, maxDepth },
+    };
+    LIMITS.set(ctx, l);
+  }
+  return authed ? l.authed : l.pre;
+}
 
 function decodeBase64(s: string): Buffer | undefined {
   const t = s.trim();

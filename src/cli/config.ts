@@ -3,7 +3,11 @@ import { loadConfigFile } from '../config/load.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { moduleSpecs } from '../modules/registry.ts';
 import { outgoingPoolsSpec } from '../outgoing/spec.ts';
+import { storeSelection } from '../storage/select.ts';
 
 export function loadConfig(file: string | undefined): PetrelConfig {
-  return loadConfigFile(file, { sections: { outgoing_pools: outgoingPoolsSpec }, modules: moduleSpecs() });
+  const config = loadConfigFile(file, { sections: { outgoing_pools: outgoingPoolsSpec }, modules: moduleSpecs() });
+  // Across sections: a store set to "rdbms" needs the rdbms pool.
+  storeSelection(config);
+  return config;
 }

@@ -3,8 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
-import { startServer } from '../server.ts';
-import { openStorage } from '../storage/index.ts';
+import { openStores, startServer } from '../server.ts';
 import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
 import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
@@ -90,7 +89,7 @@ async function main(argv: string[]): Promise<void> {
       }
       if (password === '') fail('the password is empty');
       const creds = await makeStoredCredentials(password, { format: config.auth.password.format, iterations: config.auth.scram_iterations });
-      const storage = openStorage(config.general.data_dir);
+      const { storage } = await openStores(config);
       try {
         if (!(await storage.users.createUser(jid.local, jid.domain, creds))) fail(`user ${jid.bare} already exists`);
       } finally {
@@ -110,7 +109,7 @@ async function main(argv: string[]): Promise<void> {
       } catch (err) {
         fail(`invalid user name "${user}": ${(err as Error).message}`);
       }
-      const storage = openStorage(config.general.data_dir);
+      const { storage } = await openStores(config);
       try {
         if (!(await storage.users.removeUser(jid.local, jid.domain))) fail(`user ${jid.bare} does not exist`);
       } finally {
@@ -146,7 +145,7 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(USAGE + '\n');
         return;
       }
-      const code = runDeliveries(rest, {
+      const code = await runDeliveries(rest, {
         loadConfig,
         out: (s) => process.stdout.write(s + '\n'),
         err: (s) => process.stderr.write(s + '\n'),
@@ -170,5 +169,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof ConfigError) fail(`configuration error: ${err.message}`);
   if (err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`${err.message}\n${USAGE}`, 2);
   if (err instanceof Error && 'code' in err && err.code === 'EADDRINUSE') fail(`cannot listen: ${err.message}`);
+  // Errors from the system or a database (they carry a code) are the operator's to fix: the message says it.
+  // Anything else is a bug in Petrel: the stack helps to report it.
+  if (err instanceof Error && 'code' in err) fail(err.message);
   fail(err instanceof Error ? (err.stack ?? err.message) : String(err));
 });

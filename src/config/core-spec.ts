@@ -14,10 +14,11 @@ export const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'wa
 export const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
 export const SASL_MECHANISMS = ['scram_sha256', 'scram_sha1', 'plain'] as const;
 export const PASSWORD_FORMATS = ['scram', 'plain'] as const;
-/** Auth methods Petrel implements. */
-export const AUTH_METHODS = ['internal'] as const;
+/** Auth methods Petrel implements: the embedded store, and PostgreSQL through [outgoing_pools.rdbms.default]. */
+export const AUTH_METHODS = ['internal', 'rdbms'] as const;
 /** MongooseIM's other auth methods: named so the error can say they are not implemented. */
-const MONGOOSEIM_ONLY_AUTH_METHODS = ['anonymous', 'dummy', 'external', 'http', 'jwt', 'ldap', 'pki', 'rdbms'];
+const MONGOOSEIM_ONLY_AUTH_METHODS = ['anonymous', 'dummy', 'external', 'http', 'jwt', 'ldap', 'pki'];
+const IMPLEMENTED = 'only "internal" and "rdbms" are';
 
 export const DEFAULT_MAX_STANZA_SIZE = 262144;
 export const DEFAULT_SCRAM_ITERATIONS = 10000;
@@ -214,14 +215,14 @@ export const listenSpec: SectionSpec = section(
 const authMethod = custom((value, p) => {
   if (typeof value !== 'string') fail(p, `expected a string, got ${describe(value)}`);
   if (MONGOOSEIM_ONLY_AUTH_METHODS.includes(value)) {
-    fail(p, `auth method ${JSON.stringify(value)} is not implemented by Petrel; only "internal" is`);
+    fail(p, `auth method ${JSON.stringify(value)} is not implemented by Petrel; ${IMPLEMENTED}`);
   }
-  if (!(AUTH_METHODS as readonly string[]).includes(value)) fail(p, `must be one of "internal", got ${JSON.stringify(value)}`);
+  if (!(AUTH_METHODS as readonly string[]).includes(value)) fail(p, `must be one of "internal", "rdbms", got ${JSON.stringify(value)}`);
   return value;
 });
 
 const notImplementedMethodSection = (name: string): Spec =>
-  custom((_v, p) => fail(p, `auth method ${JSON.stringify(name)} is not implemented by Petrel; only "internal" is`));
+  custom((_v, p) => fail(p, `auth method ${JSON.stringify(name)} is not implemented by Petrel; ${IMPLEMENTED}`));
 
 type RawAuth = {
   methods?: string[];
@@ -229,6 +230,7 @@ type RawAuth = {
   password: { format: AuthConfig['password']['format']; scram_iterations?: number };
   scram_iterations?: number;
   internal?: Record<string, never>;
+  rdbms?: Record<string, never>;
 };
 
 export const authSpec: SectionSpec = section(
@@ -245,6 +247,7 @@ export const authSpec: SectionSpec = section(
     // Where MongooseIM releases before 6.0 put it; still accepted.
     scram_iterations: int({ min: 1 }),
     internal: section({}),
+    rdbms: section({}),
     ...Object.fromEntries(MONGOOSEIM_ONLY_AUTH_METHODS.map((m) => [m, notImplementedMethodSection(m)])),
   },
   {
@@ -262,11 +265,18 @@ export const authSpec: SectionSpec = section(
       let methods: string[];
       let internal = a.internal;
       if (a.methods !== undefined) {
-        // As in MongooseIM, a listed method needs its own section.
+        // As in MongooseIM, a listed method needs its own section; [auth.rdbms]
+        // has no options, so "rdbms" may be listed without one (MongooseIM's own example does).
         a.methods.forEach((m, i) => {
           if (m === 'internal' && internal === undefined) fail(`${p}.methods[${i}]`, 'method "internal" has no [auth.internal] section');
         });
+        // MongooseIM tries several methods in turn; Petrel keeps every account in one store.
+        if (a.methods.length > 1) fail(`${p}.methods[1]`, 'Petrel authenticates against one user store: list one method, "internal" or "rdbms"');
         methods = a.methods;
+      } else if (internal !== undefined && a.rdbms !== undefined) {
+        fail(`${p}.rdbms`, 'both [auth.internal] and [auth.rdbms] are present; Petrel keeps accounts in one store: remove one, or set auth.methods');
+      } else if (a.rdbms !== undefined) {
+        methods = ['rdbms'];
       } else if (internal !== undefined) {
         methods = ['internal'];
       } else {
@@ -282,6 +292,7 @@ export const authSpec: SectionSpec = section(
         scram_iterations: iterations,
       };
       if (internal !== undefined) out.internal = internal;
+      if (a.rdbms !== undefined) out.rdbms = a.rdbms;
       return out;
     },
   },

@@ -54,11 +54,14 @@ export interface HttpListenerConfig {
 export type SaslMechanismName = 'scram_sha256' | 'scram_sha1' | 'plain';
 
 export interface AuthConfig {
+  /** One method: "internal" (the embedded store) or "rdbms" (PostgreSQL). */
   methods: string[];
   sasl_mechanisms: SaslMechanismName[];
   password: { format: 'scram' | 'plain' };
   scram_iterations: number;
   internal?: Record<string, never>;
+  /** Accounts in PostgreSQL ([outgoing_pools.rdbms.default]). */
+  rdbms?: Record<string, never>;
 }
 
 export interface GeneralConfig {
@@ -89,7 +92,11 @@ export interface PetrelConfig {
   listen: { c2s: C2SListenerConfig[]; http: HttpListenerConfig[] };
   auth: AuthConfig;
   shaper: Record<string, ShaperConfig>;
-  outgoing_pools: { http: Record<string, import('../outgoing/types.ts').HttpPoolConfig> };
+  outgoing_pools: {
+    http: Record<string, import('../outgoing/types.ts').HttpPoolConfig>;
+    /** Present when an [outgoing_pools.rdbms.TAG] table is. */
+    rdbms?: Record<string, import('../outgoing/types.ts').RdbmsPoolConfig>;
+  };
   /** Validated options of each enabled module, by module name. */
   modules: Record<string, unknown>;
   /** Things worth telling the operator that are not errors (e.g. a plaintext listener on a public address). */

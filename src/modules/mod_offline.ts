@@ -10,10 +10,13 @@ import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts'
 import { Element } from '../xmpp/xml.ts';
 import type { JID } from '../xmpp/jid.ts';
 import type { ModuleDefinition, ModuleInstance } from './types.ts';
+import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
 
 export interface OfflineOpts {
   /** Messages kept per user; the next one is bounced with resource-constraint. */
   max_messages: number;
+  /** Where messages are kept: "internal" (the embedded store) or "rdbms"; the server opens that store. */
+  backend: StoreBackend;
 }
 
 /** Runs before handlers that would otherwise bounce the message (MongooseIM's mod_offline uses 50 too). */
@@ -72,7 +75,7 @@ export function withDelay(packet: Element, domain: string, ms: number): Element 
 
 export const definition: ModuleDefinition<OfflineOpts> = {
   name: 'mod_offline',
-  configSpec: section({ max_messages: int({ default: 100, min: 1 }) }, { default: true }),
+  configSpec: section({ max_messages: int({ default: 100, min: 1 }), backend: storeBackendSpec() }, { default: true }),
   create(ctx, opts): ModuleInstance {
     const logger = ctx.logger;
     const store = ctx.storage.offline;

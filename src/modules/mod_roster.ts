@@ -9,10 +9,12 @@ import { tryParseJid } from '../xmpp/jid.ts';
 import { NS_ROSTER } from '../xmpp/ns.ts';
 import { itemElement, pushRosterItem } from '../routing/roster-items.ts';
 import type { RosterItem } from '../storage/types.ts';
+import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
 
-export const definition: ModuleDefinition<Record<string, never>> = {
+export const definition: ModuleDefinition<{ backend: StoreBackend }> = {
   name: 'mod_roster',
-  configSpec: section({}),
+  // Where the roster is kept (see src/storage/select.ts); the server opens that store.
+  configSpec: section({ backend: storeBackendSpec() }),
   create(ctx) {
     const roster = ctx.storage.roster;
     return {

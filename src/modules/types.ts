@@ -8,6 +8,7 @@ import type { Acc } from '../hooks/catalogue.ts';
 import type { Spec } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import type { Storage } from '../storage/types.ts';
+import type { OutboxStore } from '../storage/outbox.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
 import type { Element } from '../xmpp/xml.ts';
 import type { JID } from '../xmpp/jid.ts';
@@ -77,6 +78,8 @@ export interface ModuleContext {
   pools: OutgoingPools;
   /** Features announced in the server's disco#info (mod_disco reads it; modules add to it). */
   features: Set<string>;
+  /** Opens the event pusher's outbox in the configured store; absent: the embedded store under data_dir. */
+  openOutbox?: () => Promise<OutboxStore>;
 }
 
 export interface ModuleInstance {

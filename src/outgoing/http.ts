@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
-import type { buildConnector } from 'undici';
+import type { buildConnector, Dispatcher } from 'undici';
 import { fail } from '../config/schema.ts';
 import type { HttpHeaders, HttpOutcome, HttpPool, HttpPoolConfig, HttpPoolTlsConfig } from './types.ts';
 import { joinPath, normalizePrefix } from './url.ts';
@@ -202,6 +202,126 @@ function toUndiciHeaders(h: HttpHeaders): Record<string, string> | string[] {
   return flat;
 }
 
+function callTimeoutError(ms: number): Error {
+  const err = new Error(`call_timeout: no answer within ${ms} ms`);
+  err.name = 'TimeoutError';
+  return err;
+}
+
+/**
+ * One request on its way: undici's dispatch handler, and a node of the
+ * pool's list of calls in the order they started. Every call of a pool has
+ * the same call_timeout, so that order is also the order of their deadlines,
+ * and one timer sweeping the list from its head bounds them all (instead of
+ * a timer or an AbortSignal per request).
+ */
+class Call implements Dispatcher.DispatchHandler {
+  prev: Call | null = null;
+  next: Call | null = null;
+  readonly deadline: number;
+  readonly t0: number;
+  readonly #resolve: (o: HttpOutcome) => void;
+  readonly #list: CallList;
+  #controller: Dispatcher.DispatchController | null = null;
+  #status = 0;
+  #headers: Record<string, string | string[] | undefined> = {};
+  #chunks: Buffer[] | null = null;
+  #kept = 0;
+  #done = false;
+
+  constructor(list: CallList, t0: number, deadline: number, resolve: (o: HttpOutcome) => void) {
+    this.#list = list;
+    this.t0 = t0;
+    this.deadline = deadline;
+    this.#resolve = resolve;
+  }
+
+  #finish(o: HttpOutcome): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#list.remove(this);
+    this.#resolve(o);
+  }
+
+  /** call_timeout ran out: answer now, and stop the request if it has started. */
+  expire(ms: number): void {
+    const err = callTimeoutError(ms);
+    this.#finish(classifyError(err));
+    this.#controller?.abort(err);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    // A call that timed out while it waited for a connection is not sent.
+    if (this.#done) controller.abort(new Error('call_timeout'));
+    else this.#controller = controller;
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    this.#status = statusCode;
+    this.#headers = headers;
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    // Only a bounded prefix of the body is kept; the rest is read and dropped.
+    if (this.#kept < MAX_RESPONSE_BODY) {
+      (this.#chunks ??= []).push(chunk);
+      this.#kept += chunk.length;
+    }
+  }
+
+  onResponseEnd(): void {
+    const timeMs = performance.now() - this.t0;
+    const chunks = this.#chunks;
+    let text = '';
+    if (chunks !== null) {
+      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      text = all.subarray(0, MAX_RESPONSE_BODY).toString('utf8');
+    }
+    const status = this.#status;
+    const kind = status >= 200 && status < 300 ? 'ok' : 'http_status';
+    this.#finish({ kind, status, headers: this.#headers, body: text, timeMs });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController | null, err: Error): void {
+    this.#finish(classifyError(err));
+  }
+}
+
+/** The calls of one pool under way, oldest first; swept by one timer for call_timeout. */
+class CallList {
+  head: Call | null = null;
+  tail: Call | null = null;
+  size = 0;
+
+  push(c: Call): void {
+    c.prev = this.tail;
+    if (this.tail !== null) this.tail.next = c;
+    else this.head = c;
+    this.tail = c;
+    this.size++;
+  }
+
+  remove(c: Call): void {
+    if (c.prev !== null) c.prev.next = c.next;
+    else if (this.head === c) this.head = c.next;
+    else return;
+    if (c.next !== null) c.next.prev = c.prev;
+    else this.tail = c.prev;
+    c.prev = c.next = null;
+    this.size--;
+  }
+
+  /** Ends the calls whose deadline has passed. */
+  sweep(now: number, ms: number): void {
+    let c = this.head;
+    while (c !== null && c.deadline <= now) {
+      const next = c.next;
+      c.expire(ms);
+      c = next;
+    }
+  }
+}
+
 /**
  * Creates the pool for `[outgoing_pools.http.<tag>]`. Reads TLS files now, so
  * a missing certificate is reported at start-up with its TOML path.
@@ -224,42 +344,39 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
     connect: makeConnector(tlsPlan, connectTimeout),
   });
   const maxPending = cfg.max_worker_queue_len !== undefined ? cfg.workers * (cfg.max_worker_queue_len + 1) : Infinity;
-  let pending = 0;
   let closed = false;
-
-  async function post(path: string, headers: HttpHeaders, body: string | Uint8Array): Promise<HttpOutcome> {
-    if (closed) return { kind: 'error', message: `pool ${tag} is closed` };
-    if (pending >= maxPending) return { kind: 'error', message: `pool ${tag} queue is full (max_worker_queue_len)` };
-    pending++;
-    const t0 = performance.now();
-    try {
-      // call_timeout bounds the whole call, waiting for a connection included,
-      // as wpool:call/4 does in MongooseIM.
-      const res = await pool.request({
-        path: joinPath(prefix, path),
-        method: 'POST',
-        headers: toUndiciHeaders(headers),
-        body,
-        signal: AbortSignal.timeout(cfg.call_timeout),
-      });
-      const chunks: Buffer[] = [];
-      let kept = 0;
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        if (kept < MAX_RESPONSE_BODY) {
-          chunks.push(chunk);
-          kept += chunk.length;
-        }
-      }
-      const timeMs = performance.now() - t0;
-      const text = Buffer.concat(chunks).subarray(0, MAX_RESPONSE_BODY).toString('utf8');
-      const status = res.statusCode;
-      const kind = status >= 200 && status < 300 ? 'ok' : 'http_status';
-      return { kind, status, headers: res.headers, body: text, timeMs };
-    } catch (err) {
-      return classifyError(err);
-    } finally {
-      pending--;
+  const calls = new CallList();
+  const callTimeout = cfg.call_timeout;
+  // call_timeout bounds the whole call, waiting for a connection included, as
+  // wpool:call/4 does in MongooseIM. The sweep runs often enough that a call
+  // ends at most an eighth of call_timeout (and at most 250 ms) late.
+  const sweepMs = Math.max(5, Math.min(250, Math.floor(callTimeout / 8)));
+  let sweeper: NodeJS.Timeout | null = null;
+  const sweep = () => {
+    calls.sweep(performance.now(), callTimeout);
+    if (calls.size === 0 && sweeper !== null) {
+      clearInterval(sweeper);
+      sweeper = null;
     }
+  };
+
+  function post(path: string, headers: HttpHeaders, body: string | Uint8Array): Promise<HttpOutcome> {
+    if (closed) return Promise.resolve({ kind: 'error', message: `pool ${tag} is closed` });
+    if (calls.size >= maxPending) return Promise.resolve({ kind: 'error', message: `pool ${tag} queue is full (max_worker_queue_len)` });
+    return new Promise<HttpOutcome>((resolve) => {
+      const t0 = performance.now();
+      const call = new Call(calls, t0, t0 + callTimeout, resolve);
+      calls.push(call);
+      if (sweeper === null) {
+        sweeper = setInterval(sweep, sweepMs);
+        sweeper.unref();
+      }
+      try {
+        pool.dispatch({ path: joinPath(prefix, path), method: 'POST', headers: toUndiciHeaders(headers), body }, call);
+      } catch (err) {
+        call.onResponseError(null, err as Error);
+      }
+    });
   }
 
   return {

@@ -1,8 +1,10 @@
 // Schema of the `outgoing_pools` section. Names and defaults follow
 // MongooseIM's mongoose_config_spec.erl (outgoing_pools/1, wpool/1,
-// outgoing_pool_connection(<<"http">>), tls/1, server_name_indication/0).
-import { bool, custom, fail, int, list, path, section, str } from '../config/schema.ts';
+// outgoing_pool_connection(<<"http">>), tls/1, server_name_indication/0)
+// and the rdbms pool options of doc/configuration/outgoing-connections.md.
+import { bool, custom, describe, fail, int, list, path, section, str } from '../config/schema.ts';
 import type { Spec } from '../config/schema.ts';
+import { RDBMS_POOL_TAG } from '../storage/select.ts';
 import { checkHostUrl } from './url.ts';
 
 export const POOL_SCOPES = ['global', 'host_type', 'host'] as const;
@@ -80,14 +82,86 @@ const httpPool = section(
   },
 );
 
+// RDBMS pools (outgoing_pool_connection(<<"rdbms">>) in MongooseIM): PostgreSQL
+// only. The stores look for the pool tagged "default", as MongooseIM's do.
+
+const OTHER_RDBMS_DRIVERS = ['mysql', 'odbc', 'cockroachdb'];
+
+const rdbmsDriver = custom((value, p) => {
+  if (typeof value !== 'string') return fail(p, `expected a string, got ${describe(value)}`);
+  if (OTHER_RDBMS_DRIVERS.includes(value)) return fail(p, `driver ${JSON.stringify(value)} is not supported by Petrel; only "pgsql" (PostgreSQL) is`);
+  if (value !== 'pgsql') return fail(p, `must be "pgsql", got ${JSON.stringify(value)}`);
+  return value;
+});
+
+const rdbmsTls = section(
+  {
+    required: bool({ default: false }),
+    verify_mode: str({ oneOf: ['peer', 'selfsigned_peer', 'selfsigned', 'none'], default: 'peer' }),
+    cacertfile: path({ exists: true }),
+  },
+  {
+    process: (v) => {
+      if (v.verify_mode === 'selfsigned') v.verify_mode = 'selfsigned_peer';
+      return v;
+    },
+  },
+);
+
+const rdbmsConnection = section(
+  {
+    driver: rdbmsDriver,
+    host: str({ nonEmpty: true }),
+    port: int({ min: 1, max: 65535, default: 5432 }),
+    database: str({ nonEmpty: true }),
+    username: str({ nonEmpty: true }),
+    password: str(),
+    query_timeout: int({ min: 1, default: 5000 }),
+    keepalive_interval: int({ min: 1 }),
+    tls: rdbmsTls,
+  },
+  { required: ['driver', 'host', 'database', 'username', 'password'] },
+);
+
+const rdbmsPool = section(
+  {
+    scope: str({ oneOf: POOL_SCOPES, default: 'global' }),
+    workers: int({ min: 1, default: 10 }),
+    strategy: str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }),
+    call_timeout: int({ min: 1, default: 60000 }),
+    connection: rdbmsConnection,
+  },
+  {
+    required: ['connection'],
+    process: (v) => {
+      if (v.scope === 'host') v.scope = 'host_type';
+      return v;
+    },
+  },
+);
+
+const rdbmsPools = section(
+  {},
+  {
+    wildcard: rdbmsPool,
+    process: (v: Record<string, unknown>, p, ctx) => {
+      for (const tag of Object.keys(v)) {
+        if (tag !== RDBMS_POOL_TAG) ctx.warnings.push(`${p}.${tag}: only the pool tagged "${RDBMS_POOL_TAG}" is used by Petrel's stores; this one is not used`);
+      }
+      return v;
+    },
+  },
+);
+
 const otherPoolType = custom((_value, p) => {
   const type = p.slice(p.lastIndexOf('.') + 1);
-  return fail(p, `Petrel has no ${type} pools; only [outgoing_pools.http.TAG] is supported`);
+  return fail(p, `Petrel has no ${type} pools; only [outgoing_pools.http.TAG] and [outgoing_pools.rdbms.default] are supported`);
 });
 
 export const outgoingPoolsSpec: Spec = section(
   {
     http: section({}, { wildcard: httpPool, default: true }),
+    rdbms: rdbmsPools,
   },
   { wildcard: otherPoolType, default: true },
 );

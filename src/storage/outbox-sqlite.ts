@@ -1,11 +1,24 @@
 // The SQLite outbox as the server's thread sees it: appends are gathered into
-// one batch per tick (or per `maxBatch` rows) and committed by the writer
-// thread (outbox-worker.ts) in one transaction; every append of the batch
-// resolves when that transaction is committed. Settle ops ride along with
-// the next batch. Nothing here touches the disk on the calling thread.
+// batches and committed by the writer thread (outbox-worker.ts), one
+// transaction per batch; every append of the batch resolves when that
+// transaction is committed. Settle ops ride along with the next batch.
+// Nothing here touches the disk on the calling thread.
+//
+// Group commit: one batch is being written at a time. What arrives while it
+// is written waits and goes, all of it, in the next one, sent as soon as the
+// first is committed. So when the load is light a row is sent at the next
+// tick, and under heavy load the batches grow instead of the transactions
+// (each costing a commit) multiplying. A batch of `maxBatch` rows is sent at
+// once, whatever is in flight.
+//
+// Settle ops alone do not make a batch at once: they wait for the next rows,
+// or SETTLE_DELAY_MS. Nobody waits for them, and should the process die
+// meanwhile, the events they settle are sent again, as at-least-once allows
+// (same webhook-id).
 import { Worker } from 'node:worker_threads';
 import type { NewOutboxRow, OutboxRow, OutboxStore, SettleOp } from './outbox.ts';
 import type { OutboxReply, OutboxRequest, OutboxWorkerData } from './outbox-worker.ts';
+import { packBatch, packOp } from './outbox-packed.ts';
 
 export interface SqliteOutboxOptions {
   /** Rows that make a batch commit at once rather than at the next tick. */
@@ -24,6 +37,10 @@ export interface SqliteOutbox extends OutboxStore {
 }
 
 export const DEFAULT_MAX_BATCH = 512;
+/** Longest a settle op waits for rows to ride with. */
+export const SETTLE_DELAY_MS = 50;
+/** Flattened settle ops that make a batch on their own at once. */
+const MAX_OPS = 8192;
 
 type Unsequenced<T> = T extends unknown ? Omit<T, 'seq'> : never;
 
@@ -68,44 +85,71 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
   });
   const { released } = await ready;
 
-  const request = <T>(m: Unsequenced<OutboxRequest>): Promise<T> => {
+  const request = <T>(m: Unsequenced<OutboxRequest>, transfer?: ArrayBuffer[]): Promise<T> => {
     if (broken !== null) return Promise.reject(broken);
     const s = ++seq;
     return new Promise<T>((resolve, reject) => {
       if (pending.size === 0) worker.ref();
       pending.set(s, { resolve: resolve as (v: unknown) => void, reject });
-      worker.postMessage({ ...m, seq: s } as OutboxRequest);
+      (m as OutboxRequest).seq = s;
+      worker.postMessage(m, transfer);
     });
   };
 
   let rows: NewOutboxRow[] = [];
   let waiters: Array<{ resolve(id: number): void; reject(e: Error): void }> = [];
-  let ops: SettleOp[] = [];
+  let ops: Array<number | string> = [];
   let scheduled = false;
+  /** Write batches posted and not yet answered. */
+  let writing = 0;
+  let opsTimer: NodeJS.Timeout | null = null;
+  /** Settle ops have waited SETTLE_DELAY_MS: the next chance to send them is taken. */
+  let opsDue = false;
+  const worth = () => rows.length > 0 || (ops.length > 0 && (opsDue || ops.length >= MAX_OPS));
 
+  /** Sends what is gathered now, whatever is in flight (claims and close need their ops ahead of them). */
   const flush = () => {
     scheduled = false;
+    opsDue = false;
     if (rows.length === 0 && ops.length === 0) return;
     const batchRows = rows;
     const batchWaiters = waiters;
-    const batchOps = ops;
+    const packed = packBatch(batchRows, ops);
     rows = [];
     waiters = [];
     ops = [];
-    request<number[]>({ type: 'write', rows: batchRows, ops: batchOps }).then(
+    writing++;
+    request<number[]>({ type: 'write', ...packed }, [packed.bodies]).then(
       (ids) => {
+        writing--;
         for (let i = 0; i < batchWaiters.length; i++) batchWaiters[i]!.resolve(ids[i]!);
+        if (writing === 0 && worth()) flush();
       },
       (err: Error) => {
+        writing--;
         for (const w of batchWaiters) w.reject(err);
+        if (writing === 0 && worth()) flush();
       },
     );
   };
 
+  /** Sends the gathered rows at the next tick, or when the batch in flight is committed. */
+  const tick = () => {
+    scheduled = false;
+    if (writing === 0 && worth()) flush();
+  };
+
+  const opsWaited = () => {
+    opsTimer = null;
+    if (ops.length === 0) return;
+    opsDue = true;
+    if (writing === 0) flush();
+  };
+
   const schedule = () => {
-    if (!scheduled) {
+    if (!scheduled && writing === 0) {
       scheduled = true;
-      setImmediate(flush);
+      setImmediate(tick);
     }
   };
 
@@ -122,8 +166,12 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     },
     settle(op) {
       if (closed) return;
-      ops.push(op);
-      schedule();
+      packOp(ops, op);
+      if (ops.length >= MAX_OPS) schedule();
+      else if (opsTimer === null) {
+        opsTimer = setTimeout(opsWaited, SETTLE_DELAY_MS);
+        opsTimer.unref();
+      }
     },
     claim(handler, now, limit) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
@@ -136,6 +184,7 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     },
     async close() {
       if (closed) return;
+      if (opsTimer !== null) clearTimeout(opsTimer);
       flush();
       closed = true;
       try {

@@ -8,10 +8,10 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables } from './outbox.ts';
-import type { NewOutboxRow, SettleOp } from './outbox.ts';
+import { unpackBatch, type PackedBatch } from './outbox-packed.ts';
 
 export type OutboxRequest =
-  | { type: 'write'; seq: number; rows: NewOutboxRow[]; ops: SettleOp[] }
+  | ({ type: 'write'; seq: number } & PackedBatch)
   | { type: 'claim'; seq: number; handler: string; now: number; limit: number }
   | { type: 'depth'; seq: number }
   | { type: 'close'; seq: number };
@@ -46,9 +46,11 @@ port.on('message', (m: OutboxRequest) => {
   let value: unknown;
   try {
     switch (m.type) {
-      case 'write':
-        value = tables.write(m.rows, m.ops);
+      case 'write': {
+        const b = unpackBatch(m);
+        value = tables.write(b.rows, b.ops);
         break;
+      }
       case 'claim':
         value = tables.claim(m.handler, m.now, m.limit);
         break;

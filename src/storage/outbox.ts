@@ -1,10 +1,10 @@
 // The event pusher's durable outbox: requests waiting to be delivered to a
 // webhook, and the dead-letter table of those that never were.
 //
-// `OutboxStore` is what the delivery engine codes against; the embedded
-// SQLite store (outbox-sqlite.ts, writing from a worker thread) is the only
-// implementation so far. A networked store (PostgreSQL) would implement the
-// same interface, with the same group commit of `append`.
+// `OutboxStore` is what the delivery engine codes against: the embedded
+// SQLite store (outbox-sqlite.ts, writing from a worker thread) or
+// PostgreSQL (outbox-postgres.ts), both with the same group commit of
+// `append`. `OutboxAdmin` is what `petrel deliveries` uses on either.
 //
 // `OutboxTables` holds the synchronous SQL on one DatabaseSync; the worker
 // thread and the `petrel deliveries` command both use it on their own
@@ -22,6 +22,8 @@ export interface NewOutboxRow {
   path: string;
   /** Headers as name/value pairs, `webhook-id` included, signature headers not. */
   headers: Array<[string, string]>;
+  /** `headers` as JSON, when the caller already has it (a store may use it instead of serialising them again). */
+  headersJson?: string;
   body: Uint8Array;
   /** Milliseconds since the epoch. */
   createdAt: number;
@@ -85,6 +87,17 @@ export interface OutboxStore {
   close(): Promise<void>;
 }
 
+/** What `petrel deliveries` reads and changes, whichever store holds the outbox. */
+export interface OutboxAdmin {
+  counts(): Promise<Map<string, HandlerCounts>>;
+  deadLetters(): Promise<DeadLetter[]>;
+  /** Moves dead letters back to the outbox, due at `now`, attempts reset; returns the webhook-ids moved. */
+  replay(sel: DeadLetterSelector, now: number): Promise<string[]>;
+  /** Deletes dead letters; returns the webhook-ids deleted. */
+  purge(sel: DeadLetterSelector): Promise<string[]>;
+  close(): Promise<void>;
+}
+
 /** Milliseconds a connection waits for another one's write lock. */
 export const OUTBOX_BUSY_TIMEOUT_MS = 5000;
 
@@ -104,7 +117,10 @@ const SCHEMA = `
     last_error TEXT
   );
   CREATE INDEX IF NOT EXISTS event_outbox_due ON event_outbox (handler, claimed, next_attempt_at);
-  CREATE INDEX IF NOT EXISTS event_outbox_webhook_id ON event_outbox (webhook_id);
+  -- No index on the outbox's webhook_id: nothing looks rows up by it, and
+  -- its keys are hashes, so each insert and delete dirtied a page of its own
+  -- (five times the cost of a write once a backlog builds up).
+  DROP INDEX IF EXISTS event_outbox_webhook_id;
 
   CREATE TABLE IF NOT EXISTS event_dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -219,7 +235,7 @@ export class OutboxTables {
     return this.#tx(() => {
       const ids: number[] = [];
       for (const r of rows) {
-        const res = q.insert!.run(r.handler, r.hostType, r.webhookId, r.path, JSON.stringify(r.headers), r.body, r.createdAt, r.createdAt, r.claimed ? 1 : 0);
+        const res = q.insert!.run(r.handler, r.hostType, r.webhookId, r.path, r.headersJson ?? JSON.stringify(r.headers), r.body, r.createdAt, r.createdAt, r.claimed ? 1 : 0);
         ids.push(Number(res.lastInsertRowid));
       }
       for (const o of ops) {

@@ -35,21 +35,92 @@ export interface StreamParserLimits {
   maxElements?: number;
 }
 
+/** The root element name every XMPP stream uses (RFC 6120 §4.8.1). */
+const STREAM_ROOT = 'stream:stream';
+
+/**
+ * The fields of a saxes 6 parser that tell whether it sits between two
+ * stanzas with nothing of its own to remember. They are read, never written.
+ */
+interface SaxesRest {
+  state: number;
+  text: string;
+  tags: unknown[];
+  carriedFromPrevious: string | undefined;
+}
+
+type Sax = SaxesParser<{ xmlns: false; position: false }>;
+
+/**
+ * A saxes parser and the stream parser it currently works for. While a
+ * stream sits between stanzas it needs no parser of its own (see `#rest`),
+ * so idle streams share a few of these instead of holding one each.
+ */
+class Engine {
+  readonly sax: Sax;
+  /** Name of the root element it was primed with. */
+  readonly root: string;
+  owner: StreamParser | null = null;
+  /** Open elements of the owner's current stanza; [0] is the stanza itself. */
+  readonly stack: Element[] = [];
+
+  constructor(sax: Sax, root: string) {
+    this.sax = sax;
+    this.root = root;
+  }
+}
+
+/** Engines primed with a `stream:stream` root, free to be taken. */
+const POOL: Engine[] = [];
+const POOL_MAX = 8;
+
+/**
+ * saxes's state number for character data (between tags), or -1 when the
+ * installed saxes does not have the fields `SaxesRest` reads: then every
+ * stream keeps its own parser, as it would without resting.
+ */
+const S_TEXT: number = (() => {
+  const probe = new SaxesParser({ xmlns: false, position: false });
+  probe.write('<r>');
+  const r = probe as unknown as SaxesRest & { stateTable?: unknown[]; sText?: unknown };
+  const state = Array.isArray(r.stateTable) ? r.stateTable.indexOf(r.sText) : -1;
+  const ok = state >= 0 && r.state === state && r.text === '' && Array.isArray(r.tags) && r.tags.length === 1 && r.carriedFromPrevious === undefined;
+  return ok ? state : -1;
+})();
+
+// Not in streaming mode, so it keeps nothing between calls and one decoder
+// serves every stream: a sequence cut by a chunk boundary is carried over by
+// hand (`#carry`), so that on invalid input the valid text before it can
+// still be parsed. A BOM is left to saxes, which skips one at the start.
+const DECODER = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export interface StreamParserOptions {
+  /**
+   * Give the XML parser back whenever a chunk ends between stanzas, and take
+   * one (primed with the stream's root element) when the next text comes. It
+   * changes nothing that is reported; an idle stream then costs far less
+   * memory. On unless false.
+   */
+  rest?: boolean;
+}
+
 export class StreamParser {
-  #sax: SaxesParser<{ xmlns: false; position: false }>;
-  // Not in streaming mode: a sequence cut by a chunk boundary is carried over
-  // by hand (#carry), so that on invalid input the valid text before it can
-  // still be parsed. A BOM is left to saxes, which skips one at the start.
-  #decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  /** The XML parser, or null while resting between stanzas (or once failed). */
+  #engine: Engine | null = null;
   /** The start of a UTF-8 sequence the previous chunk ended in the middle of. */
   #carry: Buffer | null = null;
   #events: StreamParserEvents;
   limits: StreamParserLimits;
-  /** Open elements of the current stanza; [0] is the stanza itself. */
-  #stack: Element[] = [];
   #headerSeen = false;
+  #canRest: boolean;
+  /** The stream's root element name, once the header has been read. */
+  #root = STREAM_ROOT;
   /** Text position where the current stanza (with any whitespace before it) starts. */
   #mark = 0;
+  /** While resting: text read since `#mark` (keep-alive whitespace, counted until the next stanza starts). */
+  #restCount = 0;
+  /** While resting: that whitespace has not yet been passed on as text (saxes holds text until the next tag). */
+  #restSpace = false;
   #stanzaElements = 0;
   #failed = false;
   /**
@@ -59,40 +130,65 @@ export class StreamParser {
    */
   #pending: Element | null = null;
 
-  constructor(events: StreamParserEvents, limits: StreamParserLimits) {
+  constructor(events: StreamParserEvents, limits: StreamParserLimits, options?: StreamParserOptions) {
     this.#events = events;
     this.limits = limits;
-    const sax = new SaxesParser({ xmlns: false, position: false });
-    this.#sax = sax;
+    this.#canRest = options?.rest !== false && S_TEXT >= 0;
+    const e = StreamParser.#newEngine(null);
+    e.owner = this;
+    this.#engine = e;
+  }
+
+  /**
+   * A saxes parser whose events go to its current owner. With a root name it
+   * is primed with that element's start tag, as if a stream header had just
+   * been read, without telling anyone.
+   */
+  static #newEngine(root: string | null): Engine {
+    const sax: Sax = new SaxesParser({ xmlns: false, position: false });
+    const e = new Engine(sax, root ?? STREAM_ROOT);
     sax.on('xmldecl', (decl) => {
+      const p = e.owner;
+      if (p === null) return;
       // RFC 6120 §11.6: UTF-8 only; XML 1.0 only.
-      if (decl.version !== undefined && decl.version !== '1.0') this.#fail('not-well-formed', 'only XML 1.0 is accepted');
-      else if (decl.encoding !== undefined && decl.encoding.toLowerCase() !== 'utf-8') this.#fail('unsupported-encoding', 'only UTF-8 is accepted');
+      if (decl.version !== undefined && decl.version !== '1.0') p.#fail('not-well-formed', 'only XML 1.0 is accepted');
+      else if (decl.encoding !== undefined && decl.encoding.toLowerCase() !== 'utf-8') p.#fail('unsupported-encoding', 'only UTF-8 is accepted');
     });
-    sax.on('doctype', () => this.#fail('restricted-xml', 'a DTD is not allowed in XMPP'));
-    sax.on('comment', () => this.#fail('restricted-xml', 'comments are not allowed in XMPP'));
-    sax.on('processinginstruction', () => this.#fail('restricted-xml', 'processing instructions are not allowed in XMPP'));
-    sax.on('opentag', (tag) => this.#open(tag));
-    sax.on('closetag', (tag) => this.#close(tag));
-    sax.on('text', (text) => this.#text(text));
-    sax.on('cdata', (text) => this.#text(text));
+    sax.on('doctype', () => {
+      if (e.owner !== null) e.owner.#fail('restricted-xml', 'a DTD is not allowed in XMPP');
+    });
+    sax.on('comment', () => {
+      if (e.owner !== null) e.owner.#fail('restricted-xml', 'comments are not allowed in XMPP');
+    });
+    sax.on('processinginstruction', () => {
+      if (e.owner !== null) e.owner.#fail('restricted-xml', 'processing instructions are not allowed in XMPP');
+    });
+    sax.on('opentag', (tag) => {
+      if (e.owner !== null) e.owner.#open(tag);
+    });
+    sax.on('closetag', (tag) => {
+      if (e.owner !== null) e.owner.#close(tag);
+    });
+    sax.on('text', (text) => {
+      if (e.owner !== null) e.owner.#text(text);
+    });
+    sax.on('cdata', (text) => {
+      if (e.owner !== null) e.owner.#text(text);
+    });
     sax.on('error', (err) => {
-      const m = err.message;
-      // saxes reports a DTD after the root element as misplaced before it
-      // could report it as a DTD: still a DTD, so restricted-xml (RFC 6120 §11.1).
-      // A mismatched end tag is reported just after the close it belongs to:
-      // the stanza that close completed is not well-formed, so it is dropped.
-      if (/close tag/i.test(m)) this.#fail('not-well-formed', m, false);
-      else if (/doctype/i.test(m)) this.#fail('restricted-xml', 'a DTD is not allowed in XMPP');
-      // An XML declaration inside the stream only comes with a new stream
-      // header, which is not allowed inside an open stream (RFC 6120 §4.2).
-      else if (/XML declaration/i.test(m) && this.#headerSeen) this.#fail('policy-violation', 'unexpected stream header');
-      else this.#fail('not-well-formed', m);
+      if (e.owner !== null) e.owner.#saxError(err.message);
     });
+    if (root !== null) sax.write(`<${root}>`);
+    return e;
   }
 
   get failed(): boolean {
     return this.#failed;
+  }
+
+  /** True while the stream holds no XML parser of its own (between stanzas, or after a failure). */
+  get resting(): boolean {
+    return this.#engine === null;
   }
 
   /** Feeds bytes; events fire synchronously. Returns false once the stream has failed. */
@@ -106,12 +202,12 @@ export class StreamParser {
     const end = data.length - incompleteTail(data);
     let text: string;
     try {
-      text = this.#decoder.decode(data.subarray(0, end));
+      text = DECODER.decode(data.subarray(0, end));
     } catch {
       // What comes before the bad bytes is parsed (so the outcome does not
       // depend on where chunks were cut); then the stream fails.
       const ok = validUtf8Prefix(data.subarray(0, end));
-      if (ok > 0) this.#feed(this.#decoder.decode(data.subarray(0, ok)));
+      if (ok > 0) this.#feed(DECODER.decode(data.subarray(0, ok)));
       this.#fail('not-well-formed', 'invalid UTF-8');
       return false;
     }
@@ -121,9 +217,10 @@ export class StreamParser {
   }
 
   #feed(text: string): void {
-    if (this.#failed) return;
+    if (this.#failed || text === '') return;
+    const e = this.#engine ?? this.#wake();
     try {
-      this.#sax.write(text);
+      e.sax.write(text);
     } catch (err) {
       this.#fail('not-well-formed', (err as Error).message);
     }
@@ -132,11 +229,55 @@ export class StreamParser {
     // the limit is passed, with no more than one chunk read beyond it.
     if (this.#pending !== null) this.#flush();
     if (!this.#failed && this.#tooBig()) this.#fail('policy-violation', 'stanza too large');
+    if (!this.#failed && this.#canRest && this.#headerSeen && this.#engine!.stack.length === 0) this.#rest();
+  }
+
+  /**
+   * Gives the XML parser up if nothing in it belongs to this stream any
+   * more: it is in character data right under the root, with no character
+   * held back for the next chunk and nothing but whitespace read since the
+   * last stanza ended.
+   */
+  #rest(): void {
+    const e = this.#engine!;
+    const s = e.sax as unknown as SaxesRest;
+    if (s.state !== S_TEXT || s.carriedFromPrevious !== undefined || s.tags.length !== 1 || !isWhitespace(s.text)) return;
+    this.#restCount = e.sax.position - this.#mark;
+    this.#restSpace = s.text.length > 0;
+    e.owner = null;
+    this.#engine = null;
+    // One holding whitespace is not reused: the next stream would be handed that text.
+    if (!this.#restSpace && e.root === STREAM_ROOT && POOL.length < POOL_MAX) POOL.push(e);
+  }
+
+  /** Takes an XML parser back up where `#rest` left off. */
+  #wake(): Engine {
+    const e = (this.#root === STREAM_ROOT ? POOL.pop() : undefined) ?? StreamParser.#newEngine(this.#root);
+    e.owner = this;
+    this.#engine = e;
+    // Whitespace read before resting is passed on as text when the next tag
+    // starts; one space stands for it, so that still happens.
+    if (this.#restSpace) e.sax.write(' ');
+    this.#mark = e.sax.position - this.#restCount;
+    return e;
+  }
+
+  #saxError(m: string): void {
+    // saxes reports a DTD after the root element as misplaced before it
+    // could report it as a DTD: still a DTD, so restricted-xml (RFC 6120 §11.1).
+    // A mismatched end tag is reported just after the close it belongs to:
+    // the stanza that close completed is not well-formed, so it is dropped.
+    if (/close tag/i.test(m)) this.#fail('not-well-formed', m, false);
+    else if (/doctype/i.test(m)) this.#fail('restricted-xml', 'a DTD is not allowed in XMPP');
+    // An XML declaration inside the stream only comes with a new stream
+    // header, which is not allowed inside an open stream (RFC 6120 §4.2).
+    else if (/XML declaration/i.test(m) && this.#headerSeen) this.#fail('policy-violation', 'unexpected stream header');
+    else this.#fail('not-well-formed', m);
   }
 
   #tooBig(): boolean {
     const max = this.limits.maxStanzaSize;
-    return max > 0 && this.#sax.position - this.#mark > max;
+    return max > 0 && this.#engine!.sax.position - this.#mark > max;
   }
 
   #flush(): void {
@@ -155,8 +296,10 @@ export class StreamParser {
     if (keepPending && this.#pending !== null) this.#flush();
     if (this.#failed) return;
     this.#failed = true;
-    this.#stack.length = 0;
     this.#pending = null;
+    // The XML parser is dropped (the rest of its chunk then goes nowhere).
+    if (this.#engine !== null) this.#engine.owner = null;
+    this.#engine = null;
     this.#events.onError(condition, text);
   }
 
@@ -169,11 +312,13 @@ export class StreamParser {
         return;
       }
       this.#headerSeen = true;
-      this.#mark = this.#sax.position;
+      // The common name is kept as a constant: a name cut out of the input can hold on to all of it.
+      this.#root = tag.name === STREAM_ROOT ? STREAM_ROOT : (' ' + tag.name).slice(1);
+      this.#mark = this.#engine!.sax.position;
       this.#events.onHeader({ name: tag.name, attrs: tag.attributes as Record<string, string> });
       return;
     }
-    const stack = this.#stack;
+    const stack = this.#engine!.stack;
     if (stack.length === 0 && tag.name === 'stream:stream') {
       // A stream header inside an open stream (RFC 6120 §4.2 allows one only after a restart).
       this.#fail('policy-violation', 'unexpected stream header');
@@ -198,7 +343,7 @@ export class StreamParser {
   #close(_tag: SaxesTagPlain): void {
     if (this.#pending !== null) this.#flush();
     if (this.#failed) return;
-    const stack = this.#stack;
+    const stack = this.#engine!.stack;
     if (stack.length === 0) {
       this.#events.onEnd();
       return;
@@ -209,7 +354,7 @@ export class StreamParser {
         this.#fail('policy-violation', 'stanza too large');
         return;
       }
-      this.#mark = this.#sax.position;
+      this.#mark = this.#engine!.sax.position;
       this.#pending = el;
     }
   }
@@ -219,12 +364,12 @@ export class StreamParser {
     if (text === '') return;
     if (this.#pending !== null) this.#flush();
     if (this.#failed) return;
-    const stack = this.#stack;
+    const stack = this.#engine!.stack;
     // Whitespace between stanzas is keep-alive padding (RFC 6120 §4.6.1).
     if (stack.length === 0) {
       if (this.#headerSeen && !isWhitespace(text)) this.#fail('not-well-formed', 'text between stanzas');
       // Keep-alive whitespace does not add up towards the size of the next stanza.
-      else if (this.#headerSeen) this.#mark = this.#sax.position;
+      else if (this.#headerSeen) this.#mark = this.#engine!.sax.position;
       return;
     }
     const top = stack[stack.length - 1]!;

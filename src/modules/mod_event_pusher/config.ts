@@ -13,6 +13,7 @@ import type { Spec } from '../../config/schema.ts';
 import type { HttpHandlerOpts } from './http/callback.ts';
 import { DEFAULT_RETRY, type RetryPolicy } from './http/retry.ts';
 import { parseSecret } from './http/signing.ts';
+import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
 
 export const DEFAULT_POOL_NAME = 'http_pool';
 export const DEFAULT_CALLBACK_MODULE = 'mod_event_pusher_http_defaults';
@@ -38,6 +39,8 @@ export interface EventPusherOpts {
   handlers: HandlerOpts[];
   /** Petrel: cap of the outbox (rows of every handler together). DEFAULT_OUTBOX_MAX_EVENTS when absent. */
   outbox_max_events?: number;
+  /** Petrel: where the outbox lives, "internal" (the embedded store, the default) or "rdbms" (PostgreSQL). */
+  outbox_backend?: StoreBackend;
 }
 
 const checkSecret = (v: string): string | undefined => {
@@ -81,6 +84,7 @@ export const eventPusherSpec: Spec = section(
     backend: section({ http: tableOrTables }, { wildcard: otherBackend }),
     http: section({ handlers: list(handler, { default: [] }) }, { default: false }),
     outbox_max_events: int({ min: 1, default: DEFAULT_OUTBOX_MAX_EVENTS }),
+    outbox_backend: storeBackendSpec(),
   },
   {
     wildcard: otherBackend,
@@ -95,7 +99,7 @@ export const eventPusherSpec: Spec = section(
         if (first !== undefined) fail(h.tomlPath, `duplicate handler: same pool_name, path and callback_module as ${first}`);
         seen.set(key, h.tomlPath);
       }
-      return { handlers, outbox_max_events: v.outbox_max_events };
+      return { handlers, outbox_max_events: v.outbox_max_events, outbox_backend: v.outbox_backend };
     },
   },
 );

@@ -50,8 +50,9 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
             logger,
             metrics: ctx.metrics,
             hosts: ctx.hosts,
-            // The outbox lives in the instance's own store file, written by its own thread.
-            openOutbox: () => openSqliteOutbox(join(ctx.config.general.data_dir, SQLITE_FILE)),
+            // The configured store (modules.mod_event_pusher.outbox_backend); by default the
+            // instance's own store file, written by its own thread.
+            openOutbox: ctx.openOutbox ?? (() => openSqliteOutbox(join(ctx.config.general.data_dir, SQLITE_FILE))),
             outboxMaxEvents: opts.outbox_max_events,
           },
           opts.handlers,

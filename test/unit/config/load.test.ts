@@ -266,10 +266,10 @@ test('a listed auth method needs its own section, as in MongooseIM', () => {
   assert.deepEqual(load(HOSTS + '[auth]\nmethods = ["internal"]\n[auth.internal]\n').auth.methods, ['internal']);
 });
 
-test('auth methods other than internal are errors naming the value', () => {
-  rejects(HOSTS + '[auth]\nmethods = ["ldap"]\n', 'auth.methods[0]: auth method "ldap" is not implemented by Petrel; only "internal" is');
-  rejects(HOSTS + '[auth]\nmethods = ["magic"]\n', 'auth.methods[0]: must be one of "internal", got "magic"');
-  rejects(HOSTS + '[auth.rdbms]\n', 'auth.rdbms: auth method "rdbms" is not implemented by Petrel; only "internal" is');
+test('auth methods other than internal and rdbms are errors naming the value', () => {
+  rejects(HOSTS + '[auth]\nmethods = ["ldap"]\n', 'auth.methods[0]: auth method "ldap" is not implemented by Petrel; only "internal" and "rdbms" are');
+  rejects(HOSTS + '[auth]\nmethods = ["magic"]\n', 'auth.methods[0]: must be one of "internal", "rdbms", got "magic"');
+  rejects(HOSTS + '[auth.ldap]\n', 'auth.ldap: auth method "ldap" is not implemented by Petrel; only "internal" and "rdbms" are');
   rejects(HOSTS + '[auth]\nmethods = []\n', 'auth.methods: must not be empty');
 });
 

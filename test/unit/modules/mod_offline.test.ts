@@ -145,7 +145,7 @@ describe('the module', () => {
 
   test('the max_messages option defaults to 100 and unknown options are rejected', () => {
     const ctx = { configDir: '/', warnings: [] };
-    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100 });
+    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100, backend: 'internal' });
     assert.throws(() => validate(definition.configSpec, { access_max_user_messages: 'x' }, 'modules.mod_offline', ctx), /modules\.mod_offline\.access_max_user_messages/);
     assert.throws(() => validate(definition.configSpec, { max_messages: 0 }, 'modules.mod_offline', ctx), /max_messages/);
   });

@@ -110,6 +110,16 @@ describe('an http pool talking to a plain http server', () => {
     assert.ok(performance.now() - t0 < 1000);
   });
 
+  test('call_timeout also ends a call still waiting for a connection', async () => {
+    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { request_timeout: 0 }), workers: 1, call_timeout: 150 });
+    const t0 = performance.now();
+    const outs = await Promise.all([pool.post('/slow', {}, 'x'), pool.post('/slow', {}, 'y')]);
+    const took = performance.now() - t0;
+    await pool.close();
+    assert.deepEqual(outs.map((o) => o.kind), ['timeout', 'timeout']);
+    assert.ok(took < 1000, `${took} ms`);
+  });
+
   test('url() shows the full address a handler path is sent to', () => {
     const pool = createHttpPool('p', poolConfig('https://localhost:8000', { path_prefix: '/webservice' }));
     assert.equal(pool.url('/notifications'), 'https://localhost:8000/webservice/notifications');

@@ -54,7 +54,7 @@ test('the deprecated scope "host" is read as "host_type"', () => {
 });
 
 test('another pool type is an error naming its path', () => {
-  throwsAt({ rdbms: { default: {} } }, 'outgoing_pools.rdbms', /Petrel has no rdbms pools/);
+  throwsAt({ redis: { default: {} } }, 'outgoing_pools.redis', /Petrel has no redis pools/);
 });
 
 test('a pool without a host is an error naming the host path', () => {

@@ -73,6 +73,41 @@ interface Handler {
   deliverer: Deliverer;
   /** The request is stored before the message moves on. */
   durable: boolean;
+  /** The headers the callback returned last, prepared (most callbacks return the same constant list every time). */
+  hdr: PreparedHeaders | null;
+}
+
+interface PreparedHeaders {
+  /** What the callback returned, and a copy of its entries to tell whether it changed since. */
+  src: unknown;
+  seen: unknown[];
+  pairs: Array<[string, string]>;
+  /** The webhook-id the callback set, if it did. */
+  id: string | undefined;
+  /** JSON of `pairs` without its closing bracket, followed by a comma when not empty. */
+  jsonOpen: string;
+}
+
+/** A list of pairs that still holds what it held when it was prepared. */
+function unchanged(p: PreparedHeaders, h: unknown): boolean {
+  if (p.src !== h || !Array.isArray(h)) return false;
+  const seen = p.seen;
+  if (h.length * 2 !== seen.length) return false;
+  for (let i = 0; i < h.length; i++) {
+    const e = h[i] as unknown;
+    if (!Array.isArray(e) || e[0] !== seen[i * 2] || e[1] !== seen[i * 2 + 1]) return false;
+  }
+  return true;
+}
+
+function prepareHeaders(h: unknown): PreparedHeaders {
+  const pairs = headerPairs(h);
+  let id: string | undefined;
+  for (const [k, v] of pairs) if (k.length === 10 && k.toLowerCase() === 'webhook-id') id = v;
+  const seen: unknown[] = [];
+  if (Array.isArray(h)) for (const e of h) seen.push(Array.isArray(e) ? e[0] : undefined, Array.isArray(e) ? e[1] : undefined);
+  const json = JSON.stringify(pairs);
+  return { src: h, seen, pairs, id, jsonOpen: json.slice(0, -1) + (pairs.length > 0 ? ',' : '') };
 }
 
 type Thenable<T> = { then(ok: (v: T) => unknown, err: (e: unknown) => unknown): unknown };
@@ -205,7 +240,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
         deliverer = engine.deliverer({ index, key: handlerKey(opts), url, pool, retry: ho.retry ?? DEFAULT_RETRY, signer });
         durable = true;
       }
-      handlers.push({ index, opts, mod, pool, url, deliverer, durable });
+      handlers.push({ index, opts, mod, pool, url, deliverer, durable, hdr: null });
     }
     await engine?.start();
   } catch (err) {
@@ -221,22 +256,27 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   };
 
   const submit = (h: Handler, acc: Acc, event: ChatEvent, headers: unknown, body: unknown, sync: boolean) => {
-    let pairs: Array<[string, string]>;
+    let prep: PreparedHeaders;
     let payload: string | Uint8Array;
     try {
-      pairs = headerPairs(headers);
+      const last = h.hdr;
+      prep = last !== null && unchanged(last, headers) ? last : prepareHeaders(headers);
+      if (Array.isArray(headers)) h.hdr = prep;
       payload = checkBody(body);
     } catch (e) {
       return callbackFailed(h, acc, 'prepareHeaders/prepareBody', e);
     }
     // A webhook-id the callback module set is kept, and is what signatures cover.
-    let id: string | undefined;
-    for (const [k, v] of pairs) if (k.length === 10 && k.toLowerCase() === 'webhook-id') id = v;
+    let id = prep.id;
+    let pairs = prep.pairs;
+    let json: string;
     if (id === undefined) {
       id = webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
-      pairs.push(['webhook-id', id]);
-    }
-    const stored = h.deliverer.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
+      pairs = [...pairs, ['webhook-id', id]];
+      // The id is base64url: nothing in it needs escaping in JSON.
+      json = prep.jsonOpen + '["webhook-id","' + id + '"]]';
+    } else json = prep.jsonOpen.slice(0, prep.jsonOpen.length - (prep.pairs.length > 0 ? 1 : 0)) + ']';
+    const stored = h.deliverer.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, headersJson: json, body: payload, webhookId: id });
     // Only a message a user sent can still be held; by the time an asynchronous
     // callback answers, or for the "out" direction, it has moved on.
     if (stored !== undefined && sync && event.direction === 'in') {

@@ -11,6 +11,8 @@ export interface DeliveryRequest {
   /** The handler's path (the pool adds its path_prefix). */
   path: string;
   headers: HttpHeaders;
+  /** `headers` as JSON when the backend has it at hand (the outbox stores it as such). */
+  headersJson?: string;
   body: string | Uint8Array;
   /** Standard Webhooks `webhook-id`, also present in `headers`. */
   webhookId: string;

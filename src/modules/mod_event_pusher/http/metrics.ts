@@ -7,7 +7,8 @@
 // Petrel counts a request as failed when it gets no 2xx answer: connection
 // errors, timeouts, TLS failures and non-2xx statuses alike (MongooseIM counts
 // any HTTP answer, even a 500, as sent).
-import { Counter, Gauge, Histogram, Summary, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { RecentQuantiles } from './recent-quantiles.ts';
 
 export const SENT_COUNT = 'mod_event_pusher_http_sent_count';
 export const SENT_FAILURE_COUNT = 'mod_event_pusher_http_sent_failure_count';
@@ -61,11 +62,11 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
     buckets: powerOfTwoBuckets(),
     registers: [registry],
   }));
-  const recent = getOrCreate(registry, RESPONSE_TIME_RECENT, () => new Summary({
+  const recent = getOrCreate(registry, RESPONSE_TIME_RECENT, () => new RecentQuantiles({
     name: RESPONSE_TIME_RECENT,
     help: 'Response time of successful HTTP notifications over the last 60 s, in microseconds',
-    labelNames: ['host_type'],
-    percentiles: RECENT_QUANTILES,
+    labelName: 'host_type',
+    quantiles: RECENT_QUANTILES,
     maxAgeSeconds: 60,
     ageBuckets: 6,
     registers: [registry],
@@ -78,6 +79,8 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
   }));
 
   const hosts = new Map<string, HostMetrics>();
+  // Children are looked up once per label set: labels() hashes its arguments on every call.
+  const outcomes = new Map<string, { inc(): void }>();
   return {
     forHost(hostType) {
       let m = hosts.get(hostType);
@@ -88,7 +91,7 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
         failed.inc(labels, 0);
         time.zero(labels);
         const t = time.labels(labels);
-        const r = recent.labels(labels);
+        const r = recent.labels(hostType);
         m = {
           sent: sent.labels(labels),
           failed: failed.labels(labels),
@@ -102,7 +105,10 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
       return m;
     },
     outcome(hostType, handler, outcome) {
-      responses.labels(hostType, String(handler), outcome).inc();
+      const key = hostType + '\0' + handler + '\0' + outcome;
+      let c = outcomes.get(key);
+      if (c === undefined) outcomes.set(key, (c = responses.labels(hostType, String(handler), outcome)));
+      c.inc();
     },
   };
 }
@@ -143,12 +149,27 @@ export function deliveryMetrics(registry: Registry): DeliveryMetrics {
   const dead = counter(DEAD_LETTERED, 'Events moved to the dead-letter table (reason: attempts, max_age, final)', ['host_type', 'handler', 'reason']);
   const rejected = counter(OUTBOX_REJECTED, 'Events refused because the outbox was full (outbox_max_events)', ['host_type', 'handler']);
   const responses = counter(DELIVERY_RESPONSES, 'Results of delivery attempts: HTTP status, or timeout, refused, tls, error', ['host_type', 'handler', 'status']);
+  // The per-attempt counters keep their children: labels() hashes its arguments on every call.
+  const attemptChildren = new Map<string, { inc(): void }>();
+  const responseChildren = new Map<string, { inc(): void }>();
+  const attemptOf = (ht: string, h: number) => {
+    const key = ht + '\0' + h;
+    let ch = attemptChildren.get(key);
+    if (ch === undefined) attemptChildren.set(key, (ch = attempts.labels(ht, String(h))));
+    return ch;
+  };
+  const responseOf = (ht: string, h: number, status: string) => {
+    const key = ht + '\0' + h + '\0' + status;
+    let ch = responseChildren.get(key);
+    if (ch === undefined) responseChildren.set(key, (ch = responses.labels(ht, String(h), status)));
+    return ch;
+  };
   return {
     depth: (h, n) => depth.labels(String(h)).set(n),
-    attempt: (ht, h) => attempts.labels(ht, String(h)).inc(),
+    attempt: (ht, h) => attemptOf(ht, h).inc(),
     retry: (ht, h) => retries.labels(ht, String(h)).inc(),
     deadLettered: (ht, h, reason) => dead.labels(ht, String(h), reason).inc(),
     rejected: (ht, h) => rejected.labels(ht, String(h)).inc(),
-    response: (ht, h, status) => responses.labels(ht, String(h), status).inc(),
+    response: (ht, h, status) => responseOf(ht, h, status).inc(),
   };
 }

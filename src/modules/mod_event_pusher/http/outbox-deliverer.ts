@@ -9,7 +9,10 @@
 // and is claimed again, a page at a time, when it is due; so is whatever a
 // restart or `petrel deliveries dead-letter replay` left there. A new event
 // is claimed as it is written when its handler has room, so that the usual
-// path costs no read.
+// path costs no read: it is sent as soon as its batch is committed. One
+// written unclaimed (its handler had no room) makes the handler claim again
+// as soon as it has room, so it does not wait for the poll, which is only a
+// safety net (and what picks up replays).
 //
 // Concurrency is per pool: the handlers sharing a pool share its `workers`
 // slots, taken in turn. Retries can overtake newer events, so one handler's
@@ -71,8 +74,10 @@ export interface OutboxEngine {
   close(graceMs?: number): Promise<void>;
 }
 
-interface Item {
+/** A claimed row in memory; it is also the DeliveryRequest reported to the backend. */
+interface Item extends DeliveryRequest {
   id: number;
+  handler: number;
   hostType: string;
   webhookId: string;
   path: string;
@@ -93,7 +98,11 @@ interface HState {
   h: OutboxHandler;
   lane: Lane;
   ready: Item[];
-  /** Rows claimed by this server: ready, in flight, or reserved by a claim under way. */
+  /**
+   * Rows claimed by this server: ready, in flight, or being written claimed.
+   * A claim under way does not count: new events are taken hot meanwhile,
+   * and what the claim brings beyond the page is released.
+   */
   active: number;
   inFlight: number;
   disabled: boolean;
@@ -107,7 +116,8 @@ interface HState {
 }
 
 function pairsOf(h: HttpHeaders): Array<[string, string]> {
-  if (Array.isArray(h)) return h.map(([k, v]) => [k, v] as [string, string]);
+  // Never changed once built: the backend's list is kept as it is.
+  if (Array.isArray(h)) return h as Array<[string, string]>;
   return Object.entries(h as Record<string, string>);
 }
 
@@ -116,8 +126,8 @@ function errorText(o: HttpOutcome): string {
   return `${o.kind}: ${o.message}`;
 }
 
-function itemOf(r: OutboxRow): Item {
-  return { id: r.id, hostType: r.hostType, webhookId: r.webhookId, path: r.path, headers: r.headers, body: r.body, attempts: r.attempts, createdAt: r.createdAt };
+function itemOf(handler: number, r: OutboxRow): Item {
+  return { id: r.id, handler, hostType: r.hostType, webhookId: r.webhookId, path: r.path, headers: r.headers, body: r.body, attempts: r.attempts, createdAt: r.createdAt };
 }
 
 export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
@@ -199,15 +209,6 @@ export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
     );
   };
 
-  const requestOf = (s: HState, item: Item): DeliveryRequest => ({
-    handler: s.h.index,
-    hostType: item.hostType,
-    path: item.path,
-    headers: item.headers,
-    body: item.body,
-    webhookId: item.webhookId,
-  });
-
   const deadLetter = (s: HState, item: Item, attempt: number, error: string, reason: 'attempts' | 'max_age' | 'final') => {
     store.settle({ op: 'dead', id: item.id, attempts: attempt, error, at: now() });
     bump(s.h.key, -1);
@@ -227,7 +228,6 @@ export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
     o.metrics.response(item.hostType, s.h.index, status);
     const verdict = verdictOf(outcome);
     const report: AttemptReport = { attempt, verdict };
-    const req = requestOf(s, item);
     const t = now();
     switch (verdict) {
       case 'delivered':
@@ -257,7 +257,7 @@ export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
         break;
       }
     }
-    o.onAttempt(req, outcome, report);
+    o.onAttempt(item, outcome, report);
     if (report.deadLettered !== undefined) deadLetter(s, item, attempt, errorText(outcome), report.deadLettered);
     if (closing) {
       if (idle !== null && inFlightTotal() === 0) idle();
@@ -292,25 +292,27 @@ export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
     if (room <= 0) return;
     s.claiming = true;
     s.reclaim = null;
-    s.active += room;
     store.claim(s.h.key, Math.max(now(), dueBy ?? 0), room).then(
       (rows) => {
         s.claiming = false;
-        s.active -= room - rows.length;
         s.more = rows.length === room;
         if (closing) return;
         if (s.disabled) {
           for (const r of rows) store.settle({ op: 'release', id: r.id });
-          s.active -= rows.length;
           return;
         }
-        for (const r of rows) s.ready.push(itemOf(r));
+        // Events taken hot meanwhile may have used the room: what no longer
+        // fits in the page goes back, to be claimed when there is room again.
+        const fit = Math.max(0, Math.min(rows.length, page - s.active));
+        for (let i = fit; i < rows.length; i++) store.settle({ op: 'release', id: rows[i]!.id });
+        if (fit < rows.length) s.more = true;
+        s.active += fit;
+        for (let i = 0; i < fit; i++) s.ready.push(itemOf(s.h.index, rows[i]!));
         pump(s.lane);
         if (s.reclaim !== null) claim(s, s.reclaim);
       },
       (err) => {
         s.claiming = false;
-        s.active -= room;
         if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', handler: s.h.index, err: String(err) }, 'could not read due events from the outbox');
       },
     );
@@ -368,17 +370,22 @@ export function createOutboxEngine(o: OutboxEngineOptions): OutboxEngine {
     const body = typeof req.body === 'string' ? Buffer.from(req.body, 'utf8') : req.body;
     const createdAt = now();
     return store
-      .append({ handler: s.h.key, hostType: req.hostType, webhookId: req.webhookId, path: req.path, headers, body, createdAt, claimed: hot })
+      .append({ handler: s.h.key, hostType: req.hostType, webhookId: req.webhookId, path: req.path, headers, headersJson: req.headersJson, body, createdAt, claimed: hot })
       .then(
         (id) => {
-          if (!hot) return;
+          if (!hot) {
+            // Written unclaimed: claim it as soon as there is room, not at the next poll.
+            s.more = true;
+            if (!closing && !s.disabled && s.active < page) claim(s);
+            return;
+          }
           if (closing || s.disabled) {
             // Left claimed in the store only until close (which releases every claim) or released now.
             if (!closing) store.settle({ op: 'release', id });
             s.active--;
             return;
           }
-          s.ready.push({ id, hostType: req.hostType, webhookId: req.webhookId, path: req.path, headers, body, attempts: 0, createdAt });
+          s.ready.push({ id, handler: s.h.index, hostType: req.hostType, webhookId: req.webhookId, path: req.path, headers, body, attempts: 0, createdAt });
           pump(s.lane);
         },
         (err: unknown) => {

@@ -83,7 +83,7 @@ test('an empty handler gets every default', () => {
 });
 
 test('a module with no backend has no handlers', () => {
-  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [], outbox_max_events: 1_000_000 });
+  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [], outbox_max_events: 1_000_000, outbox_backend: 'internal' });
 });
 
 test('an unknown handler option is an error naming its path', () => {

@@ -1,0 +1,458 @@
+// The event pusher's outbox in PostgreSQL: the same contract as the SQLite
+// one (outbox-sqlite.ts). Appends of one tick go out as one multi-row
+// INSERT, in one transaction with the settle ops gathered meanwhile, and
+// every append of the batch resolves once it is committed; while a batch
+// commits, the next one gathers (group commit). Claims take due rows with
+// FOR UPDATE SKIP LOCKED, so several servers may share the tables without
+// taking the same row twice.
+//
+// A claim is marked with its owner: the application_name of this outbox's
+// own connections. A server that dies leaves its claims behind; they go back
+// to the queue once no connection with that name is left in
+// pg_stat_activity, checked when an outbox opens and every few seconds.
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import { migratePg, openPgPool, type PgPoolOptions, type PgPoolSettings } from './postgres.ts';
+import type {
+  DeadLetter,
+  DeadLetterSelector,
+  HandlerCounts,
+  NewOutboxRow,
+  OutboxAdmin,
+  OutboxRow,
+  OutboxStore,
+  SettleOp,
+} from './outbox.ts';
+
+export interface PostgresOutboxOptions {
+  /** Rows written by one INSERT at most; more wait for the next one. */
+  maxBatch?: number;
+  /** ms between two looks for claims left by servers that are gone. */
+  sweepMs?: number;
+  /** ms before a batch that failed is tried again (its settle ops are kept; its appends are refused). */
+  retryMs?: number;
+  onWarning?: PgPoolOptions['onWarning'];
+}
+
+export interface PostgresOutbox extends OutboxStore {
+  /** Claims found at start-up whose owner is gone, put back in the queue. */
+  readonly releasedAtOpen: number;
+  /** The application_name this outbox's connections carry; its claims are marked with it. */
+  readonly owner: string;
+  /** Puts back in the queue the claims of owners that are gone; returns how many. */
+  sweep(): Promise<number>;
+}
+
+export const DEFAULT_PG_MAX_BATCH = 512;
+const DEFAULT_SWEEP_MS = 10_000;
+const DEFAULT_RETRY_MS = 1000;
+/** Prefix of the application_name of every outbox connection. */
+const OWNER_PREFIX = 'petrel-outbox ';
+
+const OUTBOX_STEPS: readonly string[] = [
+  `
+  CREATE TABLE IF NOT EXISTS petrel_event_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    handler TEXT NOT NULL,
+    host_type TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers JSONB NOT NULL,
+    body BYTEA NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    claimed_by TEXT,
+    last_error TEXT
+  );
+  CREATE INDEX IF NOT EXISTS petrel_event_outbox_due ON petrel_event_outbox (handler, next_attempt_at, id) WHERE claimed_by IS NULL;
+  CREATE INDEX IF NOT EXISTS petrel_event_outbox_claimed ON petrel_event_outbox (claimed_by) WHERE claimed_by IS NOT NULL;
+  CREATE INDEX IF NOT EXISTS petrel_event_outbox_webhook_id ON petrel_event_outbox (webhook_id);
+
+  CREATE TABLE IF NOT EXISTS petrel_event_dead_letter (
+    id BIGSERIAL PRIMARY KEY,
+    handler TEXT NOT NULL,
+    host_type TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers JSONB NOT NULL,
+    body BYTEA NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    dead_at BIGINT NOT NULL,
+    last_error TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS petrel_event_dead_letter_webhook_id ON petrel_event_dead_letter (webhook_id);
+  `,
+];
+
+/** Creates or migrates the outbox tables. */
+export function migrateOutbox(pool: pg.Pool): Promise<void> {
+  return migratePg(pool, 'outbox', OUTBOX_STEPS);
+}
+
+const INSERT = `
+  INSERT INTO petrel_event_outbox (handler, host_type, webhook_id, path, headers, body, created_at, next_attempt_at, claimed_by)
+  SELECT t.h, t.ht, t.w, t.p, t.hd::jsonb, t.b, t.c, t.c, CASE WHEN t.cl THEN $9 END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::bool[]) AS t(h, ht, w, p, hd, b, c, cl)
+  RETURNING id`;
+
+const DELIVERED = 'DELETE FROM petrel_event_outbox WHERE id = ANY($1::int8[])';
+const RELEASE = 'UPDATE petrel_event_outbox SET claimed_by = NULL WHERE id = ANY($1::int8[])';
+const RETRY = `
+  UPDATE petrel_event_outbox o SET attempts = u.a, next_attempt_at = u.n, last_error = u.e, claimed_by = NULL
+  FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::text[]) AS u(id, a, n, e)
+  WHERE o.id = u.id`;
+const DEAD = `
+  WITH d AS (
+    DELETE FROM petrel_event_outbox o USING unnest($1::int8[], $2::int4[], $3::int8[], $4::text[]) AS u(id, a, t, e)
+    WHERE o.id = u.id
+    RETURNING o.id, o.handler, o.host_type, o.webhook_id, o.path, o.headers, o.body, o.created_at, u.a, u.t, u.e)
+  INSERT INTO petrel_event_dead_letter (handler, host_type, webhook_id, path, headers, body, attempts, created_at, dead_at, last_error)
+  SELECT handler, host_type, webhook_id, path, headers, body, a, created_at, t, e FROM d ORDER BY id`;
+
+const CLAIM = `
+  UPDATE petrel_event_outbox o SET claimed_by = $4
+  FROM (SELECT id FROM petrel_event_outbox
+        WHERE handler = $1 AND claimed_by IS NULL AND next_attempt_at <= $2
+        ORDER BY next_attempt_at, id LIMIT $3
+        FOR UPDATE SKIP LOCKED) d
+  WHERE o.id = d.id
+  RETURNING o.id, o.handler, o.host_type, o.webhook_id, o.path, o.headers, o.body, o.attempts, o.created_at, o.next_attempt_at`;
+
+const SWEEP = `
+  UPDATE petrel_event_outbox SET claimed_by = NULL
+  WHERE claimed_by IS NOT NULL AND claimed_by <> $1
+    AND claimed_by NOT IN (SELECT application_name FROM pg_stat_activity WHERE application_name LIKE '${OWNER_PREFIX}%')`;
+
+interface ClaimedRow {
+  id: string;
+  handler: string;
+  host_type: string;
+  webhook_id: string;
+  path: string;
+  headers: Array<[string, string]>;
+  body: Buffer;
+  attempts: number;
+  created_at: string;
+  next_attempt_at: string;
+}
+
+/** The statements that apply `ops`, in an order that gives the same result as applying them one by one. */
+function settleStatements(ops: readonly SettleOp[]): pg.QueryConfig[] {
+  const ids = new Set(ops.map((o) => o.id));
+  if (ids.size !== ops.length) {
+    // A row settled twice in one batch (rare): keep the order, one statement per op.
+    return ops.flatMap((o) => settleStatements([o]));
+  }
+  // Every op touches its own row, so the order between kinds does not matter.
+  const out: pg.QueryConfig[] = [];
+  const delivered = ops.filter((o) => o.op === 'delivered').map((o) => o.id);
+  const release = ops.filter((o) => o.op === 'release').map((o) => o.id);
+  const retry = ops.filter((o): o is Extract<SettleOp, { op: 'retry' }> => o.op === 'retry');
+  const dead = ops.filter((o): o is Extract<SettleOp, { op: 'dead' }> => o.op === 'dead');
+  if (delivered.length > 0) out.push({ name: 'petrel_outbox_delivered', text: DELIVERED, values: [delivered] });
+  if (release.length > 0) out.push({ name: 'petrel_outbox_release', text: RELEASE, values: [release] });
+  if (retry.length > 0) {
+    out.push({ name: 'petrel_outbox_retry', text: RETRY, values: [retry.map((o) => o.id), retry.map((o) => o.attempts), retry.map((o) => o.nextAt), retry.map((o) => o.error)] });
+  }
+  if (dead.length > 0) {
+    out.push({ name: 'petrel_outbox_dead', text: DEAD, values: [dead.map((o) => o.id), dead.map((o) => o.attempts), dead.map((o) => o.at), dead.map((o) => o.error)] });
+  }
+  return out;
+}
+
+function rowOf(r: ClaimedRow): OutboxRow {
+  return {
+    id: Number(r.id),
+    handler: r.handler,
+    hostType: r.host_type,
+    webhookId: r.webhook_id,
+    path: r.path,
+    headers: r.headers,
+    body: r.body,
+    attempts: Number(r.attempts),
+    createdAt: Number(r.created_at),
+  };
+}
+
+/** Runs `statements` in one transaction (or alone, when there is one). */
+async function inTransaction(pool: pg.Pool, statements: pg.QueryConfig[], first?: pg.QueryConfig): Promise<pg.QueryResult | undefined> {
+  const all = first !== undefined ? [first, ...statements] : statements;
+  if (all.length === 0) return undefined;
+  if (all.length === 1) return pool.query(all[0]!);
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    let firstResult: pg.QueryResult | undefined;
+    for (let i = 0; i < all.length; i++) {
+      const r = await client.query(all[i]!);
+      if (i === 0) firstResult = r;
+    }
+    await client.query('COMMIT');
+    return first !== undefined ? firstResult : undefined;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Opens the outbox's own pool (a few connections named after their owner) and creates the tables when missing. */
+export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOptions = {}): Promise<PostgresOutbox> {
+  const maxBatch = o.maxBatch ?? DEFAULT_PG_MAX_BATCH;
+  const retryMs = o.retryMs ?? DEFAULT_RETRY_MS;
+  const owner = OWNER_PREFIX + randomBytes(8).toString('hex');
+  // One connection writes batches, the others claim; they stay open as the mark that the owner lives.
+  const pool = await openPgPool(s, { max: Math.max(2, Math.min(4, s.workers)), applicationName: owner, keepIdle: true, onWarning: o.onWarning });
+  try {
+    await migrateOutbox(pool);
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+
+  const sweep = async () => (await pool.query({ name: 'petrel_outbox_sweep', text: SWEEP, values: [owner] })).rowCount ?? 0;
+  const releasedAtOpen = await sweep();
+
+  let rows: NewOutboxRow[] = [];
+  let waiters: Array<{ resolve(id: number): void; reject(e: Error): void }> = [];
+  let ops: SettleOp[] = [];
+  let scheduled = false;
+  let writing: Promise<void> | null = null;
+  let retryTimer: NodeJS.Timeout | null = null;
+  /** Batches that failed so far; batches taken and finished. */
+  let failures = 0;
+  let taken = 0;
+  let finished = 0;
+  let closed = false;
+
+  const write = async (batch: NewOutboxRow[], batchOps: SettleOp[]): Promise<number[]> => {
+    let insert: pg.QueryConfig | undefined;
+    if (batch.length > 0) {
+      insert = {
+        name: 'petrel_outbox_insert',
+        text: INSERT,
+        values: [
+          batch.map((r) => r.handler),
+          batch.map((r) => r.hostType),
+          batch.map((r) => r.webhookId),
+          batch.map((r) => r.path),
+          batch.map((r) => r.headersJson ?? JSON.stringify(r.headers)),
+          batch.map((r) => r.body),
+          batch.map((r) => r.createdAt),
+          batch.map((r) => r.claimed),
+          owner,
+        ],
+      };
+    }
+    const res = await inTransaction(pool, settleStatements(batchOps), insert);
+    if (insert === undefined) return [];
+    // Rows come out of unnest in array order and take their ids from the
+    // sequence in that order, so the ids sorted ascending are the rows' ids in order.
+    return res!.rows.map((r: { id: string }) => Number(r.id)).sort((a, b) => a - b);
+  };
+
+  const loop = async () => {
+    while (rows.length > 0 || ops.length > 0) {
+      const batch = rows.splice(0, maxBatch);
+      const batchWaiters = waiters.splice(0, batch.length);
+      const batchOps = ops;
+      ops = [];
+      taken++;
+      try {
+        const ids = await write(batch, batchOps);
+        finished++;
+        for (let i = 0; i < batchWaiters.length; i++) batchWaiters[i]!.resolve(ids[i]!);
+      } catch (err) {
+        finished++;
+        const e = err instanceof Error ? err : new Error(String(err));
+        failures++;
+        for (const w of batchWaiters) w.reject(e);
+        // What became of sent events is kept for the next batch; until then those rows stay claimed.
+        ops = batchOps.concat(ops);
+        o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the PostgreSQL outbox: ${e.message}`);
+        if (!closed && retryTimer === null) {
+          retryTimer = setTimeout(() => {
+            retryTimer = null;
+            schedule();
+          }, retryMs);
+          retryTimer.unref();
+        }
+        return;
+      }
+    }
+  };
+
+  const start = () => {
+    if (writing !== null) return;
+    writing = loop().finally(() => {
+      writing = null;
+      // What came after the loop last looked (appends and settles of the callers it just resolved).
+      if ((rows.length > 0 || ops.length > 0) && retryTimer === null) schedule();
+    });
+  };
+
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      start();
+    });
+  };
+
+  /**
+   * Waits until the settle ops gathered so far are written (they all go in
+   * the next batch), not for what comes meanwhile, so that a steady stream of
+   * appends cannot hold a claim back.
+   */
+  const settled = async () => {
+    const target = taken + (rows.length > 0 || ops.length > 0 ? 1 : 0);
+    while (finished < target) {
+      if (writing === null) start();
+      await writing;
+    }
+  };
+
+  /** Writes everything pending; gives up (leaving it for the retry) once a batch fails. */
+  const drainAll = async () => {
+    const failed = failures;
+    for (;;) {
+      if (writing !== null) await writing;
+      else if ((rows.length > 0 || ops.length > 0) && failures === failed) start();
+      else return;
+    }
+  };
+
+  const sweepTimer = setInterval(() => {
+    sweep().then(
+      (n) => {
+        if (n > 0) o.onWarning?.('event_pusher_outbox_claims_released', `${n} event(s) claimed by a server that is gone are back in the queue`);
+      },
+      () => {},
+    );
+  }, o.sweepMs ?? DEFAULT_SWEEP_MS);
+  sweepTimer.unref();
+
+  return {
+    releasedAtOpen,
+    owner,
+    sweep,
+    append(row) {
+      if (closed) return Promise.reject(new Error('outbox is closed'));
+      return new Promise<number>((resolve, reject) => {
+        rows.push(row);
+        waiters.push({ resolve, reject });
+        if (writing === null && retryTimer === null) schedule();
+      });
+    },
+    settle(op) {
+      if (closed) return;
+      ops.push(op);
+      if (writing === null && retryTimer === null) schedule();
+    },
+    async claim(handler, now, limit) {
+      // Pending settle ops go first, so a row just rescheduled is seen as such.
+      await settled();
+      const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim', text: CLAIM, values: [handler, now, limit, owner] });
+      return r.rows
+        .sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.id) - Number(b.id))
+        .map(rowOf);
+    },
+    async depth() {
+      await settled();
+      const r = await pool.query<{ handler: string; n: string }>('SELECT handler, COUNT(*) AS n FROM petrel_event_outbox GROUP BY handler');
+      return new Map(r.rows.map((x) => [x.handler, Number(x.n)]));
+    },
+    async close() {
+      if (closed) return;
+      clearInterval(sweepTimer);
+      if (retryTimer !== null) clearTimeout(retryTimer);
+      retryTimer = null;
+      await drainAll();
+      closed = true;
+      try {
+        await pool.query('UPDATE petrel_event_outbox SET claimed_by = NULL WHERE claimed_by = $1', [owner]);
+      } finally {
+        for (const w of waiters) w.reject(new Error('outbox is closed'));
+        waiters = [];
+        rows = [];
+        await pool.end().catch(() => {});
+      }
+    },
+  };
+}
+
+type RawDead = { webhook_id: string; handler: string; attempts: number; last_error: string; dead_at: string; created_at: string };
+
+/** `petrel deliveries` on the PostgreSQL outbox: one short-lived connection. */
+export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOptions = {}): Promise<OutboxAdmin> {
+  const pool = await openPgPool(s, { ...o, max: 1, applicationName: o.applicationName ?? 'petrel deliveries' });
+  try {
+    await migrateOutbox(pool);
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+  const where = (sel: DeadLetterSelector): { sql: string; values: unknown[] } =>
+    'all' in sel ? { sql: '', values: [] } : { sql: ' WHERE webhook_id = ANY($1::text[])', values: [[...sel.ids]] };
+  const distinct = (r: pg.QueryResult<{ webhook_id: string }>) => [...new Set(r.rows.map((x) => x.webhook_id))];
+
+  return {
+    async counts() {
+      // One statement, so both tables are counted in one snapshot.
+      const r = await pool.query<{ handler: string; queued: string; in_flight: string; retrying: string; dead: string }>(
+        `SELECT handler, COUNT(*) AS queued, COUNT(claimed_by) AS in_flight,
+                COUNT(*) FILTER (WHERE claimed_by IS NULL AND attempts > 0) AS retrying, 0 AS dead
+         FROM petrel_event_outbox GROUP BY handler
+         UNION ALL
+         SELECT handler, 0, 0, 0, COUNT(*) FROM petrel_event_dead_letter GROUP BY handler`,
+      );
+      const out = new Map<string, HandlerCounts>();
+      for (const x of r.rows) {
+        const c = out.get(x.handler) ?? { queued: 0, inFlight: 0, retrying: 0, deadLettered: 0 };
+        c.queued += Number(x.queued);
+        c.inFlight += Number(x.in_flight);
+        c.retrying += Number(x.retrying);
+        c.deadLettered += Number(x.dead);
+        out.set(x.handler, c);
+      }
+      return out;
+    },
+    async deadLetters(): Promise<DeadLetter[]> {
+      const r = await pool.query<RawDead>('SELECT webhook_id, handler, attempts, last_error, dead_at, created_at FROM petrel_event_dead_letter ORDER BY dead_at, id');
+      return r.rows.map((x) => ({
+        webhookId: x.webhook_id,
+        handler: x.handler,
+        attempts: Number(x.attempts),
+        lastError: x.last_error,
+        deadAt: Number(x.dead_at),
+        createdAt: Number(x.created_at),
+      }));
+    },
+    async replay(sel, now) {
+      if ('ids' in sel && sel.ids.length === 0) return [];
+      const w = where(sel);
+      const n = w.values.length + 1;
+      // Moved in one statement: a dead letter is either still there or back in the outbox.
+      const r = await pool.query<{ webhook_id: string }>(
+        `WITH moved AS (DELETE FROM petrel_event_dead_letter${w.sql} RETURNING *)
+         INSERT INTO petrel_event_outbox (handler, host_type, webhook_id, path, headers, body, attempts, created_at, next_attempt_at, claimed_by)
+         SELECT handler, host_type, webhook_id, path, headers, body, 0, $${n}, $${n}, NULL FROM moved ORDER BY id
+         RETURNING webhook_id`,
+        [...w.values, now],
+      );
+      return distinct(r);
+    },
+    async purge(sel) {
+      if ('ids' in sel && sel.ids.length === 0) return [];
+      const w = where(sel);
+      return distinct(await pool.query<{ webhook_id: string }>(`DELETE FROM petrel_event_dead_letter${w.sql} RETURNING webhook_id`, w.values));
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
