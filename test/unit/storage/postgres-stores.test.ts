@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parseConfig } from '../../../src/config/load.ts';
 import { moduleSpecs } from '../../../src/modules/registry.ts';
 import { outgoingPoolsSpec } from '../../../src/outgoing/spec.ts';
-import { openStores } from '../../../src/server.ts';
+import { openStores } from '../../../src/storage/open.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../../e2e/postgres/db.ts';
 
 delete process.env.PETREL_DATA_DIR;
