@@ -167,12 +167,12 @@ bench('form: formBody (plain ASCII fields)', (n) => {
 
 // --- per-push extras ------------------------------------------------------------------
 
-bench('webhookId (sha256 of from/to/id/handler/dir)', (n) => {
+bench('webhookId (one crypto.hash sha256 of from/to/id/handler/dir)', (n) => {
   for (let i = 0; i < n; i++) sink += webhookId('alice@localhost/phone', 'bob@localhost', 'm' + i, 0, 'in').length;
 });
 {
   const m = httpBackendMetrics(new Registry()).forHost('localhost');
-  bench('response-time metrics observe (histogram + 60 s summary)', (n) => {
+  bench('response-time metrics observe (histogram + 60 s reservoir)', (n) => {
     for (let i = 0; i < n; i++) m.observe(300 + (i & 1023));
   });
   bench('sent counter inc', (n) => {

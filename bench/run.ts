@@ -139,12 +139,12 @@ async function sinkCount(sink: Child): Promise<SinkStats> {
   return sink.ask<SinkStats>({ cmd: 'stats' });
 }
 
-/** Waits until the sink has seen no POST for `quietMs`, at most `maxMs`. */
-async function sinkSettle(sink: Child, quietMs: number, maxMs: number): Promise<number> {
+/** Waits until the sink has seen `expect` POSTs, or none for `quietMs`; at most `maxMs`. */
+async function sinkSettle(sink: Child, quietMs: number, maxMs: number, expect = Infinity): Promise<number> {
   const end = now() + maxMs;
   let last = (await sinkCount(sink)).count;
   let since = now();
-  while (now() < end) {
+  while (now() < end && last < expect) {
     await sleep(100);
     const c = (await sinkCount(sink)).count;
     if (c !== last) {
@@ -200,11 +200,20 @@ interface SaturationResult {
   loadgenCpuUtil: number;
   sinkCpuUtil: number;
   totals: { sent: number; delivered: number; pushedAfterDrain: number | null; stanzaErrors: number };
+  /**
+   * Server CPU from the start of the load (warm-up included) until every
+   * message was delivered and pushed, per 1,000 messages: the whole cost of a
+   * message when pushes lag behind routing and finish after the load stops.
+   * Null when the drain did not finish.
+   */
+  cpuMsPer1000EndToEnd: number | null;
+  drainMs: number;
   serverPeakRssKiB: number;
 }
 
 async function saturation(server: ServerHandle, gen: Child, sink: Child): Promise<SaturationResult> {
   await sink.ask({ cmd: 'reset' });
+  const cStart = cpuMs(server.pid);
   await gen.ask({ cmd: 'satStart', window: P.window });
   await sleep(P.warmupMs);
   const g0 = await gen.ask({ cmd: 'count' });
@@ -221,7 +230,11 @@ async function saturation(server: ServerHandle, gen: Child, sink: Child): Promis
   const sc1 = cpuMs(sink.proc.pid!);
   const t1 = now();
   const end = await gen.ask({ cmd: 'satStop', drainMs: 5000 }, 20_000);
-  const pushedAfterDrain = server.pushing ? await sinkSettle(sink, 1000, 15_000) : null;
+  const d0 = now();
+  // Pushes may lag far behind routing: wait until they are all in (or stop for 2 s).
+  const pushedAfterDrain = server.pushing ? await sinkSettle(sink, 2000, 120_000, end.sent) : null;
+  const drainMs = now() - d0;
+  const cEnd = cpuMs(server.pid);
   const wall = t1 - t0;
   const deliveredIn = g1.delivered - g0.delivered;
   const postsIn = s1.count - s0.count;
@@ -238,6 +251,8 @@ async function saturation(server: ServerHandle, gen: Child, sink: Child): Promis
     loadgenCpuUtil: r((gc1 - gc0) / wall, 1000),
     sinkCpuUtil: r((sc1 - sc0) / wall, 1000),
     totals: { sent: end.sent, delivered: end.delivered, pushedAfterDrain, stanzaErrors: end.errors },
+    cpuMsPer1000EndToEnd: server.pushing && pushedAfterDrain === end.sent ? r((cEnd - cStart) / (end.sent / 1000), 10) : null,
+    drainMs: r(drainMs),
     serverPeakRssKiB: memKiB(server.pid).hwm,
   };
 }
