@@ -146,10 +146,16 @@ export class C2SSession implements PresenceSession {
    * connection cannot stay for long by trickling bytes.
    */
   #armStateTimer(): void {
-    if (this.#stateTimer !== null) clearTimeout(this.#stateTimer);
-    this.#stateTimer = null;
     const ms = this.#ctx.limits.stateTimeout;
-    if (ms <= 0 || this.#state === 'bound' || this.#state === 'closed') return;
+    if (ms <= 0 || this.#state === 'bound' || this.#state === 'closed') {
+      this.#stopStateTimer();
+      return;
+    }
+    // The same timer starts over at each step.
+    if (this.#stateTimer !== null) {
+      this.#stateTimer.refresh();
+      return;
+    }
     this.#stateTimer = setTimeout(() => this.#streamError(new StreamError('connection-timeout', `no answer within ${ms} ms`)), ms);
     this.#stateTimer.unref();
   }

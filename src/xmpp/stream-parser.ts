@@ -47,6 +47,8 @@ interface SaxesRest {
   text: string;
   tags: unknown[];
   carriedFromPrevious: string | undefined;
+  /** Text read before the current chunk. Once write() returns, that is all the text read. */
+  chunkPosition: number;
 }
 
 type Sax = SaxesParser<{ xmlns: false; position: false }>;
@@ -58,15 +60,12 @@ type Sax = SaxesParser<{ xmlns: false; position: false }>;
  */
 class Engine {
   readonly sax: Sax;
-  /** Name of the root element it was primed with. */
-  readonly root: string;
   owner: StreamParser | null = null;
   /** Open elements of the owner's current stanza; [0] is the stanza itself. */
   readonly stack: Element[] = [];
 
-  constructor(sax: Sax, root: string) {
+  constructor(sax: Sax) {
     this.sax = sax;
-    this.root = root;
   }
 }
 
@@ -84,9 +83,18 @@ const S_TEXT: number = (() => {
   probe.write('<r>');
   const r = probe as unknown as SaxesRest & { stateTable?: unknown[]; sText?: unknown };
   const state = Array.isArray(r.stateTable) ? r.stateTable.indexOf(r.sText) : -1;
-  const ok = state >= 0 && r.state === state && r.text === '' && Array.isArray(r.tags) && r.tags.length === 1 && r.carriedFromPrevious === undefined;
+  const ok = state >= 0 && r.state === state && r.text === '' && Array.isArray(r.tags) && r.tags.length === 1 && r.carriedFromPrevious === undefined && r.chunkPosition === 3;
   return ok ? state : -1;
 })();
+
+/**
+ * How much text a parser has read, between writes. (saxes's `position` is
+ * only right while it reports an event: once write() returns, it counts the
+ * last chunk twice.)
+ */
+function readSoFar(sax: Sax): number {
+  return S_TEXT >= 0 ? (sax as unknown as SaxesRest).chunkPosition : sax.position;
+}
 
 // Not in streaming mode, so it keeps nothing between calls and one decoder
 // serves every stream: a sequence cut by a chunk boundary is carried over by
@@ -134,9 +142,6 @@ export class StreamParser {
     this.#events = events;
     this.limits = limits;
     this.#canRest = options?.rest !== false && S_TEXT >= 0;
-    const e = StreamParser.#newEngine(null);
-    e.owner = this;
-    this.#engine = e;
   }
 
   /**
@@ -146,7 +151,7 @@ export class StreamParser {
    */
   static #newEngine(root: string | null): Engine {
     const sax: Sax = new SaxesParser({ xmlns: false, position: false });
-    const e = new Engine(sax, root ?? STREAM_ROOT);
+    const e = new Engine(sax);
     sax.on('xmldecl', (decl) => {
       const p = e.owner;
       if (p === null) return;
@@ -186,7 +191,7 @@ export class StreamParser {
     return this.#failed;
   }
 
-  /** True while the stream holds no XML parser of its own (between stanzas, or after a failure). */
+  /** True while the stream holds no XML parser of its own: before any data, between stanzas, after a failure. */
   get resting(): boolean {
     return this.#engine === null;
   }
@@ -228,8 +233,10 @@ export class StreamParser {
     // open, after every chunk: an element that never closes is stopped once
     // the limit is passed, with no more than one chunk read beyond it.
     if (this.#pending !== null) this.#flush();
-    if (!this.#failed && this.#tooBig()) this.#fail('policy-violation', 'stanza too large');
-    if (!this.#failed && this.#canRest && this.#headerSeen && this.#engine!.stack.length === 0) this.#rest();
+    if (this.#failed) return;
+    const max = this.limits.maxStanzaSize;
+    if (max > 0 && readSoFar(e.sax) - this.#mark > max) this.#fail('policy-violation', 'stanza too large');
+    else if (this.#canRest && this.#headerSeen && e.stack.length === 0) this.#rest();
   }
 
   /**
@@ -242,23 +249,36 @@ export class StreamParser {
     const e = this.#engine!;
     const s = e.sax as unknown as SaxesRest;
     if (s.state !== S_TEXT || s.carriedFromPrevious !== undefined || s.tags.length !== 1 || !isWhitespace(s.text)) return;
-    this.#restCount = e.sax.position - this.#mark;
+    this.#restCount = readSoFar(e.sax) - this.#mark;
     this.#restSpace = s.text.length > 0;
     e.owner = null;
     this.#engine = null;
     // One holding whitespace is not reused: the next stream would be handed that text.
-    if (!this.#restSpace && e.root === STREAM_ROOT && POOL.length < POOL_MAX) POOL.push(e);
+    if (!this.#restSpace && this.#root === STREAM_ROOT && POOL.length < POOL_MAX) POOL.push(e);
   }
 
-  /** Takes an XML parser back up where `#rest` left off. */
+  /**
+   * Takes an XML parser up: a fresh one for the start of the stream, else
+   * one primed with the stream's root, where `#rest` left off.
+   */
   #wake(): Engine {
+    if (!this.#headerSeen) {
+      let e = this.#canRest ? POOL.pop() : undefined;
+      // Closing a parser resets it to the start of a document. Nobody owns
+      // it, so what closing reports (the root left open) goes nowhere.
+      if (e !== undefined) e.sax.close();
+      e ??= StreamParser.#newEngine(null);
+      e.owner = this;
+      this.#engine = e;
+      return e;
+    }
     const e = (this.#root === STREAM_ROOT ? POOL.pop() : undefined) ?? StreamParser.#newEngine(this.#root);
     e.owner = this;
     this.#engine = e;
     // Whitespace read before resting is passed on as text when the next tag
     // starts; one space stands for it, so that still happens.
     if (this.#restSpace) e.sax.write(' ');
-    this.#mark = e.sax.position - this.#restCount;
+    this.#mark = readSoFar(e.sax) - this.#restCount;
     return e;
   }
 

@@ -1,8 +1,10 @@
 // Fuzzing the XMPP stream parser (src/xmpp/stream-parser.ts): whatever
 // bytes arrive, write() never throws, a failure is reported once through
 // onError with an RFC 6120 condition and nothing follows it, cutting the
-// input into other chunks changes nothing, every stanza it hands on
-// survives serialisation and parsing again, and each input takes < 100 ms.
+// input into other chunks changes nothing, resting between stanzas (giving
+// the XML parser back when a chunk ends there) changes nothing, every stanza
+// it hands on survives serialisation and parsing again, and each input takes
+// < 100 ms.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StreamParser, type StreamParserLimits } from '../../src/xmpp/stream-parser.ts';
@@ -17,7 +19,7 @@ const NO_LIMITS: StreamParserLimits = { maxStanzaSize: 0, maxDepth: 64 };
 const LIMITS: StreamParserLimits = { maxStanzaSize: 2048, maxDepth: 16, maxElements: 12 };
 
 /** What the parser reported, in order, as comparable strings. */
-function run(chunks: readonly Uint8Array[], limits: StreamParserLimits): string[] {
+function run(chunks: readonly Uint8Array[], limits: StreamParserLimits, rest = true): string[] {
   const events: string[] = [];
   const p = new StreamParser(
     {
@@ -30,6 +32,7 @@ function run(chunks: readonly Uint8Array[], limits: StreamParserLimits): string[
       },
     },
     limits,
+    { rest },
   );
   let failedAt = -1;
   chunks.forEach((c, i) => {
@@ -135,5 +138,44 @@ test('size, depth and element limits end the stream with policy-violation and no
       assert.ok(!events.some((e) => e.startsWith('stanza ')), 'an unfinished stanza is never handed on');
     }),
     params(200),
+  );
+});
+
+test('resting between stanzas, wherever the chunks end, never changes what is reported', () => {
+  // Keep-alive whitespace between stanzas, since it is what a resting parser has to account for.
+  const space = fc.constantFrom(' ', '\n', '\r\n', '\r', ' \t ', '   ').map((w) => Buffer.from(w));
+  const part = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...STANZAS) }, { weight: 2, arbitrary: space }, { weight: 1, arbitrary: mutated(STANZAS, 2) });
+  const limits: fc.Arbitrary<StreamParserLimits> = fc.record({
+    maxStanzaSize: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 400 })),
+    maxDepth: fc.integer({ min: 1, max: 6 }),
+    maxElements: fc.integer({ min: 0, max: 12 }),
+  });
+  // Chunks end at some of the places where one part meets the next (where resting happens), and at random places.
+  const chunks = fc.tuple(fc.array(part, { minLength: 1, maxLength: 8 }), fc.array(fc.boolean(), { minLength: 9, maxLength: 9 }), fc.array(fc.nat(), { maxLength: 4 })).map(([parts, atPart, extra]) => {
+    const all = [HEADER, ...parts];
+    const whole = Buffer.concat(all);
+    const points = new Set<number>();
+    let at = 0;
+    all.forEach((p, i) => {
+      at += p.length;
+      if (atPart[i] === true) points.add(at);
+    });
+    for (const e of extra) points.add(e % (whole.length + 1));
+    const out: Buffer[] = [];
+    let last = 0;
+    for (const p of [...points].sort((a, b) => a - b)) {
+      if (p > last) out.push(whole.subarray(last, p));
+      last = Math.max(last, p);
+    }
+    out.push(whole.subarray(last));
+    return out;
+  });
+  fc.assert(
+    fc.property(chunks, limits, (cs, l) => {
+      const resting = run(cs, l);
+      checkEvents(resting);
+      assert.deepEqual(resting, run(cs, l, false));
+    }),
+    params(500),
   );
 });
