@@ -13,7 +13,8 @@
 //   --idle=1000,10000    idle connection counts for the memory figure
 //   --workers=50         outgoing HTTP pool workers (pusher on)
 //   --sink-seconds=3     duration of each sink ceiling run
-//   --phases=sink,off,on,paced,idle   which phases to run
+//   --phases=sink,off,on,paced,idle   which phases to run (also besteffort: the pusher
+//                                     with delivery = "best_effort", to show the outbox's cost)
 //   --server=petrel      petrel | ejabberd | both
 //   --cpu-prof           profile Petrel during the pusher-on run (or pusher-off if the pusher is not there)
 //   --micro              run the micro-benchmarks (bench/micro.ts) and exit
@@ -369,9 +370,9 @@ async function benchPetrel(ctx: Ctx) {
   const profDir = join(ctx.dir, 'cpuprof');
   if (P.cpuProf) mkdirSync(profDir, { recursive: true });
   let profiled = false;
-  const petrel = (name: string, push: boolean, prof: boolean) => async () => {
+  const petrel = (name: string, push: boolean, prof: boolean, delivery?: 'best_effort') => async () => {
     const port = await freePort();
-    return startPetrel({ dir: ctx.dir, name, port, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers } : null, cpuProfDir: prof ? profDir : undefined });
+    return startPetrel({ dir: ctx.dir, name, port, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers, delivery } : null, cpuProfDir: prof ? profDir : undefined });
   };
   let pusherAvailable = true;
   if (P.phases.has('on')) {
@@ -383,6 +384,9 @@ async function benchPetrel(ctx: Ctx) {
       res.pusherOn = { skipped: (err as Error).message.split('\n')[0] };
       log(`petrel pusher on: skipped: ${(err as Error).message}`);
     }
+  }
+  if (P.phases.has('besteffort')) {
+    res.pusherBestEffort = await withServer(petrel('pusher-best-effort', true, false, 'best_effort'), (s, gen) => loadPhases(s, gen, ctx, 'petrel pusher on, best_effort'));
   }
   if (P.phases.has('off')) {
     const prof = P.cpuProf && !profiled;
@@ -481,13 +485,13 @@ function table(result: any): string {
   for (const name of ['petrel', 'ejabberd']) {
     const s = result[name];
     if (!s || s.skipped) continue;
-    for (const run of ['pusherOff', 'pusherOn']) {
+    for (const run of ['pusherOff', 'pusherOn', 'pusherBestEffort']) {
       const r = s[run];
       if (!r || r.skipped) continue;
       const sat = r.saturation;
       const pc = r.paced;
       const pp = (p: Percentiles | null | undefined) => (p ? `${p.p50}/${p.p99}/${p.max}` : null);
-      row([name, run === 'pusherOn' ? 'pusher on' : 'pusher off', sat.deliveredPerSec, sat.postsPerSec, sat.serverCpuUtil, sat.cpuMsPer1000Delivered, sat.cpuMsPer1000Pushed, pp(pc?.sendToDeliveryMs), pp(pc?.sendToPostMs), Math.round(r.peakRssKiB / 102.4) / 10]);
+      row([name, run === 'pusherOn' ? 'pusher on' : run === 'pusherOff' ? 'pusher off' : 'pusher on, best_effort', sat.deliveredPerSec, sat.postsPerSec, sat.serverCpuUtil, sat.cpuMsPer1000Delivered, sat.cpuMsPer1000Pushed, pp(pc?.sendToDeliveryMs), pp(pc?.sendToPostMs), Math.round(r.peakRssKiB / 102.4) / 10]);
     }
   }
   lines.push('');

@@ -63,6 +63,8 @@ function tail(file: string, lines = 15): string {
 export interface PetrelPush {
   sinkPort: number;
   workers: number;
+  /** The handler's delivery mode; the default (the durable outbox) when absent. */
+  delivery?: 'at_least_once' | 'best_effort';
 }
 
 export function petrelConfig(o: { port: number; dataDir: string; push: PetrelPush | null }): string {
@@ -100,7 +102,7 @@ export function petrelConfig(o: { port: number; dataDir: string; push: PetrelPus
 [modules.mod_event_pusher.backend.http]
   pool_name = "http_pool"
   path = "/notifications"
-`;
+${o.push.delivery ? `  delivery = "${o.push.delivery}"\n` : ''}`;
   }
   return s;
 }
