@@ -322,6 +322,14 @@ class CallList {
   }
 }
 
+/** The tag and configuration each pool was created from, so that another thread can open its twin. */
+const origins = new WeakMap<HttpPool, { tag: string; cfg: HttpPoolConfig }>();
+
+/** What `pool` was created from, when createHttpPool made it. */
+export function httpPoolOrigin(pool: HttpPool): { tag: string; cfg: HttpPoolConfig } | undefined {
+  return origins.get(pool);
+}
+
 /**
  * Creates the pool for `[outgoing_pools.http.<tag>]`. Reads TLS files now, so
  * a missing certificate is reported at start-up with its TOML path.
@@ -379,7 +387,7 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
     });
   }
 
-  return {
+  const self: HttpPool = {
     tag,
     baseUrl: origin + prefix,
     workers: cfg.workers,
@@ -391,4 +399,6 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
       await pool.close().catch(() => pool.destroy());
     },
   };
+  origins.set(self, { tag, cfg });
+  return self;
 }

@@ -34,6 +34,16 @@ export interface SqliteOutboxOptions {
 export interface SqliteOutbox extends OutboxStore {
   /** Claims found at start-up, left by a server that did not stop cleanly. */
   readonly releasedAtOpen: number;
+  /**
+   * Loads the module at `url` in the writer thread and calls its
+   * `attachOutboxExtension(host, init)` (see OutboxExtension); what it posts
+   * arrives at `onMessage`. Returns how to send it requests.
+   */
+  attach(url: string, init: unknown, onMessage: (m: unknown) => void): Promise<OutboxExtensionChannel>;
+}
+
+export interface OutboxExtensionChannel {
+  request<T>(body: unknown): Promise<T>;
 }
 
 export const DEFAULT_MAX_BATCH = 512;
@@ -71,7 +81,12 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     pending.set(0, { resolve: resolve as (v: unknown) => void, reject });
   });
   // The thread keeps the process alive only while an answer is awaited.
+  let onExt: ((m: unknown) => void) | null = null;
   worker.on('message', (r: OutboxReply) => {
+    if ('ext' in r) {
+      onExt?.(r.ext);
+      return;
+    }
     const p = pending.get(r.seq);
     if (p === undefined) return;
     pending.delete(r.seq);
@@ -181,6 +196,11 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     async depth() {
       flush();
       return new Map(await request<Array<[string, number]>>({ type: 'depth' }));
+    },
+    async attach(url, init, onMessage) {
+      onExt = onMessage;
+      await request({ type: 'attach', url, init });
+      return { request: <T>(body: unknown) => request<T>({ type: 'ext', body }) };
     },
     async close() {
       if (closed) return;

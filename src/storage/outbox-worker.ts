@@ -1,28 +1,62 @@
 // The outbox's writer thread: its own connection to the store file, so that
 // no SQLite call (each one blocking) runs on the thread that reads sockets
-// and routes stanzas. It answers one message at a time, in the order they
+// and routes stanzas. It answers the store's messages one at a time, in the order they
 // were posted, which keeps a batch's appends and settle ops ordered against
 // later claims.
+//
+// A caller may attach an extension (a module URL, loaded here) that works on
+// the rows where they already are: the event pusher sends its HTTP requests
+// from this thread (see OutboxExtension). The storage layer knows nothing of
+// what the extension does; it only gives it the tables and a channel.
 import { parentPort, workerData } from 'node:worker_threads';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables } from './outbox.ts';
+import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables, type NewOutboxRow, type OutboxRow, type SettleOp } from './outbox.ts';
 import { unpackBatch, type PackedBatch } from './outbox-packed.ts';
 
 export type OutboxRequest =
   | ({ type: 'write'; seq: number } & PackedBatch)
   | { type: 'claim'; seq: number; handler: string; now: number; limit: number }
   | { type: 'depth'; seq: number }
+  | { type: 'attach'; seq: number; url: string; init: unknown }
+  | { type: 'ext'; seq: number; body: unknown }
   | { type: 'close'; seq: number };
 
-export type OutboxReply = { seq: number; ok: true; value: unknown } | { seq: number; ok: false; error: string };
+/** Answers carry the request's seq; what an extension posts on its own carries `ext`. */
+export type OutboxReply = { seq: number; ok: true; value: unknown } | { seq: number; ok: false; error: string } | { ext: unknown };
 
 export interface OutboxWorkerData {
   file: string;
   /** PRAGMA synchronous for this connection. */
   synchronous: 'NORMAL' | 'FULL';
 }
+
+/** What the writer thread offers an extension. */
+export interface OutboxHost {
+  /** Queued; written with the next batch, or within SETTLE_DELAY_MS. */
+  settle(op: SettleOp): void;
+  /** Writes the queued settle ops, then claims. */
+  claim(handler: string, now: number, limit: number): OutboxRow[];
+  depth(): Map<string, number>;
+  /** Sends a message to the server thread (the `onMessage` given to attach). */
+  post(message: unknown): void;
+}
+
+/** What an extension module's `attachOutboxExtension(host, init)` returns. */
+export interface OutboxExtension {
+  /** Before a batch of new rows is written: may set their `claimed`. */
+  beforeWrite(rows: NewOutboxRow[]): void;
+  /** The batch is committed; `ids` in the order of `rows`. */
+  afterWrite(rows: NewOutboxRow[], ids: number[]): void;
+  /** The batch could not be written (the server's thread is told, and reports each row as lost). */
+  writeFailed(rows: NewOutboxRow[]): void;
+  /** A request from the server thread; its answer goes back to it. */
+  request(body: unknown): unknown;
+}
+
+/** Longest a settle op of an extension waits for a batch to ride with. */
+const EXT_SETTLE_DELAY_MS = 50;
 
 const port = parentPort!;
 const data = workerData as OutboxWorkerData;
@@ -42,31 +76,116 @@ try {
   process.exit(1);
 }
 
+let ext: OutboxExtension | null = null;
+let extOps: SettleOp[] = [];
+let extTimer: NodeJS.Timeout | null = null;
+let closed = false;
+
+const takeExtOps = (): SettleOp[] => {
+  const ops = extOps;
+  extOps = [];
+  if (extTimer !== null) clearTimeout(extTimer);
+  extTimer = null;
+  return ops;
+};
+
+const writeExtOps = () => {
+  if (extOps.length > 0 && !closed) tables.write([], takeExtOps());
+};
+
+const host: OutboxHost = {
+  settle(op) {
+    extOps.push(op);
+    if (extTimer === null) extTimer = setTimeout(() => {
+      extTimer = null;
+      try {
+        writeExtOps();
+      } catch (err) {
+        port.postMessage({ ext: { type: 'store_error', error: String(err) } } satisfies OutboxReply);
+      }
+    }, EXT_SETTLE_DELAY_MS);
+  },
+  claim(handler, now, limit) {
+    writeExtOps();
+    return tables.claim(handler, now, limit);
+  },
+  depth: () => tables.depth(),
+  post(message) {
+    port.postMessage({ ext: message } satisfies OutboxReply);
+  },
+};
+
+const reply = (seq: number, value: unknown) => port.postMessage({ seq, ok: true, value } satisfies OutboxReply);
+const replyError = (seq: number, err: unknown) =>
+  port.postMessage({ seq, ok: false, error: err instanceof Error ? err.message : String(err) } satisfies OutboxReply);
+
+/** Answers once `value` settles (an extension's answers may take time). */
+const replyLater = (seq: number, value: unknown) => {
+  if (value instanceof Promise) value.then((v) => reply(seq, v), (e) => replyError(seq, e));
+  else reply(seq, value);
+};
+
 port.on('message', (m: OutboxRequest) => {
   let value: unknown;
   try {
     switch (m.type) {
       case 'write': {
         const b = unpackBatch(m);
-        value = tables.write(b.rows, b.ops);
+        if (ext !== null) {
+          ext.beforeWrite(b.rows);
+          const ops = extOps.length > 0 ? b.ops.concat(takeExtOps()) : b.ops;
+          let ids: number[];
+          try {
+            ids = tables.write(b.rows, ops);
+          } catch (err) {
+            ext.writeFailed(b.rows);
+            throw err;
+          }
+          value = ids;
+          // Committed: whatever the extension does next, the rows are kept.
+          try {
+            ext.afterWrite(b.rows, ids);
+          } catch (err) {
+            host.post({ type: 'error', error: String(err) });
+          }
+        } else value = tables.write(b.rows, b.ops);
         break;
       }
       case 'claim':
+        writeExtOps();
         value = tables.claim(m.handler, m.now, m.limit);
         break;
       case 'depth':
+        writeExtOps();
         value = [...tables.depth()];
         break;
+      case 'attach': {
+        const seq = m.seq;
+        import(m.url).then(
+          async (mod: { attachOutboxExtension(h: OutboxHost, init: unknown): OutboxExtension | Promise<OutboxExtension> }) => {
+            ext = await mod.attachOutboxExtension(host, m.init);
+            reply(seq, null);
+          },
+          (err) => replyError(seq, err),
+        );
+        return;
+      }
+      case 'ext':
+        if (ext === null) throw new Error('no extension attached');
+        replyLater(m.seq, ext.request(m.body));
+        return;
       case 'close':
+        writeExtOps();
+        closed = true;
         tables.releaseAll();
         tables.db.close();
-        port.postMessage({ seq: m.seq, ok: true, value: null } satisfies OutboxReply);
+        reply(m.seq, null);
         port.close();
         return;
     }
   } catch (err) {
-    port.postMessage({ seq: m.seq, ok: false, error: err instanceof Error ? err.message : String(err) } satisfies OutboxReply);
+    replyError(m.seq, err);
     return;
   }
-  port.postMessage({ seq: m.seq, ok: true, value } satisfies OutboxReply);
+  reply(m.seq, value);
 });

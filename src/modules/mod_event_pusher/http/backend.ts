@@ -208,12 +208,13 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       const opts: HttpHandlerOpts = Object.freeze({ pool_name: ho.pool_name, path: ho.path, callback_module: ho.callback_module });
       const url = pool.url(ho.path);
       let signer: Signer | undefined;
+      let signingKeys: Buffer[] | undefined;
       if (ho.signing !== undefined) {
-        const keys = ho.signing.secrets.map((sec, i) => {
+        signingKeys = ho.signing.secrets.map((sec, i) => {
           const k = parseSecret(sec);
           return typeof k === 'string' ? fail(`${ho.tomlPath}.signing.secrets[${i}]`, k) : k;
         });
-        signer = createSigner(keys);
+        signer = createSigner(signingKeys);
       }
       let deliverer: Deliverer;
       let durable = false;
@@ -237,7 +238,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
             pollMs: deps.outboxPollMs,
           });
         }
-        deliverer = engine.deliverer({ index, key: handlerKey(opts), url, pool, retry: ho.retry ?? DEFAULT_RETRY, signer });
+        deliverer = engine.deliverer({ index, key: handlerKey(opts), url, pool, retry: ho.retry ?? DEFAULT_RETRY, signer, signingKeys });
         durable = true;
       }
       handlers.push({ index, opts, mod, pool, url, deliverer, durable, hdr: null });

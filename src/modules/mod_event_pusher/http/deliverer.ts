@@ -92,17 +92,27 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
     async close(graceMs = 5000) {
       closed = true;
       if (inFlight === 0 && head >= queue.length) return;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, graceMs);
-        timer.unref();
-        idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
+      await idleOrTimeout(graceMs, (f) => {
+        idle = f;
       });
       for (let i = head; i < queue.length; i++) o.onDropped(queue[i]!, 'closed');
       queue = [];
       head = 0;
     },
   };
+}
+
+/**
+ * Waits for a deliverer to become idle, at most `graceMs`: `arm` receives
+ * the function the deliverer calls once its last request has finished.
+ */
+export function idleOrTimeout(graceMs: number, arm: (idle: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, graceMs);
+    timer.unref();
+    arm(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

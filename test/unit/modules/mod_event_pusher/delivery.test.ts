@@ -145,6 +145,33 @@ export function prepareBody(a) { return a.message; }
     assert.equal(acc.barrier, undefined);
     await s.close();
   });
+
+  test('with the SQLite outbox the request leaves from the outbox thread, and its results reach the metrics and logs here', async () => {
+    const p = pools();
+    const ours = p.http('http_pool')!;
+    let postedHere = 0;
+    const post = ours.post;
+    Object.assign(ours, { post: (...a: Parameters<typeof post>) => (postedHere++, post(...a)) });
+    const s = await backend(join(dir, 'thread.sqlite'), [handler()], { pools: p });
+    const before = hits;
+    status = 503;
+    const { acc, ev } = event('t1');
+    s.b.handle(acc, ev);
+    await acc.barrier;
+    await until(() => s.lines.some((l) => l.what === 'event_pusher_http_failed'));
+    status = 200;
+    let text = '';
+    for (const t0 = Date.now(); !/mod_event_pusher_http_sent_count\{host_type="localhost"\} 1/.test(text); await new Promise((r) => setTimeout(r, 10))) {
+      assert.ok(Date.now() - t0 < 5000, 'the retry was not reported');
+      text = await s.metrics.metrics();
+    }
+    assert.equal(postedHere, 0);
+    assert.ok(hits - before >= 2);
+    assert.match(text, /petrel_event_pusher_delivery_responses_total\{host_type="localhost",handler="0",status="503"\} [1-9]/);
+    assert.match(text, /petrel_event_pusher_delivery_retries_total\{host_type="localhost",handler="0"\} [1-9]/);
+    assert.match(text, /petrel_event_pusher_http_responses_total\{host_type="localhost",handler="0",outcome="ok"\} 1/);
+    await s.close();
+  });
 });
 
 describe('the outbox under a long outage', () => {
