@@ -1,4 +1,5 @@
 // Outgoing connection pools, configured as [outgoing_pools.<type>.<tag>].
+import type { PgPoolSettings } from '../storage/postgres.ts';
 
 export interface HttpPoolTlsConfig {
   /**
@@ -43,36 +44,17 @@ export interface HttpPoolConfig {
 }
 
 /** TLS of a PostgreSQL connection (MongooseIM's pgsql TLS options, the subset Petrel honours). */
-export interface RdbmsTlsConfig {
-  /** true: TLS or no connection; false: TLS when the server offers it, plaintext otherwise. */
-  required: boolean;
-  /** "peer" and "selfsigned_peer" check the server's certificate against `cacertfile` (or the system CAs); "none" does not. */
-  verify_mode: 'peer' | 'selfsigned_peer' | 'none';
-  cacertfile?: string;
-}
+export type RdbmsTlsConfig = NonNullable<PgPoolSettings['connection']['tls']>;
 
-/** An [outgoing_pools.rdbms.TAG] pool: PostgreSQL only. */
-export interface RdbmsPoolConfig {
+/**
+ * An [outgoing_pools.rdbms.TAG] pool: PostgreSQL only. What the store needs
+ * to connect is PgPoolSettings; the rest is accepted for compatibility.
+ */
+export interface RdbmsPoolConfig extends PgPoolSettings {
   scope: 'global' | 'host_type' | 'host';
-  /** Connections the pool may open. */
-  workers: number;
   /** Accepted for compatibility: a query takes whichever connection is free. */
   strategy: HttpPoolConfig['strategy'];
-  /** Milliseconds a query waits for a connection (opening one included). */
-  call_timeout: number;
-  connection: {
-    driver: 'pgsql';
-    host: string;
-    port: number;
-    database: string;
-    username: string;
-    password: string;
-    /** Milliseconds a query may run before the server cancels it. */
-    query_timeout: number;
-    /** Seconds between TCP keep-alive probes on idle connections; not set: none. */
-    keepalive_interval?: number;
-    tls?: RdbmsTlsConfig;
-  };
+  connection: PgPoolSettings['connection'] & { driver: 'pgsql' };
 }
 
 /** Every way an HTTP request can end, reduced to a fixed set. */

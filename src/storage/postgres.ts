@@ -32,7 +32,13 @@ export interface PgPoolSettings {
     query_timeout: number;
     /** Seconds of idleness before TCP keep-alive probes start. */
     keepalive_interval?: number;
-    tls?: { required: boolean; verify_mode: 'peer' | 'selfsigned_peer' | 'none'; cacertfile?: string };
+    tls?: {
+      /** true: TLS or no connection; false: TLS when the server offers it, plaintext otherwise. */
+      required: boolean;
+      /** "peer" and "selfsigned_peer" check the server's certificate against `cacertfile` (or the system CAs); "none" does not. */
+      verify_mode: 'peer' | 'selfsigned_peer' | 'none';
+      cacertfile?: string;
+    };
   };
 }
 
