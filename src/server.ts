@@ -18,6 +18,8 @@ import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
 import { createOutgoingPools } from './outgoing/pools.ts';
 import { createMetricsRegistry } from './metrics/registry.ts';
 import { startHttpListeners } from './metrics/http-listener.ts';
+import { startControl, type ControlEvent } from './control.ts';
+import { makeJid } from './xmpp/jid.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -67,6 +69,17 @@ export const DEFAULT_MAX_USER_SESSIONS = 10;
 export const DEFAULT_AUTH_FAILURES_PER_IP = 20;
 export const DEFAULT_AUTH_BAN_DURATION = 600_000;
 
+/** `petrel register` / `unregister` changed an account while this server runs. */
+function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: Hooks; sm: SessionManager; logger: Logger }): void {
+  if (!s.hosts.includes(e.server)) throw new Error(`${e.server} is not a host of this server`);
+  const jid = makeJid(e.user, e.server);
+  s.logger.info({ what: e.op, user: jid.local, server: jid.domain }, e.op === 'user_registered' ? 'account created' : 'account removed');
+  s.hooks.run(e.op, jid.domain, { user: jid.local, server: jid.domain });
+  if (e.op === 'user_removed') {
+    for (const session of [...s.sm.byBare(jid.bare)]) session.kick('not-authorized', 'the account was removed');
+  }
+}
+
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
   const stores = await openStores(config, logger);
@@ -115,6 +128,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     for (const { inst } of instances) await inst.start?.();
     const http = await startHttpListeners(config.listen.http, metrics, { logger });
     closers.push(() => http.close());
+    closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
     const authBans = new AuthBans(
       config.general.max_auth_failures_per_ip ?? DEFAULT_AUTH_FAILURES_PER_IP,

@@ -9,6 +9,7 @@ import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
 import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
 import { formatMetricsTable } from '../metrics/snapshot.ts';
+import { notifyServer } from '../control.ts';
 import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
 
 const USAGE = `usage:
@@ -96,7 +97,8 @@ async function main(argv: string[]): Promise<void> {
       } finally {
         await storage.close();
       }
-      process.stdout.write(`User ${jid.bare} registered\n`);
+      const told = await notifyServer(config.general.data_dir, { op: 'user_registered', user: jid.local, server: jid.domain });
+      process.stdout.write(`User ${jid.bare} registered${told ? ' (the running server was told)' : ''}\n`);
       return;
     }
     case 'unregister': {
@@ -116,7 +118,8 @@ async function main(argv: string[]): Promise<void> {
       } finally {
         await storage.close();
       }
-      process.stdout.write(`User ${jid.bare} unregistered\n`);
+      const told = await notifyServer(config.general.data_dir, { op: 'user_removed', user: jid.local, server: jid.domain });
+      process.stdout.write(`User ${jid.bare} unregistered${told ? ' (its sessions on the running server were closed)' : ''}\n`);
       return;
     }
     case 'check-config': {

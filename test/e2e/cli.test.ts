@@ -2,7 +2,7 @@
 // check-config, start with the shipped configuration, and SIGTERM.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile, rm } from 'node:fs/promises';
+import { writeFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { preparePetrel, runCli, startPetrel, tempDir, testEnv, Petrel, REPO_ROOT } from './helpers/server.ts';
@@ -63,6 +63,35 @@ describe('register and unregister', () => {
     assert.match(r.stdout, /carol@localhost unregistered/);
     const err = await loginFails(server, 'carol', 'pw-carol');
     assert.equal(err.condition, 'not-authorized');
+  });
+
+  test('registering while the server runs tells it, and it runs user_registered', async () => {
+    const r = await server.cli(['register', 'erin', 'localhost', 'pw-erin']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /erin@localhost registered \(the running server was told\)/);
+    const line = await server.waitForLog((l) => l.what === 'user_registered' && l.user === 'erin');
+    assert.equal(line.server, 'localhost');
+  });
+
+  test('unregistering a connected user ends its sessions with not-authorized', async () => {
+    await server.cli(['register', 'frank', 'localhost', 'pw-frank']);
+    const raw = await RawConnection.open(server.port);
+    try {
+      await raw.login('frank', 'pw-frank', 'desk');
+      const r = await server.cli(['unregister', 'frank', 'localhost']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /its sessions on the running server were closed/);
+      const said = await raw.untilClosed();
+      assert.match(said, /<not-authorized xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+      await server.waitForLog((l) => l.what === 'user_removed' && l.user === 'frank');
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('the control socket in the data directory is readable by its owner only', async () => {
+    const mode = (await stat(join(server.dir, 'data', 'petrel.sock'))).mode & 0o777;
+    assert.equal(mode, 0o600);
   });
 
   test('unregistering a user who does not exist fails with a non-zero exit', async () => {
