@@ -2,7 +2,7 @@
 import type { RosterItem } from '../storage/types.ts';
 import { Element } from '../xmpp/xml.ts';
 import { NS_ROSTER } from '../xmpp/ns.ts';
-import type { SessionsApi } from '../modules/types.ts';
+import type { SessionsApi } from './types.ts';
 
 export function itemElement(item: RosterItem | { jid: string; subscription: 'remove' }): Element {
   const el = new Element('item', { jid: item.jid, subscription: item.subscription });

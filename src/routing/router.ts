@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Acc } from '../hooks/catalogue.ts';
 import type { Hooks } from '../hooks/hooks.ts';
-import type { IqHandler, IqHandlerSpec, RouterApi, SessionView } from '../modules/types.ts';
+import type { IqHandler, IqHandlerSpec, RouterApi, SessionView } from './types.ts';
 import type { UserStore } from '../storage/types.ts';
 import { Element } from '../xmpp/xml.ts';
 import { parseJid, type JID } from '../xmpp/jid.ts';

@@ -1,5 +1,5 @@
 // Session manager: the table of bound sessions, by full and by bare JID.
-import type { SessionsApi, SessionView } from '../modules/types.ts';
+import type { SessionsApi, SessionView } from './types.ts';
 import type { JID } from '../xmpp/jid.ts';
 
 /** What the session manager needs of a live session. */

@@ -1,21 +1,10 @@
 // Storage interfaces. Every store is asynchronous so that the embedded SQLite
 // store and a networked one (PostgreSQL) share one contract.
 
-export interface ScramCredentials {
-  /** Base64 salt. */
-  salt: string;
-  iterations: number;
-  /** Base64 StoredKey and ServerKey (RFC 5802 §3). */
-  storedKey: string;
-  serverKey: string;
-}
+import type { StoredCredentials } from '../xmpp/sasl/types.ts';
 
-/** What is kept for a user: never the password itself unless `password.format = "plain"`. */
-export interface StoredCredentials {
-  plain?: string;
-  sha1?: ScramCredentials;
-  sha256?: ScramCredentials;
-}
+/** The credentials are defined by the SASL layer that checks them. */
+export type { ScramCredentials, StoredCredentials } from '../xmpp/sasl/types.ts';
 
 export interface UserStore {
   /** False when the user already exists. */

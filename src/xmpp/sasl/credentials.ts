@@ -3,7 +3,7 @@
 
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { ScramCredentials, StoredCredentials } from '../../storage/types.ts';
+import type { ScramCredentials, StoredCredentials } from './types.ts';
 import { saslprep } from '../stringprep.ts';
 
 const pbkdf2Async = promisify(pbkdf2);

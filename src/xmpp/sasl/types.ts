@@ -1,7 +1,22 @@
 // The contract between a SASL mechanism and the stream that carries it
 // (RFC 6120 §6.4): the stream decodes base64 and hands raw bytes to step().
 
-import type { StoredCredentials } from '../../storage/types.ts';
+/** SCRAM keys of one hash (RFC 5802 §3), as a store keeps them. */
+export interface ScramCredentials {
+  /** Base64 salt. */
+  salt: string;
+  iterations: number;
+  /** Base64 StoredKey and ServerKey (RFC 5802 §3). */
+  storedKey: string;
+  serverKey: string;
+}
+
+/** What is kept for a user: never the password itself unless `password.format = "plain"`. */
+export interface StoredCredentials {
+  plain?: string;
+  sha1?: ScramCredentials;
+  sha256?: ScramCredentials;
+}
 
 export type SaslMechanismName = 'PLAIN' | 'SCRAM-SHA-1' | 'SCRAM-SHA-256';
 

@@ -1,0 +1,58 @@
+// What the routing layer offers the rest of the server: routing stanzas,
+// the table of sessions, and IQ handlers (which modules supply).
+import type { Acc } from '../hooks/catalogue.ts';
+import type { Element } from '../xmpp/xml.ts';
+import type { JID } from '../xmpp/jid.ts';
+
+export interface RouterApi {
+  /** Routes a stanza from `from` to `to`; `packet` already carries both as attributes. */
+  route(from: JID, to: JID, packet: Element, acc?: Acc): void;
+  /** Bounces `packet` back to its sender with a stanza error (RFC 6120 §8.3), unless it is itself an error. */
+  routeError(packet: Element, from: JID, to: JID, condition: string, type?: string, text?: string): void;
+  /** Makes a fresh accumulator for a stanza. */
+  newAcc(from: JID, to: JID, packet: Element): Acc;
+}
+
+/** A session as other parts of the server see it. */
+export interface SessionView {
+  jid: JID;
+  priority: number;
+  /** Has sent initial presence and not gone unavailable. */
+  available: boolean;
+  /** Asked for the roster (RFC 6121 §2.1.6 "interested resource"). */
+  interested: boolean;
+  /** The last available presence it sent, stamped with its full JID. */
+  presence: Element | null;
+  send(el: Element): void;
+}
+
+export interface SessionsApi {
+  /** Every session of a bare JID ("user@domain"). */
+  byBare(bare: string): SessionView[];
+  byFull(full: string): SessionView | undefined;
+  count(): number;
+}
+
+export interface IqRequest {
+  from: JID;
+  to: JID;
+  type: 'get' | 'set';
+  iq: Element;
+  /** The single payload child. */
+  payload: Element;
+  /** The sender's session when the IQ came from a local client. */
+  session?: SessionView;
+}
+
+/** Returns the payload of the result (or undefined for an empty result); throws StanzaError to answer with an error. */
+export type IqHandler = (req: IqRequest) => Element | undefined | Promise<Element | undefined>;
+
+export interface IqHandlerSpec {
+  xmlns: string;
+  /**
+   * "server": IQs addressed to a served domain (or with no `to`, for server features).
+   * "user": IQs addressed to a bare user JID or with no `to` (handled on the user's behalf, e.g. roster).
+   */
+  scope: 'server' | 'user';
+  handler: IqHandler;
+}
