@@ -7,6 +7,7 @@
 // the command-line tool starting together do not race.
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
+import { migratePg } from './migrations.ts';
 import type {
   OfflineMessage,
   OfflineStore,
@@ -16,6 +17,8 @@ import type {
   StoredCredentials,
   UserStore,
 } from './types.ts';
+
+export { migratePg } from './migrations.ts';
 
 /** What opening a pool needs: the shape of an [outgoing_pools.rdbms.TAG] table. */
 export interface PgPoolSettings {
@@ -52,9 +55,6 @@ export interface PgPoolOptions {
   /** Told about things worth logging (a TLS fallback, a dropped idle connection). */
   onWarning?: (what: string, message: string) => void;
 }
-
-/** Advisory lock key taken while a schema is created or migrated ("petrel" in ASCII). */
-const SCHEMA_LOCK_KEY = 0x706574726c;
 
 /** A pool that has answered one query; TLS falls back to plaintext only when the pool's tls table does not require it. */
 export async function openPgPool(s: PgPoolSettings, o: PgPoolOptions = {}): Promise<pg.Pool> {
@@ -114,37 +114,6 @@ function connectError(s: PgPoolSettings, err: unknown): Error {
   const e = new Error(`cannot use PostgreSQL database "${c.database}" at ${c.host}:${c.port} as "${c.username}": ${(err as Error).message}`);
   (e as Error & { cause: unknown }).cause = err;
   return e;
-}
-
-/**
- * Brings the tables of `component` to the last of `steps`: step i moves the
- * stored version from i to i + 1. Steps are only ever appended. Every step
- * of a start-up runs in one transaction, under an advisory lock.
- */
-export async function migratePg(pool: pg.Pool, component: string, steps: readonly string[]): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    // Taken first: two processes creating the same table at once can otherwise fail.
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
-    await client.query('CREATE TABLE IF NOT EXISTS petrel_schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)');
-    const r = await client.query<{ version: number }>('SELECT version FROM petrel_schema_version WHERE component = $1', [component]);
-    const from = r.rows[0]?.version ?? 0;
-    for (let v = from; v < steps.length; v++) await client.query(steps[v]!);
-    if (from < steps.length) {
-      await client.query(
-        `INSERT INTO petrel_schema_version (component, version) VALUES ($1, $2)
-         ON CONFLICT (component) DO UPDATE SET version = excluded.version`,
-        [component, steps.length],
-      );
-    }
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
 }
 
 const STORE_STEPS: readonly string[] = [
