@@ -131,6 +131,8 @@ export class StreamParser {
   #restSpace = false;
   #stanzaElements = 0;
   #failed = false;
+  /** Prefixes the stream header declares (`xmlns:stream` and any other), with their namespaces; null when none besides `stream`. */
+  #headerPrefixes: Record<string, string> | null = null;
   /**
    * A stanza whose end tag was just read. saxes reports a mismatched end tag
    * only after it has reported the close, so a stanza is handed on at the
@@ -335,7 +337,9 @@ export class StreamParser {
       // The common name is kept as a constant: a name cut out of the input can hold on to all of it.
       this.#root = tag.name === STREAM_ROOT ? STREAM_ROOT : (' ' + tag.name).slice(1);
       this.#mark = this.#engine!.sax.position;
-      this.#events.onHeader({ name: tag.name, attrs: tag.attributes as Record<string, string> });
+      const attrs = tag.attributes as Record<string, string>;
+      this.#headerPrefixes = declaredPrefixes(attrs);
+      this.#events.onHeader({ name: tag.name, attrs });
       return;
     }
     const stack = this.#engine!.stack;
@@ -355,9 +359,12 @@ export class StreamParser {
       return;
     }
     const el = new Element(tag.name);
-    el.attrs = tag.attributes as Record<string, string>;
+    const attrs = tag.attributes as Record<string, string>;
+    el.attrs = attrs;
     if (stack.length > 0) stack[stack.length - 1]!.children.push(el);
     stack.push(el);
+    const undeclared = undeclaredPrefix(stack, attrs, this.#headerPrefixes);
+    if (undeclared !== null) this.#fail('not-well-formed', undeclared);
   }
 
   #close(_tag: SaxesTagPlain): void {
@@ -443,6 +450,72 @@ export function validUtf8Prefix(b: Uint8Array): number {
     i += n + 1;
   }
   return i;
+}
+
+/**
+ * The prefixes `attrs` declares (`xmlns:p='...'`) with their namespaces,
+ * or null when it declares none besides `stream` (which only the stream's
+ * own elements use, RFC 6120 §4.8.5).
+ */
+function declaredPrefixes(attrs: Record<string, string>): Record<string, string> | null {
+  let out: Record<string, string> | null = null;
+  for (const k in attrs) {
+    if (k.length > 6 && k.startsWith('xmlns:') && k !== 'xmlns:stream') (out ??= {})[k.slice(6)] = attrs[k]!;
+  }
+  return out;
+}
+
+/** Whether `prefix` is declared on an open element of `stack` (the innermost is last). */
+function declaredInStanza(stack: Element[], prefix: string): boolean {
+  const key = 'xmlns:' + prefix;
+  for (let i = stack.length - 1; i >= 0; i--) if (Object.hasOwn(stack[i]!.attrs, key)) return true;
+  return false;
+}
+
+/**
+ * Namespaces in XML 1.0 §5 ("namespace constraint: prefix declared"): every
+ * prefix of an element or attribute name must be bound by a declaration on
+ * the element or an ancestor; `xml` is always bound, and `xmlns:p` must not
+ * be empty (§3: no unbinding in XML 1.0). The server forwards and stores
+ * stanzas, so one whose prefixes are not declared within it would reach
+ * another client as XML it cannot parse, and most libraries drop the
+ * connection then. A stanza that uses a prefix the stream header declares
+ * (other than `stream`) gets that declaration copied onto it, so that it
+ * stays well-formed wherever it goes. Returns what is wrong, or null.
+ *
+ * Only names with a colon cost anything here; most stanzas have none.
+ */
+function undeclaredPrefix(stack: Element[], attrs: Record<string, string>, header: Record<string, string> | null): string | null {
+  const el = stack[stack.length - 1]!;
+  const bad = el.name.indexOf(':') === -1 ? null : checkName(el.name, true, stack, attrs, header);
+  if (bad !== null) return bad;
+  for (const k in attrs) {
+    if (k.indexOf(':') === -1) continue;
+    const b = checkName(k, false, stack, attrs, header);
+    if (b !== null) return b;
+  }
+  return null;
+}
+
+/** One prefixed name of the innermost element of `stack` (see undeclaredPrefix). */
+function checkName(name: string, element: boolean, stack: Element[], attrs: Record<string, string>, header: Record<string, string> | null): string | null {
+  const what = element ? 'element' : 'attribute';
+  const colon = name.indexOf(':');
+  const prefix = name.slice(0, colon);
+  if (prefix === 'xml') return null;
+  if (prefix === 'xmlns') {
+    if (element) return `the element <${name}> uses the reserved prefix xmlns`;
+    return attrs[name] === '' ? `${name} declares an empty namespace` : null;
+  }
+  if (colon === 0 || colon === name.length - 1 || name.indexOf(':', colon + 1) !== -1) return `the ${what} name ${JSON.stringify(name)} is not a qualified name`;
+  if (declaredInStanza(stack, prefix)) return null;
+  // The stream's own prefix: allowed on the stream's elements (stream:error, stream:features) only.
+  if (prefix === 'stream' && element && stack.length === 1) return null;
+  if (header !== null && Object.hasOwn(header, prefix)) {
+    stack[0]!.attrs['xmlns:' + prefix] = header[prefix]!;
+    return null;
+  }
+  return `the namespace prefix "${prefix}" of the ${what} ${JSON.stringify(name)} is not declared`;
 }
 
 function isWhitespace(s: string): boolean {
