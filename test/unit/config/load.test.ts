@@ -25,6 +25,17 @@ function load(text: string, dir = '/srv/petrel/etc', o: LoadOptions = opts) {
 
 const HOSTS = '[general]\nhosts = ["localhost"]\n';
 
+/** The limits a c2s listener has when its table sets none (the schema's defaults). */
+const C2S_LIMITS = {
+  state_timeout: 30_000,
+  max_stanza_size_before_auth: 8192,
+  max_elements_before_auth: 16,
+  max_element_depth: 64,
+  max_auth_failures: 3,
+  max_output_buffer: 1_048_576,
+  send_timeout: 15_000,
+};
+
 function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
   assert.throws(() => load(text, dir, o), (err: unknown) => {
     assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
@@ -48,7 +59,15 @@ test('a config naming only its hosts gets every default', () => {
   const c = load(HOSTS);
   assert.equal(c.configPath, '/srv/petrel/etc/petrel.toml');
   assert.equal(c.configDir, '/srv/petrel/etc');
-  assert.deepEqual(c.general, { hosts: ['localhost'], loglevel: 'warning', default_server_domain: 'localhost', data_dir: '/srv/petrel/etc/data' });
+  assert.deepEqual(c.general, {
+    hosts: ['localhost'],
+    loglevel: 'warning',
+    default_server_domain: 'localhost',
+    data_dir: '/srv/petrel/etc/data',
+    max_user_sessions: 10,
+    max_auth_failures_per_ip: 20,
+    auth_ban_duration: 600_000,
+  });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
   assert.deepEqual(c.auth, {
     methods: ['internal'],
@@ -128,7 +147,7 @@ test('PETREL_DATA_DIR overrides data_dir, resolved against the working directory
 
 test('a c2s listener gets MongooseIM\'s defaults and Petrel\'s stanza limit', () => {
   const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n');
-  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '0.0.0.0', max_stanza_size: 262144, shaper: 'none' }]);
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '0.0.0.0', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
 });
 
 test('a c2s listener needs a valid port', () => {
@@ -174,7 +193,7 @@ test('MongooseIM listener options Petrel does not implement are errors', () => {
 test('a tls table needs certfile and keyfile, resolved against the config directory', () => {
   const dir = dirWithCerts();
   const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
-  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem') });
+  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem'), handshake_timeout: 10_000 });
   const req = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "starttls_required"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
   assert.equal(req.listen.c2s[0].tls?.mode, 'starttls_required');
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\n', 'listen.c2s[0].tls.keyfile: missing required option', dir);
@@ -408,7 +427,7 @@ test('the shipped default config loads', () => {
   assert.equal(c.configPath, defaultConfigPath());
   assert.deepEqual(c.general.hosts, ['localhost']);
   assert.equal(c.general.data_dir, join(root, 'data'));
-  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none' }]);
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
   assert.deepEqual(c.auth.methods, ['internal']);
   assert.equal(c.auth.password.format, 'scram');
   assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping']);

@@ -176,7 +176,7 @@ function isObj(v: unknown): boolean {
 }
 
 test('a key named like an Object.prototype property is an unknown option, not a lookup hit', () => {
-  rejects(() => validate(section({}), { constructor: 1, toString: 2 }, 'x', ctx()), 'x.constructor: unknown option');
+  rejects(() => validate(section({}), { constructor: 1, toString: 2 }, 'x', ctx()), 'x.constructor: unknown option\nx.toString: unknown option');
 });
 
 test('describe names each TOML value type as it reads in the file', () => {
