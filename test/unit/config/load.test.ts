@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfigPath, loadConfigFile, parseConfig, type LoadOptions } from '../../../src/config/load.ts';
-import { ConfigError, custom, int, section, str } from '../../../src/config/schema.ts';
+import { ConfigError, compat, custom, int, section, str } from '../../../src/config/schema.ts';
 
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
@@ -455,4 +455,75 @@ test('every commented example in the shipped default config is valid once uncomm
 
 test('an empty modules section enables no module', () => {
   assert.deepEqual(load(HOSTS + '[modules]\n').modules, {});
+});
+
+// --- every problem in one run, compatibility options ---------------------------
+
+/** The message of every problem `text` has, in the order reported. */
+function problemsOf(text: string, o: LoadOptions = opts): string[] {
+  try {
+    load(text, undefined, o);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    for (const e of err.errors) assert.equal(e.file, '/srv/petrel/etc/petrel.toml');
+    return err.errors.map((e) => e.message);
+  }
+  return assert.fail('the config loaded');
+}
+
+test('a file with three independent errors reports all three in one run, each with its TOML path', () => {
+  assert.deepEqual(problemsOf(HOSTS + 'colour = "blue"\n[[listen.c2s]]\nport = "5222"\n[shaper.normal]\nmax_rate = 0\n'), [
+    'general.colour: unknown option',
+    'listen.c2s[0].port: expected an integer, got the string "5222"',
+    'shaper.normal.max_rate: must be at least 1, got 0',
+  ]);
+});
+
+test('errors in several listeners, sections, modules and unknown sections are all reported', () => {
+  const text = 'stray = 1\n' + HOSTS + 'loglevel = "loud"\n' +
+    '[[listen.c2s]]\nport = 0\n[[listen.c2s]]\nport = 5223\nmax_element_depth = 1\n' +
+    '[auth]\nsasl_mechanisms = ["digest"]\n[modules.mod_mam]\n[modules.mod_ping]\nfoo = 1\n';
+  assert.deepEqual(problemsOf(text), [
+    'stray: unknown section',
+    'general.loglevel: must be one of "none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug", "all", got "loud"',
+    'listen.c2s[0].port: must be between 1 and 65535, got 0',
+    'listen.c2s[1].max_element_depth: must be between 2 and 1000, got 1',
+    'auth.sasl_mechanisms[0]: must be one of "scram_sha256", "scram_sha1", "plain", got "digest"',
+    'modules.mod_mam: unknown module; Petrel has "mod_disco", "mod_offline", "mod_ping", "mod_roster"',
+    'modules.mod_ping.foo: unknown option',
+  ]);
+});
+
+test('every port clash is reported, and every listener naming an undefined shaper', () => {
+  const text = HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "a"\n[[listen.c2s]]\nport = 5223\nshaper = "b"\n' +
+    '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5223\n';
+  assert.deepEqual(problemsOf(text), [
+    'listen.c2s[2]: port 5222 on 0.0.0.0 is already used by listen.c2s[0]',
+    'listen.http[0]: port 5223 on 0.0.0.0 is already used by listen.c2s[1]',
+  ]);
+  assert.deepEqual(problemsOf(HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "a"\n[[listen.c2s]]\nport = 5223\nshaper = "b"\n'), [
+    'listen.c2s[0].shaper: no shaper named "a"; define it as [shaper.a] or use "none"',
+    'listen.c2s[1].shaper: no shaper named "b"; define it as [shaper.b] or use "none"',
+  ]);
+});
+
+test('the defaults are in the validated config without being written', () => {
+  const dir = dirWithCerts();
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
+  assert.equal(c.listen.c2s[0].state_timeout, 30000);
+  assert.equal(c.listen.c2s[0].max_output_buffer, 1_048_576);
+  assert.equal(c.listen.c2s[0].tls?.handshake_timeout, 10_000);
+  assert.equal(c.general.max_user_sessions, 10);
+  assert.equal(c.general.auth_ban_duration, 600_000);
+});
+
+test('compatibility options set in the file are listed apart from the warnings', () => {
+  const pools = section({
+    http: section({}, { default: true, wildcard: section({ strategy: compat(str({ default: 'best_worker' }), 'r'), workers: int({ default: 10 }) }) }),
+  }, { default: true });
+  const o: LoadOptions = { sections: { outgoing_pools: pools }, modules: standIns };
+  const c = load(HOSTS + '[outgoing_pools.http.a]\nstrategy = "next_worker"\n[outgoing_pools.http.b]\nworkers = 2\n', undefined, o);
+  assert.deepEqual(c.ignored, [{ path: 'outgoing_pools.http.a.strategy', reason: 'r' }]);
+  assert.deepEqual(c.warnings, []);
+  assert.deepEqual(load(HOSTS, undefined, o).ignored, []);
 });
