@@ -30,7 +30,7 @@ const MONGOOSEIM_ONLY_SECTIONS: Readonly<Record<string, string>> = {
 };
 
 /** The environment variable that overrides general.data_dir for every command. */
-export const DATA_DIR_ENV = 'PETREL_DATA_DIR';
+const DATA_DIR_ENV = 'PETREL_DATA_DIR';
 
 /** <package root>/config/petrel.toml, the configuration shipped with Petrel. */
 export function defaultConfigPath(): string {
