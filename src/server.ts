@@ -9,7 +9,6 @@ import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
 import { Presence } from './routing/presence.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
-import type { C2SLimits } from './c2s/session.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
@@ -52,23 +51,6 @@ export function createLogger(config: PetrelConfig): Logger {
   return pino({ level: LEVELS[config.general.loglevel], base: { pid: process.pid } });
 }
 
-/** Built-in limits of c2s listeners; each has a listener option (see the README's Security section). */
-export const DEFAULT_LIMITS: Readonly<C2SLimits> = {
-  preAuthStanzaSize: 8192,
-  preAuthElements: 16,
-  maxDepth: 64,
-  maxAuthFailures: 3,
-  stateTimeout: 30_000,
-  handshakeTimeout: 10_000,
-  maxOutputBuffer: 1_048_576,
-  sendTimeout: 15_000,
-};
-
-/** Built-in values of the [general] limits. */
-export const DEFAULT_MAX_USER_SESSIONS = 10;
-export const DEFAULT_AUTH_FAILURES_PER_IP = 20;
-export const DEFAULT_AUTH_BAN_DURATION = 600_000;
-
 /** `petrel register` / `unregister` changed an account while this server runs. */
 function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: Hooks; sm: SessionManager; logger: Logger }): void {
   if (!s.hosts.includes(e.server)) throw new Error(`${e.server} is not a host of this server`);
@@ -88,7 +70,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
   );
   const hosts = config.general.hosts;
-  const sm = new SessionManager(config.general.max_user_sessions ?? DEFAULT_MAX_USER_SESSIONS);
+  const sm = new SessionManager(config.general.max_user_sessions);
   const router = new Router({ hosts, hooks, sm, users: storage.users, logger });
   const presence = new Presence({ router, sm, roster: storage.roster, users: storage.users, hooks, logger });
   router.presence = presence;
@@ -130,10 +112,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
-    const authBans = new AuthBans(
-      config.general.max_auth_failures_per_ip ?? DEFAULT_AUTH_FAILURES_PER_IP,
-      config.general.auth_ban_duration ?? DEFAULT_AUTH_BAN_DURATION,
-    );
+    const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
     for (const l of config.listen.c2s) {
       c2s.push(
         await startC2SListener(l, {
@@ -147,7 +126,6 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           presence,
           hooks,
           logger,
-          limits: DEFAULT_LIMITS,
           authBans,
         }, config.shaper),
       );

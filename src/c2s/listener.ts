@@ -28,30 +28,31 @@ export function secureContextFor(cfg: C2SListenerConfig): SecureContext | null {
   return opts === null ? null : createSecureContext(opts);
 }
 
-/** The server-wide limits with this listener's own options applied. */
-export function listenerLimits(cfg: C2SListenerConfig, defaults: C2SLimits): C2SLimits {
+/** A listener's limits, from its options (the config schema holds their defaults). */
+export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
   return {
-    preAuthStanzaSize: cfg.max_stanza_size_before_auth ?? defaults.preAuthStanzaSize,
-    preAuthElements: cfg.max_elements_before_auth ?? defaults.preAuthElements,
-    maxDepth: cfg.max_element_depth ?? defaults.maxDepth,
-    maxAuthFailures: cfg.max_auth_failures ?? defaults.maxAuthFailures,
-    stateTimeout: cfg.state_timeout ?? defaults.stateTimeout,
-    handshakeTimeout: cfg.tls?.handshake_timeout ?? defaults.handshakeTimeout,
-    maxOutputBuffer: cfg.max_output_buffer ?? defaults.maxOutputBuffer,
-    sendTimeout: cfg.send_timeout ?? defaults.sendTimeout,
+    preAuthStanzaSize: cfg.max_stanza_size_before_auth,
+    preAuthElements: cfg.max_elements_before_auth,
+    maxDepth: cfg.max_element_depth,
+    maxAuthFailures: cfg.max_auth_failures,
+    stateTimeout: cfg.state_timeout,
+    // Without a tls table there is no handshake to time.
+    handshakeTimeout: cfg.tls === undefined ? 0 : cfg.tls.handshake_timeout,
+    maxOutputBuffer: cfg.max_output_buffer,
+    sendTimeout: cfg.send_timeout,
   };
 }
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
-  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate' | 'released'>,
+  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate' | 'released' | 'limits'>,
   shapers: Readonly<Record<string, { max_rate: number }>>,
   handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
   const tlsOpts = tlsOptionsFor(cfg);
   const tls = tlsOpts === null ? null : createSecureContext(tlsOpts);
   const maxRate = cfg.shaper === 'none' ? 0 : (shapers[cfg.shaper]?.max_rate ?? 0);
-  const limits = listenerLimits(cfg, base.limits);
+  const limits = listenerLimits(cfg);
   if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
   const handshakeTimeout = limits.handshakeTimeout;
   const sessions = new Set<C2SSession>();

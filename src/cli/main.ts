@@ -1,6 +1,6 @@
 // The `petrel` command.
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../config/schema.ts';
+import { ConfigError, ignoredWarning } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
 import { startServer } from '../server.ts';
@@ -56,6 +56,9 @@ async function main(argv: string[]): Promise<void> {
       const config = loadConfig(file);
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
       const server = await startServer(config);
+      for (const o of config.ignored) {
+        server.logger.warn({ what: 'config_option_ignored', option: o.path, reason: o.reason }, ignoredWarning(o));
+      }
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;
@@ -126,6 +129,7 @@ async function main(argv: string[]): Promise<void> {
       const { config: file } = parse(rest, 0, '');
       const config = loadConfig(file);
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
+      for (const o of config.ignored) process.stderr.write(`petrel: warning: ${ignoredWarning(o)}\n`);
       const modules = Object.keys(config.modules);
       process.stdout.write(
         `${config.configPath}: OK (hosts: ${config.general.hosts.join(', ')}; ${config.listen.c2s.length} c2s listener(s); ` +
@@ -170,7 +174,8 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError || err instanceof DeliveriesUsageError) fail(`${err.message}\n${USAGE}`, 2);
-  if (err instanceof ConfigError) fail(`configuration error: ${err.message}`);
+  // One line per problem, so that a file with several shows them all at once.
+  if (err instanceof ConfigError) fail(err.errors.map((e) => `configuration error: ${e.message}`).join('\npetrel: '));
   if (err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`${err.message}\n${USAGE}`, 2);
   if (err instanceof Error && 'code' in err && err.code === 'EADDRINUSE') fail(`cannot listen: ${err.message}`);
   // Errors from the system or a database (they carry a code) are the operator's to fix: the message says it.

@@ -2,31 +2,32 @@
 // [shaper]. Names, defaults and allowed values follow MongooseIM's
 // configuration (src/config/mongoose_config_spec.erl and its docs), so a
 // MongooseIM operator's file reads the same here; MongooseIM options that
-// Petrel does not implement are rejected rather than silently ignored.
+// Petrel does not implement are rejected rather than silently ignored. Every
+// default is here, so the validated config carries each value Petrel uses.
 import { isIP } from 'node:net';
 import {
-  custom, describe, fail, int, list, path, section, str, validate,
-  type Spec, type SectionSpec, type ValidateCtx,
+  ConfigError, ErrorCollector, custom, describe, fail, int, list, path, section, str, validate,
+  type Spec, type SectionSpec,
 } from './schema.ts';
 import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerConfig, ShaperConfig } from './types.ts';
 
-export const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
-export const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
-export const SASL_MECHANISMS = ['scram_sha256', 'scram_sha1', 'plain'] as const;
-export const PASSWORD_FORMATS = ['scram', 'plain'] as const;
+const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
+const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
+const SASL_MECHANISMS = ['scram_sha256', 'scram_sha1', 'plain'] as const;
+const PASSWORD_FORMATS = ['scram', 'plain'] as const;
 /** Auth methods Petrel implements: the embedded store, and PostgreSQL through [outgoing_pools.rdbms.default]. */
-export const AUTH_METHODS = ['internal', 'rdbms'] as const;
+const AUTH_METHODS = ['internal', 'rdbms'] as const;
 /** MongooseIM's other auth methods: named so the error can say they are not implemented. */
 const MONGOOSEIM_ONLY_AUTH_METHODS = ['anonymous', 'dummy', 'external', 'http', 'jwt', 'ldap', 'pki'];
 const IMPLEMENTED = 'only "internal" and "rdbms" are';
 
-export const DEFAULT_MAX_STANZA_SIZE = 262144;
-export const DEFAULT_SCRAM_ITERATIONS = 10000;
+/** Applied in the [auth] process step, as the option has two spellings. */
+const DEFAULT_SCRAM_ITERATIONS = 10000;
 /** RFC 7677 §4: the iteration count a server announces SHOULD be at least 4096. */
-export const RECOMMENDED_MIN_SCRAM_ITERATIONS = 4096;
+const RECOMMENDED_MIN_SCRAM_ITERATIONS = 4096;
 
 /** True for addresses only this machine can reach. */
-export function isLoopback(ip: string): boolean {
+function isLoopback(ip: string): boolean {
   const a = ip.toLowerCase();
   return a === 'localhost' || a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
 }
@@ -53,30 +54,29 @@ function domainName(value: unknown, p: string): string {
   return d;
 }
 
-/**
- * MongooseIM's int_or_infinity without a default: "infinity" means no limit
- * and is stored as 0; a missing key stays missing, so the built-in default
- * applies where the value is used.
- */
-function intOrInfinity(min: number): Spec {
+/** MongooseIM's int_or_infinity: "infinity" means no limit and is stored as 0. */
+function intOrInfinity(min: number, dflt: number): Spec {
   const n = int({ min });
-  return custom((value, p, ctx) => {
-    if (value === 'infinity') return 0;
-    if (typeof value === 'string') fail(p, `expected an integer of at least ${min} or "infinity", got ${describe(value)}`);
-    return validate(n, value, p, ctx);
-  });
+  return custom(
+    (value, p, ctx) => {
+      if (value === 'infinity') return 0;
+      if (typeof value === 'string') fail(p, `expected an integer of at least ${min} or "infinity", got ${describe(value)}`);
+      return validate(n, value, p, ctx);
+    },
+    { default: dflt },
+  );
 }
 
-export const generalSpec: SectionSpec = section(
+const generalSpec: SectionSpec = section(
   {
     hosts: list(custom(domainName), { nonEmpty: true, unique: true }),
     loglevel: str({ oneOf: LOGLEVELS, default: 'warning' }),
     default_server_domain: custom(domainName),
     data_dir: path({ default: 'data' }),
     // Limits against abuse; see the Security section of the README.
-    max_user_sessions: intOrInfinity(1),
-    max_auth_failures_per_ip: intOrInfinity(1),
-    auth_ban_duration: int({ min: 1 }),
+    max_user_sessions: intOrInfinity(1, 10),
+    max_auth_failures_per_ip: intOrInfinity(1, 20),
+    auth_ban_duration: int({ min: 1, default: 600_000 }),
   },
   {
     required: ['hosts'],
@@ -86,11 +86,7 @@ export const generalSpec: SectionSpec = section(
       if (!g.hosts.includes(dsd)) {
         fail(`${p}.default_server_domain`, `must be one of the hosts (${g.hosts.map((h) => JSON.stringify(h)).join(', ')}), got ${JSON.stringify(dsd)}`);
       }
-      const out: GeneralConfig = { hosts: g.hosts, loglevel: g.loglevel, default_server_domain: dsd, data_dir: g.data_dir };
-      if (g.max_user_sessions !== undefined) out.max_user_sessions = g.max_user_sessions;
-      if (g.max_auth_failures_per_ip !== undefined) out.max_auth_failures_per_ip = g.max_auth_failures_per_ip;
-      if (g.auth_ban_duration !== undefined) out.auth_ban_duration = g.auth_ban_duration;
-      return out;
+      return { ...g, default_server_domain: dsd };
     },
   },
 );
@@ -118,7 +114,7 @@ const maxStanzaSize = custom(
     if (typeof value === 'string') fail(p, `expected a positive integer or "infinity", got ${describe(value)}`);
     return validate(positiveInt, value, p, ctx);
   },
-  { default: DEFAULT_MAX_STANZA_SIZE },
+  { default: 262144 },
 );
 
 const c2sTlsSpec = section(
@@ -126,7 +122,7 @@ const c2sTlsSpec = section(
     mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
     certfile: path({ exists: true }),
     keyfile: path({ exists: true }),
-    handshake_timeout: int({ min: 1 }),
+    handshake_timeout: int({ min: 1, default: 10_000 }),
   },
   { required: ['certfile', 'keyfile'] },
 );
@@ -138,14 +134,15 @@ const c2sListenerSpec = section(
     max_stanza_size: maxStanzaSize,
     shaper: str({ nonEmpty: true, default: 'none' }),
     tls: c2sTlsSpec,
-    state_timeout: intOrInfinity(1),
-    max_stanza_size_before_auth: int({ min: 256 }),
-    max_elements_before_auth: int({ min: 1 }),
+    // Limits against hostile or broken clients; see the Security section of the README.
+    state_timeout: intOrInfinity(1, 30_000),
+    max_stanza_size_before_auth: int({ min: 256, default: 8192 }),
+    max_elements_before_auth: int({ min: 1, default: 16 }),
     // Bounded so that code walking a stanza recursively cannot run out of stack.
-    max_element_depth: int({ min: 2, max: 1000 }),
-    max_auth_failures: int({ min: 1 }),
-    max_output_buffer: int({ min: 1024 }),
-    send_timeout: intOrInfinity(1),
+    max_element_depth: int({ min: 2, max: 1000, default: 64 }),
+    max_auth_failures: int({ min: 1, default: 3 }),
+    max_output_buffer: int({ min: 1024, default: 1_048_576 }),
+    send_timeout: intOrInfinity(1, 15_000),
   },
   {
     required: ['port'],
@@ -186,7 +183,7 @@ const httpListenerSpec = section(
   { required: ['port'] },
 );
 
-export const listenSpec: SectionSpec = section(
+const listenSpec: SectionSpec = section(
   {
     c2s: list(c2sListenerSpec, { default: [] }),
     http: list(httpListenerSpec, { default: [] }),
@@ -197,13 +194,15 @@ export const listenSpec: SectionSpec = section(
       // Two listeners cannot share a port on overlapping addresses (MongooseIM
       // rejects the same in mongoose_listener_config:verify_unique_listeners).
       const taken: { ip: string; port: number; where: string }[] = [];
+      const problems = new ErrorCollector();
       const claim = (ip: string, portNo: number, where: string): void => {
         const clash = taken.find((t) => t.port === portNo && (t.ip === ip || isWildcard(t.ip) || isWildcard(ip)));
-        if (clash) fail(where, `port ${portNo} on ${ip} is already used by ${clash.where}`);
-        taken.push({ ip, port: portNo, where });
+        if (clash) problems.add(new ConfigError(where, `port ${portNo} on ${ip} is already used by ${clash.where}`));
+        else taken.push({ ip, port: portNo, where });
       };
       l.c2s.forEach((c, i) => claim(c.ip_address, c.port, `${p}.c2s[${i}]`));
       l.http.forEach((h, i) => claim(h.ip_address, h.port, `${p}.http[${i}]`));
+      problems.throwIfAny();
       return l;
     },
   },
@@ -233,7 +232,7 @@ type RawAuth = {
   rdbms?: Record<string, never>;
 };
 
-export const authSpec: SectionSpec = section(
+const authSpec: SectionSpec = section(
   {
     methods: list(authMethod, { nonEmpty: true, unique: true }),
     sasl_mechanisms: list(str({ oneOf: SASL_MECHANISMS }), { nonEmpty: true, unique: true, default: [...SASL_MECHANISMS] }),
@@ -301,7 +300,7 @@ export const authSpec: SectionSpec = section(
 // ---------------------------------------------------------------------------
 // [shaper]
 
-export const shaperSpec: SectionSpec = section(
+const shaperSpec: SectionSpec = section(
   {},
   {
     default: true,
@@ -322,10 +321,12 @@ export const coreSections: Readonly<Record<'general' | 'listen' | 'auth' | 'shap
 };
 
 /** Checks that need more than one section: every shaper a listener names must be defined. */
-export function crossCheckCore(cfg: { listen: { c2s: C2SListenerConfig[] }; shaper: Record<string, ShaperConfig> }, _ctx: ValidateCtx): void {
+export function crossCheckCore(cfg: { listen: { c2s: C2SListenerConfig[] }; shaper: Record<string, ShaperConfig> }): void {
+  const problems = new ErrorCollector();
   cfg.listen.c2s.forEach((l, i) => {
     if (l.shaper !== 'none' && !Object.hasOwn(cfg.shaper, l.shaper)) {
-      fail(`listen.c2s[${i}].shaper`, `no shaper named ${JSON.stringify(l.shaper)}; define it as [shaper.${l.shaper}] or use "none"`);
+      problems.add(new ConfigError(`listen.c2s[${i}].shaper`, `no shaper named ${JSON.stringify(l.shaper)}; define it as [shaper.${l.shaper}] or use "none"`));
     }
   });
+  problems.throwIfAny();
 }

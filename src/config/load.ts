@@ -1,11 +1,13 @@
 // Reading a TOML config file into a validated, deep-frozen PetrelConfig.
 // The core sections are defined in core-spec.ts; sections and modules of
-// higher layers hand their specs in, so this layer never imports them.
+// higher layers hand their specs in, so this layer never imports them. Every
+// section and module is validated even when an earlier one is wrong, so the
+// ConfigError thrown lists every problem of the file (its `errors`).
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, TomlError } from 'smol-toml';
-import { ConfigError, describe, fail, isTable, keyPath, validate, type Spec, type ValidateCtx } from './schema.ts';
+import { ConfigError, ErrorCollector, FAILED, describe, fail, isTable, keyPath, validate, type IgnoredOption, type Spec, type ValidateCtx } from './schema.ts';
 import { coreSections, crossCheckCore } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
 
@@ -28,7 +30,7 @@ const MONGOOSEIM_ONLY_SECTIONS: Readonly<Record<string, string>> = {
 };
 
 /** The environment variable that overrides general.data_dir for every command. */
-export const DATA_DIR_ENV = 'PETREL_DATA_DIR';
+const DATA_DIR_ENV = 'PETREL_DATA_DIR';
 
 /** <package root>/config/petrel.toml, the configuration shipped with Petrel. */
 export function defaultConfigPath(): string {
@@ -64,7 +66,7 @@ export function parseConfig(text: string, configPath: string, opts: LoadOptions)
   try {
     return build(parseToml(text, abs), abs, opts);
   } catch (err) {
-    if (err instanceof ConfigError && err.file === undefined) err.file = abs;
+    if (err instanceof ConfigError) for (const e of [err, ...err.errors]) e.file ??= abs;
     throw err;
   }
 }
@@ -87,60 +89,65 @@ function parseToml(text: string, file: string): Record<string, unknown> {
 
 function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptions): PetrelConfig {
   const configDir = dirname(configPath);
-  const ctx: ValidateCtx = { configDir, warnings: [] };
+  const ignored: IgnoredOption[] = [];
+  const ctx: ValidateCtx = { configDir, warnings: [], ignored };
 
   for (const name of Object.keys(opts.sections)) {
     if (Object.hasOwn(coreSections, name) || name === 'modules') {
       throw new Error(`config: section "${name}" is defined by the core and cannot be replaced`);
     }
   }
+  const problems = new ErrorCollector();
   const known = new Set<string>([...Object.keys(coreSections), 'modules', 'outgoing_pools', ...Object.keys(opts.sections)]);
   for (const key of Object.keys(raw)) {
     if (known.has(key)) continue;
-    const p = keyPath('', key);
-    if (Object.hasOwn(MONGOOSEIM_ONLY_SECTIONS, key)) fail(p, `${MONGOOSEIM_ONLY_SECTIONS[key]}; unknown section`);
-    fail(p, 'unknown section');
+    const why = Object.hasOwn(MONGOOSEIM_ONLY_SECTIONS, key) ? `${MONGOOSEIM_ONLY_SECTIONS[key]}; unknown section` : 'unknown section';
+    problems.add(new ConfigError(keyPath('', key), why));
   }
 
-  const general = validate(coreSections.general, raw.general, 'general', ctx);
-  const listen = validate(coreSections.listen, raw.listen, 'listen', ctx);
-  const auth = validate(coreSections.auth, raw.auth, 'auth', ctx);
-  const shaper = validate(coreSections.shaper, raw.shaper, 'shaper', ctx);
-  crossCheckCore({ listen, shaper }, ctx);
-
-  const envDataDir = process.env[DATA_DIR_ENV];
-  if (envDataDir !== undefined && envDataDir !== '') general.data_dir = resolve(process.cwd(), envDataDir);
+  const general = problems.run(() => validate(coreSections.general, raw.general, 'general', ctx));
+  const listen = problems.run(() => validate(coreSections.listen, raw.listen, 'listen', ctx));
+  const auth = problems.run(() => validate(coreSections.auth, raw.auth, 'auth', ctx));
+  const shaper = problems.run(() => validate(coreSections.shaper, raw.shaper, 'shaper', ctx));
+  if (listen !== FAILED && shaper !== FAILED) problems.run(() => crossCheckCore({ listen, shaper }));
 
   const extras: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(opts.sections)) {
     if (name === 'outgoing_pools') continue;
     // A missing section is validated as an empty table so its defaults apply.
-    extras[name] = validate(spec, raw[name] ?? {}, name, ctx);
+    extras[name] = problems.run(() => validate(spec, raw[name] ?? {}, name, ctx));
   }
 
   const poolsSpec = opts.sections.outgoing_pools;
-  let outgoing_pools: PetrelConfig['outgoing_pools'];
+  let outgoing_pools: PetrelConfig['outgoing_pools'] | typeof FAILED;
   if (poolsSpec !== undefined) {
-    outgoing_pools = validate(poolsSpec, raw.outgoing_pools ?? {}, 'outgoing_pools', ctx);
+    outgoing_pools = problems.run(() => validate(poolsSpec, raw.outgoing_pools ?? {}, 'outgoing_pools', ctx));
   } else if (raw.outgoing_pools !== undefined) {
-    fail('outgoing_pools', 'unknown section');
+    outgoing_pools = problems.run(() => fail('outgoing_pools', 'unknown section'));
   } else {
     outgoing_pools = { http: {} };
   }
 
-  const modules = validateModules(raw.modules, opts.modules, ctx);
+  const modules = problems.run(() => validateModules(raw.modules, opts.modules, ctx));
+  problems.throwIfAny();
+  // Every part is valid past this point; the casts only drop FAILED from the types.
+  const g = general as PetrelConfig['general'];
+
+  const envDataDir = process.env[DATA_DIR_ENV];
+  if (envDataDir !== undefined && envDataDir !== '') g.data_dir = resolve(process.cwd(), envDataDir);
 
   const config: PetrelConfig = {
     ...extras,
     configPath,
     configDir,
-    general,
-    listen,
-    auth,
-    shaper,
-    outgoing_pools,
-    modules,
+    general: g,
+    listen: listen as PetrelConfig['listen'],
+    auth: auth as PetrelConfig['auth'],
+    shaper: shaper as PetrelConfig['shaper'],
+    outgoing_pools: outgoing_pools as PetrelConfig['outgoing_pools'],
+    modules: modules as PetrelConfig['modules'],
     warnings: ctx.warnings,
+    ignored,
   };
   return deepFreeze(config);
 }
@@ -150,13 +157,17 @@ function validateModules(value: unknown, specs: Record<string, Spec>, ctx: Valid
   if (value === undefined) return out;
   if (!isTable(value)) fail('modules', `expected a table, got ${describe(value)}`);
   const names = Object.keys(specs).sort();
+  const problems = new ErrorCollector();
   for (const [name, opts] of Object.entries(value)) {
     const p = keyPath('modules', name);
     if (!Object.hasOwn(specs, name)) {
-      fail(p, `unknown module; Petrel has ${names.map((n) => JSON.stringify(n)).join(', ') || 'no modules'}`);
+      problems.add(new ConfigError(p, `unknown module; Petrel has ${names.map((n) => JSON.stringify(n)).join(', ') || 'no modules'}`));
+      continue;
     }
-    Object.defineProperty(out, name, { value: validate(specs[name], opts, p, ctx), enumerable: true, writable: true, configurable: true });
+    const v = problems.run(() => validate(specs[name], opts, p, ctx));
+    if (v !== FAILED) Object.defineProperty(out, name, { value: v, enumerable: true, writable: true, configurable: true });
   }
+  problems.throwIfAny();
   return out;
 }
 

@@ -3,7 +3,8 @@
 // items), a list (an array whose items share a spec), an option (a scalar with
 // a type, a default and checks), or a custom function. Validation walks the
 // parsed TOML and the spec together, so every error can name the exact TOML
-// path of the offending value ("listen.c2s[0].port: ...").
+// path of the offending value ("listen.c2s[0].port: ..."), and it goes on past
+// a bad value to the next key or list item, so one run reports every problem.
 import { isAbsolute, resolve } from 'node:path';
 import { statSync } from 'node:fs';
 
@@ -15,6 +16,7 @@ export class ConfigError extends Error {
   readonly detail: string;
   /** The config file, when known (set by the loader). */
   file?: string;
+  #gathered: readonly ConfigError[] | undefined;
 
   constructor(path: string, detail: string) {
     super(path === '' ? detail : `${path}: ${detail}`);
@@ -22,10 +24,74 @@ export class ConfigError extends Error {
     this.path = path;
     this.detail = detail;
   }
+
+  /**
+   * One error standing for several problems: the problem itself when there
+   * is one; otherwise an error whose message lists them all, one per line,
+   * and whose path and detail are the first one's.
+   */
+  static of(errors: readonly ConfigError[]): ConfigError {
+    const all = errors.flatMap((e) => e.errors);
+    if (all.length === 0) throw new Error('ConfigError.of needs at least one error');
+    if (all.length === 1) return all[0];
+    const e = new ConfigError(all[0].path, all[0].detail);
+    e.message = all.map((x) => x.message).join('\n');
+    e.#gathered = all;
+    return e;
+  }
+
+  /** Every problem this error stands for, in the order they were found. */
+  get errors(): readonly ConfigError[] {
+    return this.#gathered ?? [this];
+  }
 }
 
 export function fail(path: string, message: string): never {
   throw new ConfigError(path, message);
+}
+
+/** Returned by ErrorCollector.run when the part it ran was invalid. */
+export const FAILED: unique symbol = Symbol('invalid');
+
+/**
+ * Gathers the problems of independent parts (sibling keys, list items,
+ * sections) so that one run reports them all: `run` keeps the ConfigError a
+ * part throws and carries on; `throwIfAny` throws everything kept as one.
+ */
+export class ErrorCollector {
+  readonly errors: ConfigError[] = [];
+
+  add(err: ConfigError): void {
+    this.errors.push(...err.errors);
+  }
+
+  /** The value `fn` returns, or FAILED once the ConfigError it threw is kept. Other errors pass through. */
+  run<T>(fn: () => T): T | typeof FAILED {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      this.add(err);
+      return FAILED;
+    }
+  }
+
+  throwIfAny(): void {
+    if (this.errors.length > 0) throw ConfigError.of(this.errors);
+  }
+}
+
+/** An option present in the file that Petrel accepts only so a MongooseIM file loads (see compat()). */
+export interface IgnoredOption {
+  /** TOML path of the option. */
+  readonly path: string;
+  /** Why it has no effect in Petrel. */
+  readonly reason: string;
+}
+
+/** The warning an ignored option draws: "outgoing_pools.http.p.strategy: accepted, no effect in Petrel (...)". */
+export function ignoredWarning(o: IgnoredOption): string {
+  return `${o.path}: accepted, no effect in Petrel (${o.reason})`;
 }
 
 export interface ValidateCtx {
@@ -33,6 +99,11 @@ export interface ValidateCtx {
   configDir: string;
   /** Non-fatal findings for the operator; specs push into it. */
   warnings: string[];
+  /**
+   * Compatibility options found in the file. Without this list they are
+   * reported in `warnings` (as ignoredWarning words them) instead.
+   */
+  ignored?: IgnoredOption[];
 }
 
 type Check = (value: unknown, path: string, ctx: ValidateCtx) => unknown;
@@ -41,6 +112,8 @@ interface SpecBase {
   /** True when a missing key takes `defaultValue` instead of being left out. */
   readonly hasDefault: boolean;
   readonly defaultValue?: unknown;
+  /** Set by compat(): why the option, though validated, has no effect in Petrel. */
+  readonly compat?: string;
 }
 
 export interface OptionSpec extends SpecBase {
@@ -250,6 +323,17 @@ export function custom(fn: (value: unknown, path: string, ctx: ValidateCtx) => u
   return { kind: 'custom', run: fn, hasDefault: o.default !== undefined, defaultValue: o.default };
 }
 
+/**
+ * Marks an option accepted only so that a MongooseIM file loads unchanged:
+ * it is validated as `spec` says and kept in the config, but nothing in
+ * Petrel reads it. Setting it draws a warning naming its path and `reason`;
+ * a default it has applies without one. An option that is honoured is not a
+ * compatibility option, even when its default is MongooseIM's.
+ */
+export function compat<S extends Spec>(spec: S, reason: string): S {
+  return { ...spec, compat: reason };
+}
+
 // ---------------------------------------------------------------------------
 // Validation
 
@@ -275,48 +359,69 @@ function missing(spec: Spec, p: string, ctx: ValidateCtx): { present: boolean; v
 function validateSection(spec: SectionSpec, value: unknown, p: string, ctx: ValidateCtx): unknown {
   if (!isTable(value)) fail(p, `expected a table, got ${describe(value)}`);
   const out: Record<string, unknown> = {};
+  const problems = new ErrorCollector();
   for (const key of Object.keys(value)) {
     const itemPath = keyPath(p, key);
     const itemSpec = Object.hasOwn(spec.items, key) ? spec.items[key] : spec.wildcard;
-    if (itemSpec === undefined) fail(itemPath, 'unknown option');
-    put(out, key, validate(itemSpec, value[key], itemPath, ctx));
+    if (itemSpec === undefined) {
+      problems.add(new ConfigError(itemPath, 'unknown option'));
+      continue;
+    }
+    if (itemSpec.compat !== undefined) noteIgnored(ctx, { path: itemPath, reason: itemSpec.compat });
+    const v = problems.run(() => validate(itemSpec, value[key], itemPath, ctx));
+    if (v !== FAILED) put(out, key, v);
   }
   for (const key of Object.keys(spec.items)) {
-    if (Object.hasOwn(out, key)) continue;
+    if (Object.hasOwn(value, key)) continue;
     const itemPath = keyPath(p, key);
-    if (spec.required.includes(key)) fail(itemPath, 'missing required option');
-    const m = missing(spec.items[key], itemPath, ctx);
-    if (m.present) put(out, key, m.value);
+    if (spec.required.includes(key)) {
+      problems.add(new ConfigError(itemPath, 'missing required option'));
+      continue;
+    }
+    const m = problems.run(() => missing(spec.items[key], itemPath, ctx));
+    if (m !== FAILED && m.present) put(out, key, m.value);
   }
+  // A process step sees complete values only: it runs once every item is valid.
+  problems.throwIfAny();
   return spec.process ? spec.process(out, p, ctx) : out;
+}
+
+function noteIgnored(ctx: ValidateCtx, o: IgnoredOption): void {
+  if (ctx.ignored !== undefined) ctx.ignored.push(o);
+  else ctx.warnings.push(ignoredWarning(o));
 }
 
 function validateList(spec: ListSpec, value: unknown, p: string, ctx: ValidateCtx): unknown[] {
   if (!Array.isArray(value)) fail(p, `expected an array, got ${describe(value)}`);
   if (spec.nonEmpty && value.length === 0) fail(p, 'must not be empty');
   const out: unknown[] = [];
+  const problems = new ErrorCollector();
   const seen = new Map<string, number>();
   value.forEach((item, i) => {
     const itemPath = `${p}[${i}]`;
-    const v = validate(spec.item, item, itemPath, ctx);
+    const v = problems.run(() => validate(spec.item, item, itemPath, ctx));
+    if (v === FAILED) return;
     if (spec.unique) {
       const fingerprint = JSON.stringify(v);
       const first = seen.get(fingerprint);
       if (first !== undefined) {
         const what = typeof v === 'object' && v !== null ? 'duplicate' : `duplicate value ${JSON.stringify(v)}`;
-        fail(itemPath, `${what}, same as ${p}[${first}]`);
+        problems.add(new ConfigError(itemPath, `${what}, same as ${p}[${first}]`));
+        return;
       }
       seen.set(fingerprint, i);
     }
     out.push(v);
   });
+  problems.throwIfAny();
   return out;
 }
 
 /**
  * Validates `value` (a TOML value, or undefined when the key is absent)
- * against `spec`, returning the typed value with defaults filled in. Throws
- * ConfigError naming `path` (or a path below it) on the first problem.
+ * against `spec`, returning the typed value with defaults filled in. Throws a
+ * ConfigError naming `path` (or a path below it); when several independent
+ * values are wrong, one ConfigError whose `errors` lists each of them.
  */
 export function validate(spec: Spec, value: unknown, p: string, ctx: ValidateCtx): any {
   if (value === undefined) {

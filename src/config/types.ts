@@ -1,5 +1,8 @@
 // The validated, frozen configuration. Keys keep their TOML spelling so an
-// option reads the same in the file, in the docs and in the code.
+// option reads the same in the file, in the docs and in the code. An option
+// with a default is always present (the schema fills it in); an optional
+// field is one that has no default and means something when absent.
+import type { IgnoredOption } from './schema.ts';
 
 export type TlsMode = 'starttls' | 'starttls_required' | 'tls';
 
@@ -9,7 +12,7 @@ export interface C2STlsConfig {
   certfile: string;
   keyfile: string;
   /** Milliseconds a TLS handshake (direct or after STARTTLS) may take; Petrel's own option. */
-  handshake_timeout?: number;
+  handshake_timeout: number;
 }
 
 export interface C2SListenerConfig {
@@ -20,22 +23,21 @@ export interface C2SListenerConfig {
   /** Name of a [shaper.NAME] section, or "none". */
   shaper: string;
   tls?: C2STlsConfig;
-  // Limits against hostile or broken clients. Absent means the built-in
-  // default (DEFAULT_LIMITS in src/server.ts); 0 means no limit where noted.
+  // Limits against hostile or broken clients; 0 means no limit where noted.
   /** MongooseIM's: ms the server waits for the client at each step before binding (0 = no limit). */
-  state_timeout?: number;
+  state_timeout: number;
   /** Bytes of one stanza (and of the stream header) before authentication. */
-  max_stanza_size_before_auth?: number;
+  max_stanza_size_before_auth: number;
   /** Elements in one stanza before authentication. */
-  max_elements_before_auth?: number;
+  max_elements_before_auth: number;
   /** Element nesting below the stream root. */
-  max_element_depth?: number;
+  max_element_depth: number;
   /** Failed SASL attempts on one connection before it is closed. */
-  max_auth_failures?: number;
+  max_auth_failures: number;
   /** Bytes waiting to be sent to a client that is not reading, past which it is disconnected. */
-  max_output_buffer?: number;
+  max_output_buffer: number;
   /** ms without a completed write to a client, while output waits, before it is disconnected (0 = no limit). */
-  send_timeout?: number;
+  send_timeout: number;
 }
 
 export interface PrometheusHandlerConfig {
@@ -70,12 +72,12 @@ export interface GeneralConfig {
   default_server_domain: string;
   /** Absolute path. */
   data_dir: string;
-  /** Bound sessions per account; a new one replaces the oldest (0 = no limit). Absent: the default, 10. */
-  max_user_sessions?: number;
-  /** Failed logins from one address within an hour before it is banned (0 = no limit). Absent: 20. */
-  max_auth_failures_per_ip?: number;
-  /** ms an address stays banned. Absent: 600000. */
-  auth_ban_duration?: number;
+  /** Bound sessions per account; a new one replaces the oldest (0 = no limit). */
+  max_user_sessions: number;
+  /** Failed logins from one address within an hour before it is banned (0 = no limit). */
+  max_auth_failures_per_ip: number;
+  /** ms an address stays banned. */
+  auth_ban_duration: number;
 }
 
 export interface ShaperConfig {
@@ -101,4 +103,6 @@ export interface PetrelConfig {
   modules: Record<string, unknown>;
   /** Things worth telling the operator that are not errors (e.g. a plaintext listener on a public address). */
   warnings: string[];
+  /** Compatibility options set in the file, which Petrel accepts and does not use (ignoredWarning words each). */
+  ignored: IgnoredOption[];
 }

@@ -2,26 +2,34 @@
 // MongooseIM's mongoose_config_spec.erl (outgoing_pools/1, wpool/1,
 // outgoing_pool_connection(<<"http">>), tls/1, server_name_indication/0)
 // and the rdbms pool options of doc/configuration/outgoing-connections.md.
-import { bool, custom, describe, fail, int, list, path, section, str } from '../config/schema.ts';
+// Options marked compat() are accepted so a MongooseIM file loads as written;
+// Petrel does not use them, and setting one draws a warning.
+import { bool, compat, custom, describe, fail, int, list, path, section, str } from '../config/schema.ts';
 import type { Spec } from '../config/schema.ts';
 import { RDBMS_POOL_TAG } from '../storage/select.ts';
 import { checkHostUrl } from './url.ts';
 
-export const POOL_SCOPES = ['global', 'host_type', 'host'] as const;
-export const POOL_STRATEGIES = [
+const POOL_SCOPES = ['global', 'host_type', 'host'] as const;
+const POOL_STRATEGIES = [
   'best_worker',
   'random_worker',
   'next_worker',
   'available_worker',
   'next_available_worker',
 ] as const;
-export const TLS_VERIFY_MODES = ['peer', 'selfsigned_peer', 'selfsigned', 'none'] as const;
+const TLS_VERIFY_MODES = ['peer', 'selfsigned_peer', 'selfsigned', 'none'] as const;
+
+/** Petrel serves every host from one pool per tag. */
+const scope = compat(str({ oneOf: POOL_SCOPES, default: 'global' }), 'one pool per tag serves every host');
 
 const serverNameIndication = section(
   {
     enabled: bool({ default: true }),
     host: str({ nonEmpty: true }),
-    protocol: str({ oneOf: ['default', 'https'], default: 'default' }),
+    protocol: compat(
+      str({ oneOf: ['default', 'https'], default: 'default' }),
+      'host names are always matched by the HTTPS rules of RFC 6125, wildcards included',
+    ),
   },
   { default: true },
 );
@@ -62,9 +70,9 @@ const connection = section(
 
 const httpPool = section(
   {
-    scope: str({ oneOf: POOL_SCOPES, default: 'global' }),
+    scope,
     workers: int({ min: 1, default: 10 }),
-    strategy: str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }),
+    strategy: compat(str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }), 'a request takes the first free connection'),
     call_timeout: int({ min: 1, default: 5000 }),
     max_worker_queue_len: int({ min: 0 }),
     connection,
@@ -125,9 +133,9 @@ const rdbmsConnection = section(
 
 const rdbmsPool = section(
   {
-    scope: str({ oneOf: POOL_SCOPES, default: 'global' }),
+    scope,
     workers: int({ min: 1, default: 10 }),
-    strategy: str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }),
+    strategy: compat(str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }), 'a query takes whichever connection is free'),
     call_timeout: int({ min: 1, default: 60000 }),
     connection: rdbmsConnection,
   },

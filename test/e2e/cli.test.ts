@@ -169,6 +169,31 @@ describe('check-config', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: listen\.c2s\[0\].*plain text/);
   });
+
+  test('a file with three independent errors gets one line for each in one run, and exit 1', async () => {
+    const r = await check('three.toml', good
+      .replace('hosts = ["localhost"]', 'hosts = ["localhost"]\n  colour = "blue"')
+      .replace('port = 5222', 'port = "5222"') + '[modules.mod_offline]\n  max_messages = 0\n');
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      'petrel: configuration error: general.colour: unknown option',
+      'petrel: configuration error: listen.c2s[0].port: expected an integer, got the string "5222"',
+      'petrel: configuration error: modules.mod_offline.max_messages: must be at least 1, got 0',
+    ]);
+    assert.equal(r.stdout, '');
+  });
+
+  test('a MongooseIM pool passes, with a warning for each option that has no effect in Petrel', async () => {
+    const pool = '[outgoing_pools.http.http_pool]\n  scope = "global"\n  strategy = "available_worker"\n  workers = 5\n' +
+      '  [outgoing_pools.http.http_pool.connection]\n    host = "http://127.0.0.1:8000"\n';
+    const r = await check('mongooseim-pool.toml', good + pool);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      'petrel: warning: outgoing_pools.http.http_pool.scope: accepted, no effect in Petrel (one pool per tag serves every host)',
+      'petrel: warning: outgoing_pools.http.http_pool.strategy: accepted, no effect in Petrel (a request takes the first free connection)',
+    ]);
+    assert.match(r.stdout, /mongooseim-pool\.toml: OK/);
+  });
 });
 
 function portIsFree(port: number): Promise<boolean> {
@@ -196,6 +221,18 @@ test('start without -c uses the shipped configuration, with PETREL_DATA_DIR as i
     assert.equal(started.data_dir, dataDir);
     const c = await connect({ port: 5222 }, 'alice', 'default-pw');
     await c.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
+test('start logs each compatibility option set in the file once, naming it', async () => {
+  const pool = '[outgoing_pools.http.http_pool]\n  strategy = "next_worker"\n  [outgoing_pools.http.http_pool.connection]\n    host = "http://127.0.0.1:9"\n';
+  const server = await startPetrel({ extraToml: pool });
+  try {
+    const line = await server.waitForLog((l) => l.what === 'config_option_ignored');
+    assert.equal(line.option, 'outgoing_pools.http.http_pool.strategy');
+    assert.equal(server.logs.filter((l) => l.what === 'config_option_ignored').length, 1);
   } finally {
     await server.dispose();
   }

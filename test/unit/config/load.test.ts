@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfigPath, loadConfigFile, parseConfig, type LoadOptions } from '../../../src/config/load.ts';
-import { ConfigError, custom, int, section, str } from '../../../src/config/schema.ts';
+import { ConfigError, compat, custom, int, section, str } from '../../../src/config/schema.ts';
 
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
@@ -24,6 +24,17 @@ function load(text: string, dir = '/srv/petrel/etc', o: LoadOptions = opts) {
 }
 
 const HOSTS = '[general]\nhosts = ["localhost"]\n';
+
+/** The limits a c2s listener has when its table sets none (the schema's defaults). */
+const C2S_LIMITS = {
+  state_timeout: 30_000,
+  max_stanza_size_before_auth: 8192,
+  max_elements_before_auth: 16,
+  max_element_depth: 64,
+  max_auth_failures: 3,
+  max_output_buffer: 1_048_576,
+  send_timeout: 15_000,
+};
 
 function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
   assert.throws(() => load(text, dir, o), (err: unknown) => {
@@ -48,7 +59,15 @@ test('a config naming only its hosts gets every default', () => {
   const c = load(HOSTS);
   assert.equal(c.configPath, '/srv/petrel/etc/petrel.toml');
   assert.equal(c.configDir, '/srv/petrel/etc');
-  assert.deepEqual(c.general, { hosts: ['localhost'], loglevel: 'warning', default_server_domain: 'localhost', data_dir: '/srv/petrel/etc/data' });
+  assert.deepEqual(c.general, {
+    hosts: ['localhost'],
+    loglevel: 'warning',
+    default_server_domain: 'localhost',
+    data_dir: '/srv/petrel/etc/data',
+    max_user_sessions: 10,
+    max_auth_failures_per_ip: 20,
+    auth_ban_duration: 600_000,
+  });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
   assert.deepEqual(c.auth, {
     methods: ['internal'],
@@ -128,7 +147,7 @@ test('PETREL_DATA_DIR overrides data_dir, resolved against the working directory
 
 test('a c2s listener gets MongooseIM\'s defaults and Petrel\'s stanza limit', () => {
   const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n');
-  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '0.0.0.0', max_stanza_size: 262144, shaper: 'none' }]);
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '0.0.0.0', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
 });
 
 test('a c2s listener needs a valid port', () => {
@@ -174,7 +193,7 @@ test('MongooseIM listener options Petrel does not implement are errors', () => {
 test('a tls table needs certfile and keyfile, resolved against the config directory', () => {
   const dir = dirWithCerts();
   const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
-  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem') });
+  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem'), handshake_timeout: 10_000 });
   const req = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "starttls_required"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
   assert.equal(req.listen.c2s[0].tls?.mode, 'starttls_required');
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\n', 'listen.c2s[0].tls.keyfile: missing required option', dir);
@@ -408,7 +427,7 @@ test('the shipped default config loads', () => {
   assert.equal(c.configPath, defaultConfigPath());
   assert.deepEqual(c.general.hosts, ['localhost']);
   assert.equal(c.general.data_dir, join(root, 'data'));
-  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none' }]);
+  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
   assert.deepEqual(c.auth.methods, ['internal']);
   assert.equal(c.auth.password.format, 'scram');
   assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping']);
@@ -436,4 +455,75 @@ test('every commented example in the shipped default config is valid once uncomm
 
 test('an empty modules section enables no module', () => {
   assert.deepEqual(load(HOSTS + '[modules]\n').modules, {});
+});
+
+// --- every problem in one run, compatibility options ---------------------------
+
+/** The message of every problem `text` has, in the order reported. */
+function problemsOf(text: string, o: LoadOptions = opts): string[] {
+  try {
+    load(text, undefined, o);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    for (const e of err.errors) assert.equal(e.file, '/srv/petrel/etc/petrel.toml');
+    return err.errors.map((e) => e.message);
+  }
+  return assert.fail('the config loaded');
+}
+
+test('a file with three independent errors reports all three in one run, each with its TOML path', () => {
+  assert.deepEqual(problemsOf(HOSTS + 'colour = "blue"\n[[listen.c2s]]\nport = "5222"\n[shaper.normal]\nmax_rate = 0\n'), [
+    'general.colour: unknown option',
+    'listen.c2s[0].port: expected an integer, got the string "5222"',
+    'shaper.normal.max_rate: must be at least 1, got 0',
+  ]);
+});
+
+test('errors in several listeners, sections, modules and unknown sections are all reported', () => {
+  const text = 'stray = 1\n' + HOSTS + 'loglevel = "loud"\n' +
+    '[[listen.c2s]]\nport = 0\n[[listen.c2s]]\nport = 5223\nmax_element_depth = 1\n' +
+    '[auth]\nsasl_mechanisms = ["digest"]\n[modules.mod_mam]\n[modules.mod_ping]\nfoo = 1\n';
+  assert.deepEqual(problemsOf(text), [
+    'stray: unknown section',
+    'general.loglevel: must be one of "none", "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug", "all", got "loud"',
+    'listen.c2s[0].port: must be between 1 and 65535, got 0',
+    'listen.c2s[1].max_element_depth: must be between 2 and 1000, got 1',
+    'auth.sasl_mechanisms[0]: must be one of "scram_sha256", "scram_sha1", "plain", got "digest"',
+    'modules.mod_mam: unknown module; Petrel has "mod_disco", "mod_offline", "mod_ping", "mod_roster"',
+    'modules.mod_ping.foo: unknown option',
+  ]);
+});
+
+test('every port clash is reported, and every listener naming an undefined shaper', () => {
+  const text = HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "a"\n[[listen.c2s]]\nport = 5223\nshaper = "b"\n' +
+    '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5223\n';
+  assert.deepEqual(problemsOf(text), [
+    'listen.c2s[2]: port 5222 on 0.0.0.0 is already used by listen.c2s[0]',
+    'listen.http[0]: port 5223 on 0.0.0.0 is already used by listen.c2s[1]',
+  ]);
+  assert.deepEqual(problemsOf(HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "a"\n[[listen.c2s]]\nport = 5223\nshaper = "b"\n'), [
+    'listen.c2s[0].shaper: no shaper named "a"; define it as [shaper.a] or use "none"',
+    'listen.c2s[1].shaper: no shaper named "b"; define it as [shaper.b] or use "none"',
+  ]);
+});
+
+test('the defaults are in the validated config without being written', () => {
+  const dir = dirWithCerts();
+  const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
+  assert.equal(c.listen.c2s[0].state_timeout, 30000);
+  assert.equal(c.listen.c2s[0].max_output_buffer, 1_048_576);
+  assert.equal(c.listen.c2s[0].tls?.handshake_timeout, 10_000);
+  assert.equal(c.general.max_user_sessions, 10);
+  assert.equal(c.general.auth_ban_duration, 600_000);
+});
+
+test('compatibility options set in the file are listed apart from the warnings', () => {
+  const pools = section({
+    http: section({}, { default: true, wildcard: section({ strategy: compat(str({ default: 'best_worker' }), 'r'), workers: int({ default: 10 }) }) }),
+  }, { default: true });
+  const o: LoadOptions = { sections: { outgoing_pools: pools }, modules: standIns };
+  const c = load(HOSTS + '[outgoing_pools.http.a]\nstrategy = "next_worker"\n[outgoing_pools.http.b]\nworkers = 2\n', undefined, o);
+  assert.deepEqual(c.ignored, [{ path: 'outgoing_pools.http.a.strategy', reason: 'r' }]);
+  assert.deepEqual(c.warnings, []);
+  assert.deepEqual(load(HOSTS, undefined, o).ignored, []);
 });

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ConfigError, bool, custom, describe, fail, int, list, path, section, str, validate, type ValidateCtx,
+  ConfigError, ErrorCollector, FAILED, bool, compat, custom, describe, fail, ignoredWarning, int, list, path, section, str, validate,
+  type ValidateCtx,
 } from '../../../src/config/schema.ts';
 
 const ctx = (): ValidateCtx => ({ configDir: '/etc/petrel', warnings: [] });
@@ -176,7 +177,7 @@ function isObj(v: unknown): boolean {
 }
 
 test('a key named like an Object.prototype property is an unknown option, not a lookup hit', () => {
-  rejects(() => validate(section({}), { constructor: 1, toString: 2 }, 'x', ctx()), 'x.constructor: unknown option');
+  rejects(() => validate(section({}), { constructor: 1, toString: 2 }, 'x', ctx()), 'x.constructor: unknown option\nx.toString: unknown option');
 });
 
 test('describe names each TOML value type as it reads in the file', () => {
@@ -186,4 +187,89 @@ test('describe names each TOML value type as it reads in the file', () => {
   assert.equal(describe(true), 'the boolean true');
   assert.equal(describe([]), 'an array');
   assert.equal(describe({}), 'a table');
+});
+
+// --- every problem in one run ---------------------------------------------------
+
+test('a section reports every bad key in one error, each with its own path', () => {
+  const s = section({ a: int(), b: str(), c: int({ min: 1 }) }, { required: ['a'] });
+  assert.throws(() => validate(s, { b: 5, c: 0, d: 1 }, 'x', ctx()), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.errors.map((e) => e.message), [
+      'x.b: expected a string, got the integer 5',
+      'x.c: must be at least 1, got 0',
+      'x.d: unknown option',
+      'x.a: missing required option',
+    ]);
+    // The error as a whole: every line, and the first problem's path.
+    assert.equal(err.message, err.errors.map((e) => e.message).join('\n'));
+    assert.equal(err.path, 'x.b');
+    return true;
+  });
+});
+
+test('every bad item of a list is reported, a nested one included', () => {
+  const l = list(section({ port: int() }, { required: ['port'] }));
+  assert.throws(() => validate(l, [{ port: 'a' }, { port: 1 }, {}], 'listen.c2s', ctx()), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.errors.map((e) => e.message), [
+      'listen.c2s[0].port: expected an integer, got the string "a"',
+      'listen.c2s[2].port: missing required option',
+    ]);
+    return true;
+  });
+});
+
+test('a process step does not run while an item of its section is invalid', () => {
+  let ran = false;
+  const s = section({ a: int() }, { process: (v) => { ran = true; return v; } });
+  assert.throws(() => validate(s, { a: 'x' }, 'x', ctx()), /x\.a: expected an integer/);
+  assert.equal(ran, false);
+});
+
+test('a single problem is thrown as itself, its errors listing only it', () => {
+  assert.throws(() => validate(section({}), { z: 1 }, 'x', ctx()), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.errors, [err]);
+    return true;
+  });
+});
+
+test('ErrorCollector keeps what each part throws and throws them together', () => {
+  const problems = new ErrorCollector();
+  assert.equal(problems.run(() => 1), 1);
+  assert.equal(problems.run(() => fail('a', 'bad')), FAILED);
+  assert.equal(problems.run(() => validate(section({}), { p: 1, q: 2 }, 'b', ctx())), FAILED);
+  assert.throws(() => problems.run(() => { throw new TypeError('not a config problem'); }), TypeError);
+  assert.throws(() => problems.throwIfAny(), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.errors.map((e) => e.message), ['a: bad', 'b.p: unknown option', 'b.q: unknown option']);
+    return true;
+  });
+  new ErrorCollector().throwIfAny();
+});
+
+// --- compatibility options -------------------------------------------------------
+
+test('a compatibility option that is set is validated, kept and reported with its path', () => {
+  const s = section({ strategy: compat(str({ oneOf: ['best_worker', 'random_worker'], default: 'best_worker' }), 'requests take the first free connection') });
+  const c: ValidateCtx = { configDir: '/etc/petrel', warnings: [], ignored: [] };
+  assert.deepEqual(validate(s, { strategy: 'random_worker' }, 'pool', c), { strategy: 'random_worker' });
+  assert.deepEqual(c.ignored, [{ path: 'pool.strategy', reason: 'requests take the first free connection' }]);
+  assert.deepEqual(c.warnings, []);
+  rejects(() => validate(s, { strategy: 'fastest' }, 'pool', ctx()), 'pool.strategy: must be one of "best_worker", "random_worker", got "fastest"');
+});
+
+test('a compatibility option left out takes its default without a warning', () => {
+  const s = section({ scope: compat(str({ default: 'global' }), 'one pool serves every host') });
+  const c: ValidateCtx = { configDir: '/etc/petrel', warnings: [], ignored: [] };
+  assert.deepEqual(validate(s, {}, 'pool', c), { scope: 'global' });
+  assert.deepEqual(c.ignored, []);
+});
+
+test('without a list for them, ignored options are reported among the warnings', () => {
+  const c = ctx();
+  validate(section({ scope: compat(str(), 'one pool serves every host') }), { scope: 'global' }, 'pool', c);
+  assert.deepEqual(c.warnings, ['pool.scope: accepted, no effect in Petrel (one pool serves every host)']);
+  assert.equal(ignoredWarning({ path: 'a.b', reason: 'r' }), 'a.b: accepted, no effect in Petrel (r)');
 });

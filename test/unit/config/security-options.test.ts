@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { parseConfig, type LoadOptions } from '../../../src/config/load.ts';
 import { ConfigError, section } from '../../../src/config/schema.ts';
 import { listenerLimits } from '../../../src/c2s/listener.ts';
-import { DEFAULT_LIMITS } from '../../../src/server.ts';
 
 delete process.env.PETREL_DATA_DIR;
 
@@ -30,11 +29,11 @@ function rejects(text: string, message: string, dir?: string): void {
 
 const LISTENER = '[[listen.c2s]]\nport = 5222\n';
 
-test('the general limits are absent unless written, so the built-in defaults apply', () => {
+test('the general limits take their built-in defaults from the schema when not written', () => {
   const g = load(HOSTS).general;
-  assert.equal(g.max_user_sessions, undefined);
-  assert.equal(g.max_auth_failures_per_ip, undefined);
-  assert.equal(g.auth_ban_duration, undefined);
+  assert.equal(g.max_user_sessions, 10);
+  assert.equal(g.max_auth_failures_per_ip, 20);
+  assert.equal(g.auth_ban_duration, 600_000);
 });
 
 test('max_user_sessions, max_auth_failures_per_ip and auth_ban_duration are read from [general]', () => {
@@ -92,19 +91,40 @@ test('tls.handshake_timeout is read from the tls table', () => {
   assert.equal(l.tls?.handshake_timeout, 2500);
 });
 
-test('a listener without limits of its own gets the built-in ones', () => {
+/** The limits of a listener that sets none of its own. */
+const BUILT_IN = {
+  preAuthStanzaSize: 8192,
+  preAuthElements: 16,
+  maxDepth: 64,
+  maxAuthFailures: 3,
+  stateTimeout: 30_000,
+  handshakeTimeout: 0,
+  maxOutputBuffer: 1_048_576,
+  sendTimeout: 15_000,
+};
+
+test('a listener without limits of its own gets the built-in ones, written into the validated config', () => {
   const l = load(HOSTS + LISTENER).listen.c2s[0]!;
-  assert.deepEqual(listenerLimits(l, DEFAULT_LIMITS), DEFAULT_LIMITS);
-  assert.equal(DEFAULT_LIMITS.preAuthStanzaSize, 8192);
-  assert.equal(DEFAULT_LIMITS.stateTimeout, 30_000);
-  assert.equal(DEFAULT_LIMITS.maxOutputBuffer, 1_048_576);
-  assert.equal(DEFAULT_LIMITS.sendTimeout, 15_000);
+  assert.equal(l.state_timeout, 30_000);
+  assert.equal(l.max_stanza_size_before_auth, 8192);
+  assert.equal(l.max_output_buffer, 1_048_576);
+  assert.equal(l.send_timeout, 15_000);
+  assert.deepEqual(listenerLimits(l), BUILT_IN);
+});
+
+test('a tls table without handshake_timeout gets the built-in 10 s', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-config-'));
+  writeFileSync(join(dir, 'cert.pem'), 'cert');
+  writeFileSync(join(dir, 'key.pem'), 'key');
+  const l = load(HOSTS + LISTENER + '[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir).listen.c2s[0]!;
+  assert.equal(l.tls?.handshake_timeout, 10_000);
+  assert.equal(listenerLimits(l).handshakeTimeout, 10_000);
 });
 
 test("a listener's own limits override the built-in ones", () => {
   const l = load(HOSTS + LISTENER + 'state_timeout = 1000\nsend_timeout = "infinity"\n').listen.c2s[0]!;
-  const limits = listenerLimits(l, DEFAULT_LIMITS);
+  const limits = listenerLimits(l);
   assert.equal(limits.stateTimeout, 1000);
   assert.equal(limits.sendTimeout, 0);
-  assert.equal(limits.maxDepth, DEFAULT_LIMITS.maxDepth);
+  assert.equal(limits.maxDepth, BUILT_IN.maxDepth);
 });

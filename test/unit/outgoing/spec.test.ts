@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, validate } from '../../../src/config/schema.ts';
+import { ConfigError, ignoredWarning, validate, type IgnoredOption } from '../../../src/config/schema.ts';
 import { outgoingPoolsSpec } from '../../../src/outgoing/spec.ts';
 
 const ctx = () => ({ configDir: '/etc/petrel', warnings: [] as string[] });
@@ -87,4 +87,48 @@ test('a TLS file that does not exist is an error naming the option', () => {
 
 test('workers must be positive', () => {
   throwsAt({ http: { p: { workers: 0, connection: { host: 'http://h' } } } }, 'outgoing_pools.http.p.workers');
+});
+
+test('a MongooseIM-style pool loads, and each option Petrel does not use is reported with its path', () => {
+  const c = { configDir: '/etc/petrel', warnings: [] as string[], ignored: [] as IgnoredOption[] };
+  validate(outgoingPoolsSpec, {
+    http: {
+      http_pool: {
+        scope: 'host_type',
+        strategy: 'available_worker',
+        workers: 50,
+        connection: { host: 'https://localhost:8000', tls: { server_name_indication: { protocol: 'https' } } },
+      },
+    },
+    rdbms: { default: { scope: 'global', strategy: 'best_worker', connection: { driver: 'pgsql', host: 'h', database: 'd', username: 'u', password: 'p' } } },
+  }, 'outgoing_pools', c);
+  assert.deepEqual(c.ignored.map((o) => o.path), [
+    'outgoing_pools.http.http_pool.scope',
+    'outgoing_pools.http.http_pool.strategy',
+    'outgoing_pools.http.http_pool.connection.tls.server_name_indication.protocol',
+    'outgoing_pools.rdbms.default.scope',
+    'outgoing_pools.rdbms.default.strategy',
+  ]);
+  assert.deepEqual(c.warnings, []);
+  assert.equal(ignoredWarning(c.ignored[1]!), 'outgoing_pools.http.http_pool.strategy: accepted, no effect in Petrel (a request takes the first free connection)');
+});
+
+test('a pool that leaves the compatibility options out draws no warning', () => {
+  const c = { configDir: '/etc/petrel', warnings: [] as string[], ignored: [] as IgnoredOption[] };
+  validate(outgoingPoolsSpec, { http: { http_pool: { workers: 5, connection: { host: 'http://h' } } } }, 'outgoing_pools', c);
+  assert.deepEqual(c.ignored, []);
+  assert.deepEqual(c.warnings, []);
+});
+
+test('every bad option of every pool is reported in one run', () => {
+  assert.throws(() => run({ http: { a: { workers: 0, connection: { host: 'http://h', colour: 1 } }, b: { strategy: 'fastest' } } }), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.deepEqual(e.errors.map((x) => x.path), [
+      'outgoing_pools.http.a.workers',
+      'outgoing_pools.http.a.connection.colour',
+      'outgoing_pools.http.b.strategy',
+      'outgoing_pools.http.b.connection',
+    ]);
+    return true;
+  });
 });
