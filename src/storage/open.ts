@@ -45,7 +45,12 @@ export function openStoreAccess(o: StoreAccessOptions): OpenStoreAccess {
   const access: OpenStoreAccess = {
     sqlite() {
       check();
-      db ??= openSqliteDatabase(o.sqliteFile);
+      if (db === undefined) {
+        if (o.sqliteFile !== ':memory:' && ensurePrivateDir(dirname(o.sqliteFile)) === 'tightened') {
+          o.onWarning?.('data_dir_permissions_tightened', `${dirname(o.sqliteFile)} was open to other users; it is now 0700`);
+        }
+        db = openSqliteDatabase(o.sqliteFile);
+      }
       return db;
     },
     async rdbms(optionPath) {
