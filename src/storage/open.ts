@@ -87,7 +87,6 @@ export function openStoreAccess(o: StoreAccessOptions): OpenStoreAccess {
 export interface Stores extends OpenStoreAccess {
   /** The accounts, in the store auth.methods names. */
   readonly users: UserStore;
-  readonly usersBackend: StoreBackend;
   /** Opens the event pusher's outbox in `backend` (with its own connections); `optionPath` is the option that chose it. */
   openOutbox(backend: StoreBackend, optionPath: string): Promise<OutboxStore>;
 }
@@ -113,7 +112,6 @@ export async function openStores(config: PetrelConfig, o: OpenStoresOptions = {}
   return {
     ...access,
     users,
-    usersBackend: accounts.backend,
     async openOutbox(backend, optionPath) {
       if (backend === 'rdbms') {
         if (rdbms === undefined) fail(optionPath, `"rdbms" ${NEEDS_POOL}`);
