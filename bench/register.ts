@@ -3,26 +3,32 @@
 // are derived once and shared by every account (same salt), which is fine
 // for throw-away accounts and turns 20,000 PBKDF2 runs into two; logins
 // still pay one PBKDF2 each, as with any stored SCRAM account.
-import { openStorage } from '../src/storage/index.ts';
+import { join } from 'node:path';
+import { SQLITE_FILE } from '../src/storage/index.ts';
+import { ACCOUNTS } from '../src/storage/accounts.ts';
+import { migrateSqlite } from '../src/storage/migrations.ts';
+import { closeSqliteDatabase, openSqliteDatabase } from '../src/storage/sqlite.ts';
 import { makeStoredCredentials } from '../src/xmpp/sasl/index.ts';
 
 export async function registerUsers(o: { dataDir: string; domain: string; pairs: number; idle: number; password: string; iterations: number }): Promise<number> {
   const creds = await makeStoredCredentials(o.password, { format: 'scram', iterations: o.iterations });
-  const storage = openStorage(o.dataDir);
+  const db = openSqliteDatabase(join(o.dataDir, SQLITE_FILE));
+  migrateSqlite(db, ACCOUNTS.migrations.component, ACCOUNTS.migrations.internal);
+  const users = ACCOUNTS.internal(db);
   const names: string[] = [];
   for (let i = 0; i < o.pairs; i++) names.push(`s${i}`, `r${i}`);
   for (let i = 0; i < o.idle; i++) names.push(`i${i}`);
   let created = 0;
   // One transaction: one commit instead of one per account.
-  storage.db.exec('BEGIN');
+  db.exec('BEGIN');
   try {
-    for (const name of names) if (await storage.users.createUser(name, o.domain, creds)) created++;
-    storage.db.exec('COMMIT');
+    for (const name of names) if (await users.createUser(name, o.domain, creds)) created++;
+    db.exec('COMMIT');
   } catch (err) {
-    storage.db.exec('ROLLBACK');
+    db.exec('ROLLBACK');
     throw err;
   } finally {
-    await storage.close();
+    closeSqliteDatabase(db);
   }
   return created;
 }

@@ -2,11 +2,14 @@
 // commands run in another process (`petrel register`, `petrel unregister`)
 // tell a running server what they changed, so that the user_registered and
 // user_removed hooks run in the server and a removed account's sessions end.
-// Local only: a file in the data directory, readable by its owner alone.
-import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+// Local only: a socket in the data directory, which is 0700, so that the
+// socket is out of other users' reach from the moment it exists (its own
+// mode, set just after, is then a second fence, not the only one).
+import { chmodSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { ensurePrivateDir } from './storage/data-dir.ts';
 
 export const CONTROL_SOCKET = 'petrel.sock';
 
@@ -38,7 +41,13 @@ export async function startControl(dataDir: string, handle: (e: ControlEvent) =>
     logger.warn({ what: 'control_socket_unavailable', path }, 'the data directory path is too long for a Unix socket; register/unregister will not reach the running server');
     return async () => {};
   }
-  mkdirSync(dataDir, { recursive: true });
+  const dir = ensurePrivateDir(dataDir);
+  if (dir === 'tightened') logger.warn({ what: 'data_dir_permissions_tightened', path: dataDir }, 'the data directory was open to other users; it is now 0700');
+  if (dir === 'shared') {
+    // Listening there would leave the socket open to others until its chmod.
+    logger.warn({ what: 'control_socket_unavailable', path }, 'the data directory is open to other users and not ours to change; register/unregister will not reach the running server');
+    return async () => {};
+  }
   // A socket file left by a server that did not stop cleanly.
   try {
     unlinkSync(path);

@@ -3,15 +3,18 @@ import pino, { type Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
 import { Hooks } from './hooks/hooks.ts';
-import type { Storage } from './storage/types.ts';
 import { openStores } from './storage/open.ts';
+import type { StoreBackend } from './storage/types.ts';
 import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
-import { Presence } from './routing/presence.ts';
+import { NO_ROSTER, Presence } from './routing/presence.ts';
+import type { Roster } from './routing/types.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
+import type { RosterData } from './modules/mod_roster.ts';
+import { dataHooks, moduleStoreOptions, openModuleData, removeUserData, storeLocations } from './modules/storage.ts';
 import type { OutgoingPools } from './outgoing/types.ts';
 import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
 import { createOutgoingPools } from './outgoing/pools.ts';
@@ -56,28 +59,44 @@ function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: H
   if (!s.hosts.includes(e.server)) throw new Error(`${e.server} is not a host of this server`);
   const jid = makeJid(e.user, e.server);
   s.logger.info({ what: e.op, user: jid.local, server: jid.domain }, e.op === 'user_registered' ? 'account created' : 'account removed');
-  s.hooks.run(e.op, jid.domain, { user: jid.local, server: jid.domain });
-  if (e.op === 'user_removed') {
-    for (const session of [...s.sm.byBare(jid.bare)]) session.kick('not-authorized', 'the account was removed');
+  if (e.op === 'user_registered') {
+    s.hooks.run(e.op, jid.domain, { user: jid.local, server: jid.domain });
+    return;
   }
+  for (const session of [...s.sm.byBare(jid.bare)]) session.kick('not-authorized', 'the account was removed');
+  // The command-line tool has removed the modules' rows already; run again
+  // here, after the sessions ended, it also catches what they wrote meanwhile.
+  removeUserData(s.hooks, jid.local, jid.domain).catch((err: unknown) =>
+    s.logger.error({ what: 'user_removed_failed', user: jid.local, server: jid.domain, err: String(err) }, 'removing the account\'s data failed'),
+  );
 }
 
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
-  const stores = await openStores(config, logger);
-  const storage: Storage = stores.storage;
+  const stores = await openStores(config, { logger });
+  const modules = resolveModules(config.modules);
+  const data = await openModuleData(stores, modules).catch(async (err: unknown) => {
+    await stores.close();
+    throw err;
+  });
   const hooks = new Hooks((err, hook, owner) =>
     logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
   );
   const hosts = config.general.hosts;
   const sm = new SessionManager(config.general.max_user_sessions);
-  const router = new Router({ hosts, hooks, sm, users: storage.users, logger });
-  const presence = new Presence({ router, sm, roster: storage.roster, users: storage.users, hooks, logger });
+  const router = new Router({ hosts, hooks, sm, users: stores.users, logger });
+  // mod_roster's store is the roster presence follows; without the module, an empty one (see NO_ROSTER).
+  const roster: Roster = (data.get('mod_roster') as RosterData | undefined)?.store ?? NO_ROSTER;
+  const presence = new Presence({ router, sm, roster, users: stores.users, hooks, logger });
   router.presence = presence;
   const metrics: Registry = createMetricsRegistry();
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
+  // The event pusher's outbox, in the store its own option names (read here until the module opens it itself).
+  const outbox = moduleStoreOptions(config).find((o) => o.module === 'mod_event_pusher' && o.option === 'outbox_backend');
+  const outboxBackend: StoreBackend = outbox?.backend ?? 'internal';
   const ctx: ModuleContext = {
-    config, hosts, hooks, router, sessions: sm, storage, logger, metrics, pools, features: new Set(), openOutbox: stores.openOutbox,
+    config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, features: new Set(),
+    openOutbox: () => stores.openOutbox(outboxBackend, 'modules.mod_event_pusher.outbox_backend'),
   };
 
   const instances: Array<{ name: string; inst: ModuleInstance }> = [];
@@ -94,15 +113,16 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       }
     }
     await pools.close();
-    await storage.close();
+    await stores.close();
     logger.info({ what: 'server_stopped' }, 'Petrel stopped');
   };
 
   try {
-    for (const [name, opts] of resolveModules(config.modules)) {
+    for (const reg of dataHooks(data)) hooks.add(reg);
+    for (const [name, opts] of modules) {
       const def = MODULES[name];
       if (def === undefined) throw new Error(`modules.${name}: unknown module`);
-      const inst = await def.create(ctx, opts);
+      const inst = await def.create(ctx, opts, data.get(name));
       instances.push({ name, inst });
       for (const reg of inst.hooks?.() ?? []) hooks.add({ ...reg, owner: reg.owner ?? name });
       for (const iq of inst.iqHandlers?.() ?? []) router.addIqHandler(iq);
@@ -120,7 +140,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           defaultDomain: config.general.default_server_domain,
           mechanisms,
           scramIterations: config.auth.scram_iterations,
-          users: storage.users,
+          users: stores.users,
           sm,
           router,
           presence,
@@ -143,7 +163,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       config: config.configPath,
       c2s: c2s.map((l) => `${l.config.ip_address}:${l.port()}${l.config.tls ? ` (${l.config.tls.mode})` : ' (plaintext)'}`),
       modules: instances.map((i) => i.name),
-      stores: stores.selection,
+      stores: storeLocations(config),
     },
     'Petrel started',
   );

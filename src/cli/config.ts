@@ -3,11 +3,11 @@ import { loadConfigFile } from '../config/load.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { moduleSpecs } from '../modules/registry.ts';
 import { outgoingPoolsSpec } from '../outgoing/spec.ts';
-import { storeSelection } from '../storage/select.ts';
+import { checkStores } from '../modules/storage.ts';
 
 export function loadConfig(file: string | undefined): PetrelConfig {
   const config = loadConfigFile(file, { sections: { outgoing_pools: outgoingPoolsSpec }, modules: moduleSpecs() });
-  // Across sections: a store set to "rdbms" needs the rdbms pool.
-  storeSelection(config);
+  // Across sections: a store set to "rdbms" (the accounts' or a module's) needs the rdbms pool.
+  checkStores(config);
   return config;
 }

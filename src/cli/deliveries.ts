@@ -12,7 +12,7 @@ import type { PetrelConfig } from '../config/types.ts';
 import { SQLITE_FILE } from '../storage/index.ts';
 import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables, type DeadLetterSelector, type OutboxAdmin } from '../storage/outbox.ts';
 import { openPostgresOutboxAdmin } from '../storage/outbox-postgres.ts';
-import { rdbmsPool, storeSelection } from '../storage/select.ts';
+import { rdbmsPool } from '../storage/select.ts';
 import { resolveModules } from '../modules/registry.ts';
 import type { EventPusherOpts } from '../modules/mod_event_pusher/config.ts';
 import { handlerKey } from '../modules/mod_event_pusher/http/backend.ts';
@@ -41,7 +41,7 @@ function openTables(config: PetrelConfig): OutboxTables {
 
 /** The outbox of the configured store. */
 async function openAdmin(config: PetrelConfig): Promise<OutboxAdmin> {
-  if (storeSelection(config).outbox === 'rdbms') return openPostgresOutboxAdmin(rdbmsPool(config));
+  if ((config.modules.mod_event_pusher as EventPusherOpts | undefined)?.outbox_backend === 'rdbms') return openPostgresOutboxAdmin(rdbmsPool(config));
   const t = openTables(config);
   return {
     counts: async () => t.counts(),

@@ -5,6 +5,9 @@ import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
 import { startServer } from '../server.ts';
 import { openStores } from '../storage/open.ts';
+import { Hooks } from '../hooks/hooks.ts';
+import { resolveModules } from '../modules/registry.ts';
+import { dataHooks, openModuleData, removeUserData } from '../modules/storage.ts';
 import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
 import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
@@ -94,11 +97,11 @@ async function main(argv: string[]): Promise<void> {
       }
       if (password === '') fail('the password is empty');
       const creds = await makeStoredCredentials(password, { format: config.auth.password.format, iterations: config.auth.scram_iterations });
-      const { storage } = await openStores(config);
+      const stores = await openStores(config);
       try {
-        if (!(await storage.users.createUser(jid.local, jid.domain, creds))) fail(`user ${jid.bare} already exists`);
+        if (!(await stores.users.createUser(jid.local, jid.domain, creds))) fail(`user ${jid.bare} already exists`);
       } finally {
-        await storage.close();
+        await stores.close();
       }
       const told = await notifyServer(config.general.data_dir, { op: 'user_registered', user: jid.local, server: jid.domain });
       process.stdout.write(`User ${jid.bare} registered${told ? ' (the running server was told)' : ''}\n`);
@@ -115,11 +118,19 @@ async function main(argv: string[]): Promise<void> {
       } catch (err) {
         fail(`invalid user name "${user}": ${(err as Error).message}`);
       }
-      const { storage } = await openStores(config);
+      const stores = await openStores(config);
       try {
-        if (!(await storage.users.removeUser(jid.local, jid.domain))) fail(`user ${jid.bare} does not exist`);
+        if (!(await stores.users.removeUser(jid.local, jid.domain))) fail(`user ${jid.bare} does not exist`);
+        // The account's data in every module goes as the server removes it:
+        // the modules' stores (not the whole server) and their user_removed
+        // handlers, so that it goes whether or not a server runs.
+        const hookErrors: unknown[] = [];
+        const hooks = new Hooks((err) => hookErrors.push(err));
+        for (const reg of dataHooks(await openModuleData(stores, resolveModules(config.modules)))) hooks.add(reg);
+        await removeUserData(hooks, jid.local, jid.domain);
+        if (hookErrors.length > 0) throw hookErrors[0];
       } finally {
-        await storage.close();
+        await stores.close();
       }
       const told = await notifyServer(config.general.data_dir, { op: 'user_removed', user: jid.local, server: jid.domain });
       process.stdout.write(`User ${jid.bare} unregistered${told ? ' (its sessions on the running server were closed)' : ''}\n`);

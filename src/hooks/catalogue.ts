@@ -63,7 +63,12 @@ export interface HookCatalogue {
   /** A session's presence became unavailable (explicitly or by disconnect). */
   unset_presence: { jid: JID; status: string };
   user_registered: { user: string; server: string };
-  user_removed: { user: string; server: string };
+  /**
+   * An account was removed (MongooseIM's remove_user): each module deletes
+   * its own data about the user, pushing the promise of it onto `removals`,
+   * which whoever ran the hook awaits.
+   */
+  user_removed: { user: string; server: string; removals: Promise<unknown>[] };
   /** An event for the event pusher's backends (one handler per backend). */
   push_event: { acc: Acc; event: PushEvent };
   /** A message to a user with no available session; a handler that stores it stops the hook. */

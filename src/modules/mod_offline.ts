@@ -9,13 +9,16 @@ import { parseElement } from '../xmpp/parse-element.ts';
 import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
 import type { JID } from '../xmpp/jid.ts';
-import type { ModuleDefinition, ModuleInstance } from './types.ts';
+import type { ModuleData, ModuleDefinition, ModuleInstance } from './types.ts';
 import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
+import { OFFLINE_STORE, type OfflineStore } from './mod_offline/store.ts';
+
+export type { OfflineMessage, OfflineStore } from './mod_offline/store.ts';
 
 export interface OfflineOpts {
   /** Messages kept per user; the next one is bounced with resource-constraint. */
   max_messages: number;
-  /** Where messages are kept: "internal" (the embedded store) or "rdbms"; the server opens that store. */
+  /** Where messages are kept: "internal" (the embedded store) or "rdbms". */
   backend: StoreBackend;
 }
 
@@ -73,12 +76,26 @@ export function withDelay(packet: Element, domain: string, ms: number): Element 
   return copy;
 }
 
-export const definition: ModuleDefinition<OfflineOpts> = {
+export interface OfflineData extends ModuleData {
+  readonly store: OfflineStore;
+}
+
+export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
   name: 'mod_offline',
   configSpec: section({ max_messages: int({ default: 100, min: 1 }), backend: storeBackendSpec() }, { default: true }),
-  create(ctx, opts): ModuleInstance {
+  async openData(stores, opts) {
+    const store = await stores.open(OFFLINE_STORE, opts.backend, 'modules.mod_offline.backend');
+    const onRemoved = (p: HookCatalogue['user_removed']) => {
+      p.removals.push(store.removeUser(p.user, p.server));
+    };
+    const hooks = [
+      { hook: 'user_removed', host: '*', priority: PRIORITY, handler: onRemoved, owner: 'mod_offline' },
+    ] satisfies [HookRegistration<'user_removed'>];
+    return { backend: opts.backend, store, hooks: () => hooks };
+  },
+  create(ctx, opts, data): ModuleInstance {
     const logger = ctx.logger;
-    const store = ctx.storage.offline;
+    const store = data.store;
     // XEP-0160 §3: a server that stores messages offline says so in disco#info.
     ctx.features.add(NS_MSGOFFLINE);
 

@@ -1,22 +1,49 @@
 // mod_roster: roster get / set / push (RFC 6121 §2). Subscription state
 // changes driven by presence live in routing/presence.ts; this module owns
 // what the user edits directly.
-import type { ModuleDefinition } from './types.ts';
+import type { HookRegistration } from '../hooks/hooks.ts';
+import type { HookCatalogue } from '../hooks/catalogue.ts';
+import type { ModuleData, ModuleDefinition } from './types.ts';
 import { section } from '../config/schema.ts';
 import { Element } from '../xmpp/xml.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { tryParseJid } from '../xmpp/jid.ts';
 import { NS_ROSTER } from '../xmpp/ns.ts';
 import { itemElement, pushRosterItem } from '../routing/roster-items.ts';
-import type { RosterItem } from '../storage/types.ts';
+import type { RosterItem } from '../routing/types.ts';
 import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
+import { ROSTER_STORE, type RosterStore } from './mod_roster/store.ts';
 
-export const definition: ModuleDefinition<{ backend: StoreBackend }> = {
+export type { RosterStore } from './mod_roster/store.ts';
+
+export interface RosterOpts {
+  /** Where the roster is kept: "internal" (the embedded store) or "rdbms". */
+  backend: StoreBackend;
+}
+
+/** The roster's store; server.ts hands `store` to routing's Presence as its Roster. */
+export interface RosterData extends ModuleData {
+  readonly store: RosterStore;
+}
+
+/** MongooseIM's mod_roster removes the roster late in remove_user; the order among modules does not matter here. */
+const PRIORITY = 50;
+
+export const definition: ModuleDefinition<RosterOpts, RosterData> = {
   name: 'mod_roster',
-  // Where the roster is kept (see src/storage/select.ts); the server opens that store.
   configSpec: section({ backend: storeBackendSpec() }),
-  create(ctx) {
-    const roster = ctx.storage.roster;
+  async openData(stores, opts) {
+    const store = await stores.open(ROSTER_STORE, opts.backend, 'modules.mod_roster.backend');
+    const onRemoved = (p: HookCatalogue['user_removed']) => {
+      p.removals.push(store.removeUser(p.user, p.server));
+    };
+    const hooks = [
+      { hook: 'user_removed', host: '*', priority: PRIORITY, handler: onRemoved, owner: 'mod_roster' },
+    ] satisfies [HookRegistration<'user_removed'>];
+    return { backend: opts.backend, store, hooks: () => hooks };
+  },
+  create(ctx, _opts, data) {
+    const roster = data.store;
     return {
       iqHandlers: () => [
         {

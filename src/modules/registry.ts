@@ -8,7 +8,7 @@ import { definition as modPing } from './mod_ping.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
 import { eventPusherHttpSpec } from './mod_event_pusher/config.ts';
 
-export const MODULES: Readonly<Record<string, ModuleDefinition>> = Object.freeze({
+export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Object.freeze({
   mod_roster: modRoster,
   mod_offline: modOffline,
   mod_disco: modDisco,

@@ -6,7 +6,7 @@ import type { Registry } from 'prom-client';
 import type { Hooks, HookRegistration } from '../hooks/hooks.ts';
 import type { Spec } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
-import type { Storage } from '../storage/types.ts';
+import type { StoreAccess, StoreBackend, UserStore } from '../storage/types.ts';
 import type { OutboxStore } from '../storage/outbox.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
 
@@ -19,7 +19,10 @@ export interface ModuleContext {
   hooks: Hooks;
   router: RouterApi;
   sessions: SessionsApi;
-  storage: Storage;
+  /** The accounts (core data, in the store auth.methods names). */
+  users: UserStore;
+  /** Both stores, for what a module keeps beyond its ModuleData. */
+  stores: StoreAccess;
   logger: Logger;
   metrics: Registry;
   pools: OutgoingPools;
@@ -36,10 +39,31 @@ export interface ModuleInstance {
   stop?(): void | Promise<void>;
 }
 
-export interface ModuleDefinition<O = any> {
+/**
+ * The data a module keeps. A module declares its tables and migrations as a
+ * StoreKind (src/storage/types.ts), reads its own `backend` option (declared
+ * with storeBackendSpec(), which the configuration check finds) and opens
+ * its store through StoreAccess. The data is opened before the module is
+ * created, and alone by the command-line tool, which runs `hooks()` to
+ * remove an account's rows with no server running.
+ */
+export interface ModuleData {
+  /** The store the data lives in (the start-up log's `stores`). */
+  readonly backend: StoreBackend;
+  /**
+   * Handlers keeping the data in step with the accounts: user_removed, each
+   * pushing the promise of its deletion onto `removals`.
+   */
+  hooks(): HookRegistration<any>[];
+}
+
+export interface ModuleDefinition<O = any, D extends ModuleData | void = void> {
   name: string;
   configSpec: Spec;
   /** Other modules this one needs. */
   deps?: string[];
-  create(ctx: ModuleContext, opts: O): ModuleInstance | Promise<ModuleInstance>;
+  /** Opens the module's data in the store its options name, its tables brought up to date first. */
+  openData?(stores: StoreAccess, opts: O): Promise<D>;
+  /** `data` is what openData returned; a module without data is created with none. */
+  create(ctx: ModuleContext, opts: O, data: D): ModuleInstance | Promise<ModuleInstance>;
 }

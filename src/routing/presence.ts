@@ -3,13 +3,27 @@
 import type { Logger } from 'pino';
 import type { Acc } from '../hooks/catalogue.ts';
 import type { Hooks } from '../hooks/hooks.ts';
-import type { RosterItem, RosterStore, UserStore } from '../storage/types.ts';
+import type { UserStore } from '../storage/types.ts';
+import type { Roster, RosterItem } from './types.ts';
 import { Element } from '../xmpp/xml.ts';
 import { parseJid, type JID } from '../xmpp/jid.ts';
 import { inbound as subInbound, outbound as subOutbound, NONE, type SubState, type SubType } from './roster-state.ts';
 import { pushRosterItem } from './roster-items.ts';
 import type { Router, PresenceHandler } from './router.ts';
 import type { SessionManager, ManagedSession } from './sm.ts';
+
+/**
+ * The roster of a server without mod_roster: everyone's is empty and stays
+ * so. Presence then still works between a user's own resources (RFC 6121
+ * §4.2.2, §4.5.2), directed presence is routed as it is, and a subscription
+ * request reaches the contact but changes no state (as MongooseIM does
+ * without a roster module: its roster_get hook answers with an empty list).
+ */
+export const NO_ROSTER: Roster = Object.freeze({
+  getRoster: async () => [],
+  getItem: async () => null,
+  setItem: async () => {},
+});
 
 const SUB_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 
@@ -23,12 +37,12 @@ export interface PresenceSession extends ManagedSession {
 export class Presence implements PresenceHandler {
   #router: Router;
   #sm: SessionManager;
-  #roster: RosterStore;
+  #roster: Roster;
   #users: UserStore;
   #hooks: Hooks;
   #logger: Logger;
 
-  constructor(o: { router: Router; sm: SessionManager; roster: RosterStore; users: UserStore; hooks: Hooks; logger: Logger }) {
+  constructor(o: { router: Router; sm: SessionManager; roster: Roster; users: UserStore; hooks: Hooks; logger: Logger }) {
     this.#router = o.router;
     this.#sm = o.sm;
     this.#roster = o.roster;

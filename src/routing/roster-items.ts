@@ -1,8 +1,7 @@
 // Roster items as XML (RFC 6121 §2.1.2) and roster pushes (§2.1.6).
-import type { RosterItem } from '../storage/types.ts';
 import { Element } from '../xmpp/xml.ts';
 import { NS_ROSTER } from '../xmpp/ns.ts';
-import type { SessionsApi } from './types.ts';
+import type { RosterItem, SessionsApi } from './types.ts';
 
 export function itemElement(item: RosterItem | { jid: string; subscription: 'remove' }): Element {
   const el = new Element('item', { jid: item.jid, subscription: item.subscription });

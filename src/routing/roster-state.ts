@@ -4,7 +4,7 @@
 // to subscribe and the contact has not answered ("Pending Out", kept as
 // ask="subscribe"), and the contact asked and the user has not answered
 // ("Pending In"). Appendix A.1 lists the nine combinations that can exist.
-import type { Ask } from '../storage/types.ts';
+import type { Ask } from './types.ts';
 
 export interface SubState {
   subscription: 'none' | 'to' | 'from' | 'both';

@@ -56,3 +56,30 @@ export interface IqHandlerSpec {
   scope: 'server' | 'user';
   handler: IqHandler;
 }
+
+export type Subscription = 'none' | 'to' | 'from' | 'both' | 'remove';
+/** RFC 6121 pending states kept beside the subscription. */
+export type Ask = 'subscribe' | null;
+
+export interface RosterItem {
+  /** Bare JID of the contact. */
+  jid: string;
+  name: string | null;
+  subscription: Exclude<Subscription, 'remove'>;
+  ask: Ask;
+  /** The contact asked to subscribe to us and we have not answered (RFC 6121 §3.1.3 "pending in"). */
+  pendingIn: boolean;
+  groups: string[];
+}
+
+/**
+ * The roster as presence handling reads and changes it (RFC 6121 §3, §4).
+ * Routing depends on this alone: mod_roster implements it over its store and
+ * server.ts hands it to Presence; without mod_roster the server uses
+ * NO_ROSTER (src/routing/presence.ts).
+ */
+export interface Roster {
+  getRoster(user: string, domain: string): Promise<RosterItem[]>;
+  getItem(user: string, domain: string, contact: string): Promise<RosterItem | null>;
+  setItem(user: string, domain: string, item: RosterItem): Promise<void>;
+}

@@ -1,74 +1,126 @@
-// Opening the stores a configuration names.
-import { join } from 'node:path';
+// Opening the stores of a configuration. The embedded SQLite file is opened
+// only when a store asks for it, the PostgreSQL pool
+// [outgoing_pools.rdbms.default] likewise; whoever keeps data (the accounts
+// here, each module for itself) says which one with its own option.
+import { dirname, join } from 'node:path';
+import type { DatabaseSync } from 'node:sqlite';
+import type pg from 'pg';
 import type { Logger } from 'pino';
+import { fail } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
-import type { Storage } from './types.ts';
-import { openStorage, SQLITE_FILE } from './index.ts';
+import { ACCOUNTS, accountsBackend } from './accounts.ts';
+import { ensurePrivateDir, ensurePrivateFile } from './data-dir.ts';
+import { SQLITE_FILE } from './index.ts';
+import { migratePg, migrateSqlite } from './migrations.ts';
 import type { OutboxStore } from './outbox.ts';
 import { openSqliteOutbox } from './outbox-sqlite.ts';
-import { openPostgresStorage } from './postgres.ts';
 import { openPostgresOutbox } from './outbox-postgres.ts';
-import { rdbmsPool, storeSelection, type StoreSelection } from './select.ts';
+import { openPgPool, type PgPoolSettings } from './postgres.ts';
+import { NEEDS_POOL, RDBMS_POOL_TAG } from './select.ts';
+import { closeSqliteDatabase, openSqliteDatabase } from './sqlite.ts';
+import type { StoreAccess, StoreBackend, StoreKind, UserStore } from './types.ts';
 
-// Which backend keeps what is decided by src/storage/select.ts; the
-// embedded SQLite file is opened only when something lives in it, the
-// PostgreSQL pool [outgoing_pools.rdbms.default] only when something lives there.
-
-export interface Stores {
-  selection: StoreSelection;
-  /** Accounts, rosters and offline messages, each from its configured store. */
-  storage: Storage;
-  /** Opens the event pusher's outbox in its configured store (its own connections). */
-  openOutbox(): Promise<OutboxStore>;
+export interface StoreAccessOptions {
+  /** The embedded database's file (`<data_dir>/petrel.sqlite` for a server). */
+  sqliteFile: string;
+  /** The settings of [outgoing_pools.rdbms.default]; absent when there is no such pool. */
+  rdbms?: PgPoolSettings;
+  /** Told about things worth logging (a TLS fallback, a dropped idle connection). */
+  onWarning?: (what: string, message: string) => void;
 }
 
-/** Opens the stores `config` names; throws a ConfigError when one needs a pool that is not configured. */
-export async function openStores(config: PetrelConfig, logger?: Logger): Promise<Stores> {
-  const selection = storeSelection(config);
-  const onWarning = (what: string, message: string) => logger?.warn({ what }, message);
-  const parts = [selection.users, selection.roster, selection.offline];
-  const sqlite = parts.includes('internal') ? openStorage(config.general.data_dir) : undefined;
-  let pg: Storage | undefined;
+export interface OpenStoreAccess extends StoreAccess {
+  /** Closes the database and the pool, if they were opened; stores built over them stop working. */
+  close(): Promise<void>;
+}
+
+/** Access to both stores, each opened on first use. */
+export function openStoreAccess(o: StoreAccessOptions): OpenStoreAccess {
+  let db: DatabaseSync | undefined;
+  let pool: Promise<pg.Pool> | undefined;
+  let closed = false;
+  const check = () => {
+    if (closed) throw new Error('the stores are closed');
+  };
+  const access: OpenStoreAccess = {
+    sqlite() {
+      check();
+      if (db === undefined) {
+        if (o.sqliteFile !== ':memory:' && ensurePrivateDir(dirname(o.sqliteFile)) === 'tightened') {
+          o.onWarning?.('data_dir_permissions_tightened', `${dirname(o.sqliteFile)} was open to other users; it is now 0700`);
+        }
+        db = openSqliteDatabase(o.sqliteFile);
+      }
+      return db;
+    },
+    async rdbms(optionPath) {
+      check();
+      if (o.rdbms === undefined) fail(optionPath, `"rdbms" ${NEEDS_POOL}`);
+      pool ??= openPgPool(o.rdbms, { onWarning: o.onWarning });
+      return pool;
+    },
+    async open<S>(kind: StoreKind<S>, backend: StoreBackend, optionPath: string): Promise<S> {
+      const m = kind.migrations;
+      if (backend === 'internal') {
+        const d = access.sqlite();
+        migrateSqlite(d, m.component, m.internal);
+        return kind.internal(d);
+      }
+      const p = await access.rdbms(optionPath);
+      await migratePg(p, m.component, m.rdbms);
+      return kind.rdbms(p);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      try {
+        if (db !== undefined) closeSqliteDatabase(db);
+      } finally {
+        const p = await pool?.catch(() => undefined);
+        await p?.end();
+      }
+    },
+  };
+  return access;
+}
+
+export interface Stores extends OpenStoreAccess {
+  /** The accounts, in the store auth.methods names. */
+  readonly users: UserStore;
+  /** Opens the event pusher's outbox in `backend` (with its own connections); `optionPath` is the option that chose it. */
+  openOutbox(backend: StoreBackend, optionPath: string): Promise<OutboxStore>;
+}
+
+export interface OpenStoresOptions {
+  logger?: Logger;
+}
+
+/** Opens the accounts and gives access to both stores; throws a ConfigError when auth needs a pool that is not configured. */
+export async function openStores(config: PetrelConfig, o: OpenStoresOptions = {}): Promise<Stores> {
+  const onWarning = (what: string, message: string) => o.logger?.warn({ what }, message);
+  const file = join(config.general.data_dir, SQLITE_FILE);
+  const rdbms = config.outgoing_pools.rdbms?.[RDBMS_POOL_TAG];
+  const access = openStoreAccess({ sqliteFile: file, rdbms, onWarning });
+  const accounts = accountsBackend(config);
+  let users: UserStore;
   try {
-    if (parts.includes('rdbms')) pg = await openPostgresStorage(rdbmsPool(config), { onWarning });
+    users = await access.open(ACCOUNTS, accounts.backend, accounts.optionPath);
   } catch (err) {
-    await sqlite?.close();
+    await access.close();
     throw err;
   }
-  const pick = (b: 'internal' | 'rdbms'): Storage => (b === 'rdbms' ? pg! : sqlite!);
-  const openOutbox = (): Promise<OutboxStore> =>
-    selection.outbox === 'rdbms'
-      ? openPostgresOutbox(rdbmsPool(config), { onWarning })
-      : openSqliteOutbox(join(config.general.data_dir, SQLITE_FILE));
-  const all = [sqlite, pg].filter((s): s is Storage => s !== undefined);
-  if (all.length === 1) return { selection, storage: all[0]!, openOutbox };
-  return { selection, storage: combineStores(pick(selection.users), pick(selection.roster), pick(selection.offline), all), openOutbox };
-}
-
-/**
- * One Storage over two stores. Removing an account removes its roster and
- * offline messages from every store (each store's removeUser does that for
- * its own tables, whether or not the account itself is kept there).
- */
-function combineStores(users: Storage, roster: Storage, offline: Storage, all: Storage[]): Storage {
-  const others = all.filter((s) => s !== users);
   return {
-    users: {
-      createUser: (u, d, c) => users.users.createUser(u, d, c),
-      async removeUser(u, d) {
-        const removed = await users.users.removeUser(u, d);
-        for (const s of others) await s.users.removeUser(u, d);
-        return removed;
-      },
-      getCredentials: (u, d) => users.users.getCredentials(u, d),
-      userExists: (u, d) => users.users.userExists(u, d),
-      countUsers: (d) => users.users.countUsers(d),
-    },
-    roster: roster.roster,
-    offline: offline.offline,
-    async close() {
-      for (const s of all) await s.close();
+    ...access,
+    users,
+    async openOutbox(backend, optionPath) {
+      if (backend === 'rdbms') {
+        if (rdbms === undefined) fail(optionPath, `"rdbms" ${NEEDS_POOL}`);
+        return openPostgresOutbox(rdbms, { onWarning });
+      }
+      // The outbox opens the file with a connection of its own: make it private first.
+      ensurePrivateDir(dirname(file));
+      ensurePrivateFile(file);
+      return openSqliteOutbox(file);
     },
   };
 }
-

@@ -1,22 +1,11 @@
-// PostgreSQL as a store: accounts, rosters and offline messages in tables of
-// Petrel's own (prefixed `petrel_`, so they can sit beside MongooseIM's in one
-// database without clashing), reached through a pool of `workers`
-// connections. Every call is a network round trip handled by node-postgres;
-// nothing here blocks the event loop. The schema is created, or brought up
-// to date, when the store opens, under an advisory lock so that a server and
-// the command-line tool starting together do not race.
+// PostgreSQL as a store: pools of `workers` connections opened from an
+// [outgoing_pools.rdbms.TAG] table. Tables are Petrel's own (prefixed
+// `petrel_`, so they can sit beside MongooseIM's in one database without
+// clashing); each owner (the accounts, a module, the outbox) declares and
+// migrates its own (src/storage/migrations.ts). Every call is a network
+// round trip handled by node-postgres; nothing here blocks the event loop.
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
-import { migratePg } from './migrations.ts';
-import type {
-  OfflineMessage,
-  OfflineStore,
-  RosterItem,
-  RosterStore,
-  Storage,
-  StoredCredentials,
-  UserStore,
-} from './types.ts';
 
 export { migratePg } from './migrations.ts';
 
@@ -116,179 +105,10 @@ function connectError(s: PgPoolSettings, err: unknown): Error {
   return e;
 }
 
-const STORE_STEPS: readonly string[] = [
-  `
-  CREATE TABLE IF NOT EXISTS petrel_users (
-    domain TEXT NOT NULL,
-    username TEXT NOT NULL,
-    credentials JSONB NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (domain, username)
-  );
-  CREATE TABLE IF NOT EXISTS petrel_roster (
-    domain TEXT NOT NULL,
-    username TEXT NOT NULL,
-    contact TEXT NOT NULL,
-    name TEXT,
-    subscription TEXT NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
-    ask TEXT CHECK (ask IS NULL OR ask = 'subscribe'),
-    pending_in BOOLEAN NOT NULL DEFAULT false,
-    groups TEXT[] NOT NULL DEFAULT '{}',
-    PRIMARY KEY (domain, username, contact)
-  );
-  CREATE TABLE IF NOT EXISTS petrel_offline (
-    id BIGSERIAL PRIMARY KEY,
-    domain TEXT NOT NULL,
-    username TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    xml TEXT NOT NULL,
-    stored_at BIGINT NOT NULL
-  );
-  CREATE INDEX IF NOT EXISTS petrel_offline_by_user ON petrel_offline (domain, username, id);
-  `,
-];
-
-interface RosterRow {
-  contact: string;
-  name: string | null;
-  subscription: string;
-  ask: string | null;
-  pending_in: boolean;
-  groups: string[];
-}
-
-function rosterItemOf(r: RosterRow): RosterItem {
-  return {
-    jid: r.contact,
-    name: r.name,
-    subscription: r.subscription as RosterItem['subscription'],
-    ask: r.ask === 'subscribe' ? 'subscribe' : null,
-    pendingIn: r.pending_in,
-    groups: r.groups,
-  };
-}
-
-export interface PostgresStorage extends Storage {
-  readonly pool: pg.Pool;
-}
-
-/** Opens the pool, checks the server answers, creates or migrates the tables. */
-export async function openPostgresStorage(s: PgPoolSettings, o: PgPoolOptions = {}): Promise<PostgresStorage> {
-  const pool = await openPgPool(s, o);
-  try {
-    await migratePg(pool, 'store', STORE_STEPS);
-  } catch (err) {
-    await pool.end().catch(() => {});
-    throw err;
-  }
-  return new PgStore(pool);
-}
-
-/** The hot queries are named, so each connection parses them once. */
-function q<R extends pg.QueryResultRow>(pool: pg.Pool, name: string, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+/**
+ * A named query: each connection parses it once. `name` must be unique
+ * across the server for one text; owners prefix theirs ("roster_get", ...).
+ */
+export function namedQuery<R extends pg.QueryResultRow = any>(pool: pg.Pool, name: string, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
   return pool.query<R>({ name: `petrel_${name}`, text, values });
-}
-
-class PgStore implements PostgresStorage {
-  readonly pool: pg.Pool;
-  readonly users: UserStore;
-  readonly roster: RosterStore;
-  readonly offline: OfflineStore;
-  #closed = false;
-
-  constructor(pool: pg.Pool) {
-    this.pool = pool;
-    const self = this;
-    const db = () => {
-      if (self.#closed) throw new Error('the PostgreSQL store is closed');
-      return pool;
-    };
-
-    this.users = {
-      async createUser(user: string, domain: string, creds: StoredCredentials): Promise<boolean> {
-        const r = await q(db(), 'create_user',
-          `INSERT INTO petrel_users (domain, username, credentials, created_at) VALUES ($1, $2, $3::jsonb, $4)
-           ON CONFLICT (domain, username) DO NOTHING`,
-          [domain, user, JSON.stringify(creds), Date.now()]);
-        return r.rowCount === 1;
-      },
-      async removeUser(user: string, domain: string): Promise<boolean> {
-        // One statement, so one transaction: the account goes with its roster and offline messages.
-        const r = await q(db(), 'remove_user',
-          `WITH ro AS (DELETE FROM petrel_roster WHERE domain = $1 AND username = $2),
-                ol AS (DELETE FROM petrel_offline WHERE domain = $1 AND username = $2)
-           DELETE FROM petrel_users WHERE domain = $1 AND username = $2`,
-          [domain, user]);
-        return (r.rowCount ?? 0) > 0;
-      },
-      async getCredentials(user: string, domain: string): Promise<StoredCredentials | null> {
-        const r = await q<{ credentials: StoredCredentials }>(db(), 'get_credentials',
-          'SELECT credentials FROM petrel_users WHERE domain = $1 AND username = $2', [domain, user]);
-        return r.rows[0]?.credentials ?? null;
-      },
-      async userExists(user: string, domain: string): Promise<boolean> {
-        const r = await q(db(), 'user_exists', 'SELECT 1 FROM petrel_users WHERE domain = $1 AND username = $2', [domain, user]);
-        return r.rows.length > 0;
-      },
-      async countUsers(domain: string): Promise<number> {
-        const r = await q<{ n: string }>(db(), 'count_users', 'SELECT COUNT(*) AS n FROM petrel_users WHERE domain = $1', [domain]);
-        return Number(r.rows[0]!.n);
-      },
-    };
-
-    const rosterColumns = 'contact, name, subscription, ask, pending_in, groups';
-    this.roster = {
-      async getRoster(user: string, domain: string): Promise<RosterItem[]> {
-        const r = await q<RosterRow>(db(), 'get_roster',
-          `SELECT ${rosterColumns} FROM petrel_roster WHERE domain = $1 AND username = $2 ORDER BY contact`, [domain, user]);
-        return r.rows.map(rosterItemOf);
-      },
-      async getItem(user: string, domain: string, contact: string): Promise<RosterItem | null> {
-        const r = await q<RosterRow>(db(), 'get_roster_item',
-          `SELECT ${rosterColumns} FROM petrel_roster WHERE domain = $1 AND username = $2 AND contact = $3`, [domain, user, contact]);
-        return r.rows.length === 0 ? null : rosterItemOf(r.rows[0]!);
-      },
-      async setItem(user: string, domain: string, item: RosterItem): Promise<void> {
-        await q(db(), 'set_roster_item',
-          `INSERT INTO petrel_roster (domain, username, contact, name, subscription, ask, pending_in, groups)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[])
-           ON CONFLICT (domain, username, contact) DO UPDATE SET
-             name = excluded.name, subscription = excluded.subscription, ask = excluded.ask,
-             pending_in = excluded.pending_in, groups = excluded.groups`,
-          [domain, user, item.jid, item.name, item.subscription, item.ask, item.pendingIn, item.groups]);
-      },
-      async removeItem(user: string, domain: string, contact: string): Promise<void> {
-        await q(db(), 'remove_roster_item', 'DELETE FROM petrel_roster WHERE domain = $1 AND username = $2 AND contact = $3', [domain, user, contact]);
-      },
-    };
-
-    this.offline = {
-      async store(user: string, domain: string, msg: OfflineMessage): Promise<void> {
-        await q(db(), 'store_offline',
-          'INSERT INTO petrel_offline (domain, username, sender, xml, stored_at) VALUES ($1, $2, $3, $4, $5)',
-          [domain, user, msg.from, msg.xml, msg.timestamp]);
-      },
-      async count(user: string, domain: string): Promise<number> {
-        const r = await q<{ n: string }>(db(), 'count_offline', 'SELECT COUNT(*) AS n FROM petrel_offline WHERE domain = $1 AND username = $2', [domain, user]);
-        return Number(r.rows[0]!.n);
-      },
-      async popAll(user: string, domain: string): Promise<OfflineMessage[]> {
-        // Read and delete in one statement: a message stored meanwhile by
-        // another connection is not in this statement's snapshot, so it is
-        // neither deleted unseen nor handed over twice.
-        const r = await q<{ id: string; sender: string; xml: string; stored_at: string }>(db(), 'pop_offline',
-          'DELETE FROM petrel_offline WHERE domain = $1 AND username = $2 RETURNING id, sender, xml, stored_at', [domain, user]);
-        return r.rows
-          .map((row) => ({ id: BigInt(row.id), msg: { from: row.sender, xml: row.xml, timestamp: Number(row.stored_at) } }))
-          .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-          .map((x) => x.msg);
-      },
-    };
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.pool.end();
-  }
 }

@@ -1,62 +1,63 @@
 // Storage interfaces. Every store is asynchronous so that the embedded SQLite
-// store and a networked one (PostgreSQL) share one contract.
-
+// store and a networked one (PostgreSQL) share one contract. The storage
+// layer knows the core's accounts and nothing of modules: a module brings its
+// own tables (a StoreKind) and asks StoreAccess for the store its own
+// `backend` option names.
+import type { DatabaseSync } from 'node:sqlite';
+import type pg from 'pg';
 import type { StoredCredentials } from '../xmpp/sasl/types.ts';
+import type { Migrations } from './migrations.ts';
 
 /** The credentials are defined by the SASL layer that checks them. */
 export type { ScramCredentials, StoredCredentials } from '../xmpp/sasl/types.ts';
 
+/** "internal": the embedded SQLite file under general.data_dir; "rdbms": PostgreSQL through [outgoing_pools.rdbms.default]. */
+export type StoreBackend = 'internal' | 'rdbms';
+
+/** The accounts (the core's auth data). */
 export interface UserStore {
   /** False when the user already exists. */
   createUser(user: string, domain: string, creds: StoredCredentials): Promise<boolean>;
-  /** False when there was no such user. Removes the user's roster and offline messages too. */
+  /**
+   * False when there was no such user. Removes the account alone: the data
+   * modules keep about the user goes through the user_removed hook.
+   */
   removeUser(user: string, domain: string): Promise<boolean>;
   getCredentials(user: string, domain: string): Promise<StoredCredentials | null>;
   userExists(user: string, domain: string): Promise<boolean>;
   countUsers(domain: string): Promise<number>;
 }
 
-export type Subscription = 'none' | 'to' | 'from' | 'both' | 'remove';
-/** RFC 6121 pending states kept beside the subscription. */
-export type Ask = 'subscribe' | null;
-
-export interface RosterItem {
-  /** Bare JID of the contact. */
-  jid: string;
-  name: string | null;
-  subscription: Exclude<Subscription, 'remove'>;
-  ask: Ask;
-  /** The contact asked to subscribe to us and we have not answered (RFC 6121 §3.1.3 "pending in"). */
-  pendingIn: boolean;
-  groups: string[];
+/**
+ * One kind of store, as its owner (the core or a module) declares it: its
+ * tables and their versioned migrations in both backends, and how to build
+ * the store over each once the tables are up to date.
+ */
+export interface StoreKind<S> {
+  readonly migrations: Migrations;
+  /** The store over the embedded database; its statements may be prepared at once. */
+  internal(db: DatabaseSync): S;
+  /** The store over the PostgreSQL pool. */
+  rdbms(pool: pg.Pool): S;
 }
 
-export interface RosterStore {
-  getRoster(user: string, domain: string): Promise<RosterItem[]>;
-  getItem(user: string, domain: string, contact: string): Promise<RosterItem | null>;
-  setItem(user: string, domain: string, item: RosterItem): Promise<void>;
-  removeItem(user: string, domain: string, contact: string): Promise<void>;
-}
-
-export interface OfflineMessage {
-  /** Serialised stanza. */
-  xml: string;
-  from: string;
-  /** Milliseconds since the epoch when the server stored it. */
-  timestamp: number;
-}
-
-export interface OfflineStore {
-  store(user: string, domain: string, msg: OfflineMessage): Promise<void>;
-  count(user: string, domain: string): Promise<number>;
-  /** Returns and deletes every stored message, oldest first. */
-  popAll(user: string, domain: string): Promise<OfflineMessage[]>;
-}
-
-export interface Storage {
-  users: UserStore;
-  roster: RosterStore;
-  offline: OfflineStore;
-  /** Flushes pending writes and closes the store. */
-  close(): Promise<void>;
+/**
+ * What the storage layer offers whoever keeps data: the two databases,
+ * opened on first use only, and opening a store kind in one of them.
+ */
+export interface StoreAccess {
+  /** The embedded database `<data_dir>/petrel.sqlite` (one connection, WAL, busy timeout), opened on first use. */
+  sqlite(): DatabaseSync;
+  /**
+   * The pool [outgoing_pools.rdbms.default], opened on first use. Throws a
+   * ConfigError naming `optionPath` (the option that asked for "rdbms") when
+   * no such pool is configured.
+   */
+  rdbms(optionPath: string): Promise<pg.Pool>;
+  /**
+   * Brings `kind`'s tables up to date in the store `backend` names and builds
+   * the store there. `optionPath` is the option that chose `backend`, named
+   * in the error when "rdbms" has no pool.
+   */
+  open<S>(kind: StoreKind<S>, backend: StoreBackend, optionPath: string): Promise<S>;
 }

@@ -93,7 +93,7 @@ ${poolToml('http_pool', hook.port)}
   test('the server starts on PostgreSQL and names its stores; users log in with SCRAM', async () => {
     await server.start();
     const started = await server.waitForLog((l) => l.what === 'server_started');
-    assert.deepEqual(started.stores, { users: 'rdbms', roster: 'rdbms', offline: 'rdbms', outbox: 'rdbms' });
+    assert.deepEqual(started.stores, { accounts: 'rdbms', mod_roster: 'rdbms', mod_offline: 'rdbms', mod_event_pusher: 'rdbms' });
     const alice = await login('alice');
     assert.equal(alice.bare, 'alice@localhost');
     await assert.rejects(connect(server, 'alice', 'wrong'), /not-authorized/);

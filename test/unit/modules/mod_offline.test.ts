@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { definition, offlineDecision, withDelay, delayStamp, type OfflineOpts } from '../../../src/modules/mod_offline.ts';
+import { definition, offlineDecision, withDelay, delayStamp, type OfflineData, type OfflineOpts } from '../../../src/modules/mod_offline.ts';
 import { Hooks } from '../../../src/hooks/hooks.ts';
+import { removeUserData } from '../../../src/modules/storage.ts';
 import type { Acc } from '../../../src/hooks/catalogue.ts';
-import { openSqliteStorage, type SqliteStorage } from '../../../src/storage/sqlite.ts';
+import { openStoreAccess, type OpenStoreAccess } from '../../../src/storage/open.ts';
 import { validate } from '../../../src/config/schema.ts';
 import type { ModuleContext, ModuleInstance, SessionView } from '../../../src/modules/types.ts';
 import type { PetrelConfig } from '../../../src/config/types.ts';
@@ -70,7 +71,8 @@ describe('delay stamping', () => {
 
 describe('the module', () => {
   let dir: string;
-  let storage: SqliteStorage;
+  let access: OpenStoreAccess;
+  let storage: OfflineData;
   let hooks: Hooks;
   let bounced: Array<{ packet: Element; condition: string; type?: string }>;
   let sessions: Map<string, SessionView & { got: Element[] }>;
@@ -102,13 +104,15 @@ describe('the module', () => {
         byFull: (full) => sessions.get(full),
         count: () => sessions.size,
       },
-      storage,
+      users: {} as ModuleContext['users'],
+      stores: access,
       logger: pino({ level: 'silent' }),
       metrics: new Registry(),
       pools: {} as OutgoingPools,
       features,
     };
-    instance = await definition.create(ctx, validated);
+    storage = await definition.openData!(access, validated);
+    instance = await definition.create(ctx, validated, storage);
     for (const reg of instance.hooks!()) hooks.add(reg);
   }
 
@@ -127,7 +131,7 @@ describe('the module', () => {
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'petrel-offline-'));
-    storage = openSqliteStorage(join(dir, 'petrel.sqlite'));
+    access = openStoreAccess({ sqliteFile: join(dir, 'petrel.sqlite') });
     hooks = new Hooks((err) => {
       throw err;
     });
@@ -139,7 +143,7 @@ describe('the module', () => {
   afterEach(async () => {
     await instance?.stop?.();
     instance = undefined;
-    await storage.close();
+    await access.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -159,7 +163,7 @@ describe('the module', () => {
     await start();
     assert.equal(sendOffline('one'), false);
     await instance!.stop!();
-    const [m] = await storage.offline.popAll('alice', 'example.com');
+    const [m] = await storage.store.popAll('alice', 'example.com');
     const el = parseElement(m!.xml);
     assert.equal(el.getChildText('body'), 'one');
     assert.equal(el.attrs.from, bob.full);
@@ -171,7 +175,7 @@ describe('the module', () => {
     await start();
     assert.equal(sendOffline('news', 'headline'), true);
     await instance!.stop!();
-    assert.equal(await storage.offline.count('alice', 'example.com'), 0);
+    assert.equal(await storage.store.count('alice', 'example.com'), 0);
   });
 
   test('messages beyond max_messages are bounced with resource-constraint and the rest are kept in order', async () => {
@@ -182,7 +186,7 @@ describe('the module', () => {
       ['m4', 'resource-constraint', 'wait'],
       ['m5', 'resource-constraint', 'wait'],
     ]);
-    const kept = await storage.offline.popAll('alice', 'example.com');
+    const kept = await storage.store.popAll('alice', 'example.com');
     assert.deepEqual(kept.map((m) => parseElement(m.xml).getChildText('body')), ['m1', 'm2', 'm3']);
   });
 
@@ -194,7 +198,7 @@ describe('the module', () => {
     await instance!.stop!();
     assert.deepEqual(s.got.map((el) => el.getChildText('body')), ['a', 'b', 'c']);
     assert.ok(s.got.every((el) => el.getChild('delay', 'urn:xmpp:delay') !== undefined));
-    assert.equal(await storage.offline.count('alice', 'example.com'), 0);
+    assert.equal(await storage.store.count('alice', 'example.com'), 0);
 
     const other = online('alice@example.com/phone');
     hooks.run('user_available', 'example.com', { jid: other.jid });
@@ -209,7 +213,7 @@ describe('the module', () => {
     hooks.run('user_available', 'example.com', { jid: s.jid });
     await instance!.stop!();
     assert.deepEqual(s.got, []);
-    assert.equal(await storage.offline.count('alice', 'example.com'), 1);
+    assert.equal(await storage.store.count('alice', 'example.com'), 1);
   });
 
   test('messages stay stored when the session is already gone', async () => {
@@ -217,6 +221,17 @@ describe('the module', () => {
     sendOffline('kept');
     hooks.run('user_available', 'example.com', { jid: parseJid('alice@example.com/gone') });
     await instance!.stop!();
-    assert.equal(await storage.offline.count('alice', 'example.com'), 1);
+    assert.equal(await storage.store.count('alice', 'example.com'), 1);
+  });
+
+  test('user_removed deletes the removed user\'s stored messages and nobody else\'s', async () => {
+    await start();
+    sendOffline('for alice');
+    await instance!.stop!();
+    await storage.store.store('carol', 'example.com', { xml: '<message/>', from: bob.full, timestamp: 1 });
+    for (const reg of storage.hooks()) hooks.add(reg);
+    await removeUserData(hooks, 'alice', 'example.com');
+    assert.equal(await storage.store.count('alice', 'example.com'), 0);
+    assert.equal(await storage.store.count('carol', 'example.com'), 1);
   });
 });

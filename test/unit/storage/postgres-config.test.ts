@@ -7,7 +7,7 @@ import { parseConfig } from '../../../src/config/load.ts';
 import { ConfigError } from '../../../src/config/schema.ts';
 import { moduleSpecs } from '../../../src/modules/registry.ts';
 import { outgoingPoolsSpec } from '../../../src/outgoing/spec.ts';
-import { storeSelection } from '../../../src/storage/select.ts';
+import { checkStores, storeLocations } from '../../../src/modules/storage.ts';
 
 delete process.env.PETREL_DATA_DIR;
 
@@ -22,7 +22,9 @@ password = "not-a-real-password"
 
 function load(text: string) {
   const config = parseConfig(text, '/srv/petrel/petrel.toml', { sections: { outgoing_pools: outgoingPoolsSpec }, modules: moduleSpecs() });
-  return { config, stores: storeSelection(config) };
+  // As the command-line tool's loadConfig does: the accounts' and every module's store option against the pools.
+  checkStores(config);
+  return { config, stores: storeLocations(config) };
 }
 
 function rejects(text: string, path: string, message: RegExp): void {
@@ -48,7 +50,7 @@ test('an rdbms pool gets MongooseIM\'s defaults: port 5432, 10 workers, 5 s quer
 test('a configuration without PostgreSQL keeps every store embedded', () => {
   const { config, stores } = load(HOSTS + '[modules.mod_roster]\n[modules.mod_offline]\n');
   assert.equal(config.outgoing_pools.rdbms, undefined);
-  assert.deepEqual(stores, { users: 'internal', roster: 'internal', offline: 'internal', outbox: 'internal' });
+  assert.deepEqual(stores, { accounts: 'internal', mod_roster: 'internal', mod_offline: 'internal' });
 });
 
 test('MongooseIM\'s rdbms example is accepted as written and puts every store in PostgreSQL', () => {
@@ -75,7 +77,7 @@ test('MongooseIM\'s rdbms example is accepted as written and puts every store in
 [modules.mod_event_pusher]
   outbox_backend = "rdbms"
 `);
-  assert.deepEqual(stores, { users: 'rdbms', roster: 'rdbms', offline: 'rdbms', outbox: 'rdbms' });
+  assert.deepEqual(stores, { accounts: 'rdbms', mod_roster: 'rdbms', mod_offline: 'rdbms', mod_event_pusher: 'rdbms' });
   assert.equal(config.outgoing_pools.rdbms?.default?.workers, 5);
   assert.deepEqual(config.outgoing_pools.rdbms?.default?.connection.tls, { required: true, verify_mode: 'none' });
 });
@@ -83,13 +85,13 @@ test('MongooseIM\'s rdbms example is accepted as written and puts every store in
 test('[auth.rdbms] alone selects the rdbms method', () => {
   const { config, stores } = load(HOSTS + POOL + '[auth.rdbms]\n');
   assert.deepEqual(config.auth.methods, ['rdbms']);
-  assert.equal(stores.users, 'rdbms');
+  assert.equal(stores.accounts, 'rdbms');
 });
 
 test('"mnesia", MongooseIM\'s default backend, is the embedded store', () => {
   const { config, stores } = load(HOSTS + '[modules.mod_roster]\nbackend = "mnesia"\n[modules.mod_offline]\nbackend = "internal"\n');
   assert.deepEqual(config.modules.mod_roster, { backend: 'internal' });
-  assert.equal(stores.offline, 'internal');
+  assert.equal(stores.mod_offline, 'internal');
 });
 
 test('a store set to rdbms without an rdbms pool is an error naming the option', () => {
@@ -128,5 +130,5 @@ test('accounts live in one store: two methods, or both sections without methods,
   rejects(HOSTS + POOL + '[auth]\nmethods = ["rdbms", "internal"]\n[auth.internal]\n', 'auth.methods[1]', /one user store/);
   rejects(HOSTS + POOL + '[auth.internal]\n[auth.rdbms]\n', 'auth.rdbms', /both \[auth\.internal\] and \[auth\.rdbms\]/);
   const { stores } = load(HOSTS + POOL + '[auth]\nmethods = ["rdbms"]\n[auth.internal]\n[auth.rdbms]\n');
-  assert.equal(stores.users, 'rdbms');
+  assert.equal(stores.accounts, 'rdbms');
 });

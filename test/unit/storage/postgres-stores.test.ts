@@ -1,12 +1,16 @@
-// openStores: each kind of data from the store the configuration names, the
-// embedded file and PostgreSQL side by side.
+// openStores and the modules' data: each kind of data from the store its own
+// option names, the embedded file and PostgreSQL side by side.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../../src/config/load.ts';
-import { moduleSpecs } from '../../../src/modules/registry.ts';
+import { Hooks } from '../../../src/hooks/hooks.ts';
+import { moduleSpecs, resolveModules } from '../../../src/modules/registry.ts';
+import { dataHooks, openModuleData, removeUserData, storeLocations } from '../../../src/modules/storage.ts';
+import type { RosterData } from '../../../src/modules/mod_roster.ts';
+import type { OfflineData } from '../../../src/modules/mod_offline.ts';
 import { outgoingPoolsSpec } from '../../../src/outgoing/spec.ts';
 import { openStores } from '../../../src/storage/open.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../../e2e/postgres/db.ts';
@@ -35,36 +39,47 @@ describe('stores split between the embedded file and PostgreSQL', { skip: reacha
     });
 
   test('accounts stay embedded while the roster is in PostgreSQL, and removing an account clears both', async () => {
-    const stores = await openStores(config('[auth.internal]\n[modules.mod_roster]\nbackend = "rdbms"\n[modules.mod_offline]\n'));
+    const c = config('[auth.internal]\n[modules.mod_roster]\nbackend = "rdbms"\n[modules.mod_offline]\n');
+    const stores = await openStores(c);
     try {
-      assert.deepEqual(stores.selection, { users: 'internal', roster: 'rdbms', offline: 'internal', outbox: 'internal' });
-      const s = stores.storage;
-      assert.equal(await s.users.createUser('erin', 'localhost', { plain: 'pw' }), true);
-      await s.roster.setItem('erin', 'localhost', { jid: 'frank@localhost', name: null, subscription: 'none', ask: null, pendingIn: false, groups: [] });
-      await s.offline.store('erin', 'localhost', { xml: '<message/>', from: 'frank@localhost', timestamp: 1 });
+      assert.deepEqual(storeLocations(c), { accounts: 'internal', mod_roster: 'rdbms', mod_offline: 'internal' });
+      const data = await openModuleData(stores, resolveModules(c.modules));
+      assert.deepEqual([...data].map(([name, d]) => [name, d.backend]), [['mod_roster', 'rdbms'], ['mod_offline', 'internal']]);
+      const roster = (data.get('mod_roster') as RosterData).store;
+      const offline = (data.get('mod_offline') as OfflineData).store;
+      assert.equal(await stores.users.createUser('erin', 'localhost', { plain: 'pw' }), true);
+      await roster.setItem('erin', 'localhost', { jid: 'frank@localhost', name: null, subscription: 'none', ask: null, pendingIn: false, groups: [] });
+      await offline.store('erin', 'localhost', { xml: '<message/>', from: 'frank@localhost', timestamp: 1 });
       assert.ok(existsSync(join(dir, 'data', 'petrel.sqlite')));
-      assert.deepEqual(await db.query('SELECT username FROM petrel_users'), []);
+      // The accounts are not in PostgreSQL: their table is not even made there.
+      assert.deepEqual(await db.query("SELECT to_regclass('petrel_users') AS t"), [{ t: null }]);
       assert.deepEqual(await db.query('SELECT username, contact FROM petrel_roster'), [{ username: 'erin', contact: 'frank@localhost' }]);
-      assert.equal(await s.users.removeUser('erin', 'localhost'), true);
+      // As `petrel unregister` does: the account, then every module's rows through user_removed.
+      assert.equal(await stores.users.removeUser('erin', 'localhost'), true);
+      const hooks = new Hooks((err) => {
+        throw err;
+      });
+      for (const reg of dataHooks(data)) hooks.add(reg);
+      await removeUserData(hooks, 'erin', 'localhost');
       assert.deepEqual(await db.query('SELECT username FROM petrel_roster'), []);
-      assert.equal(await s.offline.count('erin', 'localhost'), 0);
-      assert.equal(await s.users.userExists('erin', 'localhost'), false);
+      assert.equal(await offline.count('erin', 'localhost'), 0);
+      assert.equal(await stores.users.userExists('erin', 'localhost'), false);
     } finally {
-      await stores.storage.close();
+      await stores.close();
     }
   });
 
   test('the outbox opens in PostgreSQL when outbox_backend is "rdbms"', async () => {
     const stores = await openStores(config('[modules.mod_event_pusher]\noutbox_backend = "rdbms"\n'));
     try {
-      const outbox = await stores.openOutbox();
+      const outbox = await stores.openOutbox('rdbms', 'modules.mod_event_pusher.outbox_backend');
       const id = await outbox.append({
         handler: 'h', hostType: 'localhost', webhookId: 'msg_x', path: '/', headers: [], body: new Uint8Array([1]), createdAt: 1, claimed: false,
       });
       await outbox.close();
       assert.deepEqual(await db.query('SELECT id::int, webhook_id FROM petrel_event_outbox'), [{ id, webhook_id: 'msg_x' }]);
     } finally {
-      await stores.storage.close();
+      await stores.close();
     }
   });
 });
