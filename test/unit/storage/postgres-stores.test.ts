@@ -59,10 +59,10 @@ describe('stores split between the embedded file and PostgreSQL', { skip: reacha
     try {
       const outbox = await stores.openOutbox();
       const id = await outbox.append({
-        handler: 'h', hostType: 'localhost', webhookId: 'msg_x', path: '/', headers: [], body: new Uint8Array([1]), createdAt: 1, claimed: false,
+        handler: 'h', hostType: 'localhost', eventId: 'msg_x', payload: new Uint8Array([1]), createdAt: 1, claimed: false,
       });
       await outbox.close();
-      assert.deepEqual(await db.query('SELECT id::int, webhook_id FROM petrel_event_outbox'), [{ id, webhook_id: 'msg_x' }]);
+      assert.deepEqual(await db.query('SELECT id::int, event_id FROM petrel_event_outbox'), [{ id, event_id: 'msg_x' }]);
     } finally {
       await stores.storage.close();
     }
