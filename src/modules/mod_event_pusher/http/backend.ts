@@ -81,8 +81,8 @@ interface PreparedHeaders {
   pairs: Array<[string, string]>;
   /** The webhook-id the callback set, if it did. */
   id: string | undefined;
-  /** The stored payload's bytes before the body (payload.ts), encoded on first use. */
-  prefix: Uint8Array | null;
+  /** The stored payload's part before the body (payload.ts), built on first use. */
+  prefix: string | null;
 }
 
 /** A list of pairs that still holds what it held when it was prepared. */

@@ -7,7 +7,7 @@
 // Petrel counts a request as failed when it gets no 2xx answer: connection
 // errors, timeouts, TLS failures and non-2xx statuses alike (MongooseIM counts
 // any HTTP answer, even a 500, as sent).
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { RecentQuantiles } from './recent-quantiles.ts';
 
 export const SENT_COUNT = 'mod_event_pusher_http_sent_count';
