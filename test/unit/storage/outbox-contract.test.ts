@@ -310,7 +310,7 @@ for (const kind of HARNESSES) {
         // database cannot tell (SQLite's busy handler leaves no trace), held long enough for the
         // store to have tried: the batch goes at the next tick.
         if ((await lock.waited()) === undefined) await new Promise((r) => setTimeout(r, Math.min(500, h.lockWait() / 4)));
-        else assert.ok(await until(async () => (await lock.waited()) === true, h.lockWait() / 2), 'a write of the store waits for the lock');
+        else assert.ok(await until(async () => (await lock.waited()) === true, h.lockWait() * 0.8), 'a write of the store waits for the lock');
         await lock.release();
         released = true;
         const results = await Promise.all(appends.map((a) => a.done));
