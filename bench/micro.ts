@@ -12,6 +12,10 @@ import { formBody } from '../src/modules/mod_event_pusher/http/form.ts';
 import { webhookId } from '../src/modules/mod_event_pusher/http/webhook-id.ts';
 import { httpBackendMetrics } from '../src/modules/mod_event_pusher/http/metrics.ts';
 import type { Acc } from '../src/hooks/catalogue.ts';
+import { encodePayload, encodePrefix, payloadDecoder } from '../src/modules/mod_event_pusher/http/payload.ts';
+import { packBatch, unpackBatch } from '../src/storage/outbox/packed.ts';
+import { GroupCommit } from '../src/storage/outbox/group-commit.ts';
+import type { NewOutboxRow, SettleOp } from '../src/storage/outbox/types.ts';
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
 const RUN_MS = Number(values.ms ?? 600);
@@ -182,6 +186,84 @@ bench('webhookId (one crypto.hash sha256 of from/to/id/handler/dir)', (n) => {
 bench('AbortSignal.timeout(5000)', (n) => {
   for (let i = 0; i < n; i++) if (!AbortSignal.timeout(5000).aborted) sink++;
 });
+
+// --- the outbox's hand-over (mod_event_pusher enqueue → group commit → writer thread) ---
+
+{
+  const headers: Array<[string, string]> = [['content-type', 'application/x-www-form-urlencoded']];
+  const body = 'author=alice&server=localhost&receiver=bob&message=Hi%21+Are+we+still+on+for+lunch+tomorrow+at+noon%3F';
+  const prefix = encodePrefix('/notifications', headers, true);
+  // What the push_event handler does per durable event: one buffer, the handler's prefix encoded once.
+  bench('outbox payload: encodePayload (cached prefix string + body)', (n) => {
+    for (let i = 0; i < n; i++) sink += encodePayload(prefix, body).byteLength;
+  });
+  // What it did before payloads were opaque: body bytes and the headers' JSON, per event.
+  const jsonOpen = JSON.stringify(headers).slice(0, -1) + ',';
+  bench('outbox row before: Buffer.from(body) + headers JSON', (n) => {
+    for (let i = 0; i < n; i++) sink += Buffer.from(body, 'utf8').byteLength + (jsonOpen + '["webhook-id","msg_luvzQkRshbgnoyMvZ85BdA"]]').length;
+  });
+  // The whole hand-over of one event to the writer thread, as it is and as it was: build the
+  // row, pack a batch of 256 and clone it as postMessage does.
+  const batchOf = 256;
+  const ids: string[] = [];
+  for (let i = 0; i < batchOf; i++) ids.push('msg_' + String(i).padStart(22, 'x'));
+  bench('outbox hand-over per event: payload row, packBatch, structuredClone', (n) => {
+    for (let done = 0; done < n; done += batchOf) {
+      const rs: NewOutboxRow[] = [];
+      for (let i = 0; i < batchOf; i++) rs.push({ handler: 'http_pool:/notifications:mod_event_pusher_http_defaults', hostType: 'localhost', eventId: ids[i]!, payload: encodePayload(prefix, body), createdAt: 1, claimed: true });
+      const packed = packBatch(rs, []);
+      sink += structuredClone(packed, { transfer: [packed.payloads] }).strs.length;
+    }
+  });
+  bench('outbox hand-over per event, before: body + headers JSON row, 5 strings packed, clone', (n) => {
+    for (let done = 0; done < n; done += batchOf) {
+      const rs: Array<{ h: string; ht: string; id: string; path: string; json: string; body: Uint8Array }> = [];
+      for (let i = 0; i < batchOf; i++) {
+        rs.push({ h: 'http_pool:/notifications:mod_event_pusher_http_defaults', ht: 'localhost', id: ids[i]!, path: '/notifications', json: jsonOpen + '["webhook-id","' + ids[i] + '"]]', body: Buffer.from(body, 'utf8') });
+      }
+      const strs: string[] = new Array(batchOf * 5);
+      const nums = new Float64Array(batchOf * 4);
+      let size = 0;
+      for (const r of rs) size += r.body.byteLength;
+      const bodies = new ArrayBuffer(size);
+      const bytes = new Uint8Array(bodies);
+      let off = 0;
+      for (let i = 0; i < batchOf; i++) {
+        const r = rs[i]!;
+        strs[i * 5] = r.h;
+        strs[i * 5 + 1] = r.ht;
+        strs[i * 5 + 2] = r.id;
+        strs[i * 5 + 3] = r.path;
+        strs[i * 5 + 4] = r.json;
+        bytes.set(r.body, off);
+        nums[i * 4 + 2] = off;
+        nums[i * 4 + 3] = r.body.byteLength;
+        off += r.body.byteLength;
+      }
+      sink += structuredClone({ strs, nums, bodies, ops: [] }, { transfer: [bodies] }).strs.length;
+    }
+  });
+  const payload = encodePayload(prefix, body);
+  const decode = payloadDecoder();
+  bench('outbox payload: decode, prefix cached (sender side)', (n) => {
+    for (let i = 0; i < n; i++) sink += decode(payload).body.byteLength;
+  });
+  bench('outbox payload: decode, fresh decoder each time', (n) => {
+    for (let i = 0; i < n; i++) sink += payloadDecoder()(payload).body.byteLength;
+  });
+  const rows: NewOutboxRow[] = [];
+  for (let i = 0; i < 512; i++) rows.push({ handler: 'http_pool:/notifications:mod_event_pusher_http_defaults', hostType: 'localhost', eventId: 'msg_' + i, payload, createdAt: 1, claimed: true });
+  const ops: SettleOp[] = [];
+  for (let i = 0; i < 512; i++) ops.push({ op: 'delivered', id: i });
+  bench('outbox packBatch + structuredClone + unpackBatch, per row (512 rows + 512 ops)', (n) => {
+    for (let done = 0; done < n; done += 512) sink += unpackBatch(structuredClone(packBatch(rows, ops))).rows.length;
+  });
+  const q = new GroupCommit<NewOutboxRow, SettleOp>(async (r) => r.map((_, i) => i), (r) => r.payload.byteLength, { maxRows: 512 });
+  const noop = () => {};
+  bench('outbox GroupCommit.append (sync part: promise + batch bookkeeping)', (n) => {
+    for (let i = 0; i < n; i++) q.append(rows[i & 511]!).then(noop, noop);
+  });
+}
 
 if (sink === -1) process.stdout.write('');
 process.stdout.write(JSON.stringify({ micro: results }) + '\n');

@@ -4,7 +4,6 @@ import type { Registry } from 'prom-client';
 import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
 import { Hooks } from './hooks/hooks.ts';
 import { openStores } from './storage/open.ts';
-import type { StoreBackend } from './storage/types.ts';
 import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
 import { NO_ROSTER, Presence } from './routing/presence.ts';
@@ -14,7 +13,7 @@ import { AuthBans } from './c2s/auth-bans.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { RosterData } from './modules/mod_roster.ts';
-import { dataHooks, moduleStoreOptions, openModuleData, removeUserData, storeLocations } from './modules/storage.ts';
+import { dataHooks, openModuleData, removeUserData, storeLocations } from './modules/storage.ts';
 import type { OutgoingPools } from './outgoing/types.ts';
 import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
 import { createOutgoingPools } from './outgoing/pools.ts';
@@ -91,12 +90,8 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   router.presence = presence;
   const metrics: Registry = createMetricsRegistry();
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
-  // The event pusher's outbox, in the store its own option names (read here until the module opens it itself).
-  const outbox = moduleStoreOptions(config).find((o) => o.module === 'mod_event_pusher' && o.option === 'outbox_backend');
-  const outboxBackend: StoreBackend = outbox?.backend ?? 'internal';
   const ctx: ModuleContext = {
     config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, features: new Set(),
-    openOutbox: () => stores.openOutbox(outboxBackend, 'modules.mod_event_pusher.outbox_backend'),
   };
 
   const instances: Array<{ name: string; inst: ModuleInstance }> = [];

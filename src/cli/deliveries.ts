@@ -4,18 +4,18 @@
 // (modules.mod_event_pusher.outbox_backend = "rdbms"). The server reads the
 // outbox for due rows every second, so replayed events go out without
 // telling it anything.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
 import { parseArgs } from 'node:util';
 import type { PetrelConfig } from '../config/types.ts';
 import { SQLITE_FILE } from '../storage/index.ts';
-import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables, type DeadLetterSelector, type OutboxAdmin } from '../storage/outbox.ts';
-import { openPostgresOutboxAdmin } from '../storage/outbox-postgres.ts';
-import { rdbmsPool } from '../storage/select.ts';
+import type { DeadLetterSelector, OutboxAdmin } from '../storage/outbox/types.ts';
+import { openSqliteOutboxAdmin } from '../storage/outbox/sqlite-tables.ts';
+import { openPostgresOutboxAdmin } from '../storage/outbox/postgres.ts';
+import { checkStoreBackend, rdbmsPool } from '../storage/select.ts';
+import { ensurePrivateDir, ensurePrivateFile } from '../storage/data-dir.ts';
 import { resolveModules } from '../modules/registry.ts';
 import type { EventPusherOpts } from '../modules/mod_event_pusher/config.ts';
-import { handlerKey } from '../modules/mod_event_pusher/http/backend.ts';
+import { BACKENDS } from '../modules/mod_event_pusher/backends.ts';
 
 export const DELIVERIES_USAGE = `  petrel deliveries [-c FILE]                     queue depth, in flight, retrying, dead-lettered per handler
   petrel deliveries dead-letter list [-c FILE]    one line per dead-lettered event
@@ -30,32 +30,27 @@ export interface DeliveriesIo {
   err(s: string): void;
 }
 
-function openTables(config: PetrelConfig): OutboxTables {
-  const dir = config.general.data_dir;
-  mkdirSync(dir, { recursive: true });
-  const db = new DatabaseSync(join(dir, SQLITE_FILE), { timeout: OUTBOX_BUSY_TIMEOUT_MS });
-  db.exec(`PRAGMA busy_timeout = ${OUTBOX_BUSY_TIMEOUT_MS}`);
-  db.exec('PRAGMA journal_mode = WAL');
-  return new OutboxTables(db);
+function eventPusherOpts(config: PetrelConfig): EventPusherOpts | undefined {
+  return resolveModules(config.modules).find(([name]) => name === 'mod_event_pusher')?.[1] as EventPusherOpts | undefined;
 }
 
-/** The outbox of the configured store. */
+/** The outbox of the store mod_event_pusher's outbox_backend names. */
 async function openAdmin(config: PetrelConfig): Promise<OutboxAdmin> {
-  if ((config.modules.mod_event_pusher as EventPusherOpts | undefined)?.outbox_backend === 'rdbms') return openPostgresOutboxAdmin(rdbmsPool(config));
-  const t = openTables(config);
-  return {
-    counts: async () => t.counts(),
-    deadLetters: async () => t.deadLetters(),
-    replay: async (sel, now) => t.replay(sel, now),
-    purge: async (sel) => t.purge(sel),
-    close: async () => t.db.close(),
-  };
+  if (eventPusherOpts(config)?.outbox_backend === 'rdbms') {
+    checkStoreBackend(config, 'rdbms', 'modules.mod_event_pusher.outbox_backend');
+    return openPostgresOutboxAdmin(rdbmsPool(config));
+  }
+  // Made private before SQLite creates it, should this command be the first to open the store.
+  ensurePrivateDir(config.general.data_dir);
+  const file = join(config.general.data_dir, SQLITE_FILE);
+  ensurePrivateFile(file);
+  return openSqliteOutboxAdmin(file);
 }
 
-/** The configured handlers whose events go through the outbox, in configuration order. */
+/** The configured handlers whose events go through the outbox, each backend's in its configuration order, as the backends name them. */
 function outboxHandlers(config: PetrelConfig): Array<{ index: number; key: string }> {
-  const ep = resolveModules(config.modules).find(([name]) => name === 'mod_event_pusher')?.[1] as EventPusherOpts | undefined;
-  return (ep?.handlers ?? []).flatMap((h, index) => ((h.delivery ?? 'at_least_once') === 'at_least_once' ? [{ index, key: handlerKey(h) }] : []));
+  const backends = eventPusherOpts(config)?.backends ?? {};
+  return Object.entries(backends).flatMap(([name, o]) => BACKENDS[name]?.deliveryRows(o) ?? []);
 }
 
 function table(rows: string[][]): string {
@@ -98,7 +93,7 @@ export async function runDeliveries(argv: string[], io: DeliveriesIo): Promise<n
     const t = await openAdmin(io.loadConfig(values.config));
     try {
       for (const d of await t.deadLetters()) {
-        io.out(`${d.webhookId}  ${d.handler}  attempts=${d.attempts}  error=${JSON.stringify(d.lastError)}  at=${new Date(d.deadAt).toISOString()}`);
+        io.out(`${d.eventId}  ${d.handler}  attempts=${d.attempts}  error=${JSON.stringify(d.lastError)}  at=${new Date(d.deadAt).toISOString()}`);
       }
     } finally {
       await t.close();

@@ -6,7 +6,7 @@ import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
-import { eventPusherHttpSpec } from './mod_event_pusher/config.ts';
+import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
 
 export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Object.freeze({
   mod_roster: modRoster,
@@ -39,7 +39,7 @@ export function resolveModules(configured: Readonly<Record<string, unknown>>): A
   const alias = configured.mod_event_pusher_http as EventPusherOpts | undefined;
   if (alias !== undefined) {
     const main = out.get('mod_event_pusher') as EventPusherOpts | undefined;
-    out.set('mod_event_pusher', { ...main, handlers: [...(main?.handlers ?? []), ...alias.handlers] });
+    out.set('mod_event_pusher', mergeEventPusherAlias(main, alias));
   }
   return [...out];
 }

@@ -7,7 +7,6 @@ import type { Hooks, HookRegistration } from '../hooks/hooks.ts';
 import type { Spec } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import type { StoreAccess, StoreBackend, UserStore } from '../storage/types.ts';
-import type { OutboxStore } from '../storage/outbox.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
 
 export type { RouterApi, SessionView, SessionsApi, IqRequest, IqHandler, IqHandlerSpec } from '../routing/types.ts';
@@ -28,8 +27,6 @@ export interface ModuleContext {
   pools: OutgoingPools;
   /** Features announced in the server's disco#info (mod_disco reads it; modules add to it). */
   features: Set<string>;
-  /** Opens the event pusher's outbox in the configured store; absent: the embedded store under data_dir. */
-  openOutbox?: () => Promise<OutboxStore>;
 }
 
 export interface ModuleInstance {

@@ -9,12 +9,9 @@ import type { Logger } from 'pino';
 import { fail } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { ACCOUNTS, accountsBackend } from './accounts.ts';
-import { ensurePrivateDir, ensurePrivateFile } from './data-dir.ts';
+import { ensurePrivateDir } from './data-dir.ts';
 import { SQLITE_FILE } from './index.ts';
 import { migratePg, migrateSqlite } from './migrations.ts';
-import type { OutboxStore } from './outbox.ts';
-import { openSqliteOutbox } from './outbox-sqlite.ts';
-import { openPostgresOutbox } from './outbox-postgres.ts';
 import { openPgPool, type PgPoolSettings } from './postgres.ts';
 import { NEEDS_POOL, RDBMS_POOL_TAG } from './select.ts';
 import { closeSqliteDatabase, openSqliteDatabase } from './sqlite.ts';
@@ -87,8 +84,6 @@ export function openStoreAccess(o: StoreAccessOptions): OpenStoreAccess {
 export interface Stores extends OpenStoreAccess {
   /** The accounts, in the store auth.methods names. */
   readonly users: UserStore;
-  /** Opens the event pusher's outbox in `backend` (with its own connections); `optionPath` is the option that chose it. */
-  openOutbox(backend: StoreBackend, optionPath: string): Promise<OutboxStore>;
 }
 
 export interface OpenStoresOptions {
@@ -112,15 +107,5 @@ export async function openStores(config: PetrelConfig, o: OpenStoresOptions = {}
   return {
     ...access,
     users,
-    async openOutbox(backend, optionPath) {
-      if (backend === 'rdbms') {
-        if (rdbms === undefined) fail(optionPath, `"rdbms" ${NEEDS_POOL}`);
-        return openPostgresOutbox(rdbms, { onWarning });
-      }
-      // The outbox opens the file with a connection of its own: make it private first.
-      ensurePrivateDir(dirname(file));
-      ensurePrivateFile(file);
-      return openSqliteOutbox(file);
-    },
   };
 }

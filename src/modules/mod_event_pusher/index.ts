@@ -1,7 +1,9 @@
 // mod_event_pusher: turns hooks into events and runs the push_event hook, to
 // which every configured backend is attached (MongooseIM's
-// mod_event_pusher + mod_event_pusher_hook_translator). Petrel has one
-// backend, http.
+// mod_event_pusher + mod_event_pusher_hook_translator). The backends come
+// from the registry in backends.ts (http today); the module owns their
+// common outbox (outbox_backend) and delivery engine (delivery/), and says
+// where the senders run (sender_thread).
 //
 //   user_send_message   (a user sent a message)           → chat event, dir "in"
 //   filter_local_packet (a message about to reach a user) → chat event, dir "out"
@@ -15,10 +17,19 @@ import type { Acc, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { ModuleContext, ModuleDefinition, ModuleInstance } from '../types.ts';
 import { join } from 'node:path';
+import type { PetrelConfig } from '../../config/types.ts';
 import { SQLITE_FILE } from '../../storage/index.ts';
-import { openSqliteOutbox } from '../../storage/outbox-sqlite.ts';
-import { eventPusherSpec, type EventPusherOpts } from './config.ts';
-import { createHttpBackend, type HttpBackend } from './http/backend.ts';
+import { checkStoreBackend, rdbmsPool } from '../../storage/select.ts';
+import { ensurePrivateDir, ensurePrivateFile } from '../../storage/data-dir.ts';
+import { openSqliteOutbox } from '../../storage/outbox/sqlite.ts';
+import { openPostgresOutbox } from '../../storage/outbox/postgres.ts';
+import type { OutboxStore } from '../../storage/outbox/types.ts';
+import type { PgPoolSettings } from '../../storage/postgres.ts';
+import { BACKENDS, type BackendInstance } from './backends.ts';
+import { DEFAULT_OUTBOX_MAX_EVENTS, DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts } from './config.ts';
+import { createDeliveryEngine } from './delivery/outbox.ts';
+import { deliveryMetrics } from './delivery/metrics.ts';
+import type { Logger } from 'pino';
 
 export type { EventPusherOpts, HandlerOpts } from './config.ts';
 
@@ -39,25 +50,58 @@ export function chatType(packet: Element): string | undefined {
   return Object.hasOwn(CHAT_TYPES, t) ? CHAT_TYPES[t] : undefined;
 }
 
-export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpts): Promise<ModuleInstance & { http?: HttpBackend }> {
+/** The PostgreSQL settings of the outbox; a ConfigError naming the option when the pool is missing. */
+function outboxPgSettings(config: PetrelConfig): PgPoolSettings {
+  checkStoreBackend(config, 'rdbms', 'modules.mod_event_pusher.outbox_backend');
+  return rdbmsPool(config);
+}
+
+/** Opens the module's outbox in its configured store (its own connections). */
+function outboxOpener(config: PetrelConfig, opts: EventPusherOpts, logger: Logger): { open(): Promise<OutboxStore>; pg?: PgPoolSettings } {
+  const batch = { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes };
+  const onWarning = (what: string, message: string) => logger.warn({ what }, message);
+  if (opts.outbox_backend === 'rdbms') {
+    const pg = outboxPgSettings(config);
+    return { pg, open: () => openPostgresOutbox(pg, { ...batch, onWarning }) };
+  }
+  // The instance's own store file, written by its own thread; made private
+  // first, since that thread's connection may be the one that creates it.
+  const file = join(config.general.data_dir, SQLITE_FILE);
+  return {
+    open: () => {
+      ensurePrivateDir(config.general.data_dir);
+      ensurePrivateFile(file);
+      return openSqliteOutbox(file, { ...batch, onWarning });
+    },
+  };
+}
+
+export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpts): Promise<ModuleInstance & { backends: ReadonlyMap<string, BackendInstance> }> {
   const logger = ctx.logger.child({ module: NAME });
-  const http =
-    opts.handlers.length > 0
-      ? await createHttpBackend(
-          {
-            pools: ctx.pools,
-            configDir: ctx.config.configDir,
-            logger,
-            metrics: ctx.metrics,
-            hosts: ctx.hosts,
-            // The configured store (modules.mod_event_pusher.outbox_backend); by default the
-            // instance's own store file, written by its own thread.
-            openOutbox: ctx.openOutbox ?? (() => openSqliteOutbox(join(ctx.config.general.data_dir, SQLITE_FILE))),
-            outboxMaxEvents: opts.outbox_max_events,
-          },
-          opts.handlers,
-        )
-      : undefined;
+  const store = opts.outbox_backend === 'rdbms' ? outboxOpener(ctx.config, opts, logger) : undefined;
+  const engine = createDeliveryEngine({
+    open: () => (store ?? outboxOpener(ctx.config, opts, logger)).open(),
+    pgSettings: store?.pg,
+    senderThread: opts.sender_thread ?? DEFAULT_SENDER_THREAD,
+    batch: { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes },
+    logger,
+    metrics: deliveryMetrics(ctx.metrics),
+    maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,
+  });
+  const backends = new Map<string, BackendInstance>();
+  try {
+    for (const [name, o] of Object.entries(opts.backends)) {
+      const def = BACKENDS[name];
+      if (def === undefined) throw new Error(`mod_event_pusher has no ${name} backend`);
+      def.metrics(ctx.metrics, ctx.hosts);
+      backends.set(name, await def.create({ pools: ctx.pools, configDir: ctx.config.configDir, logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: engine }, o));
+    }
+    await engine.start();
+  } catch (err) {
+    for (const b of backends.values()) await b.close().catch(() => {});
+    await engine.close(0).catch(() => {});
+    throw err;
+  }
   const hooks = ctx.hooks;
 
   const push = (acc: Acc, event: PushEvent) => {
@@ -105,21 +149,22 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       handler: (p) => presence(p.jid, 'offline'),
     } satisfies HookRegistration<'unset_presence'>,
   ];
-  if (http !== undefined) {
+  for (const b of backends.values()) {
     regs.push({
       hook: 'push_event',
       host: '*',
       priority: PRIO_BACKEND,
       owner: NAME,
-      handler: (p) => http.handle(p.acc, p.event),
+      handler: (p) => b.handle(p.acc, p.event),
     } satisfies HookRegistration<'push_event'>);
   }
 
   return {
-    http,
+    backends,
     hooks: () => regs,
     async stop() {
-      await http?.close();
+      for (const b of backends.values()) await b.close();
+      await engine.close();
     },
   };
 }

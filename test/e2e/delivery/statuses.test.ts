@@ -8,6 +8,7 @@ import { Webhook as StandardWebhook } from 'standardwebhooks';
 import { freePort, startPetrel, type Petrel } from '../helpers/server.ts';
 import { connect, isMessage, type TestClient } from '../helpers/client.ts';
 import { Webhook, idOf, openStore, poolToml, type Answer, type Script } from './helpers.ts';
+import { payloadDecoder } from '../../../src/modules/mod_event_pusher/http/payload.ts';
 
 const hook = new Webhook();
 let server: Petrel;
@@ -132,8 +133,9 @@ test('a 410 disables the endpoint: later events are not sent to it, and an error
   assert.equal(withText('/gone', 'gone 2')().length, 0);
   // Its events stay in the outbox: the one answered 410 and the later ones (both directions).
   const db = openStore(server);
-  const bodies = (db.prepare("SELECT CAST(body AS TEXT) AS body FROM event_outbox WHERE handler = 'http_pool:/gone:mod_event_pusher_http_json'").all() as Array<{ body: string }>)
-    .map((r) => JSON.parse(r.body).data)
+  const decode = payloadDecoder();
+  const bodies = (db.prepare("SELECT payload FROM event_outbox WHERE handler = 'http_pool:/gone:mod_event_pusher_http_json'").all() as Array<{ payload: Uint8Array }>)
+    .map((r) => JSON.parse(Buffer.from(decode(r.payload).body).toString('utf8')).data)
     .map((d) => `${d.message} ${d.direction}`)
     .sort();
   db.close();

@@ -4,16 +4,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { OutboxTables, type NewOutboxRow } from '../../../src/storage/outbox.ts';
-import { openSqliteOutbox } from '../../../src/storage/outbox-sqlite.ts';
+import { OutboxTables } from '../../../src/storage/outbox/sqlite-tables.ts';
+import type { NewOutboxRow } from '../../../src/storage/outbox/types.ts';
+import { openSqliteOutbox } from '../../../src/storage/outbox/sqlite.ts';
+import { GroupCommit } from '../../../src/storage/outbox/group-commit.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'petrel-outbox-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function row(i: number, over: Partial<NewOutboxRow> = {}): NewOutboxRow {
   return {
-    handler: 'h', hostType: 'localhost', webhookId: `msg_${i}`, path: '/n', headers: [['webhook-id', `msg_${i}`]],
-    body: Buffer.from(`body ${i}`), createdAt: 1000 + i, claimed: false, ...over,
+    handler: 'h', hostType: 'localhost', eventId: `msg_${i}`, payload: Buffer.from(`body ${i}`), createdAt: 1000 + i, claimed: false, ...over,
   };
 }
 
@@ -34,15 +35,15 @@ test('a claim returns due unclaimed rows once, oldest due first, with their byte
   const store = await openSqliteOutbox(file);
   await Promise.all([store.append(row(1)), store.append(row(2)), store.append(row(3, { handler: 'other' }))]);
   const first = await store.claim('h', 5000, 10);
-  assert.deepEqual(first.map((r) => r.webhookId), ['msg_1', 'msg_2']);
-  assert.equal(Buffer.from(first[0]!.body).toString(), 'body 1');
-  assert.deepEqual(first[0]!.headers, [['webhook-id', 'msg_1']]);
+  assert.deepEqual(first.map((r) => r.eventId), ['msg_1', 'msg_2']);
+  assert.equal(Buffer.from(first[0]!.payload).toString(), 'body 1');
+  assert.deepEqual([first[0]!.hostType, first[0]!.createdAt, first[0]!.attempts], ['localhost', 1001, 0]);
   assert.deepEqual(await store.claim('h', 5000, 10), []);
   store.settle({ op: 'retry', id: first[0]!.id, attempts: 1, nextAt: 6000, error: 'HTTP 500' });
   store.settle({ op: 'delivered', id: first[1]!.id });
   assert.deepEqual(await store.claim('h', 5999, 10), []);
   const again = await store.claim('h', 6000, 10);
-  assert.deepEqual(again.map((r) => [r.webhookId, r.attempts]), [['msg_1', 1]]);
+  assert.deepEqual(again.map((r) => [r.eventId, r.attempts]), [['msg_1', 1]]);
   await store.close();
 });
 
@@ -66,13 +67,110 @@ test('dead letters are listed, replayed with their attempts reset, and purged', 
   await store.close();
 
   const t = new OutboxTables(new DatabaseSync(file));
-  assert.deepEqual(t.deadLetters().map((d) => [d.webhookId, d.attempts, d.lastError]), [['msg_1', 3, 'HTTP 500'], ['msg_2', 1, 'HTTP 404']]);
+  assert.deepEqual(t.deadLetters().map((d) => [d.eventId, d.attempts, d.lastError]), [['msg_1', 3, 'HTTP 500'], ['msg_2', 1, 'HTTP 404']]);
   assert.deepEqual(t.counts().get('h'), { queued: 0, inFlight: 0, retrying: 0, deadLettered: 2 });
   assert.deepEqual(t.replay({ ids: ['msg_1'] }, 10_000), ['msg_1']);
   assert.deepEqual(t.counts().get('h'), { queued: 1, inFlight: 0, retrying: 0, deadLettered: 1 });
   const back = t.claim('h', 10_000, 10);
-  assert.deepEqual(back.map((r) => [r.webhookId, r.attempts, Buffer.from(r.body).toString()]), [['msg_1', 0, 'body 1']]);
+  assert.deepEqual(back.map((r) => [r.eventId, r.attempts, Buffer.from(r.payload).toString()]), [['msg_1', 0, 'body 1']]);
   assert.deepEqual(t.purge({ all: true }), ['msg_2']);
   assert.deepEqual(t.deadLetters(), []);
   t.db.close();
+});
+
+test('an outbox of the HTTP-shaped tables is migrated with its queued and dead-lettered events, ids and attempts kept', async () => {
+  const file = join(dir, 'legacy.sqlite');
+  const db = new DatabaseSync(file);
+  // The tables as servers created them before payloads were opaque (and before versions were kept).
+  db.exec(`
+    CREATE TABLE event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, handler TEXT NOT NULL, host_type TEXT NOT NULL, webhook_id TEXT NOT NULL,
+      path TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+      next_attempt_at INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+    CREATE INDEX event_outbox_due ON event_outbox (handler, claimed, next_attempt_at);
+    CREATE TABLE event_dead_letter (id INTEGER PRIMARY KEY AUTOINCREMENT, handler TEXT NOT NULL, host_type TEXT NOT NULL, webhook_id TEXT NOT NULL,
+      path TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, dead_at INTEGER NOT NULL, last_error TEXT NOT NULL);
+  `);
+  const ins = db.prepare('INSERT INTO event_outbox (id, handler, host_type, webhook_id, path, headers, body, attempts, created_at, next_attempt_at, claimed, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  ins.run(7, 'h', 'localhost', 'msg_q', '/n', '[["webhook-id","msg_q"]]', Buffer.from([0, 0xff, 0x41]), 2, 100, 200, 1, 'HTTP 500');
+  db.prepare('INSERT INTO event_dead_letter (handler, host_type, webhook_id, path, headers, body, attempts, created_at, dead_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+    .run('h', 'localhost', 'msg_d', '/n', '[]', Buffer.from('dead body'), 8, 50, 60, 'refused: x');
+  db.close();
+
+  const store = await openSqliteOutbox(file);
+  assert.equal(store.releasedAtOpen, 1);
+  const [r] = await store.claim('h', 10_000, 10);
+  assert.deepEqual([r!.id, r!.eventId, r!.attempts, r!.createdAt], [7, 'msg_q', 2, 100]);
+  // The HTTP backend reads this layout (test/unit/modules/mod_event_pusher/hot-path.test.ts).
+  assert.deepEqual(Buffer.from(r!.payload), Buffer.concat([Buffer.from('\0/n\0[["webhook-id","msg_q"]]\0'), Buffer.from([0, 0xff, 0x41])]));
+  // A new row takes an id after the migrated ones.
+  assert.ok((await store.append(row(1))) > 7);
+  await store.close();
+  const t = new OutboxTables(new DatabaseSync(file));
+  assert.deepEqual(t.deadLetters().map((d) => [d.eventId, d.attempts, d.lastError, d.deadAt]), [['msg_d', 8, 'refused: x', 60]]);
+  assert.deepEqual(t.replay({ all: true }, 1), ['msg_d']);
+  assert.equal(Buffer.from(t.claim('h', 1, 10).find((x) => x.eventId === 'msg_d')!.payload).toString('latin1'), '\0/n\0[]\0dead body');
+  t.db.close();
+});
+
+test('a row the database refuses fails alone: the rows batched with it are committed, and settle ops are kept until written', async () => {
+  const file = join(dir, 'refuse.sqlite');
+  const db = new DatabaseSync(file);
+  new OutboxTables(db);
+  // A database that refuses one row (a constraint, a full disk for that page...).
+  db.exec(`CREATE TRIGGER refuse BEFORE INSERT ON event_outbox WHEN NEW.event_id = 'msg_bad' BEGIN SELECT RAISE(ABORT, 'refused row'); END`);
+  db.close();
+  const warnings: string[] = [];
+  const store = await openSqliteOutbox(file, { retryMs: 20, onWarning: (what) => warnings.push(what) });
+  const results = await Promise.allSettled([1, 2, 3, 4, 5, 6, 7].map((i) => store.append(row(i, i === 5 ? { eventId: 'msg_bad' } : {}))));
+  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+  assert.match(String((results[4] as PromiseRejectedResult).reason), /refused row/);
+  assert.ok(warnings.includes('event_pusher_outbox_write_failed'));
+  assert.deepEqual([...(await store.depth())], [['h', 6]]);
+  await store.close();
+});
+
+test('the group commit keeps settle ops whose write failed and writes them later, and splits failing batches down to the bad row', async () => {
+  let failNext = 0;
+  const writes: Array<{ rows: number[]; ops: string[] }> = [];
+  const written: string[] = [];
+  let nextId = 1;
+  const q = new GroupCommit<number, string>(
+    async (rows, ops) => {
+      writes.push({ rows: [...rows], ops: [...ops] });
+      if (failNext > 0) {
+        failNext--;
+        throw new Error('store down');
+      }
+      if (rows.includes(13)) throw new Error('bad row');
+      written.push(...ops);
+      return rows.map(() => nextId++);
+    },
+    () => 10,
+    { retryMs: 10, settleDelayMs: 1, maxRows: 8, maxBytes: 1000 },
+  );
+  q.settle('op1');
+  failNext = 1;
+  await assert.rejects(q.settled(), /store down/);
+  // Kept: written on the next try, after retryMs.
+  await new Promise((r) => setTimeout(r, 30));
+  await q.settled();
+  assert.deepEqual(written, ['op1']);
+  const rows = [10, 11, 12, 13, 14, 15, 16, 17];
+  const res = await Promise.allSettled(rows.map((r) => q.append(r)));
+  assert.deepEqual(res.map((r) => r.status), rows.map((r) => (r === 13 ? 'rejected' : 'fulfilled')));
+  // Halves, then quarters, down to the bad row alone.
+  assert.ok(writes.some((w) => w.rows.length === 1 && w.rows[0] === 13));
+  assert.ok(writes.length - 2 <= 2 * Math.log2(rows.length) + 1, `${writes.length} writes`);
+  q.close();
+});
+
+test('the group commit bounds a batch by payload bytes as well as rows', async () => {
+  const batches: number[][] = [];
+  const q = new GroupCommit<number, never>(async (rows) => {
+    batches.push([...rows]);
+    return rows.map((_, i) => i);
+  }, (n) => n, { maxRows: 100, maxBytes: 1000 });
+  await Promise.all([400, 400, 400, 2000, 10].map((n) => q.append(n)));
+  assert.deepEqual(batches, [[400, 400], [400], [2000], [10]]);
+  q.close();
 });

@@ -1,7 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openPostgresOutbox, openPostgresOutboxAdmin, type PostgresOutbox } from '../../../src/storage/outbox-postgres.ts';
-import type { NewOutboxRow } from '../../../src/storage/outbox.ts';
+import { openPostgresOutbox, openPostgresOutboxAdmin, PG_OUTBOX_STEPS, type PostgresOutbox } from '../../../src/storage/outbox/postgres.ts';
+import type { NewOutboxRow } from '../../../src/storage/outbox/types.ts';
+import { migratePg } from '../../../src/storage/migrations.ts';
+import { openPgPool } from '../../../src/storage/postgres.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../../e2e/postgres/db.ts';
 
 const reachable = await pgReachable();
@@ -10,10 +12,8 @@ const skip = reachable ? false : PG_UNREACHABLE;
 const row = (i: number, o: Partial<NewOutboxRow> = {}): NewOutboxRow => ({
   handler: 'h1',
   hostType: 'localhost',
-  webhookId: `msg_${i}`,
-  path: '/hook',
-  headers: [['content-type', 'application/json'], ['webhook-id', `msg_${i}`]],
-  body: Buffer.from(`{"n":${i}}`),
+  eventId: `msg_${i}`,
+  payload: Buffer.from(`{"n":${i}}`),
   createdAt: 1000 + i,
   claimed: false,
   ...o,
@@ -42,28 +42,28 @@ describe('the PostgreSQL outbox', { skip }, () => {
     const ids = await Promise.all(Array.from({ length: n }, (_, i) => o.append(row(i, { claimed: i % 2 === 0 }))));
     assert.equal(new Set(ids).size, n);
     for (let i = 1; i < n; i++) assert.ok(ids[i]! > ids[i - 1]!, 'ids grow in append order');
-    const rows = await db.query<{ id: string; webhook_id: string; claimed_by: string | null }>('SELECT id, webhook_id, claimed_by FROM petrel_event_outbox ORDER BY id');
-    assert.deepEqual(rows.map((r) => [Number(r.id), r.webhook_id]), ids.map((id, i) => [id, `msg_${i}`]));
+    const rows = await db.query<{ id: string; event_id: string; claimed_by: string | null }>('SELECT id, event_id, claimed_by FROM petrel_event_outbox ORDER BY id');
+    assert.deepEqual(rows.map((r) => [Number(r.id), r.event_id]), ids.map((id, i) => [id, `msg_${i}`]));
     assert.deepEqual(rows.map((r) => r.claimed_by), ids.map((_, i) => (i % 2 === 0 ? o.owner : null)));
     // Every row written by the same transaction has the same xmin.
     assert.deepEqual(await db.query('SELECT COUNT(DISTINCT xmin::text)::int AS n FROM petrel_event_outbox'), [{ n: 1 }]);
     await db.query('DELETE FROM petrel_event_outbox');
   });
 
-  test('a claim takes due, unclaimed rows of its handler, oldest due first, with bodies and headers intact', async () => {
+  test('a claim takes due, unclaimed rows of its handler, oldest due first, with payloads intact', async () => {
     const o = await outbox();
     const body = Buffer.from([0, 1, 2, 0xfe, 0xff, 0x5c, 0x22]);
     await Promise.all([
-      o.append(row(1, { createdAt: 3000, body })),
+      o.append(row(1, { createdAt: 3000, payload: body })),
       o.append(row(2, { createdAt: 1000 })),
       o.append(row(3, { createdAt: 2000, handler: 'h2' })),
       o.append(row(4, { createdAt: 9000 })),
       o.append(row(5, { createdAt: 500, claimed: true })),
     ]);
     const got = await o.claim('h1', 5000, 10);
-    assert.deepEqual(got.map((r) => r.webhookId), ['msg_2', 'msg_1']);
-    assert.deepEqual(Buffer.from(got[1]!.body), body);
-    assert.deepEqual(got[1]!.headers, [['content-type', 'application/json'], ['webhook-id', 'msg_1']]);
+    assert.deepEqual(got.map((r) => r.eventId), ['msg_2', 'msg_1']);
+    assert.deepEqual(Buffer.from(got[1]!.payload), body);
+    assert.equal(got[1]!.hostType, 'localhost');
     assert.equal(got[1]!.attempts, 0);
     assert.equal(got[1]!.createdAt, 3000);
     assert.deepEqual(await o.claim('h1', 5000, 10), [], 'claimed rows are not claimed again');
@@ -89,18 +89,18 @@ describe('the PostgreSQL outbox', { skip }, () => {
     o.settle({ op: 'retry', id: ids[1]!, attempts: 1, nextAt: 50_000, error: 'HTTP 503' });
     o.settle({ op: 'release', id: ids[2]! });
     o.settle({ op: 'dead', id: ids[3]!, attempts: 8, error: 'refused: ECONNREFUSED', at: 77_000 });
-    assert.deepEqual((await o.claim('h1', 10_000, 10)).map((r) => r.webhookId), ['msg_3'], 'the retry is not due yet');
+    assert.deepEqual((await o.claim('h1', 10_000, 10)).map((r) => r.eventId), ['msg_3'], 'the retry is not due yet');
     const retried = await o.claim('h1', 60_000, 10);
-    assert.deepEqual(retried.map((r) => [r.webhookId, r.attempts]), [['msg_2', 1]]);
+    assert.deepEqual(retried.map((r) => [r.eventId, r.attempts]), [['msg_2', 1]]);
 
     const admin = await openPostgresOutboxAdmin(db.settings);
     try {
       assert.deepEqual(await admin.counts(), new Map([['h1', { queued: 2, inFlight: 2, retrying: 0, deadLettered: 1 }]]));
       const dead = await admin.deadLetters();
-      assert.deepEqual(dead, [{ webhookId: 'msg_4', handler: 'h1', attempts: 8, lastError: 'refused: ECONNREFUSED', deadAt: 77_000, createdAt: 1004 }]);
+      assert.deepEqual(dead, [{ eventId: 'msg_4', handler: 'h1', attempts: 8, lastError: 'refused: ECONNREFUSED', deadAt: 77_000, createdAt: 1004 }]);
       assert.deepEqual(await admin.replay({ ids: ['msg_4', 'msg_nope'] }, 90_000), ['msg_4']);
       const back = await o.claim('h1', 90_000, 10);
-      assert.deepEqual(back.map((r) => [r.webhookId, r.attempts, Buffer.from(r.body).toString()]), [['msg_4', 0, '{"n":4}']]);
+      assert.deepEqual(back.map((r) => [r.eventId, r.attempts, Buffer.from(r.payload).toString()]), [['msg_4', 0, '{"n":4}']]);
       o.settle({ op: 'dead', id: back[0]!.id, attempts: 1, error: 'HTTP 400', at: 91_000 });
       await o.depth();
       assert.deepEqual(await admin.purge({ all: true }), ['msg_4']);
@@ -114,11 +114,11 @@ describe('the PostgreSQL outbox', { skip }, () => {
   test('claims of an owner that is gone go back to the queue when an outbox opens; a live owner keeps its own', async () => {
     const live = await outbox();
     await live.append(row(1, { claimed: true }));
-    await db.query(`INSERT INTO petrel_event_outbox (handler, host_type, webhook_id, path, headers, body, created_at, next_attempt_at, claimed_by)
-                    VALUES ('h1', 'localhost', 'orphan', '/hook', '[]', '\\x00', 1, 1, 'petrel-outbox 0000000000000000')`);
+    await db.query(`INSERT INTO petrel_event_outbox (handler, host_type, event_id, payload, created_at, next_attempt_at, claimed_by)
+                    VALUES ('h1', 'localhost', 'orphan', '\\x00', 1, 1, 'petrel-outbox 0000000000000000')`);
     const fresh = await outbox();
     assert.equal(fresh.releasedAtOpen, 1);
-    assert.deepEqual((await fresh.claim('h1', 10_000, 10)).map((r) => r.webhookId), ['orphan']);
+    assert.deepEqual((await fresh.claim('h1', 10_000, 10)).map((r) => r.eventId), ['orphan']);
     assert.equal(await fresh.sweep(), 0);
     await db.query('DELETE FROM petrel_event_outbox');
   });
@@ -128,8 +128,59 @@ describe('the PostgreSQL outbox', { skip }, () => {
     const id = await o.append(row(1, { claimed: true }));
     o.settle({ op: 'retry', id, attempts: 1, nextAt: 5, error: 'HTTP 500' });
     await o.close();
-    assert.deepEqual(await db.query('SELECT webhook_id, attempts, claimed_by FROM petrel_event_outbox'), [{ webhook_id: 'msg_1', attempts: 1, claimed_by: null }]);
+    assert.deepEqual(await db.query('SELECT event_id, attempts, claimed_by FROM petrel_event_outbox'), [{ event_id: 'msg_1', attempts: 1, claimed_by: null }]);
     await assert.rejects(o.append(row(2)), /closed/);
     await db.query('DELETE FROM petrel_event_outbox');
+  });
+
+  test('a row the database refuses fails alone, and the rows of its batch are committed', async () => {
+    await db.query(`CREATE FUNCTION petrel_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.event_id = 'msg_bad' THEN RAISE EXCEPTION 'refused row'; END IF; RETURN NEW; END $$`);
+    await db.query('CREATE TRIGGER refuse BEFORE INSERT ON petrel_event_outbox FOR EACH ROW EXECUTE FUNCTION petrel_test_refuse()');
+    try {
+      const o = await outbox();
+      const res = await Promise.allSettled([1, 2, 3, 4, 5].map((i) => o.append(row(i, i === 2 ? { eventId: 'msg_bad' } : {}))));
+      assert.deepEqual(res.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+      assert.deepEqual((await db.query<{ event_id: string }>('SELECT event_id FROM petrel_event_outbox ORDER BY id')).map((r) => r.event_id), ['msg_1', 'msg_3', 'msg_4', 'msg_5']);
+    } finally {
+      await db.query('DROP TRIGGER refuse ON petrel_event_outbox');
+      await db.query('DROP FUNCTION petrel_test_refuse()');
+      await db.query('DELETE FROM petrel_event_outbox');
+    }
+  });
+
+  test('the HTTP-shaped tables of an earlier version are migrated with their queued and dead-lettered events', async () => {
+    const old = await createTestDatabase();
+    const pool = await openPgPool(old.settings, { max: 1 });
+    try {
+      // The tables and version as the earlier code left them.
+      await migratePg(pool, 'outbox', PG_OUTBOX_STEPS.slice(0, 2));
+      await pool.query(`INSERT INTO petrel_event_outbox (id, handler, host_type, webhook_id, path, headers, body, attempts, created_at, next_attempt_at, claimed_by, last_error)
+                        VALUES (41, 'h1', 'localhost', 'msg_q', '/hook', '[["webhook-id", "msg_q"]]', '\\x00ff41', 3, 10, 20, NULL, 'HTTP 503')`);
+      await pool.query(`INSERT INTO petrel_event_dead_letter (handler, host_type, webhook_id, path, headers, body, attempts, created_at, dead_at, last_error)
+                        VALUES ('h1', 'localhost', 'msg_d', '/hook', '[]', 'dead', 8, 1, 2, 'HTTP 400')`);
+      const o = await openPostgresOutbox(old.settings, { sweepMs: 60_000 });
+      try {
+        const [r] = await o.claim('h1', 100, 10);
+        assert.deepEqual([r!.id, r!.eventId, r!.attempts, r!.createdAt], [41, 'msg_q', 3, 10]);
+        const p = Buffer.from(r!.payload);
+        assert.equal(p[0], 0);
+        const text = p.subarray(0, p.length - 3).toString('utf8');
+        assert.match(text, /^\0\/hook\0(.*)\0$/);
+        assert.deepEqual(JSON.parse(text.slice(7, -1)), [['webhook-id', 'msg_q']]);
+        assert.deepEqual([...p.subarray(p.length - 3)], [0, 0xff, 0x41]);
+      } finally {
+        await o.close();
+      }
+      const admin = await openPostgresOutboxAdmin(old.settings);
+      try {
+        assert.deepEqual((await admin.deadLetters()).map((d) => [d.eventId, d.attempts, d.lastError]), [['msg_d', 8, 'HTTP 400']]);
+      } finally {
+        await admin.close();
+      }
+    } finally {
+      await pool.end();
+      await old.drop();
+    }
   });
 });

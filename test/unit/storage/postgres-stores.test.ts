@@ -68,18 +68,4 @@ describe('stores split between the embedded file and PostgreSQL', { skip: reacha
       await stores.close();
     }
   });
-
-  test('the outbox opens in PostgreSQL when outbox_backend is "rdbms"', async () => {
-    const stores = await openStores(config('[modules.mod_event_pusher]\noutbox_backend = "rdbms"\n'));
-    try {
-      const outbox = await stores.openOutbox('rdbms', 'modules.mod_event_pusher.outbox_backend');
-      const id = await outbox.append({
-        handler: 'h', hostType: 'localhost', webhookId: 'msg_x', path: '/', headers: [], body: new Uint8Array([1]), createdAt: 1, claimed: false,
-      });
-      await outbox.close();
-      assert.deepEqual(await db.query('SELECT id::int, webhook_id FROM petrel_event_outbox'), [{ id, webhook_id: 'msg_x' }]);
-    } finally {
-      await stores.close();
-    }
-  });
 });

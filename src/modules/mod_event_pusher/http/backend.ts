@@ -15,18 +15,19 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Acc, ChatEvent, PushEvent } from '../../../hooks/catalogue.ts';
 import { fail } from '../../../config/schema.ts';
+import { httpPoolOrigin } from '../../../outgoing/http.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
-import type { HandlerOpts } from '../config.ts';
+import type { AttemptReport, DurableQueue, OutboxAccess } from '../delivery/types.ts';
+import { DEFAULT_RETRY } from '../delivery/retry.ts';
+import type { HandlerOpts } from './config.ts';
 import type { CallbackModule, HttpHandlerOpts, PrepareArgs, ShouldMakeReqArgs } from './callback.ts';
-import type { OutboxStore } from '../../../storage/outbox.ts';
-import { createMemoryDeliverer, DEFAULT_MAX_QUEUE, type Deliverer, type DeliveryRequest } from './deliverer.ts';
+import { createMemoryDeliverer, DEFAULT_MAX_QUEUE, type Deliverer } from './deliverer.ts';
 import { loadCallbackModule } from './loader.ts';
-import { deliveryMetrics, httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
-import { createOutboxEngine, type AttemptReport, type OutboxEngine } from './outbox-deliverer.ts';
-import { DEFAULT_RETRY } from './retry.ts';
+import { httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
+import { encodePayload, encodePrefix } from './payload.ts';
+import { createHttpSender, outcomeOf, type HttpSenderHandler, type HttpSenderInit } from './sender.ts';
 import { createSigner, parseSecret, signedHeaders, type Signer } from './signing.ts';
 import { webhookId } from './webhook-id.ts';
-import { DEFAULT_OUTBOX_MAX_EVENTS } from '../config.ts';
 
 /**
  * The key under which a handler's events are stored: what makes a handler
@@ -45,16 +46,10 @@ export interface HttpBackendDeps {
   metrics: Registry;
   /** Host types whose metrics exist from the start, at zero, as MongooseIM declares them. */
   hosts?: readonly string[];
-  /** Builds the deliverer of one handler; the in-memory one when not given. */
-  makeDeliverer?: (h: { index: number; pool: HttpPool; opts: HttpHandlerOpts }, onResult: (req: DeliveryRequest, o: HttpOutcome) => void, onDropped: (req: DeliveryRequest, reason: string) => void) => Deliverer;
   /** Cap of the in-memory queue of each handler. */
   maxQueue?: number;
-  /** Opens the outbox; needed when a handler has at_least_once delivery. */
-  openOutbox?: () => Promise<OutboxStore>;
-  /** Cap of the outbox, all handlers together. */
-  outboxMaxEvents?: number;
-  /** How often the outbox is read for due rows, ms (tests shorten it). */
-  outboxPollMs?: number;
+  /** mod_event_pusher's outbox; needed when a handler has at_least_once delivery. */
+  outbox?: OutboxAccess;
 }
 
 export interface HttpBackend {
@@ -70,9 +65,11 @@ interface Handler {
   mod: CallbackModule;
   pool: HttpPool;
   url: string;
-  deliverer: Deliverer;
-  /** The request is stored before the message moves on. */
-  durable: boolean;
+  /** best_effort: the in-memory queue. */
+  deliverer: Deliverer | null;
+  /** at_least_once: the outbox (the request is stored before the message moves on). */
+  durable: DurableQueue | null;
+  signer: Signer | undefined;
   /** The headers the callback returned last, prepared (most callbacks return the same constant list every time). */
   hdr: PreparedHeaders | null;
 }
@@ -84,8 +81,8 @@ interface PreparedHeaders {
   pairs: Array<[string, string]>;
   /** The webhook-id the callback set, if it did. */
   id: string | undefined;
-  /** JSON of `pairs` without its closing bracket, followed by a comma when not empty. */
-  jsonOpen: string;
+  /** The stored payload's part before the body (payload.ts), built on first use. */
+  prefix: string | null;
 }
 
 /** A list of pairs that still holds what it held when it was prepared. */
@@ -106,8 +103,7 @@ function prepareHeaders(h: unknown): PreparedHeaders {
   for (const [k, v] of pairs) if (k.length === 10 && k.toLowerCase() === 'webhook-id') id = v;
   const seen: unknown[] = [];
   if (Array.isArray(h)) for (const e of h) seen.push(Array.isArray(e) ? e[0] : undefined, Array.isArray(e) ? e[1] : undefined);
-  const json = JSON.stringify(pairs);
-  return { src: h, seen, pairs, id, jsonOpen: json.slice(0, -1) + (pairs.length > 0 ? ',' : '') };
+  return { src: h, seen, pairs, id, prefix: null };
 }
 
 type Thenable<T> = { then(ok: (v: T) => unknown, err: (e: unknown) => unknown): unknown };
@@ -146,7 +142,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   /** Failed attempts that will be retried are logged at most once a second per handler. */
   const retryLog = new Map<number, { last: number; suppressed: number }>();
 
-  const onResult = (req: DeliveryRequest, o: HttpOutcome, r?: AttemptReport) => {
+  const onResult = (req: { handler: number; hostType: string; webhookId: string }, o: HttpOutcome, r?: AttemptReport) => {
     const m = metrics.forHost(req.hostType);
     const h = handlers[req.handler]!;
     if (o.kind === 'ok') {
@@ -179,7 +175,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     else log.warn({ ...base, reason: o.kind, error: o.message }, 'HTTP notification failed');
   };
 
-  const onDropped = (req: DeliveryRequest, reason: string) => {
+  const onDropped = (req: { handler: number; hostType: string }, reason: string) => {
     metrics.forHost(req.hostType).failed.inc();
     // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_write_failed).
     if (reason === 'outbox_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
@@ -196,8 +192,10 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   };
 
   const handlers: Handler[] = [];
-  let engine: OutboxEngine | undefined;
-  try {
+  const durable: HttpSenderHandler[] = [];
+  const threadInit: HttpSenderInit = { handlers: [] };
+  let threadable = true;
+  {
     for (let index = 0; index < handlerOpts.length; index++) {
       const ho = handlerOpts[index]!;
       const pool = deps.pools.http(ho.pool_name);
@@ -216,37 +214,36 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
         });
         signer = createSigner(signingKeys);
       }
-      let deliverer: Deliverer;
-      let durable = false;
-      if (deps.makeDeliverer) deliverer = deps.makeDeliverer({ index, pool, opts }, onResult, onDropped);
-      else if ((ho.delivery ?? 'at_least_once') === 'best_effort') {
+      let deliverer: Deliverer | null = null;
+      let queue: DurableQueue | null = null;
+      if ((ho.delivery ?? 'at_least_once') === 'best_effort') {
         const s = signer;
         deliverer = createMemoryDeliverer({
           pool, concurrency: Math.max(1, pool.workers), maxQueue, onResult, onDropped,
           headersFor: s === undefined ? undefined : (req) => signedHeaders(s, req.headers as Array<[string, string]>, req.webhookId, req.body, Date.now()),
         });
       } else {
-        if (engine === undefined) {
-          if (deps.openOutbox === undefined) throw new Error(`${ho.tomlPath}: at_least_once delivery needs an outbox store`);
-          engine = createOutboxEngine({
-            store: await deps.openOutbox(),
-            logger: log,
-            metrics: deliveryMetrics(deps.metrics),
-            maxEvents: deps.outboxMaxEvents ?? DEFAULT_OUTBOX_MAX_EVENTS,
-            onAttempt: onResult,
-            onDropped,
-            pollMs: deps.outboxPollMs,
-          });
-        }
-        deliverer = engine.deliverer({ index, key: handlerKey(opts), url, pool, retry: ho.retry ?? DEFAULT_RETRY, signer, signingKeys });
-        durable = true;
+        if (deps.outbox === undefined) throw new Error(`${ho.tomlPath}: at_least_once delivery needs an outbox store`);
+        queue = deps.outbox.handler(
+          { backend: 'http', index, key: handlerKey(opts), lane: ho.pool_name, concurrency: Math.max(1, pool.workers), retry: ho.retry ?? DEFAULT_RETRY, logFields: { url } },
+          {
+            attempted: (item, r, report) => onResult({ handler: index, hostType: item.hostType, webhookId: item.eventId }, outcomeOf(r), report),
+            dropped: (hostType, _eventId, reason) => onDropped({ handler: index, hostType }, reason),
+          },
+        );
+        durable.push({ index, pool, signer });
+        const origin = httpPoolOrigin(pool);
+        if (origin === undefined) threadable = false;
+        else threadInit.handlers.push({ index, poolTag: origin.tag, poolConfig: origin.cfg, signingKeys });
       }
-      handlers.push({ index, opts, mod, pool, url, deliverer, durable, hdr: null });
+      handlers.push({ index, opts, mod, pool, url, deliverer, durable: queue, signer, hdr: null });
     }
-    await engine?.start();
-  } catch (err) {
-    await engine?.close(0);
-    throw err;
+    if (durable.length > 0) {
+      deps.outbox!.sender('http', {
+        local: () => createHttpSender(durable),
+        thread: threadable ? { url: new URL('./sender.ts', import.meta.url).href, init: threadInit } : undefined,
+      });
+    }
   }
 
   const callbackFailed = (h: Handler, acc: Acc, fn: string, err: unknown) => {
@@ -268,16 +265,25 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       return callbackFailed(h, acc, 'prepareHeaders/prepareBody', e);
     }
     // A webhook-id the callback module set is kept, and is what signatures cover.
-    let id = prep.id;
-    let pairs = prep.pairs;
-    let json: string;
-    if (id === undefined) {
-      id = webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
-      pairs = [...pairs, ['webhook-id', id]];
-      // The id is base64url: nothing in it needs escaping in JSON.
-      json = prep.jsonOpen + '["webhook-id","' + id + '"]]';
-    } else json = prep.jsonOpen.slice(0, prep.jsonOpen.length - (prep.pairs.length > 0 ? 1 : 0)) + ']';
-    const stored = h.deliverer.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, headersJson: json, body: payload, webhookId: id });
+    const own = prep.id;
+    const id = own ?? webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
+    let stored: Promise<void> | void;
+    if (h.durable !== null) {
+      // Stored as the handler's prefix (path and headers, encoded once) and the body.
+      let prefix = prep.prefix;
+      if (prefix === null) {
+        try {
+          prefix = encodePrefix(h.opts.path, prep.pairs, own === undefined);
+        } catch (e) {
+          return callbackFailed(h, acc, 'prepareHeaders', e);
+        }
+        if (h.hdr === prep) prep.prefix = prefix;
+      }
+      stored = h.durable.enqueue(acc.hostType, id, encodePayload(prefix, payload));
+    } else {
+      const pairs: Array<[string, string]> = own === undefined ? [...prep.pairs, ['webhook-id', id]] : prep.pairs;
+      stored = h.deliverer!.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
+    }
     // Only a message a user sent can still be held; by the time an asynchronous
     // callback answers, or for the "out" direction, it has moved on.
     if (stored !== undefined && sync && event.direction === 'in') {
@@ -336,7 +342,8 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       }
     },
     async close() {
-      await Promise.all([...handlers.map((h) => h.deliverer.close()), engine?.close()]);
+      // The outbox is mod_event_pusher's: it closes it after its backends.
+      await Promise.all(handlers.map((h) => h.deliverer?.close()));
     },
   };
 }

@@ -1,7 +1,7 @@
-// Delivery of prepared requests. The hook handler only enqueues; a deliverer
-// sends in the background through the handler's pool. Two implement it: the
-// in-memory one below ("best_effort", MongooseIM's behaviour) and the durable
-// outbox (outbox-deliverer.ts, "at_least_once": stored, retried, signed).
+// Delivery of prepared requests for "best_effort" handlers (MongooseIM's
+// behaviour): the hook handler only enqueues, and the in-memory queue below
+// sends in the background through the handler's pool. "at_least_once"
+// handlers go through mod_event_pusher's outbox instead (delivery/).
 import type { HttpHeaders, HttpOutcome, HttpPool } from '../../../outgoing/types.ts';
 
 export interface DeliveryRequest {
@@ -11,8 +11,6 @@ export interface DeliveryRequest {
   /** The handler's path (the pool adds its path_prefix). */
   path: string;
   headers: HttpHeaders;
-  /** `headers` as JSON when the backend has it at hand (the outbox stores it as such). */
-  headersJson?: string;
   body: string | Uint8Array;
   /** Standard Webhooks `webhook-id`, also present in `headers`. */
   webhookId: string;
@@ -21,8 +19,7 @@ export interface DeliveryRequest {
 export interface Deliverer {
   /**
    * Never blocks and never throws; a request that cannot be kept is reported
-   * through onDropped. A durable deliverer returns a promise that settles
-   * once the request is stored (it never rejects): the message waits for it.
+   * through onDropped.
    */
   enqueue(req: DeliveryRequest): void | Promise<void>;
   /** Requests waiting or in flight. */

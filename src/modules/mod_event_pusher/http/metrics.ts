@@ -7,7 +7,7 @@
 // Petrel counts a request as failed when it gets no 2xx answer: connection
 // errors, timeouts, TLS failures and non-2xx statuses alike (MongooseIM counts
 // any HTTP answer, even a 500, as sent).
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import { RecentQuantiles } from './recent-quantiles.ts';
 
 export const SENT_COUNT = 'mod_event_pusher_http_sent_count';
@@ -113,63 +113,5 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
   };
 }
 
-/** Rows waiting in the outbox, per handler (its index in the configuration). */
-export const OUTBOX_DEPTH = 'petrel_event_pusher_outbox_depth';
-/** Every HTTP attempt made from the outbox, the first and every retry. */
-export const DELIVERY_ATTEMPTS = 'petrel_event_pusher_delivery_attempts_total';
-/** Failed attempts that were scheduled to be tried again. */
-export const DELIVERY_RETRIES = 'petrel_event_pusher_delivery_retries_total';
-/** Events moved to the dead-letter table, by reason. */
-export const DEAD_LETTERED = 'petrel_event_pusher_dead_lettered_total';
-/** Events refused because the outbox held outbox_max_events rows. */
-export const OUTBOX_REJECTED = 'petrel_event_pusher_outbox_rejected_total';
-/** Every attempt's result: the HTTP status, or timeout / refused / tls / error when there was no answer. */
-export const DELIVERY_RESPONSES = 'petrel_event_pusher_delivery_responses_total';
-
-export interface DeliveryMetrics {
-  depth(handler: number, n: number): void;
-  attempt(hostType: string, handler: number): void;
-  retry(hostType: string, handler: number): void;
-  deadLettered(hostType: string, handler: number, reason: string): void;
-  rejected(hostType: string, handler: number): void;
-  response(hostType: string, handler: number, status: string): void;
-}
-
-export function deliveryMetrics(registry: Registry): DeliveryMetrics {
-  const depth = getOrCreate(registry, OUTBOX_DEPTH, () => new Gauge({
-    name: OUTBOX_DEPTH,
-    help: 'Events waiting in the outbox (queued, retrying or in flight), by handler',
-    labelNames: ['handler'],
-    registers: [registry],
-  }));
-  const counter = (name: string, help: string, labelNames: string[]) =>
-    getOrCreate(registry, name, () => new Counter({ name, help, labelNames, registers: [registry] }));
-  const attempts = counter(DELIVERY_ATTEMPTS, 'HTTP attempts made from the outbox (first attempts and retries)', ['host_type', 'handler']);
-  const retries = counter(DELIVERY_RETRIES, 'Failed attempts scheduled to be tried again', ['host_type', 'handler']);
-  const dead = counter(DEAD_LETTERED, 'Events moved to the dead-letter table (reason: attempts, max_age, final)', ['host_type', 'handler', 'reason']);
-  const rejected = counter(OUTBOX_REJECTED, 'Events refused because the outbox was full (outbox_max_events)', ['host_type', 'handler']);
-  const responses = counter(DELIVERY_RESPONSES, 'Results of delivery attempts: HTTP status, or timeout, refused, tls, error', ['host_type', 'handler', 'status']);
-  // The per-attempt counters keep their children: labels() hashes its arguments on every call.
-  const attemptChildren = new Map<string, { inc(): void }>();
-  const responseChildren = new Map<string, { inc(): void }>();
-  const attemptOf = (ht: string, h: number) => {
-    const key = ht + '\0' + h;
-    let ch = attemptChildren.get(key);
-    if (ch === undefined) attemptChildren.set(key, (ch = attempts.labels(ht, String(h))));
-    return ch;
-  };
-  const responseOf = (ht: string, h: number, status: string) => {
-    const key = ht + '\0' + h + '\0' + status;
-    let ch = responseChildren.get(key);
-    if (ch === undefined) responseChildren.set(key, (ch = responses.labels(ht, String(h), status)));
-    return ch;
-  };
-  return {
-    depth: (h, n) => depth.labels(String(h)).set(n),
-    attempt: (ht, h) => attemptOf(ht, h).inc(),
-    retry: (ht, h) => retries.labels(ht, String(h)).inc(),
-    deadLettered: (ht, h, reason) => dead.labels(ht, String(h), reason).inc(),
-    rejected: (ht, h) => rejected.labels(ht, String(h)).inc(),
-    response: (ht, h, status) => responseOf(ht, h, status).inc(),
-  };
-}
+// The outbox's metrics are the delivery engine's, the same for every backend.
+export { OUTBOX_DEPTH, DELIVERY_ATTEMPTS, DELIVERY_RETRIES, DEAD_LETTERED, OUTBOX_REJECTED, DELIVERY_RESPONSES, deliveryMetrics, type DeliveryMetrics } from '../delivery/metrics.ts';

@@ -1,9 +1,12 @@
-// What an attempt's outcome means for the event, and when to try again.
-// Retried: no connection (refused, reset), TLS failure, timeout, 5xx, 429 and
-// 408 (RFC 9110 §15.5.9 and RFC 6585 §4 invite a retry). 410 Gone (RFC 9110
-// §15.5.11: the resource is gone, likely for good) disables the endpoint.
-// Every other status, 3xx included (redirects are not followed), is final.
+// What an HTTP attempt's outcome means for the event. Retried: no connection
+// (refused, reset), TLS failure, timeout, 5xx, 429 and 408 (RFC 9110
+// §15.5.9 and RFC 6585 §4 invite a retry). 410 Gone (RFC 9110 §15.5.11: the
+// resource is gone, likely for good) disables the endpoint. Every other
+// status, 3xx included (redirects are not followed), is final. When to try
+// again is the delivery engine's retry policy (delivery/retry.ts).
 import type { HttpOutcome } from '../../../outgoing/types.ts';
+
+export { backoffMs, DEFAULT_RETRY, type RetryPolicy } from '../delivery/retry.ts';
 
 export type Verdict = 'delivered' | 'retry' | 'final' | 'gone';
 
@@ -39,26 +42,4 @@ export function retryAfterMs(o: HttpOutcome, nowMs: number): number | undefined 
   const at = Date.parse(t);
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, at - nowMs);
-}
-
-export interface RetryPolicy {
-  /** Every attempt counts, the first included. */
-  max_attempts: number;
-  /** Milliseconds. */
-  initial_delay: number;
-  max_delay: number;
-  /** Milliseconds after the event was stored beyond which it is not tried again. */
-  max_age: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = Object.freeze({ max_attempts: 8, initial_delay: 1000, max_delay: 300_000, max_age: 86_400_000 });
-
-/**
- * Exponential backoff with full jitter: a uniformly random wait between 0 and
- * min(max_delay, initial_delay × 2^(attempts − 1)), so that many events failing
- * together do not come back together.
- */
-export function backoffMs(p: RetryPolicy, attempts: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(p.max_delay, p.initial_delay * 2 ** Math.min(attempts - 1, 40));
-  return Math.floor(random() * ceiling);
 }

@@ -31,7 +31,7 @@ test('a single [modules.mod_event_pusher.backend.http] table is one handler', ()
   pool_name = "http_pool"
   path = "/notifications"
 `);
-  assert.deepEqual(o.handlers, [
+  assert.deepEqual(o.backends.http, [
     { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http', ...DELIVERY_DEFAULTS },
   ]);
 });
@@ -48,7 +48,7 @@ test('repeated [[modules.mod_event_pusher.backend.http]] tables are handlers in 
   path = "/alerts"
   callback_module = "mod_event_pusher_http_alerts"
 `);
-  assert.deepEqual(o.handlers.map((h: any) => [h.path, h.callback_module, h.tomlPath]), [
+  assert.deepEqual(o.backends.http.map((h: any) => [h.path, h.callback_module, h.tomlPath]), [
     ['/notifications', 'mod_event_pusher_http_notifications', 'modules.mod_event_pusher.backend.http[0]'],
     ['/alerts', 'mod_event_pusher_http_alerts', 'modules.mod_event_pusher.backend.http[1]'],
   ]);
@@ -59,7 +59,7 @@ test('MongooseIM\'s handlers = [{...}] syntax is accepted', () => {
 [modules.mod_event_pusher.http]
   handlers = [{pool_name = "http_pool", path = "/notifications"}]
 `);
-  assert.deepEqual(o.handlers, [
+  assert.deepEqual(o.backends.http, [
     { pool_name: 'http_pool', path: '/notifications', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.http.handlers[0]', ...DELIVERY_DEFAULTS },
   ]);
 });
@@ -72,18 +72,20 @@ test('[[modules.mod_event_pusher.http.handlers]] subsections are accepted', () =
   path = "/b"
   callback_module = "mod_event_pusher_http_json"
 `);
-  assert.equal(o.handlers.length, 2);
-  assert.equal(o.handlers[1].callback_module, 'mod_event_pusher_http_json');
-  assert.equal(o.handlers[1].tomlPath, 'modules.mod_event_pusher.http.handlers[1]');
+  assert.equal(o.backends.http.length, 2);
+  assert.equal(o.backends.http[1].callback_module, 'mod_event_pusher_http_json');
+  assert.equal(o.backends.http[1].tomlPath, 'modules.mod_event_pusher.http.handlers[1]');
 });
 
 test('an empty handler gets every default', () => {
   const o = opts(`[modules.mod_event_pusher.backend.http]`);
-  assert.deepEqual(o.handlers[0], { pool_name: 'http_pool', path: '', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http', ...DELIVERY_DEFAULTS });
+  assert.deepEqual(o.backends.http[0], { pool_name: 'http_pool', path: '', callback_module: 'mod_event_pusher_http_defaults', tomlPath: 'modules.mod_event_pusher.backend.http', ...DELIVERY_DEFAULTS });
 });
 
 test('a module with no backend has no handlers', () => {
-  assert.deepEqual(opts(`[modules.mod_event_pusher]`), { handlers: [], outbox_max_events: 1_000_000, outbox_backend: 'internal' });
+  assert.deepEqual(opts(`[modules.mod_event_pusher]`), {
+    backends: {}, outbox_max_events: 1_000_000, outbox_backend: 'internal', sender_thread: 'worker', outbox_batch_max_rows: 512, outbox_batch_max_bytes: 4_194_304,
+  });
 });
 
 test('an unknown handler option is an error naming its path', () => {
@@ -111,4 +113,22 @@ test('two identical handlers are an error naming the second', () => {
   handlers = [{path = "/n"}, {path = "/n"}]
 `);
   assert.equal(e.path, 'modules.mod_event_pusher.http.handlers[1]');
+});
+
+test('MongooseIM\'s push and rabbit backends are refused as not implemented yet, under either spelling, listing the known backends', () => {
+  for (const [toml, path] of [
+    ['[modules.mod_event_pusher.push]\nwpool = "x"', 'modules.mod_event_pusher.push'],
+    ['[modules.mod_event_pusher.backend.rabbit]\npresence_exchange = {}', 'modules.mod_event_pusher.backend.rabbit'],
+  ]) {
+    const e = errorOf(toml!);
+    assert.equal(e.path, path);
+    assert.match(e.message, /not implemented in Petrel yet \(known backends: http\)/);
+  }
+  assert.match(errorOf('[modules.mod_event_pusher.backend.sns]\nx = 1').message, /no sns backend; mod_event_pusher supports: http/);
+});
+
+test('sender_thread and the outbox batch bounds are read, and a wrong sender_thread names its path', () => {
+  const o = opts('[modules.mod_event_pusher]\nsender_thread = "main"\noutbox_batch_max_rows = 64\noutbox_batch_max_bytes = 65536');
+  assert.deepEqual([o.sender_thread, o.outbox_batch_max_rows, o.outbox_batch_max_bytes], ['main', 64, 65536]);
+  assert.equal(errorOf('[modules.mod_event_pusher]\nsender_thread = "both"').path, 'modules.mod_event_pusher.sender_thread');
 });

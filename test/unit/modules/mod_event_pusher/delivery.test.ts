@@ -14,12 +14,16 @@ import { ConfigError, validate } from '../../../../src/config/schema.ts';
 import type { Acc } from '../../../../src/hooks/catalogue.ts';
 import { createOutgoingPools } from '../../../../src/outgoing/pools.ts';
 import type { HttpOutcome, OutgoingPools } from '../../../../src/outgoing/types.ts';
-import { openSqliteOutbox } from '../../../../src/storage/outbox-sqlite.ts';
+import { openSqliteOutbox } from '../../../../src/storage/outbox/sqlite.ts';
 import { eventPusherSpec, type HandlerOpts } from '../../../../src/modules/mod_event_pusher/config.ts';
+import { createDeliveryEngine, type SenderThread } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
+import { deliveryMetrics } from '../../../../src/modules/mod_event_pusher/delivery/metrics.ts';
 import { createHttpBackend, handlerKey } from '../../../../src/modules/mod_event_pusher/http/backend.ts';
 import { backoffMs, retryAfterMs, verdictOf } from '../../../../src/modules/mod_event_pusher/http/retry.ts';
 import { createSigner, parseSecret } from '../../../../src/modules/mod_event_pusher/http/signing.ts';
 import { parseJid } from '../../../../src/xmpp/jid.ts';
+import { openPostgresOutbox } from '../../../../src/storage/outbox/postgres.ts';
+import { createTestDatabase, pgReachable, PG_UNREACHABLE } from '../../../e2e/postgres/db.ts';
 import { Element } from '../../../../src/xmpp/xml.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'petrel-delivery-'));
@@ -97,16 +101,18 @@ const until = async (pred: () => boolean, ms = 5000) => {
   }
 };
 
-async function backend(file: string, handlers: HandlerOpts[], o: { pools?: OutgoingPools; maxEvents?: number; pageSize?: number } = {}) {
+async function backend(file: string, handlers: HandlerOpts[], o: { pools?: OutgoingPools; maxEvents?: number; pageSize?: number; senderThread?: SenderThread } = {}) {
   const lines: any[] = [];
   const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
   const p = o.pools ?? pools();
   const metrics = new Registry();
-  const b = await createHttpBackend(
-    { pools: p, configDir: dir, logger, metrics, hosts: ['localhost'], openOutbox: () => openSqliteOutbox(file), outboxMaxEvents: o.maxEvents, outboxPollMs: 100 },
-    handlers,
-  );
-  return { b, lines, metrics, close: async () => { await b.close(); await p.close(); } };
+  const engine = createDeliveryEngine({
+    open: () => openSqliteOutbox(file), senderThread: o.senderThread ?? 'worker', logger, metrics: deliveryMetrics(metrics),
+    maxEvents: o.maxEvents ?? 1_000_000, pollMs: 100, pageSize: o.pageSize,
+  });
+  const b = await createHttpBackend({ pools: p, configDir: dir, logger, metrics, hosts: ['localhost'], outbox: engine }, handlers);
+  await engine.start();
+  return { b, lines, metrics, close: async () => { await b.close(); await engine.close(); await p.close(); } };
 }
 
 describe('the outbox barrier', () => {
@@ -172,6 +178,58 @@ export function prepareBody(a) { return a.message; }
     assert.match(text, /petrel_event_pusher_http_responses_total\{host_type="localhost",handler="0",outcome="ok"\} 1/);
     await s.close();
   });
+});
+
+const pgUp = await pgReachable();
+
+describe('where the sender runs (sender_thread), with either store', () => {
+  for (const store of ['internal', 'rdbms'] as const) {
+    for (const thread of ['worker', 'main'] as const) {
+      test(`${store} outbox, sender_thread = "${thread}": a failed attempt is retried and both reach the metrics here`, { skip: store === 'rdbms' && !pgUp ? PG_UNREACHABLE : false }, async () => {
+        const p = pools();
+        const ours = p.http('http_pool')!;
+        let postedHere = 0;
+        const post = ours.post;
+        Object.assign(ours, { post: (...a: Parameters<typeof post>) => (postedHere++, post(...a)) });
+        const lines: any[] = [];
+        const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+        const metrics = new Registry();
+        const db = store === 'rdbms' ? await createTestDatabase() : undefined;
+        const file = join(dir, `thread-${store}-${thread}.sqlite`);
+        const engine = createDeliveryEngine({
+          open: () => (db !== undefined ? openPostgresOutbox(db.settings) : openSqliteOutbox(file)),
+          pgSettings: db?.settings,
+          senderThread: thread, logger, metrics: deliveryMetrics(metrics), maxEvents: 1000, pollMs: 100,
+        });
+        const b = await createHttpBackend({ pools: p, configDir: dir, logger, metrics, hosts: ['localhost'], outbox: engine }, [handler({ path: `/${store}-${thread}` })]);
+        await engine.start();
+        try {
+          const before = hits;
+          status = 503;
+          const { acc, ev } = event(`st-${store}-${thread}`);
+          b.handle(acc, ev);
+          await acc.barrier;
+          await until(() => lines.some((l) => l.what === 'event_pusher_http_failed'));
+          status = 200;
+          let text = '';
+          for (const t0 = Date.now(); !/mod_event_pusher_http_sent_count\{host_type="localhost"\} 1/.test(text); await new Promise((r) => setTimeout(r, 10))) {
+            assert.ok(Date.now() - t0 < 5000, 'the retry was not reported');
+            text = await metrics.metrics();
+          }
+          assert.ok(hits - before >= 2);
+          assert.match(text, /petrel_event_pusher_delivery_retries_total\{host_type="localhost",handler="0"\} 1/);
+          if (thread === 'worker') assert.equal(postedHere, 0, 'sent from the sender thread');
+          else assert.ok(postedHere >= 2, 'sent from this thread');
+        } finally {
+          status = 200;
+          await b.close();
+          await engine.close();
+          await p.close();
+          await db?.drop();
+        }
+      });
+    }
+  }
 });
 
 describe('the outbox under a long outage', () => {
@@ -254,9 +312,9 @@ describe('configuration of delivery', () => {
     secrets = ["whsec_c2VjcmV0"]
 `);
     assert.equal(o.outbox_max_events, 5000);
-    assert.equal(o.handlers[0].delivery, 'best_effort');
-    assert.deepEqual(o.handlers[0].retry, { max_attempts: 3, initial_delay: 1000, max_delay: 300000, max_age: 86400000 });
-    assert.deepEqual(o.handlers[0].signing, { secrets: ['whsec_c2VjcmV0'] });
+    assert.equal(o.backends.http[0].delivery, 'best_effort');
+    assert.deepEqual(o.backends.http[0].retry, { max_attempts: 3, initial_delay: 1000, max_delay: 300000, max_age: 86400000 });
+    assert.deepEqual(o.backends.http[0].signing, { secrets: ['whsec_c2VjcmV0'] });
   });
 
   test('a secret that is not whsec_ and base64 is an error naming its path', () => {

@@ -2,11 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import type { HttpOutcome, HttpPool } from '../../../../src/outgoing/types.ts';
-import type { NewOutboxRow, OutboxRow, OutboxStore, SettleOp } from '../../../../src/storage/outbox.ts';
-import { packBatch, packOp, unpackBatch } from '../../../../src/storage/outbox-packed.ts';
-import { deliveryMetrics } from '../../../../src/modules/mod_event_pusher/http/metrics.ts';
-import { createOutboxEngine } from '../../../../src/modules/mod_event_pusher/http/outbox-deliverer.ts';
+import type { NewOutboxRow, OutboxRow, OutboxStore, SettleOp } from '../../../../src/storage/outbox/types.ts';
+import { packBatch, unpackBatch } from '../../../../src/storage/outbox/packed.ts';
+import { deliveryMetrics } from '../../../../src/modules/mod_event_pusher/delivery/metrics.ts';
+import { createDeliveryEngine } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
+import type { SendResult } from '../../../../src/modules/mod_event_pusher/delivery/types.ts';
+import { encodePayload, encodePrefix, payloadDecoder } from '../../../../src/modules/mod_event_pusher/http/payload.ts';
 import { RecentQuantiles } from '../../../../src/modules/mod_event_pusher/http/recent-quantiles.ts';
 import { webhookId } from '../../../../src/modules/mod_event_pusher/http/webhook-id.ts';
 
@@ -44,28 +45,41 @@ test('recent quantiles stay close to the true ones when far more values than sam
   assert.ok(Math.abs(p90! - 900) < 40, `p90 ${p90}`);
 });
 
-test('a packed batch carries rows, bodies and settle ops across unchanged', () => {
+test('a packed batch carries rows, payloads and settle ops across unchanged', () => {
   const rows: NewOutboxRow[] = [
-    { handler: 'h', hostType: 'localhost', webhookId: 'msg_1', path: '/n', headers: [['a', 'b']], body: Buffer.from('héllo'), createdAt: 5, claimed: true },
-    { handler: 'h', hostType: 'x', webhookId: 'msg_2', path: '/m', headers: [], headersJson: '[["c","d"]]', body: new Uint8Array(0), createdAt: 6, claimed: false },
+    { handler: 'h', hostType: 'localhost', eventId: 'msg_1', payload: Buffer.from('héllo'), createdAt: 5, claimed: true },
+    { handler: 'h', hostType: 'x', eventId: 'msg_2', payload: new Uint8Array(0), createdAt: 6, claimed: false },
   ];
-  const ops: Array<number | string> = [];
   const settle: SettleOp[] = [
     { op: 'delivered', id: 3 },
     { op: 'retry', id: 4, attempts: 2, nextAt: 99, error: 'HTTP 500' },
     { op: 'release', id: 5 },
     { op: 'dead', id: 6, attempts: 3, at: 100, error: 'timeout: x' },
   ];
-  for (const o of settle) packOp(ops, o);
-  const packed = structuredClone(packBatch(rows, ops));
+  const packed = structuredClone(packBatch(rows, settle));
   const back = unpackBatch(packed);
   assert.deepEqual(back.ops, settle);
   assert.equal(back.rows.length, 2);
-  assert.equal(back.rows[0]!.headersJson, '[["a","b"]]');
-  assert.equal(Buffer.from(back.rows[0]!.body).toString(), 'héllo');
-  assert.equal(back.rows[1]!.headersJson, '[["c","d"]]');
-  assert.equal(back.rows[1]!.body.byteLength, 0);
-  assert.deepEqual(back.rows.map((r) => [r.webhookId, r.hostType, r.path, r.createdAt, r.claimed]), [['msg_1', 'localhost', '/n', 5, true], ['msg_2', 'x', '/m', 6, false]]);
+  assert.equal(Buffer.from(back.rows[0]!.payload).toString(), 'héllo');
+  assert.equal(back.rows[1]!.payload.byteLength, 0);
+  assert.deepEqual(back.rows.map((r) => [r.eventId, r.hostType, r.handler, r.createdAt, r.claimed]), [['msg_1', 'localhost', 'h', 5, true], ['msg_2', 'x', 'h', 6, false]]);
+});
+
+test('an HTTP payload keeps path, headers and body, and the migrated layout of older rows reads the same', () => {
+  const decode = payloadDecoder();
+  const prefix = encodePrefix('/n', [['content-type', 'application/json'], ['x-é', 'v']], true);
+  for (const body of ['{"a":"é"}', Buffer.from([0, 1, 0xff])]) {
+    const d = decode(encodePayload(prefix, body));
+    assert.equal(d.path, '/n');
+    assert.deepEqual(d.headers, [['content-type', 'application/json'], ['x-é', 'v']]);
+    assert.equal(d.addEventId, true);
+    assert.deepEqual(Buffer.from(d.body), Buffer.from(body as string));
+  }
+  const own = decode(encodePayload(encodePrefix('', [['webhook-id', 'mine']], false), ''));
+  assert.deepEqual([own.path, own.headers, own.addEventId, own.body.byteLength], ['', [['webhook-id', 'mine']], false, 0]);
+  const legacy = Buffer.concat([Buffer.from('\0/old\0[["webhook-id","msg_1"]]\0'), Buffer.from([0, 0xfe])]);
+  const l = decode(legacy);
+  assert.deepEqual([l.path, l.headers, l.addEventId, [...l.body]], ['/old', [['webhook-id', 'msg_1']], false, [0, 0xfe]]);
 });
 
 /** An outbox in memory that counts its claims. */
@@ -77,7 +91,7 @@ function memoryStore() {
     rows,
     async append(r: NewOutboxRow) {
       const id = next++;
-      rows.set(id, { id, handler: r.handler, hostType: r.hostType, webhookId: r.webhookId, path: r.path, headers: r.headers, body: r.body, attempts: 0, createdAt: r.createdAt, claimed: r.claimed });
+      rows.set(id, { id, handler: r.handler, hostType: r.hostType, eventId: r.eventId, payload: r.payload, attempts: 0, createdAt: r.createdAt, claimed: r.claimed });
       return id;
     },
     settle(op: SettleOp) {
@@ -112,25 +126,29 @@ test('an event written unclaimed, because its handler was full, is sent as soon 
   const store = memoryStore();
   const sent: string[] = [];
   let answer: (() => void) | null = null;
-  const pool: HttpPool = {
-    tag: 'p', baseUrl: 'http://x', workers: 1, url: (p) => 'http://x' + p,
-    post: (_path, _h, body) => new Promise<HttpOutcome>((resolve) => {
-      sent.push(Buffer.from(body as Uint8Array).toString());
-      answer = () => resolve({ kind: 'ok', status: 204, headers: {}, body: '', timeMs: 1 });
-    }),
-    close: async () => {},
-  };
-  const engine = createOutboxEngine({
-    store, logger: pino({ level: 'silent' }), metrics: deliveryMetrics(new Registry()), maxEvents: 100,
-    onAttempt() {}, onDropped() {}, pollMs: 60_000, pageSize: 1,
+  const engine = createDeliveryEngine({
+    open: async () => store, senderThread: 'main', logger: pino({ level: 'silent' }), metrics: deliveryMetrics(new Registry()), maxEvents: 100,
+    pollMs: 60_000, pageSize: 1,
   });
-  const d = engine.deliverer({ index: 0, key: 'k', url: 'http://x/n', pool, retry: { max_attempts: 3, initial_delay: 10, max_delay: 10, max_age: 60_000 } });
+  const d = engine.handler(
+    { backend: 'test', index: 0, key: 'k', lane: 'p', concurrency: 1, retry: { max_attempts: 3, initial_delay: 10, max_delay: 10, max_age: 60_000 }, logFields: {} },
+    { attempted() {}, dropped() {} },
+  );
+  engine.sender('test', {
+    local: () => ({
+      deliver: (_h, item) => new Promise<SendResult>((resolve) => {
+        sent.push(Buffer.from(item.payload).toString());
+        answer = () => resolve({ kind: 'delivered', status: '204', timeMs: 1 });
+      }),
+      close: async () => {},
+    }),
+  });
   await engine.start();
-  const req = (b: string) => ({ handler: 0, hostType: 'localhost', path: '/n', headers: [['webhook-id', b]] as Array<[string, string]>, body: b, webhookId: b });
-  await d.enqueue(req('first'));
-  await d.enqueue(req('second'));
+  const req = (b: string) => [ 'localhost', b, Buffer.from(b)] as const;
+  await d.enqueue(...req('first'));
+  await d.enqueue(...req('second'));
   assert.deepEqual(sent, ['first']);
-  assert.equal([...store.rows.values()].find((r) => r.webhookId === 'second')!.claimed, false);
+  assert.equal([...store.rows.values()].find((r) => r.eventId === 'second')!.claimed, false);
   const claimsBefore = store.claims;
   answer!();
   const t0 = Date.now();

@@ -102,7 +102,7 @@ async function setup(handlers: HandlerOpts[], p = pools()) {
     pools: p,
     router: { newAcc: (from: JID, to: JID, element: Element) => acc(from, to, element) },
   };
-  const inst = await createEventPusher(ctx, { handlers });
+  const inst = await createEventPusher(ctx, { backends: { http: handlers } });
   for (const reg of inst.hooks!()) hooks.add(reg);
   return { hooks, metrics, lines, inst, close: async () => { await inst.stop!(); await p.close(); } };
 }

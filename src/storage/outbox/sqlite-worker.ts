@@ -1,19 +1,22 @@
-// The outbox's writer thread: its own connection to the store file, so that
-// no SQLite call (each one blocking) runs on the thread that reads sockets
-// and routes stanzas. It answers the store's messages one at a time, in the order they
-// were posted, which keeps a batch's appends and settle ops ordered against
-// later claims.
+// The SQLite outbox's writer thread: its own connection to the store file, so
+// that no SQLite call (each one blocking) runs on the thread that reads
+// sockets and routes stanzas. It answers the store's messages one at a time,
+// in the order they were posted, which keeps a batch's appends and settle
+// ops ordered against later claims.
 //
 // A caller may attach an extension (a module URL, loaded here) that works on
-// the rows where they already are: the event pusher sends its HTTP requests
-// from this thread (see OutboxExtension). The storage layer knows nothing of
-// what the extension does; it only gives it the tables and a channel.
+// the rows where they already are: mod_event_pusher runs its delivery engine
+// here (sender_thread = "worker"). The storage layer knows nothing of what
+// the extension does; it gives it the tables, through the same group commit
+// and failure policy as the server's thread (group-commit.ts), and a channel.
 import { parentPort, workerData } from 'node:worker_threads';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { OUTBOX_BUSY_TIMEOUT_MS, OutboxTables, type NewOutboxRow, type OutboxRow, type SettleOp } from './outbox.ts';
-import { unpackBatch, type PackedBatch } from './outbox-packed.ts';
+import { GroupCommit } from './group-commit.ts';
+import { OutboxTables } from './sqlite-tables.ts';
+import { OUTBOX_BUSY_TIMEOUT_MS, type NewOutboxRow, type OutboxRow, type SettleOp } from './types.ts';
+import { unpackBatch, type PackedBatch } from './packed.ts';
 
 export type OutboxRequest =
   | ({ type: 'write'; seq: number } & PackedBatch)
@@ -32,13 +35,13 @@ export interface OutboxWorkerData {
   synchronous: 'NORMAL' | 'FULL';
 }
 
-/** What the writer thread offers an extension. */
+/** What an outbox thread offers an extension: claims and settles on the store, and a channel to the server's thread. */
 export interface OutboxHost {
-  /** Queued; written with the next batch, or within SETTLE_DELAY_MS. */
+  /** Queued; written within SETTLE_DELAY_MS, kept and retried when a write fails. */
   settle(op: SettleOp): void;
-  /** Writes the queued settle ops, then claims. */
-  claim(handler: string, now: number, limit: number): OutboxRow[];
-  depth(): Map<string, number>;
+  /** Writes the queued settle ops, then claims (see OutboxStore.claim). */
+  claim(handler: string, now: number, limit: number): Promise<OutboxRow[]>;
+  depth(): Promise<Map<string, number>>;
   /** Sends a message to the server thread (the `onMessage` given to attach). */
   post(message: unknown): void;
 }
@@ -49,14 +52,11 @@ export interface OutboxExtension {
   beforeWrite(rows: NewOutboxRow[]): void;
   /** The batch is committed; `ids` in the order of `rows`. */
   afterWrite(rows: NewOutboxRow[], ids: number[]): void;
-  /** The batch could not be written (the server's thread is told, and reports each row as lost). */
+  /** The batch could not be written (the server's thread retries or refuses its rows). */
   writeFailed(rows: NewOutboxRow[]): void;
   /** A request from the server thread; its answer goes back to it. */
   request(body: unknown): unknown;
 }
-
-/** Longest a settle op of an extension waits for a batch to ride with. */
-const EXT_SETTLE_DELAY_MS = 50;
 
 const port = parentPort!;
 const data = workerData as OutboxWorkerData;
@@ -77,39 +77,30 @@ try {
 }
 
 let ext: OutboxExtension | null = null;
-let extOps: SettleOp[] = [];
-let extTimer: NodeJS.Timeout | null = null;
 let closed = false;
 
-const takeExtOps = (): SettleOp[] => {
-  const ops = extOps;
-  extOps = [];
-  if (extTimer !== null) clearTimeout(extTimer);
-  extTimer = null;
-  return ops;
-};
-
-const writeExtOps = () => {
-  if (extOps.length > 0 && !closed) tables.write([], takeExtOps());
-};
+// The extension's settle ops: the same queue and policy as the server thread's.
+const extQueue = new GroupCommit<never, SettleOp>(
+  async (_rows, ops) => {
+    if (!closed) tables.write([], ops);
+    return [];
+  },
+  () => 0,
+  {
+    onWriteFailed: (err) => port.postMessage({ ext: { type: 'store_error', error: err.message } } satisfies OutboxReply),
+  },
+);
 
 const host: OutboxHost = {
-  settle(op) {
-    extOps.push(op);
-    if (extTimer === null) extTimer = setTimeout(() => {
-      extTimer = null;
-      try {
-        writeExtOps();
-      } catch (err) {
-        port.postMessage({ ext: { type: 'store_error', error: String(err) } } satisfies OutboxReply);
-      }
-    }, EXT_SETTLE_DELAY_MS);
-  },
-  claim(handler, now, limit) {
-    writeExtOps();
+  settle: (op) => extQueue.settle(op),
+  async claim(handler, now, limit) {
+    await extQueue.settled();
     return tables.claim(handler, now, limit);
   },
-  depth: () => tables.depth(),
+  async depth() {
+    await extQueue.settled();
+    return tables.depth();
+  },
   post(message) {
     port.postMessage({ ext: message } satisfies OutboxReply);
   },
@@ -131,12 +122,11 @@ port.on('message', (m: OutboxRequest) => {
     switch (m.type) {
       case 'write': {
         const b = unpackBatch(m);
-        if (ext !== null) {
+        if (ext !== null && b.rows.length > 0) {
           ext.beforeWrite(b.rows);
-          const ops = extOps.length > 0 ? b.ops.concat(takeExtOps()) : b.ops;
           let ids: number[];
           try {
-            ids = tables.write(b.rows, ops);
+            ids = tables.write(b.rows, b.ops);
           } catch (err) {
             ext.writeFailed(b.rows);
             throw err;
@@ -152,13 +142,11 @@ port.on('message', (m: OutboxRequest) => {
         break;
       }
       case 'claim':
-        writeExtOps();
-        value = tables.claim(m.handler, m.now, m.limit);
-        break;
+        replyLater(m.seq, host.claim(m.handler, m.now, m.limit));
+        return;
       case 'depth':
-        writeExtOps();
-        value = [...tables.depth()];
-        break;
+        replyLater(m.seq, host.depth().then((d) => [...d]));
+        return;
       case 'attach': {
         const seq = m.seq;
         import(m.url).then(
@@ -174,14 +162,22 @@ port.on('message', (m: OutboxRequest) => {
         if (ext === null) throw new Error('no extension attached');
         replyLater(m.seq, ext.request(m.body));
         return;
-      case 'close':
-        writeExtOps();
-        closed = true;
-        tables.releaseAll();
-        tables.db.close();
-        reply(m.seq, null);
-        port.close();
+      case 'close': {
+        const seq = m.seq;
+        extQueue.drain().then(() => {
+          closed = true;
+          extQueue.close();
+          try {
+            tables.releaseAll();
+            tables.db.close();
+            reply(seq, null);
+          } catch (err) {
+            replyError(seq, err);
+          }
+          port.close();
+        });
         return;
+      }
     }
   } catch (err) {
     replyError(m.seq, err);

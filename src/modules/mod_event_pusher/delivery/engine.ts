@@ -1,98 +1,71 @@
-// The sending half of at-least-once delivery: claims rows of the outbox,
-// sends them through the handlers' pools, and settles them (delivered,
-// retried with backoff, dead-lettered, released). It runs on the server's
-// thread (PostgreSQL outbox, or pools it did not create) or in the SQLite
-// outbox's writer thread (outbox-delivery-worker.ts), where the rows
-// already are; what it reports (metrics, attempts, logs) goes through a
-// DeliveryReporter, which in the writer thread forwards it to the server's.
+// The sending half of at-least-once delivery, for every backend: claims rows
+// of the outbox, hands them to the backend's sender, and settles them
+// (delivered, retried with backoff, dead-lettered, released). It runs on the
+// server's thread or in the sender thread (mod_event_pusher's sender_thread;
+// thread.ts); what it reports (metrics, attempts, logs) goes through an
+// EngineReporter, which in the sender thread forwards it to the server's.
 //
 // Memory stays bounded whatever the backlog: each handler keeps at most
-// `page` claimed rows in memory (being sent or waiting for a free
-// connection). A failed attempt goes back to the table with its next time,
-// and is claimed again, a page at a time, when it is due; so is whatever a
-// restart or `petrel deliveries dead-letter replay` left there. A new event
-// is claimed as it is written when its handler has room, so that the usual
-// path costs no read: it is sent as soon as its batch is committed. One
-// written unclaimed (its handler had no room) makes the handler claim again
-// as soon as it has room, so it does not wait for the poll, which is only a
-// safety net (and what picks up replays).
+// `page` claimed rows in memory (being sent or waiting for a free slot). A
+// failed attempt goes back to the table with its next time, and is claimed
+// again, a page at a time, when it is due; so is whatever a restart or
+// `petrel deliveries dead-letter replay` left there. A new event is claimed
+// as it is written when its handler has room, so that the usual path costs
+// no read: it is sent as soon as its batch is committed. One written
+// unclaimed (its handler had no room, or another thread wrote it) makes the
+// handler claim again as soon as it has room, so it does not wait for the
+// poll, which is only a safety net (and what picks up replays).
 //
-// Concurrency is per pool: the handlers sharing a pool share its `workers`
-// slots, taken in turn. Retries can overtake newer events, so one handler's
-// deliveries may arrive out of order.
-import type { HttpOutcome, HttpPool } from '../../../outgoing/types.ts';
-import type { NewOutboxRow, OutboxRow, OutboxStore } from '../../../storage/outbox.ts';
-import { idleOrTimeout, type DeliveryRequest } from './deliverer.ts';
+// Concurrency is per lane: the handlers of one backend sharing a lane (HTTP:
+// a pool) share its slots, taken in turn. Retries can overtake newer events,
+// so one handler's deliveries may arrive out of order.
+import type { NewOutboxRow, OutboxRow, OutboxStore } from '../../../storage/outbox/types.ts';
 import type { DeliveryMetrics } from './metrics.ts';
-import { backoffMs, retryAfterMs, verdictOf, type RetryPolicy, type Verdict } from './retry.ts';
-import { signedHeaders, type Signer } from './signing.ts';
+import { backoffMs } from './retry.ts';
+import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SendResult } from './types.ts';
 
 /** Most rows of one handler held in memory at once. */
 export const MAX_PAGE = 500;
 /** How often the outbox is read for due rows (retries, replays, a backlog). */
 export const DEFAULT_POLL_MS = 1000;
 
-export interface OutboxHandler {
-  index: number;
-  /** Stable key of the handler in the store. */
-  key: string;
-  url: string;
-  pool: HttpPool;
-  retry: RetryPolicy;
-  signer?: Signer;
-  /** The signer's keys, for a sender in another thread. */
-  signingKeys?: readonly Uint8Array[];
-}
-
-/** What happened to one attempt, for the backend's metrics and logs. */
-export interface AttemptReport {
-  attempt: number;
-  verdict: Verdict;
-  /** Set when the event will be tried again. */
-  nextAttemptInMs?: number;
-  /** Set when the event moved to the dead-letter table. */
-  deadLettered?: 'attempts' | 'max_age' | 'final';
-}
-
-/** The logging calls the sender makes (pino's, or their forwarding from another thread). */
+/** The logging calls the engine makes (pino's, or their forwarding from another thread). */
 export interface SenderLog {
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
 }
 
-export interface DeliveryReporter {
+export interface EngineReporter {
   metrics: Pick<DeliveryMetrics, 'attempt' | 'retry' | 'deadLettered' | 'response'>;
-  onAttempt(req: DeliveryRequest, outcome: HttpOutcome, r: AttemptReport): void;
-  /** A row of `key` left the outbox (delivered or dead-lettered). */
-  removed(key: string): void;
+  /** `gi`: the handler's position in the order of add(). */
+  attempted(gi: number, item: DeliveryItem, result: SendResult, report: AttemptReport): void;
+  /** A row of handler `gi` left the outbox (delivered or dead-lettered). */
+  removed(gi: number): void;
   log: SenderLog;
 }
 
-export interface SenderOptions {
+export interface SendLoopOptions {
   store: Pick<OutboxStore, 'settle' | 'claim'>;
-  reporter: DeliveryReporter;
+  reporter: EngineReporter;
   pageSize?: number;
   pollMs?: number;
   now?: () => number;
 }
 
-export interface Sender {
-  add(h: OutboxHandler): void;
+export interface SendLoop {
+  add(h: EngineHandler, sender: BackendSender): void;
   /** A new event of `key` is about to be written: whether it is claimed as it is (the handler has room). */
   admit(key: string): boolean;
   /** The event is committed as `id`; `hot` as admit answered. */
   written(key: string, row: NewOutboxRow, id: number, hot: boolean): void;
   /** The event could not be written. */
   writeFailed(key: string, hot: boolean): void;
+  /** Rows of `key` were written unclaimed elsewhere: claim them when there is room. */
+  nudge(key: string): void;
   /** Claims due rows now, then every pollMs. */
   start(): void;
-  /** Stops sending; waits up to `graceMs` for requests in flight. Claims are left to the store's close. */
+  /** Stops sending; waits up to `graceMs` for deliveries in flight. Claims are left to the store's close. */
   close(graceMs: number): Promise<void>;
-}
-
-/** A claimed row in memory, under its handler's index; it is also the DeliveryRequest reported to the backend. */
-interface Item extends Omit<OutboxRow, 'handler'> {
-  handler: number;
 }
 
 interface Lane {
@@ -103,16 +76,17 @@ interface Lane {
 }
 
 interface HState {
-  h: OutboxHandler;
+  gi: number;
+  h: EngineHandler;
+  sender: BackendSender;
   lane: Lane;
-  ready: Item[];
+  ready: DeliveryItem[];
   /**
-   * Rows claimed by this server: ready, in flight, or being written claimed.
+   * Rows claimed by this engine: ready, in flight, or being written claimed.
    * A claim under way does not count: new events are taken hot meanwhile,
    * and what the claim brings beyond the page is released.
    */
   active: number;
-  inFlight: number;
   disabled: boolean;
   /** The last claim filled its page: more rows may be due. */
   more: boolean;
@@ -123,16 +97,23 @@ interface HState {
   wakeTimer: NodeJS.Timeout | null;
 }
 
-function errorText(o: HttpOutcome): string {
-  if (o.kind === 'ok' || o.kind === 'http_status') return `HTTP ${o.status}`;
-  return `${o.kind}: ${o.message}`;
+function itemOf(handler: number, r: OutboxRow): DeliveryItem {
+  return { id: r.id, handler, hostType: r.hostType, eventId: r.eventId, payload: r.payload, attempts: r.attempts, createdAt: r.createdAt };
 }
 
-function itemOf(handler: number, r: OutboxRow): Item {
-  return { id: r.id, handler, hostType: r.hostType, webhookId: r.webhookId, path: r.path, headers: r.headers, body: r.body, attempts: r.attempts, createdAt: r.createdAt };
+/** Waits at most `graceMs` for `arm`'s callback. */
+export function idleOrTimeout(graceMs: number, arm: (idle: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, graceMs);
+    timer.unref();
+    arm(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
-export function createSender(o: SenderOptions): Sender {
+export function createSendLoop(o: SendLoopOptions): SendLoop {
   const store = o.store;
   const rep = o.reporter;
   const log = rep.log;
@@ -140,7 +121,7 @@ export function createSender(o: SenderOptions): Sender {
   const now = o.now ?? Date.now;
   const page = Math.min(MAX_PAGE, Math.max(1, o.pageSize ?? MAX_PAGE));
   const pollMs = o.pollMs ?? DEFAULT_POLL_MS;
-  const lanes = new Map<HttpPool, Lane>();
+  const lanes = new Map<string, Lane>();
   const states: HState[] = [];
   const byKey = new Map<string, HState>();
   let pollTimer: NodeJS.Timeout | null = null;
@@ -166,60 +147,62 @@ export function createSender(o: SenderOptions): Sender {
     }
   };
 
-  const send = (s: HState, item: Item) => {
-    const lane = s.lane;
-    lane.inFlight++;
-    s.inFlight++;
-    const attempt = item.attempts + 1;
-    const headers = s.h.signer !== undefined ? signedHeaders(s.h.signer, item.headers, item.webhookId, item.body, now()) : item.headers;
+  const send = (s: HState, item: DeliveryItem) => {
+    s.lane.inFlight++;
     metrics.attempt(item.hostType, s.h.index);
-    s.h.pool.post(item.path, headers, item.body).then(
-      (outcome) => done(s, item, attempt, outcome),
-      (err) => done(s, item, attempt, { kind: 'error', message: String(err) }),
+    let p: Promise<SendResult>;
+    try {
+      p = s.sender.deliver(s.h.index, item);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (r) => done(s, item, r),
+      (err) => done(s, item, { kind: 'retry', status: 'error', error: `error: ${String(err)}` }),
     );
   };
 
-  const deadLetter = (s: HState, item: Item, attempt: number, error: string, reason: 'attempts' | 'max_age' | 'final') => {
+  const deadLetter = (s: HState, item: DeliveryItem, attempt: number, error: string, reason: NonNullable<AttemptReport['deadLettered']>) => {
     store.settle({ op: 'dead', id: item.id, attempts: attempt, error, at: now() });
-    rep.removed(s.h.key);
+    rep.removed(s.gi);
     metrics.deadLettered(item.hostType, s.h.index, reason);
     log.warn(
-      { what: 'event_pusher_dead_lettered', handler: s.h.index, url: s.h.url, host_type: item.hostType, webhook_id: item.webhookId, attempts: attempt, reason, error },
-      'HTTP notification moved to the dead-letter table',
+      { what: 'event_pusher_dead_lettered', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, host_type: item.hostType, webhook_id: item.eventId, attempts: attempt, reason, error },
+      'event moved to the dead-letter table',
     );
   };
 
-  const done = (s: HState, item: Item, attempt: number, outcome: HttpOutcome) => {
+  const done = (s: HState, item: DeliveryItem, r: SendResult) => {
     s.lane.inFlight--;
-    s.inFlight--;
     s.active--;
     if (closed) return;
-    const status = outcome.kind === 'ok' || outcome.kind === 'http_status' ? String(outcome.status) : outcome.kind;
-    metrics.response(item.hostType, s.h.index, status);
-    const verdict = verdictOf(outcome);
-    const report: AttemptReport = { attempt, verdict };
+    metrics.response(item.hostType, s.h.index, r.status);
+    const attempt = item.attempts + 1;
+    const report: AttemptReport = { attempt };
     const t = now();
-    switch (verdict) {
+    switch (r.kind) {
       case 'delivered':
         store.settle({ op: 'delivered', id: item.id });
-        rep.removed(s.h.key);
+        rep.removed(s.gi);
         break;
       case 'final':
         report.deadLettered = 'final';
         break;
       case 'gone':
-        // The event stays for after a restart; so do the handler's others.
-        store.settle({ op: 'retry', id: item.id, attempts: attempt, nextAt: t, error: errorText(outcome) });
-        disable(s, item);
+        if (r.scope === 'event') report.deadLettered = 'gone';
+        else {
+          // The event stays for after a restart; so do the handler's others.
+          store.settle({ op: 'retry', id: item.id, attempts: attempt, nextAt: t, error: r.error });
+          disable(s, item);
+        }
         break;
       case 'retry': {
         let delay = backoffMs(s.h.retry, attempt);
-        const asked = retryAfterMs(outcome, t);
-        if (asked !== undefined) delay = Math.max(delay, asked);
+        if (r.afterMs !== undefined) delay = Math.max(delay, r.afterMs);
         if (attempt >= s.h.retry.max_attempts) report.deadLettered = 'attempts';
         else if (t + delay > item.createdAt + s.h.retry.max_age) report.deadLettered = 'max_age';
         else {
-          store.settle({ op: 'retry', id: item.id, attempts: attempt, nextAt: t + delay, error: errorText(outcome) });
+          store.settle({ op: 'retry', id: item.id, attempts: attempt, nextAt: t + delay, error: r.error });
           metrics.retry(item.hostType, s.h.index);
           report.nextAttemptInMs = delay;
           wake(s, t + delay);
@@ -227,8 +210,15 @@ export function createSender(o: SenderOptions): Sender {
         break;
       }
     }
-    rep.onAttempt(item, outcome, report);
-    if (report.deadLettered !== undefined) deadLetter(s, item, attempt, errorText(outcome), report.deadLettered);
+    rep.attempted(s.gi, item, r, report);
+    if (report.deadLettered !== undefined) deadLetter(s, item, attempt, r.kind === 'delivered' ? '' : r.error, report.deadLettered);
+    if (r.kind === 'gone') {
+      try {
+        s.sender.gone?.(s.h.index, item, r);
+      } catch (err) {
+        log.error({ what: 'event_pusher_sender_failed', backend: s.h.backend, handler: s.h.index, err: String(err) }, 'the sender failed on an endpoint that is gone');
+      }
+    }
     if (closing) {
       if (idle !== null && inFlightTotal() === 0) idle();
       return;
@@ -237,12 +227,12 @@ export function createSender(o: SenderOptions): Sender {
     pump(s.lane);
   };
 
-  const disable = (s: HState, item: Item) => {
+  const disable = (s: HState, item: DeliveryItem) => {
     if (s.disabled) return;
     s.disabled = true;
     log.error(
-      { what: 'event_pusher_endpoint_gone', handler: s.h.index, url: s.h.url, webhook_id: item.webhookId },
-      'the endpoint answered 410 Gone: nothing more is sent to it until the server restarts; its events stay in the outbox',
+      { what: 'event_pusher_endpoint_gone', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, webhook_id: item.eventId },
+      'the endpoint is gone: nothing more is sent to it until the server restarts; its events stay in the outbox',
     );
     for (const r of s.ready) store.settle({ op: 'release', id: r.id });
     s.active -= s.ready.length;
@@ -283,7 +273,7 @@ export function createSender(o: SenderOptions): Sender {
       },
       (err) => {
         s.claiming = false;
-        if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', handler: s.h.index, err: String(err) }, 'could not read due events from the outbox');
+        if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', backend: s.h.backend, handler: s.h.index, err: String(err) }, 'could not read due events from the outbox');
       },
     );
   };
@@ -314,14 +304,15 @@ export function createSender(o: SenderOptions): Sender {
   };
 
   return {
-    add(h) {
-      let lane = lanes.get(h.pool);
+    add(h, sender) {
+      const laneKey = h.backend + '\0' + h.lane;
+      let lane = lanes.get(laneKey);
       if (lane === undefined) {
-        lane = { limit: Math.max(1, h.pool.workers), inFlight: 0, handlers: [], next: 0 };
-        lanes.set(h.pool, lane);
+        lane = { limit: Math.max(1, h.concurrency), inFlight: 0, handlers: [], next: 0 };
+        lanes.set(laneKey, lane);
       }
       const s: HState = {
-        h, lane, ready: [], active: 0, inFlight: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
+        gi: states.length, h, sender, lane, ready: [], active: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
       };
       lane.handlers.push(s);
       states.push(s);
@@ -348,14 +339,18 @@ export function createSender(o: SenderOptions): Sender {
         s.active--;
         return;
       }
-      // Rows from another thread carry their headers as JSON only.
-      const headers = row.headers.length > 0 || row.headersJson === undefined ? row.headers : (JSON.parse(row.headersJson) as Array<[string, string]>);
-      s.ready.push({ id, handler: s.h.index, hostType: row.hostType, webhookId: row.webhookId, path: row.path, headers, body: row.body, attempts: 0, createdAt: row.createdAt });
+      s.ready.push({ id, handler: s.h.index, hostType: row.hostType, eventId: row.eventId, payload: row.payload, attempts: 0, createdAt: row.createdAt });
       pump(s.lane);
     },
     writeFailed(key, hot) {
       const s = byKey.get(key);
       if (s !== undefined && hot) s.active--;
+    },
+    nudge(key) {
+      const s = byKey.get(key);
+      if (s === undefined) return;
+      s.more = true;
+      if (!closing && !s.disabled && s.active < page) claim(s);
     },
     start() {
       poll();
@@ -373,6 +368,7 @@ export function createSender(o: SenderOptions): Sender {
         });
       }
       closed = true;
+      for (const sender of new Set(states.map((s) => s.sender))) await sender.close().catch(() => {});
     },
   };
 }

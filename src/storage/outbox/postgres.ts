@@ -1,10 +1,8 @@
-// The event pusher's outbox in PostgreSQL: the same contract as the SQLite
-// one (outbox-sqlite.ts). Appends of one tick go out as one multi-row
-// INSERT, in one transaction with the settle ops gathered meanwhile, and
-// every append of the batch resolves once it is committed; while a batch
-// commits, the next one gathers (group commit). Claims take due rows with
-// FOR UPDATE SKIP LOCKED, so several servers may share the tables without
-// taking the same row twice.
+// The outbox in PostgreSQL: the same contract as the SQLite one (types.ts).
+// The group commit (group-commit.ts) hands each batch to `write`: its rows
+// as one multi-row INSERT, in one transaction with its settle ops. Claims
+// take due rows with FOR UPDATE SKIP LOCKED, so several servers may share
+// the tables without taking the same row twice.
 //
 // A claim is marked with its owner: the application_name of this outbox's
 // own connections. A server that dies leaves its claims behind; they go back
@@ -12,24 +10,14 @@
 // pg_stat_activity, checked when an outbox opens and every few seconds.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { migratePg, openPgPool, type PgPoolOptions, type PgPoolSettings } from './postgres.ts';
-import type {
-  DeadLetter,
-  DeadLetterSelector,
-  HandlerCounts,
-  NewOutboxRow,
-  OutboxAdmin,
-  OutboxRow,
-  OutboxStore,
-  SettleOp,
-} from './outbox.ts';
+import { migratePg, openPgPool, type PgPoolOptions, type PgPoolSettings } from '../postgres.ts';
+import { GroupCommit } from './group-commit.ts';
+import type { BatchLimits, DeadLetter, DeadLetterSelector, HandlerCounts, NewOutboxRow, OutboxAdmin, OutboxRow, OutboxStore, SettleOp } from './types.ts';
 
-export interface PostgresOutboxOptions {
-  /** Rows written by one INSERT at most; more wait for the next one. */
-  maxBatch?: number;
+export interface PostgresOutboxOptions extends BatchLimits {
   /** ms between two looks for claims left by servers that are gone. */
   sweepMs?: number;
-  /** ms before a batch that failed is tried again (its settle ops are kept; its appends are refused). */
+  /** ms before settle ops whose write failed are tried again. */
   retryMs?: number;
   onWarning?: PgPoolOptions['onWarning'];
 }
@@ -43,13 +31,12 @@ export interface PostgresOutbox extends OutboxStore {
   sweep(): Promise<number>;
 }
 
-export const DEFAULT_PG_MAX_BATCH = 512;
 const DEFAULT_SWEEP_MS = 10_000;
-const DEFAULT_RETRY_MS = 1000;
 /** Prefix of the application_name of every outbox connection. */
 const OWNER_PREFIX = 'petrel-outbox ';
 
-const OUTBOX_STEPS: readonly string[] = [
+/** Steps of the "outbox" component (migrations.ts); released steps are never changed. */
+export const PG_OUTBOX_STEPS: readonly string[] = [
   `
   CREATE TABLE IF NOT EXISTS petrel_event_outbox (
     id BIGSERIAL PRIMARY KEY,
@@ -87,17 +74,36 @@ const OUTBOX_STEPS: readonly string[] = [
   // Nothing looks rows of the outbox up by webhook_id (only dead letters are),
   // and the index made every insert and delete touch one more page.
   `DROP INDEX IF EXISTS petrel_event_outbox_webhook_id;`,
+  // Opaque payloads: path, headers and body become one payload in the legacy
+  // layout the HTTP backend reads (0x00 path 0x00 headers-JSON 0x00 body);
+  // ids, attempts, times and claims are kept.
+  `
+  ALTER TABLE petrel_event_outbox ADD COLUMN payload BYTEA;
+  UPDATE petrel_event_outbox SET payload =
+    '\\x00'::bytea || convert_to(path, 'UTF8') || '\\x00'::bytea || convert_to(headers::text, 'UTF8') || '\\x00'::bytea || body;
+  ALTER TABLE petrel_event_outbox ALTER COLUMN payload SET NOT NULL;
+  ALTER TABLE petrel_event_outbox DROP COLUMN path, DROP COLUMN headers, DROP COLUMN body;
+  ALTER TABLE petrel_event_outbox RENAME COLUMN webhook_id TO event_id;
+
+  ALTER TABLE petrel_event_dead_letter ADD COLUMN payload BYTEA;
+  UPDATE petrel_event_dead_letter SET payload =
+    '\\x00'::bytea || convert_to(path, 'UTF8') || '\\x00'::bytea || convert_to(headers::text, 'UTF8') || '\\x00'::bytea || body;
+  ALTER TABLE petrel_event_dead_letter ALTER COLUMN payload SET NOT NULL;
+  ALTER TABLE petrel_event_dead_letter DROP COLUMN path, DROP COLUMN headers, DROP COLUMN body;
+  ALTER TABLE petrel_event_dead_letter RENAME COLUMN webhook_id TO event_id;
+  ALTER INDEX IF EXISTS petrel_event_dead_letter_webhook_id RENAME TO petrel_event_dead_letter_event_id;
+  `,
 ];
 
 /** Creates or migrates the outbox tables. */
 export function migrateOutbox(pool: pg.Pool): Promise<void> {
-  return migratePg(pool, 'outbox', OUTBOX_STEPS);
+  return migratePg(pool, 'outbox', PG_OUTBOX_STEPS);
 }
 
 const INSERT = `
-  INSERT INTO petrel_event_outbox (handler, host_type, webhook_id, path, headers, body, created_at, next_attempt_at, claimed_by)
-  SELECT t.h, t.ht, t.w, t.p, t.hd::jsonb, t.b, t.c, t.c, CASE WHEN t.cl THEN $9 END
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::bool[]) AS t(h, ht, w, p, hd, b, c, cl)
+  INSERT INTO petrel_event_outbox (handler, host_type, event_id, payload, created_at, next_attempt_at, claimed_by)
+  SELECT t.h, t.ht, t.e, t.p, t.c, t.c, CASE WHEN t.cl THEN $7 END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int8[], $6::bool[]) AS t(h, ht, e, p, c, cl)
   RETURNING id`;
 
 const DELIVERED = 'DELETE FROM petrel_event_outbox WHERE id = ANY($1::int8[])';
@@ -110,9 +116,9 @@ const DEAD = `
   WITH d AS (
     DELETE FROM petrel_event_outbox o USING unnest($1::int8[], $2::int4[], $3::int8[], $4::text[]) AS u(id, a, t, e)
     WHERE o.id = u.id
-    RETURNING o.id, o.handler, o.host_type, o.webhook_id, o.path, o.headers, o.body, o.created_at, u.a, u.t, u.e)
-  INSERT INTO petrel_event_dead_letter (handler, host_type, webhook_id, path, headers, body, attempts, created_at, dead_at, last_error)
-  SELECT handler, host_type, webhook_id, path, headers, body, a, created_at, t, e FROM d ORDER BY id`;
+    RETURNING o.id, o.handler, o.host_type, o.event_id, o.payload, o.created_at, u.a, u.t, u.e)
+  INSERT INTO petrel_event_dead_letter (handler, host_type, event_id, payload, attempts, created_at, dead_at, last_error)
+  SELECT handler, host_type, event_id, payload, a, created_at, t, e FROM d ORDER BY id`;
 
 const CLAIM = `
   UPDATE petrel_event_outbox o SET claimed_by = $4
@@ -121,7 +127,7 @@ const CLAIM = `
         ORDER BY next_attempt_at, id LIMIT $3
         FOR UPDATE SKIP LOCKED) d
   WHERE o.id = d.id
-  RETURNING o.id, o.handler, o.host_type, o.webhook_id, o.path, o.headers, o.body, o.attempts, o.created_at, o.next_attempt_at`;
+  RETURNING o.id, o.handler, o.host_type, o.event_id, o.payload, o.attempts, o.created_at, o.next_attempt_at`;
 
 const SWEEP = `
   UPDATE petrel_event_outbox SET claimed_by = NULL
@@ -132,10 +138,8 @@ interface ClaimedRow {
   id: string;
   handler: string;
   host_type: string;
-  webhook_id: string;
-  path: string;
-  headers: Array<[string, string]>;
-  body: Buffer;
+  event_id: string;
+  payload: Buffer;
   attempts: number;
   created_at: string;
   next_attempt_at: string;
@@ -170,30 +174,27 @@ function rowOf(r: ClaimedRow): OutboxRow {
     id: Number(r.id),
     handler: r.handler,
     hostType: r.host_type,
-    webhookId: r.webhook_id,
-    path: r.path,
-    headers: r.headers,
-    body: r.body,
+    eventId: r.event_id,
+    payload: r.payload,
     attempts: Number(r.attempts),
     createdAt: Number(r.created_at),
   };
 }
 
-/** Runs `statements` in one transaction (or alone, when there is one). */
-async function inTransaction(pool: pg.Pool, statements: pg.QueryConfig[], first?: pg.QueryConfig): Promise<pg.QueryResult | undefined> {
-  const all = first !== undefined ? [first, ...statements] : statements;
+/** Runs `statements` in one transaction (or alone, when there is one); returns the first one's result. */
+async function inTransaction(pool: pg.Pool, all: pg.QueryConfig[]): Promise<pg.QueryResult | undefined> {
   if (all.length === 0) return undefined;
   if (all.length === 1) return pool.query(all[0]!);
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    let firstResult: pg.QueryResult | undefined;
+    let first: pg.QueryResult | undefined;
     for (let i = 0; i < all.length; i++) {
       const r = await client.query(all[i]!);
-      if (i === 0) firstResult = r;
+      if (i === 0) first = r;
     }
     await client.query('COMMIT');
-    return first !== undefined ? firstResult : undefined;
+    return first;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
@@ -202,10 +203,10 @@ async function inTransaction(pool: pg.Pool, statements: pg.QueryConfig[], first?
   }
 }
 
-/** Opens the outbox's own pool (a few connections named after their owner) and creates the tables when missing. */
+const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
+
+/** Opens the outbox's own pool (a few connections named after their owner) and creates or migrates the tables. */
 export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOptions = {}): Promise<PostgresOutbox> {
-  const maxBatch = o.maxBatch ?? DEFAULT_PG_MAX_BATCH;
-  const retryMs = o.retryMs ?? DEFAULT_RETRY_MS;
   const owner = OWNER_PREFIX + randomBytes(8).toString('hex');
   // One connection writes batches, the others claim; they stay open as the mark that the owner lives.
   const pool = await openPgPool(s, { max: Math.max(2, Math.min(4, s.workers)), applicationName: owner, keepIdle: true, onWarning: o.onWarning });
@@ -219,115 +220,39 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
   const sweep = async () => (await pool.query({ name: 'petrel_outbox_sweep', text: SWEEP, values: [owner] })).rowCount ?? 0;
   const releasedAtOpen = await sweep();
 
-  let rows: NewOutboxRow[] = [];
-  let waiters: Array<{ resolve(id: number): void; reject(e: Error): void }> = [];
-  let ops: SettleOp[] = [];
-  let scheduled = false;
-  let writing: Promise<void> | null = null;
-  let retryTimer: NodeJS.Timeout | null = null;
-  /** Batches that failed so far; batches taken and finished. */
-  let failures = 0;
-  let taken = 0;
-  let finished = 0;
-  let closed = false;
-
-  const write = async (batch: NewOutboxRow[], batchOps: SettleOp[]): Promise<number[]> => {
-    let insert: pg.QueryConfig | undefined;
+  const write = async (batch: NewOutboxRow[], ops: SettleOp[]): Promise<number[]> => {
+    const statements: pg.QueryConfig[] = [];
     if (batch.length > 0) {
-      insert = {
+      statements.push({
         name: 'petrel_outbox_insert',
         text: INSERT,
         values: [
           batch.map((r) => r.handler),
           batch.map((r) => r.hostType),
-          batch.map((r) => r.webhookId),
-          batch.map((r) => r.path),
-          batch.map((r) => r.headersJson ?? JSON.stringify(r.headers)),
-          batch.map((r) => r.body),
+          batch.map((r) => r.eventId),
+          batch.map((r) => r.payload),
           batch.map((r) => r.createdAt),
           batch.map((r) => r.claimed),
           owner,
         ],
-      };
+      });
     }
-    const res = await inTransaction(pool, settleStatements(batchOps), insert);
-    if (insert === undefined) return [];
+    for (const st of settleStatements(ops)) statements.push(st);
+    const res = await inTransaction(pool, statements);
+    if (batch.length === 0) return [];
     // Rows come out of unnest in array order and take their ids from the
     // sequence in that order, so the ids sorted ascending are the rows' ids in order.
     return res!.rows.map((r: { id: string }) => Number(r.id)).sort((a, b) => a - b);
   };
 
-  const loop = async () => {
-    while (rows.length > 0 || ops.length > 0) {
-      const batch = rows.splice(0, maxBatch);
-      const batchWaiters = waiters.splice(0, batch.length);
-      const batchOps = ops;
-      ops = [];
-      taken++;
-      try {
-        const ids = await write(batch, batchOps);
-        finished++;
-        for (let i = 0; i < batchWaiters.length; i++) batchWaiters[i]!.resolve(ids[i]!);
-      } catch (err) {
-        finished++;
-        const e = err instanceof Error ? err : new Error(String(err));
-        failures++;
-        for (const w of batchWaiters) w.reject(e);
-        // What became of sent events is kept for the next batch; until then those rows stay claimed.
-        ops = batchOps.concat(ops);
-        o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the PostgreSQL outbox: ${e.message}`);
-        if (!closed && retryTimer === null) {
-          retryTimer = setTimeout(() => {
-            retryTimer = null;
-            schedule();
-          }, retryMs);
-          retryTimer.unref();
-        }
-        return;
-      }
-    }
-  };
-
-  const start = () => {
-    if (writing !== null) return;
-    writing = loop().finally(() => {
-      writing = null;
-      // What came after the loop last looked (appends and settles of the callers it just resolved).
-      if ((rows.length > 0 || ops.length > 0) && retryTimer === null) schedule();
-    });
-  };
-
-  const schedule = () => {
-    if (scheduled) return;
-    scheduled = true;
-    setImmediate(() => {
-      scheduled = false;
-      start();
-    });
-  };
-
-  /**
-   * Waits until the settle ops gathered so far are written (they all go in
-   * the next batch), not for what comes meanwhile, so that a steady stream of
-   * appends cannot hold a claim back.
-   */
-  const settled = async () => {
-    const target = taken + (rows.length > 0 || ops.length > 0 ? 1 : 0);
-    while (finished < target) {
-      if (writing === null) start();
-      await writing;
-    }
-  };
-
-  /** Writes everything pending; gives up (leaving it for the retry) once a batch fails. */
-  const drainAll = async () => {
-    const failed = failures;
-    for (;;) {
-      if (writing !== null) await writing;
-      else if ((rows.length > 0 || ops.length > 0) && failures === failed) start();
-      else return;
-    }
-  };
+  const queue = new GroupCommit<NewOutboxRow, SettleOp>(write, payloadBytes, {
+    maxRows: o.maxRows,
+    maxBytes: o.maxBytes,
+    maxInFlight: 1,
+    retryMs: o.retryMs,
+    onWriteFailed: (err, rows, ops) =>
+      o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the PostgreSQL outbox (${rows} event(s), ${ops} settle op(s); kept or tried again): ${err.message}`),
+  });
 
   const sweepTimer = setInterval(() => {
     sweep().then(
@@ -338,57 +263,43 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
     );
   }, o.sweepMs ?? DEFAULT_SWEEP_MS);
   sweepTimer.unref();
+  let closed = false;
 
   return {
     releasedAtOpen,
     owner,
     sweep,
-    append(row) {
-      if (closed) return Promise.reject(new Error('outbox is closed'));
-      return new Promise<number>((resolve, reject) => {
-        rows.push(row);
-        waiters.push({ resolve, reject });
-        if (writing === null && retryTimer === null) schedule();
-      });
-    },
-    settle(op) {
-      if (closed) return;
-      ops.push(op);
-      if (writing === null && retryTimer === null) schedule();
-    },
+    append: (row) => queue.append(row),
+    settle: (op) => queue.settle(op),
     async claim(handler, now, limit) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
-      await settled();
+      await queue.settled();
       const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim', text: CLAIM, values: [handler, now, limit, owner] });
       return r.rows
         .sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.id) - Number(b.id))
         .map(rowOf);
     },
     async depth() {
-      await settled();
+      await queue.settled();
       const r = await pool.query<{ handler: string; n: string }>('SELECT handler, COUNT(*) AS n FROM petrel_event_outbox GROUP BY handler');
       return new Map(r.rows.map((x) => [x.handler, Number(x.n)]));
     },
     async close() {
       if (closed) return;
-      clearInterval(sweepTimer);
-      if (retryTimer !== null) clearTimeout(retryTimer);
-      retryTimer = null;
-      await drainAll();
       closed = true;
+      clearInterval(sweepTimer);
+      await queue.drain();
+      queue.close();
       try {
         await pool.query('UPDATE petrel_event_outbox SET claimed_by = NULL WHERE claimed_by = $1', [owner]);
       } finally {
-        for (const w of waiters) w.reject(new Error('outbox is closed'));
-        waiters = [];
-        rows = [];
         await pool.end().catch(() => {});
       }
     },
   };
 }
 
-type RawDead = { webhook_id: string; handler: string; attempts: number; last_error: string; dead_at: string; created_at: string };
+type RawDead = { event_id: string; handler: string; attempts: number; last_error: string; dead_at: string; created_at: string };
 
 /** `petrel deliveries` on the PostgreSQL outbox: one short-lived connection. */
 export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOptions = {}): Promise<OutboxAdmin> {
@@ -400,8 +311,8 @@ export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOption
     throw err;
   }
   const where = (sel: DeadLetterSelector): { sql: string; values: unknown[] } =>
-    'all' in sel ? { sql: '', values: [] } : { sql: ' WHERE webhook_id = ANY($1::text[])', values: [[...sel.ids]] };
-  const distinct = (r: pg.QueryResult<{ webhook_id: string }>) => [...new Set(r.rows.map((x) => x.webhook_id))];
+    'all' in sel ? { sql: '', values: [] } : { sql: ' WHERE event_id = ANY($1::text[])', values: [[...sel.ids]] };
+  const distinct = (r: pg.QueryResult<{ event_id: string }>) => [...new Set(r.rows.map((x) => x.event_id))];
 
   return {
     async counts() {
@@ -425,9 +336,9 @@ export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOption
       return out;
     },
     async deadLetters(): Promise<DeadLetter[]> {
-      const r = await pool.query<RawDead>('SELECT webhook_id, handler, attempts, last_error, dead_at, created_at FROM petrel_event_dead_letter ORDER BY dead_at, id');
+      const r = await pool.query<RawDead>('SELECT event_id, handler, attempts, last_error, dead_at, created_at FROM petrel_event_dead_letter ORDER BY dead_at, id');
       return r.rows.map((x) => ({
-        webhookId: x.webhook_id,
+        eventId: x.event_id,
         handler: x.handler,
         attempts: Number(x.attempts),
         lastError: x.last_error,
@@ -440,11 +351,11 @@ export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOption
       const w = where(sel);
       const n = w.values.length + 1;
       // Moved in one statement: a dead letter is either still there or back in the outbox.
-      const r = await pool.query<{ webhook_id: string }>(
+      const r = await pool.query<{ event_id: string }>(
         `WITH moved AS (DELETE FROM petrel_event_dead_letter${w.sql} RETURNING *)
-         INSERT INTO petrel_event_outbox (handler, host_type, webhook_id, path, headers, body, attempts, created_at, next_attempt_at, claimed_by)
-         SELECT handler, host_type, webhook_id, path, headers, body, 0, $${n}, $${n}, NULL FROM moved ORDER BY id
-         RETURNING webhook_id`,
+         INSERT INTO petrel_event_outbox (handler, host_type, event_id, payload, attempts, created_at, next_attempt_at, claimed_by)
+         SELECT handler, host_type, event_id, payload, 0, $${n}, $${n}, NULL FROM moved ORDER BY id
+         RETURNING event_id`,
         [...w.values, now],
       );
       return distinct(r);
@@ -452,7 +363,7 @@ export async function openPostgresOutboxAdmin(s: PgPoolSettings, o: PgPoolOption
     async purge(sel) {
       if ('ids' in sel && sel.ids.length === 0) return [];
       const w = where(sel);
-      return distinct(await pool.query<{ webhook_id: string }>(`DELETE FROM petrel_event_dead_letter${w.sql} RETURNING webhook_id`, w.values));
+      return distinct(await pool.query<{ event_id: string }>(`DELETE FROM petrel_event_dead_letter${w.sql} RETURNING event_id`, w.values));
     },
     async close() {
       await pool.end();

@@ -1,0 +1,80 @@
+// The backends of mod_event_pusher, by the name used in
+// `[modules.mod_event_pusher.backend.<name>]` (MongooseIM's names). Each one
+// lives in its own directory (http/, later push/ and rabbit/) and declares
+// here what the module needs of it:
+//
+// - spec / moduleSpec: its options under `backend.<name>`, and under
+//   MongooseIM's current spelling `[modules.mod_event_pusher.<name>]`;
+//   `combine` merges both into the backend's options (undefined: not configured);
+// - metrics: registers its metrics (at zero for the configured host types);
+// - create: starts it; it registers its durable handlers and its sender with
+//   `ctx.outbox` (delivery/types.ts) and returns its push_event handler;
+// - deliveryRows: its handlers that deliver through the outbox, with their
+//   stable keys, for `petrel deliveries`.
+//
+// The translator (hooks → ChatEvent / PresenceEvent → push_event) in index.ts
+// knows no backend; the delivery engine (delivery/) knows none either.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Spec } from '../../config/schema.ts';
+import type { Acc, PushEvent } from '../../hooks/catalogue.ts';
+import type { OutgoingPools } from '../../outgoing/types.ts';
+import type { OutboxAccess } from './delivery/types.ts';
+import { httpBackend } from './http/index.ts';
+
+export interface BackendContext {
+  pools: OutgoingPools;
+  /** Directory of the configuration file (callback modules are found from it). */
+  configDir: string;
+  logger: Logger;
+  metrics: Registry;
+  /** Host types whose metrics exist from the start, at zero, as MongooseIM declares them. */
+  hosts: readonly string[];
+  /** The module's outbox (opened once the backends are created, if any handler is durable). */
+  outbox: OutboxAccess;
+}
+
+export interface BackendInstance {
+  /** The push_event handler: synchronous, never throws, never waits for a delivery. */
+  handle(acc: Acc, event: PushEvent): void;
+  /** Stops; the outbox is closed by the module after its backends. */
+  close(): Promise<void>;
+}
+
+/** A handler's row in `petrel deliveries`. */
+export interface DeliveryRow {
+  /** The handler's number in its backend. */
+  index: number;
+  /** Stable key of its rows in the outbox. */
+  key: string;
+}
+
+export interface BackendDefinition<O = unknown> {
+  readonly name: string;
+  /** `backend.<name>` */
+  readonly spec: Spec;
+  /** `[modules.mod_event_pusher.<name>]`, MongooseIM's current spelling, when the backend has one. */
+  readonly moduleSpec?: Spec;
+  /** Both spellings' validated values (either may be undefined) into the backend's options; undefined when not configured. */
+  combine(fromBackend: unknown, fromModule: unknown): O | undefined;
+  /** Registers the backend's metrics, at zero for `hosts`. */
+  metrics(registry: Registry, hosts: readonly string[]): void;
+  create(ctx: BackendContext, opts: O): Promise<BackendInstance>;
+  deliveryRows(opts: O): DeliveryRow[];
+}
+
+export const BACKENDS: Readonly<Record<string, BackendDefinition<any>>> = Object.freeze({
+  http: httpBackend,
+});
+
+/** Backends of MongooseIM's mod_event_pusher that Petrel does not have yet. */
+export const NOT_IMPLEMENTED: readonly string[] = ['push', 'rabbit'];
+
+/** The error for `name` at `path`, which is not a backend Petrel has. */
+export function unknownBackendMessage(name: string): string {
+  const known = Object.keys(BACKENDS).join(', ');
+  if (NOT_IMPLEMENTED.includes(name)) {
+    return `the ${name} backend of mod_event_pusher is not implemented in Petrel yet (known backends: ${known}); its events would be lost, so the configuration is refused`;
+  }
+  return `Petrel has no ${name} backend; mod_event_pusher supports: ${known}`;
+}

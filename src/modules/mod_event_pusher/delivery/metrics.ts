@@ -1,0 +1,69 @@
+// Metrics of the delivery engine, whatever the backend: outbox depth,
+// attempts, retries, dead letters, refusals and results by status. The
+// `handler` label is the handler's number in its backend.
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+function getOrCreate<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+/** Rows waiting in the outbox, per handler (its index in the configuration). */
+export const OUTBOX_DEPTH = 'petrel_event_pusher_outbox_depth';
+/** Every HTTP attempt made from the outbox, the first and every retry. */
+export const DELIVERY_ATTEMPTS = 'petrel_event_pusher_delivery_attempts_total';
+/** Failed attempts that were scheduled to be tried again. */
+export const DELIVERY_RETRIES = 'petrel_event_pusher_delivery_retries_total';
+/** Events moved to the dead-letter table, by reason. */
+export const DEAD_LETTERED = 'petrel_event_pusher_dead_lettered_total';
+/** Events refused because the outbox held outbox_max_events rows. */
+export const OUTBOX_REJECTED = 'petrel_event_pusher_outbox_rejected_total';
+/** Every attempt's result: the HTTP status, or timeout / refused / tls / error when there was no answer. */
+export const DELIVERY_RESPONSES = 'petrel_event_pusher_delivery_responses_total';
+
+export interface DeliveryMetrics {
+  depth(handler: number, n: number): void;
+  attempt(hostType: string, handler: number): void;
+  retry(hostType: string, handler: number): void;
+  deadLettered(hostType: string, handler: number, reason: string): void;
+  rejected(hostType: string, handler: number): void;
+  response(hostType: string, handler: number, status: string): void;
+}
+
+export function deliveryMetrics(registry: Registry): DeliveryMetrics {
+  const depth = getOrCreate(registry, OUTBOX_DEPTH, () => new Gauge({
+    name: OUTBOX_DEPTH,
+    help: 'Events waiting in the outbox (queued, retrying or in flight), by handler',
+    labelNames: ['handler'],
+    registers: [registry],
+  }));
+  const counter = (name: string, help: string, labelNames: string[]) =>
+    getOrCreate(registry, name, () => new Counter({ name, help, labelNames, registers: [registry] }));
+  const attempts = counter(DELIVERY_ATTEMPTS, 'Delivery attempts made from the outbox (first attempts and retries)', ['host_type', 'handler']);
+  const retries = counter(DELIVERY_RETRIES, 'Failed attempts scheduled to be tried again', ['host_type', 'handler']);
+  const dead = counter(DEAD_LETTERED, 'Events moved to the dead-letter table (reason: attempts, max_age, final)', ['host_type', 'handler', 'reason']);
+  const rejected = counter(OUTBOX_REJECTED, 'Events refused because the outbox was full (outbox_max_events)', ['host_type', 'handler']);
+  const responses = counter(DELIVERY_RESPONSES, 'Results of delivery attempts: HTTP status, or timeout, refused, tls, error', ['host_type', 'handler', 'status']);
+  // The per-attempt counters keep their children: labels() hashes its arguments on every call.
+  const attemptChildren = new Map<string, { inc(): void }>();
+  const responseChildren = new Map<string, { inc(): void }>();
+  const attemptOf = (ht: string, h: number) => {
+    const key = ht + '\0' + h;
+    let ch = attemptChildren.get(key);
+    if (ch === undefined) attemptChildren.set(key, (ch = attempts.labels(ht, String(h))));
+    return ch;
+  };
+  const responseOf = (ht: string, h: number, status: string) => {
+    const key = ht + '\0' + h + '\0' + status;
+    let ch = responseChildren.get(key);
+    if (ch === undefined) responseChildren.set(key, (ch = responses.labels(ht, String(h), status)));
+    return ch;
+  };
+  return {
+    depth: (h, n) => depth.labels(String(h)).set(n),
+    attempt: (ht, h) => attemptOf(ht, h).inc(),
+    retry: (ht, h) => retries.labels(ht, String(h)).inc(),
+    deadLettered: (ht, h, reason) => dead.labels(ht, String(h), reason).inc(),
+    rejected: (ht, h) => rejected.labels(ht, String(h)).inc(),
+    response: (ht, h, status) => responseOf(ht, h, status).inc(),
+  };
+}

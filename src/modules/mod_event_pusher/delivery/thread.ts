@@ -1,0 +1,180 @@
+// The delivery engine in the sender thread (sender_thread = "worker"): the
+// SQLite outbox's writer thread, where the rows already are (loaded there by
+// SqliteOutbox.attach), or a thread of its own with its own PostgreSQL
+// connections (pg-thread.ts). Each backend's sender is built here from its
+// module and init (BackendSenderSpec), and rows are sent as soon as their
+// batch is committed, without a round trip through the server's thread.
+//
+// What the server's thread must see (metrics, attempts for the backends'
+// counters and logs, depth changes, log lines) is gathered into one flat list
+// of strings and numbers and posted once per tick; applyReports replays it there.
+import type { NewOutboxRow } from '../../../storage/outbox/types.ts';
+import type { OutboxExtension, OutboxHost } from '../../../storage/outbox/sqlite-worker.ts';
+import { createSendLoop, type EngineReporter, type SendLoop } from './engine.ts';
+import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SendResult } from './types.ts';
+
+export interface ThreadInit {
+  backends: Array<{ name: string; url: string; init: unknown }>;
+  handlers: EngineHandler[];
+  pageSize?: number;
+  pollMs?: number;
+}
+
+export type ThreadRequest = { type: 'start' } | { type: 'close'; graceMs: number } | { type: 'nudge'; keys: string[] };
+
+// Codes of the flat report list; each is followed by a fixed number of fields.
+const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument ('' when none)
+const R_ATTEMPT = 1; // see pushAttempt
+const R_REMOVED = 2; // handler position
+const R_LOG = 3; // level, JSON of the record, message
+
+const METRIC_CALLS = ['attempt', 'response', 'retry', 'deadLettered'] as const;
+const KINDS = ['delivered', 'retry', 'final', 'gone'] as const;
+
+/** Replays, on the server's thread, what the engine in the sender thread reported. */
+export function applyReports(m: unknown, rep: EngineReporter): void {
+  if (!Array.isArray(m)) {
+    const e = m as { type?: string; error?: string };
+    if (e.type === 'store_error') rep.log.error({ what: 'event_pusher_outbox_write_failed', err: e.error }, 'could not write settled events to the outbox; they are kept and written again');
+    else rep.log.error({ what: 'event_pusher_sender_failed', err: e.error }, 'the sender thread failed after a commit; the events of that batch are sent after a restart');
+    return;
+  }
+  const r = m as Array<string | number>;
+  for (let i = 0; i < r.length; ) {
+    switch (r[i++]) {
+      case R_METRIC:
+        // attempt and retry ignore the third argument.
+        rep.metrics[METRIC_CALLS[r[i] as number]!](r[i + 1] as string, r[i + 2] as number, r[i + 3] as string);
+        i += 4;
+        break;
+      case R_ATTEMPT: {
+        const gi = r[i] as number;
+        const kind = KINDS[r[i + 4] as number]!;
+        const status = r[i + 5] as string;
+        const error = r[i + 7] as string;
+        let result: SendResult;
+        if (kind === 'delivered') result = { kind, status, timeMs: r[i + 6] as number };
+        else if (kind === 'retry') result = (r[i + 8] as number) >= 0 ? { kind, status, error, afterMs: r[i + 8] as number } : { kind, status, error };
+        else if (kind === 'final') result = { kind, status, error };
+        else result = { kind, status, error, scope: r[i + 9] === 1 ? 'handler' : 'event' };
+        const report: AttemptReport = { attempt: r[i + 10] as number };
+        if ((r[i + 11] as number) >= 0) report.nextAttemptInMs = r[i + 11] as number;
+        if (r[i + 12] !== '') report.deadLettered = r[i + 12] as AttemptReport['deadLettered'];
+        const item: DeliveryItem = { id: 0, handler: r[i + 1] as number, hostType: r[i + 2] as string, eventId: r[i + 3] as string, payload: EMPTY, attempts: 0, createdAt: 0 };
+        rep.attempted(gi, item, result, report);
+        i += 13;
+        break;
+      }
+      case R_REMOVED:
+        rep.removed(r[i++] as number);
+        break;
+      case R_LOG: {
+        const level = r[i] as 'warn' | 'error';
+        rep.log[level](JSON.parse(r[i + 1] as string) as object, r[i + 2] as string);
+        i += 3;
+        break;
+      }
+      default:
+        return;
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Runs the engine on `host`'s store; what it reports goes to `host.post`. Called in the thread by SqliteOutbox.attach or pg-thread.ts. */
+export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit): Promise<OutboxExtension> {
+  let out: Array<string | number> = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (out.length === 0) return;
+    const batch = out;
+    out = [];
+    host.post(batch);
+  };
+  const later = () => {
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+  const metric = (call: number, ht: string, h: number, third: string) => {
+    out.push(R_METRIC, call, ht, h, third);
+    later();
+  };
+
+  const reporter: EngineReporter = {
+    metrics: {
+      attempt: (ht, h) => metric(0, ht, h, ''),
+      response: (ht, h, status) => metric(1, ht, h, status),
+      retry: (ht, h) => metric(2, ht, h, ''),
+      deadLettered: (ht, h, reason) => metric(3, ht, h, reason),
+    },
+    attempted(gi, item, r, report) {
+      out.push(
+        R_ATTEMPT, gi, item.handler, item.hostType, item.eventId, KINDS.indexOf(r.kind), r.status,
+        r.kind === 'delivered' ? r.timeMs : 0,
+        r.kind === 'delivered' ? '' : r.error,
+        r.kind === 'retry' && r.afterMs !== undefined ? r.afterMs : -1,
+        r.kind === 'gone' && r.scope === 'handler' ? 1 : 0,
+        report.attempt, report.nextAttemptInMs ?? -1, report.deadLettered ?? '',
+      );
+      later();
+    },
+    removed: (gi) => {
+      out.push(R_REMOVED, gi);
+      later();
+    },
+    log: {
+      warn: (obj, msg) => {
+        out.push(R_LOG, 'warn', JSON.stringify(obj), msg);
+        later();
+      },
+      error: (obj, msg) => {
+        out.push(R_LOG, 'error', JSON.stringify(obj), msg);
+        later();
+      },
+    },
+  };
+
+  const senders = new Map<string, BackendSender>();
+  for (const b of init.backends) {
+    const mod = (await import(b.url)) as { createSender(init: unknown): BackendSender | Promise<BackendSender> };
+    senders.set(b.name, await mod.createSender(b.init));
+  }
+  const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pollMs: init.pollMs });
+  for (const h of init.handlers) {
+    const s = senders.get(h.backend);
+    if (s === undefined) throw new Error(`no sender for the ${h.backend} backend`);
+    loop.add(h, s);
+  }
+
+  const hot: boolean[] = [];
+  return {
+    beforeWrite(rows: NewOutboxRow[]) {
+      hot.length = rows.length;
+      for (let i = 0; i < rows.length; i++) hot[i] = rows[i]!.claimed = loop.admit(rows[i]!.handler);
+    },
+    afterWrite(rows: NewOutboxRow[], ids: number[]) {
+      for (let i = 0; i < rows.length; i++) loop.written(rows[i]!.handler, rows[i]!, ids[i]!, hot[i]!);
+    },
+    writeFailed(rows: NewOutboxRow[]) {
+      for (let i = 0; i < rows.length; i++) loop.writeFailed(rows[i]!.handler, hot[i]!);
+    },
+    request(body: unknown) {
+      const m = body as ThreadRequest;
+      if (m.type === 'start') return loop.start();
+      if (m.type === 'nudge') {
+        for (const k of m.keys) loop.nudge(k);
+        return null;
+      }
+      return (async () => {
+        // Closes the senders too; requests still in flight past the grace end with the thread.
+        await loop.close(m.graceMs);
+        flush();
+        return null;
+      })();
+    },
+  };
+}

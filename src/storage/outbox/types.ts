@@ -1,0 +1,133 @@
+// The durable outbox of mod_event_pusher, for every backend: events waiting
+// to be delivered, and the dead-letter table of those that never were. The
+// storage layer keeps a row's payload as opaque bytes: what they mean (an
+// HTTP request, a push notification, an AMQP message) is the business of
+// the backend that wrote them and of its sender.
+//
+// A row: handler key, host type, event id, payload, attempts, created_at,
+// next attempt, claimed, last error. Two stores implement OutboxStore, the
+// embedded SQLite file (sqlite.ts, written from its own thread) and
+// PostgreSQL (postgres.ts); both batch their writes through the one
+// group-commit queue of group-commit.ts, with one failure policy.
+//
+// What each method guarantees (both stores; test/unit/storage/outbox-contract*
+// checks it on both, failures included):
+//
+// - append(row): the row is added to the next batch. The promise resolves
+//   with the row's id once the transaction holding it is committed, and only
+//   then. A batch that fails is retried split in halves, so that rows written
+//   with a row the database refuses are still committed; the promise rejects
+//   only when the row failed alone (or the store is closed). Ids grow in the
+//   order of the appends of one store.
+// - settle(op): never fails and never blocks. The op is written with a later
+//   batch (at the latest SETTLE_DELAY_MS after, or with the next appends). A
+//   write that fails keeps it, and it is tried again: an accepted op is not
+//   forgotten while the store is open. Ops on one row are applied in the
+//   order they were given. Should the process die first, the event is sent
+//   again (at-least-once, same event id).
+// - claim(handler, now, limit): first waits until the ops given before the
+//   call are written (a row just rescheduled is seen as rescheduled), then
+//   takes up to `limit` rows of `handler` that are unclaimed and due at
+//   `now`, oldest due first (then by id), marks them claimed and returns
+//   them. A row is claimed by one caller at a time, across processes for
+//   PostgreSQL. Rejects when the ops before it could not be written.
+// - depth(): rows per handler key, after the ops given before the call.
+// - close(): writes what is pending (giving up on what fails), releases
+//   every claim of this store and closes; later appends reject.
+//
+// `OutboxAdmin` is what `petrel deliveries` uses on either store, beside a
+// running server.
+
+/** An event to store. */
+export interface NewOutboxRow {
+  /** Stable key of the handler (a backend names its handlers' keys). */
+  handler: string;
+  hostType: string;
+  /** The event's id, the same on every attempt (the HTTP backend's `webhook-id`). */
+  eventId: string;
+  /** What the backend's sender needs to deliver the event; opaque here. */
+  payload: Uint8Array;
+  /** Milliseconds since the epoch; also the first due time. */
+  createdAt: number;
+  /** Taken by this server at once (its sender has room for it and takes it after the commit). */
+  claimed: boolean;
+}
+
+/** A stored event, as a claim returns it. */
+export interface OutboxRow {
+  id: number;
+  handler: string;
+  hostType: string;
+  eventId: string;
+  payload: Uint8Array;
+  /** Attempts made so far. */
+  attempts: number;
+  createdAt: number;
+}
+
+/** What became of a claimed row. Applied in order, in one transaction with the appends of the same batch. */
+export type SettleOp =
+  | { op: 'delivered'; id: number }
+  | { op: 'retry'; id: number; attempts: number; nextAt: number; error: string }
+  | { op: 'dead'; id: number; attempts: number; error: string; at: number }
+  | { op: 'release'; id: number };
+
+export interface HandlerCounts {
+  /** Rows in the outbox (waiting, retrying and in flight). */
+  queued: number;
+  /** Rows a running server has claimed: being sent, or about to be. */
+  inFlight: number;
+  /** Rows that failed at least once and wait for their next attempt. */
+  retrying: number;
+  deadLettered: number;
+}
+
+export interface DeadLetter {
+  eventId: string;
+  handler: string;
+  attempts: number;
+  lastError: string;
+  /** When it was dead-lettered (ms since the epoch). */
+  deadAt: number;
+  createdAt: number;
+}
+
+/** Selects dead letters by event id, or all of them. */
+export type DeadLetterSelector = { all: true } | { ids: readonly string[] };
+
+export interface OutboxStore {
+  /** See the guarantees above. */
+  append(row: NewOutboxRow): Promise<number>;
+  settle(op: SettleOp): void;
+  claim(handler: string, now: number, limit: number): Promise<OutboxRow[]>;
+  depth(): Promise<Map<string, number>>;
+  close(): Promise<void>;
+}
+
+/** What `petrel deliveries` reads and changes, whichever store holds the outbox. */
+export interface OutboxAdmin {
+  /** Both tables counted at one instant. */
+  counts(): Promise<Map<string, HandlerCounts>>;
+  /** Oldest dead-lettered first. */
+  deadLetters(): Promise<DeadLetter[]>;
+  /** Moves dead letters back to the outbox, due at `now`, attempts reset, payload unchanged; returns the event ids moved. */
+  replay(sel: DeadLetterSelector, now: number): Promise<string[]>;
+  /** Deletes dead letters; returns the event ids deleted. */
+  purge(sel: DeadLetterSelector): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** How batches are bounded (mod_event_pusher's outbox_batch_max_rows / outbox_batch_max_bytes). */
+export interface BatchLimits {
+  /** Rows in one transaction at most. */
+  maxRows?: number;
+  /** Payload bytes in one transaction at most (a larger row goes alone). */
+  maxBytes?: number;
+}
+
+export const DEFAULT_BATCH_MAX_ROWS = 512;
+export const DEFAULT_BATCH_MAX_BYTES = 4 * 1024 * 1024;
+/** Longest a settle op waits for appends to ride with. */
+export const SETTLE_DELAY_MS = 50;
+/** Milliseconds a SQLite connection waits for another one's write lock. */
+export const OUTBOX_BUSY_TIMEOUT_MS = 5000;
