@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, TomlError } from 'smol-toml';
 import { ConfigError, describe, fail, isTable, keyPath, validate, type Spec, type ValidateCtx } from './schema.ts';
-import { coreSections, crossCheckCore } from './core-spec.ts';
+import { coreSections, crossCheckCore, listenSpecWith } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
 
 export interface LoadOptions {
@@ -14,6 +14,8 @@ export interface LoadOptions {
   sections: Record<string, Spec>;
   /** Spec of each known module, by name (modules.<name>); an unknown module name is an error "modules.X: unknown module". */
   modules: Record<string, Spec>;
+  /** Specs of listener types defined by higher layers: { http: spec of one [[listen.http]] table }. */
+  listeners?: { http?: Spec };
 }
 
 /** MongooseIM sections Petrel has no counterpart for, with the reason given to the operator. */
@@ -103,7 +105,7 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
   }
 
   const general = validate(coreSections.general, raw.general, 'general', ctx);
-  const listen = validate(coreSections.listen, raw.listen, 'listen', ctx);
+  const listen = validate(listenSpecWith(opts.listeners?.http), raw.listen, 'listen', ctx);
   const auth = validate(coreSections.auth, raw.auth, 'auth', ctx);
   const shaper = validate(coreSections.shaper, raw.shaper, 'shaper', ctx);
   crossCheckCore({ listen, shaper }, ctx);
