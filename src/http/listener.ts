@@ -194,13 +194,6 @@ async function listenOne<Ctx>(cfg: HttpListenerConfig, index: number, o: HttpLis
   return server;
 }
 
-function closeServer(s: http.Server): Promise<void> {
-  return new Promise<void>((resolve) => {
-    s.close(() => resolve());
-    s.closeAllConnections();
-  });
-}
-
 async function closeServices(services: readonly HttpService[], log: Logger | undefined): Promise<void> {
   for (const s of services) {
     try {
@@ -211,9 +204,16 @@ async function closeServices(services: readonly HttpService[], log: Logger | und
   }
 }
 
+/**
+ * Stops accepting and ends the HTTP connections, then closes the services:
+ * a server's close completes only once the connections handlers took over
+ * by an upgrade are gone too, and those are the handlers' to end.
+ */
 async function closeAll(built: readonly Built[], log: Logger | undefined): Promise<void> {
-  await Promise.all(built.map((b) => closeServer(b.server)));
+  const closed = built.map((b) => new Promise<void>((resolve) => b.server.close(() => resolve())));
+  for (const b of built) b.server.closeAllConnections();
   for (const b of built) await closeServices(b.services, log);
+  await Promise.all(closed);
 }
 
 /** Starts every listener of `listeners`, or none: on a failure those already started are closed. */
@@ -233,12 +233,13 @@ export async function startHttpListeners<Ctx>(listeners: readonly HttpListenerCo
     await closeServices(pending, o.logger);
     throw err;
   }
+  let closing: Promise<void> | undefined;
   return {
     addresses: () =>
       built.map((b, i) => {
         const a = b.server.address() as AddressInfo;
         return { address: a.address, port: a.port, secure: listeners[i]!.tls !== undefined };
       }),
-    close: () => closeAll(built, o.logger),
+    close: () => (closing ??= closeAll(built, o.logger)),
   };
 }

@@ -12,7 +12,10 @@ import { snapshotUrl, fetchMetricsSnapshot, MetricsUnavailableError } from '../.
 import { httpBackendMetrics } from '../../../src/modules/mod_event_pusher/http/metrics.ts';
 import type { PetrelConfig } from '../../../src/config/types.ts';
 import type { HttpListenerConfig } from '../../../src/http/types.ts';
-import { httpListener as listener, silent } from '../http/helpers.ts';
+import { httpListener as listener, makeCert, silent } from '../http/helpers.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** The listeners as the server starts them: the Prometheus handler, and the snapshot for `petrel metrics`. */
 async function startHttpListenersFor(listeners: HttpListenerConfig[], registry: Registry): Promise<HttpListeners> {
@@ -88,6 +91,27 @@ test('petrel metrics reads the snapshot of the running server and prints the tab
   assert.match(table, /\[localhost, mod_event_pusher_http, sent\]\s+spiral\s+one=3 count=3/);
   assert.match(table, /\[localhost, mod_event_pusher_http, failed\]\s+spiral\s+one=1 count=1/);
   assert.match(table, /\[localhost, mod_event_pusher_http, response_time\]\s+histogram\s+n=3 mean=3\.0 ms/);
+});
+
+test('petrel metrics reads through an HTTPS listener when there is no plaintext one, trusting the configured certificate', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-metrics-'));
+  const { certfile, keyfile } = await makeCert(dir);
+  const registry = new Registry();
+  httpBackendMetrics(registry).forHost('localhost').sent.inc();
+  const tls = { certfile, keyfile, verify_mode: 'none' as const };
+  const l = await startHttpListenersFor([listener({ tls })], registry);
+  const { port } = l.addresses()[0]!;
+  try {
+    const config = { configPath: '/x/petrel.toml', listen: { http: [listener({ port, tls })] } } as unknown as PetrelConfig;
+    assert.equal(snapshotUrl(config), `https://127.0.0.1:${port}/_petrel/metrics.json`);
+    const snap = await fetchMetricsSnapshot(config);
+    assert.deepEqual(snap.hosts.find((x) => x.hostType === 'localhost')!.sent, { one: 1, count: 1 });
+    // A plaintext listener is preferred when there is one.
+    const both = { configPath: '/x/petrel.toml', listen: { http: [listener({ port: 1, tls }), listener({ port: 2 })] } } as unknown as PetrelConfig;
+    assert.equal(snapshotUrl(both), 'http://127.0.0.1:2/_petrel/metrics.json');
+  } finally {
+    await l.close();
+  }
 });
 
 test('without a [[listen.http]] listener petrel metrics explains what to configure', () => {
