@@ -161,6 +161,7 @@ async function listenOne<Ctx>(cfg: HttpListenerConfig, index: number, o: HttpLis
     if (cfg.tls.verify_mode === 'selfsigned_peer') server.on('secureConnection', acceptSelfSigned);
     server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
       log?.info({ what: 'http_tls_error', listener: where, remote: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
+      socket.destroy();
     });
   } else {
     server = http.createServer(serverOpts, onRequest);

@@ -267,6 +267,23 @@ test('an HTTPS listener with verify_mode "selfsigned_peer" takes a self-signed c
   }
 });
 
+test('transport.max_connections closes connections past the limit on arrival', async () => {
+  const l = await startHttpListeners([httpListener({ transport: { num_acceptors: 100, max_connections: 1 } })], options());
+  const { port } = l.addresses()[0]!;
+  const first = netConnect(port, '127.0.0.1');
+  try {
+    // The first connection is open and served (keep-alive keeps it).
+    const answered = new Promise<string>((resolve) => first.once('data', (d) => resolve(String(d))));
+    first.write('GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n');
+    assert.match(await answered, /^HTTP\/1\.1 200 OK/);
+    const second = await rawExchange(port, 'GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n').catch(() => '');
+    assert.equal(second, '');
+  } finally {
+    first.destroy();
+    await l.close();
+  }
+});
+
 test('a listener whose port is taken fails to start and leaves nothing open', async () => {
   const first = await startHttpListeners([httpListener()], options());
   const { port } = first.addresses()[0]!;
