@@ -18,7 +18,11 @@ import type { OutgoingPools } from './outgoing/types.ts';
 import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
 import { createOutgoingPools } from './outgoing/pools.ts';
 import { createMetricsRegistry } from './metrics/registry.ts';
-import { startHttpListeners } from './metrics/http-listener.ts';
+import { startHttpListeners } from './http/listener.ts';
+import { httpListenersOf } from './http/config.ts';
+import { HTTP_HANDLERS } from './http-handlers.ts';
+import { snapshotRoute } from './metrics/prometheus.ts';
+import { MetricsSampler } from './metrics/snapshot.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid } from './xmpp/jid.ts';
 
@@ -123,7 +127,13 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       for (const iq of inst.iqHandlers?.() ?? []) router.addIqHandler(iq);
     }
     for (const { inst } of instances) await inst.start?.();
-    const http = await startHttpListeners(config.listen.http, metrics, { logger });
+    // The sampler feeds `petrel metrics`, read through any HTTP listener.
+    const sampler = new MetricsSampler(metrics);
+    if (config.listen.http.length > 0) sampler.start();
+    closers.push(async () => sampler.stop());
+    const http = await startHttpListeners(httpListenersOf(config), {
+      handlers: HTTP_HANDLERS, ctx: { logger, metrics }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
+    });
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);

@@ -9,7 +9,7 @@ import {
   ConfigError, ErrorCollector, custom, describe, fail, int, list, path, section, str, validate,
   type Spec, type SectionSpec,
 } from './schema.ts';
-import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerConfig, ShaperConfig } from './types.ts';
+import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerAddress, ShaperConfig } from './types.ts';
 
 const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
 const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
@@ -94,16 +94,17 @@ const generalSpec: SectionSpec = section(
 // ---------------------------------------------------------------------------
 // [listen]
 
-const port = int({ min: 1, max: 65535 });
+/** A listener's `port`; shared with the listener specs of higher layers (src/http/config.ts). */
+export const port = int({ min: 1, max: 65535 });
 
-const ipAddress = custom(
-  (value, p) => {
-    if (typeof value !== 'string') fail(p, `expected an IP address (a string), got ${describe(value)}`);
-    if (isIP(value) === 0) fail(p, `expected an IP address such as "127.0.0.1" or "::1", got ${JSON.stringify(value)}`);
-    return value;
-  },
-  { default: '0.0.0.0' },
-);
+/** A listener's `ip_address`, without a default. */
+export const ipAddressOption = custom((value, p) => {
+  if (typeof value !== 'string') fail(p, `expected an IP address (a string), got ${describe(value)}`);
+  if (isIP(value) === 0) fail(p, `expected an IP address such as "127.0.0.1" or "::1", got ${JSON.stringify(value)}`);
+  return value;
+});
+
+const ipAddress = custom(ipAddressOption.run, { default: '0.0.0.0' });
 
 const positiveInt = int({ min: 1 });
 
@@ -157,56 +158,45 @@ const c2sListenerSpec = section(
   },
 );
 
-/** Handlers Petrel serves on an HTTP listener, in MongooseIM's syntax. */
-export const HTTP_HANDLERS = ['mongoose_prometheus_handler'] as const;
+/**
+ * Without a spec for [[listen.http]] (LoadOptions.listeners.http, given by
+ * the HTTP layer), an HTTP listener cannot be configured.
+ */
+const noHttpListeners = custom((_v, p) => fail(p, 'HTTP listeners are not available'));
 
-const prometheusHandlerSpec = section(
-  {
-    host: str({ nonEmpty: true }),
-    path: str({ check: (v) => (v.startsWith('/') ? undefined : `must start with "/", got ${JSON.stringify(v)}`) }),
-  },
-  { required: ['host', 'path'] },
-);
-
-const httpListenerSpec = section(
-  {
-    port,
-    ip_address: ipAddress,
-    handlers: section(
-      { mongoose_prometheus_handler: list(prometheusHandlerSpec, { default: [] }) },
-      {
-        default: true,
-        wildcard: custom((_v, p) => fail(p, `unknown handler; Petrel serves ${HTTP_HANDLERS.map((h) => JSON.stringify(h)).join(', ')}`)),
-      },
-    ),
-  },
-  { required: ['port'] },
-);
-
-const listenSpec: SectionSpec = section(
-  {
-    c2s: list(c2sListenerSpec, { default: [] }),
-    http: list(httpListenerSpec, { default: [] }),
-  },
-  {
-    default: true,
-    process(l: { c2s: C2SListenerConfig[]; http: HttpListenerConfig[] }, p) {
-      // Two listeners cannot share a port on overlapping addresses (MongooseIM
-      // rejects the same in mongoose_listener_config:verify_unique_listeners).
-      const taken: { ip: string; port: number; where: string }[] = [];
-      const problems = new ErrorCollector();
-      const claim = (ip: string, portNo: number, where: string): void => {
-        const clash = taken.find((t) => t.port === portNo && (t.ip === ip || isWildcard(t.ip) || isWildcard(ip)));
-        if (clash) problems.add(new ConfigError(where, `port ${portNo} on ${ip} is already used by ${clash.where}`));
-        else taken.push({ ip, port: portNo, where });
-      };
-      l.c2s.forEach((c, i) => claim(c.ip_address, c.port, `${p}.c2s[${i}]`));
-      l.http.forEach((h, i) => claim(h.ip_address, h.port, `${p}.http[${i}]`));
-      problems.throwIfAny();
-      return l;
+/**
+ * [listen]: the c2s listeners, and the HTTP listeners whose spec (each
+ * `[[listen.http]]` table: TLS, transport, handlers) belongs to src/http/ and
+ * is handed in, as module specs are.
+ */
+export function listenSpecWith(httpListener: Spec = noHttpListeners): SectionSpec {
+  return section(
+    {
+      c2s: list(c2sListenerSpec, { default: [] }),
+      http: list(httpListener, { default: [] }),
     },
-  },
-);
+    {
+      default: true,
+      process(l: { c2s: C2SListenerConfig[]; http: HttpListenerAddress[] }, p) {
+        // Two listeners cannot share a port on overlapping addresses (MongooseIM
+        // rejects the same in mongoose_listener_config:verify_unique_listeners).
+        const taken: { ip: string; port: number; where: string }[] = [];
+        const problems = new ErrorCollector();
+        const claim = (ip: string, portNo: number, where: string): void => {
+          const clash = taken.find((t) => t.port === portNo && (t.ip === ip || isWildcard(t.ip) || isWildcard(ip)));
+          if (clash) problems.add(new ConfigError(where, `port ${portNo} on ${ip} is already used by ${clash.where}`));
+          else taken.push({ ip, port: portNo, where });
+        };
+        l.c2s.forEach((c, i) => claim(c.ip_address, c.port, `${p}.c2s[${i}]`));
+        l.http.forEach((h, i) => claim(h.ip_address, h.port, `${p}.http[${i}]`));
+        problems.throwIfAny();
+        return l;
+      },
+    },
+  );
+}
+
+const listenSpec: SectionSpec = listenSpecWith();
 
 // ---------------------------------------------------------------------------
 // [auth]

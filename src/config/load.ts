@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, TomlError } from 'smol-toml';
 import { ConfigError, ErrorCollector, FAILED, describe, fail, isTable, keyPath, validate, type IgnoredOption, type Spec, type ValidateCtx } from './schema.ts';
-import { coreSections, crossCheckCore } from './core-spec.ts';
+import { coreSections, crossCheckCore, listenSpecWith } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
 
 export interface LoadOptions {
@@ -16,6 +16,8 @@ export interface LoadOptions {
   sections: Record<string, Spec>;
   /** Spec of each known module, by name (modules.<name>); an unknown module name is an error "modules.X: unknown module". */
   modules: Record<string, Spec>;
+  /** Specs of listener types defined by higher layers: { http: spec of one [[listen.http]] table }. */
+  listeners?: { http?: Spec };
 }
 
 /** MongooseIM sections Petrel has no counterpart for, with the reason given to the operator. */
@@ -106,7 +108,7 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
   }
 
   const general = problems.run(() => validate(coreSections.general, raw.general, 'general', ctx));
-  const listen = problems.run(() => validate(coreSections.listen, raw.listen, 'listen', ctx));
+  const listen = problems.run(() => validate(listenSpecWith(opts.listeners?.http), raw.listen, 'listen', ctx));
   const auth = problems.run(() => validate(coreSections.auth, raw.auth, 'auth', ctx));
   const shaper = problems.run(() => validate(coreSections.shaper, raw.shaper, 'shaper', ctx));
   if (listen !== FAILED && shaper !== FAILED) problems.run(() => crossCheckCore({ listen, shaper }));

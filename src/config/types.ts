@@ -40,17 +40,14 @@ export interface C2SListenerConfig {
   send_timeout: number;
 }
 
-export interface PrometheusHandlerConfig {
-  host: string;
-  path: string;
-}
-
-export interface HttpListenerConfig {
+/**
+ * What the config layer knows of a [[listen.http]] table: where it listens.
+ * The table's full shape (TLS, transport, handlers) is HttpListenerConfig in
+ * src/http/types.ts, produced by the spec the HTTP layer hands in.
+ */
+export interface HttpListenerAddress {
   port: number;
   ip_address: string;
-  handlers: {
-    mongoose_prometheus_handler: PrometheusHandlerConfig[];
-  };
 }
 
 export type SaslMechanismName = 'scram_sha256' | 'scram_sha1' | 'plain';
@@ -91,7 +88,7 @@ export interface PetrelConfig {
   /** Directory relative paths were resolved against. */
   configDir: string;
   general: GeneralConfig;
-  listen: { c2s: C2SListenerConfig[]; http: HttpListenerConfig[] };
+  listen: { c2s: C2SListenerConfig[]; http: HttpListenerAddress[] };
   auth: AuthConfig;
   shaper: Record<string, ShaperConfig>;
   outgoing_pools: {

@@ -6,12 +6,16 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfigPath, loadConfigFile, parseConfig, type LoadOptions } from '../../../src/config/load.ts';
 import { ConfigError, compat, custom, int, section, str } from '../../../src/config/schema.ts';
+import { httpListenerSpec } from '../../../src/http/config.ts';
+import { HTTP_HANDLERS } from '../../../src/http-handlers.ts';
+import type { HttpListenerConfig } from '../../../src/http/types.ts';
 
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
 
 const standIns = { mod_roster: section({}), mod_offline: section({}), mod_disco: section({}), mod_ping: section({}) };
-const opts: LoadOptions = { sections: {}, modules: standIns };
+const listeners = { http: httpListenerSpec(HTTP_HANDLERS) };
+const opts: LoadOptions = { sections: {}, modules: standIns, listeners };
 const anything = custom((v) => v);
 
 function tempDir(): string {
@@ -229,39 +233,10 @@ test('loopback and TLS listeners draw no warning', () => {
 test('two listeners on the same port and overlapping addresses are an error', () => {
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n',
     'listen.c2s[1]: port 5222 on 127.0.0.1 is already used by listen.c2s[0]');
-  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5222\n',
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5222\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "/metrics"\n',
     'listen.http[0]: port 5222 on 0.0.0.0 is already used by listen.c2s[0]');
   const ok = load(HOSTS + '[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.1"\n[[listen.c2s]]\nport = 5222\nip_address = "127.0.0.2"\n');
   assert.equal(ok.listen.c2s.length, 2);
-});
-
-// --- listen.http -----------------------------------------------------------
-
-test('an http listener serves the prometheus handler in MongooseIM\'s syntax', () => {
-  const c = load(HOSTS + [
-    '[[listen.http]]\nport = 9090\nip_address = "127.0.0.1"\n',
-    '[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "/metrics"\n',
-  ].join(''));
-  assert.deepEqual(c.listen.http, [{ port: 9090, ip_address: '127.0.0.1', handlers: { mongoose_prometheus_handler: [{ host: '_', path: '/metrics' }] } }]);
-});
-
-test('an http listener without handlers has an empty handler list', () => {
-  const c = load(HOSTS + '[[listen.http]]\nport = 9090\n');
-  assert.deepEqual(c.listen.http[0], { port: 9090, ip_address: '0.0.0.0', handlers: { mongoose_prometheus_handler: [] } });
-});
-
-test('an http handler other than the prometheus one is an unknown handler', () => {
-  rejects(HOSTS + '[[listen.http]]\nport = 5280\n[[listen.http.handlers.mod_websockets]]\nhost = "_"\npath = "/ws-xmpp"\n',
-    'listen.http[0].handlers.mod_websockets: unknown handler; Petrel serves "mongoose_prometheus_handler"');
-});
-
-test('a prometheus handler needs host and a path starting with a slash', () => {
-  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\n',
-    'listen.http[0].handlers.mongoose_prometheus_handler[0].path: missing required option');
-  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "metrics"\n',
-    'listen.http[0].handlers.mongoose_prometheus_handler[0].path: must start with "/", got "metrics"');
-  rejects(HOSTS + '[[listen.http]]\nport = 9090\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = ""\npath = "/m"\n',
-    'listen.http[0].handlers.mongoose_prometheus_handler[0].host: must not be empty');
 });
 
 // --- auth ------------------------------------------------------------------
@@ -440,13 +415,13 @@ test('every commented example in the shipped default config is valid once uncomm
   const uncommented = text.split('\n').map((l) => l.replace(/^(\s*)#\s+(?=\[|[a-z_]+ = )/, '$1')).join('\n');
   assert.notEqual(uncommented, text);
   const dir = dirWithCerts();
-  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_event_pusher: anything } };
+  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_event_pusher: anything }, listeners };
   const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
   assert.equal(c.listen.c2s.length, 2);
   assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');
   assert.equal(c.listen.c2s[0].shaper, 'normal');
   assert.equal(c.listen.c2s[1].tls?.mode, 'tls');
-  assert.deepEqual(c.listen.http[0].handlers.mongoose_prometheus_handler, [{ host: '_', path: '/metrics' }]);
+  assert.deepEqual((c.listen.http[0] as HttpListenerConfig).handlers.mongoose_prometheus_handler, [{ host: '_', path: '/metrics' }]);
   assert.deepEqual(c.shaper, { normal: { max_rate: 1000 } });
   assert.deepEqual(c.auth.sasl_mechanisms, ['scram_sha256', 'scram_sha1']);
   assert.ok('mod_event_pusher' in c.modules);

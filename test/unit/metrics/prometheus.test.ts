@@ -2,15 +2,37 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { request } from 'undici';
-import { startHttpListeners, isLoopback } from '../../../src/metrics/http-listener.ts';
+import { startHttpListeners, type HttpListeners } from '../../../src/http/listener.ts';
+import { isLoopback } from '../../../src/http/routes.ts';
+import { HTTP_HANDLERS } from '../../../src/http-handlers.ts';
+import { snapshotRoute } from '../../../src/metrics/prometheus.ts';
 import { createMetricsRegistry } from '../../../src/metrics/registry.ts';
 import { formatMetricsTable, MetricsSampler, type MetricsSnapshot } from '../../../src/metrics/snapshot.ts';
 import { snapshotUrl, fetchMetricsSnapshot, MetricsUnavailableError } from '../../../src/metrics/client.ts';
 import { httpBackendMetrics } from '../../../src/modules/mod_event_pusher/http/metrics.ts';
-import type { HttpListenerConfig, PetrelConfig } from '../../../src/config/types.ts';
+import type { PetrelConfig } from '../../../src/config/types.ts';
+import type { HttpListenerConfig } from '../../../src/http/types.ts';
+import { httpListener as listener, makeCert, silent } from '../http/helpers.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-function listener(over: Partial<HttpListenerConfig> = {}): HttpListenerConfig {
-  return { port: 0, ip_address: '127.0.0.1', handlers: { mongoose_prometheus_handler: [{ host: '_', path: '/metrics' }] }, ...over };
+/** The listeners as the server starts them: the Prometheus handler, and the snapshot for `petrel metrics`. */
+async function startHttpListenersFor(listeners: HttpListenerConfig[], registry: Registry): Promise<HttpListeners> {
+  const sampler = new MetricsSampler(registry);
+  sampler.start();
+  const l = await startHttpListeners(listeners, {
+    handlers: HTTP_HANDLERS,
+    ctx: { metrics: registry, logger: silent },
+    loopbackRoutes: [snapshotRoute(sampler)],
+  });
+  return {
+    addresses: () => l.addresses(),
+    close: async () => {
+      sampler.stop();
+      await l.close();
+    },
+  };
 }
 
 test('the Prometheus handler serves the registry at its path with the backend metric names', async () => {
@@ -18,7 +40,7 @@ test('the Prometheus handler serves the registry at its path with the backend me
   const m = httpBackendMetrics(registry).forHost('localhost');
   m.sent.inc();
   m.observe(1500);
-  const l = await startHttpListeners([listener()], registry);
+  const l = await startHttpListenersFor([listener()], registry);
   const { port } = l.addresses()[0]!;
   const res = await request(`http://127.0.0.1:${port}/metrics`);
   const text = await res.body.text();
@@ -32,7 +54,7 @@ test('the Prometheus handler serves the registry at its path with the backend me
 });
 
 test('a handler for a named host answers only that Host header, and other paths are 404', async () => {
-  const l = await startHttpListeners([listener({ handlers: { mongoose_prometheus_handler: [{ host: 'metrics.example', path: '/m' }] } })], new Registry());
+  const l = await startHttpListenersFor([listener({ handlers: { mongoose_prometheus_handler: [{ host: 'metrics.example', path: '/m' }] } })], new Registry());
   const { port } = l.addresses()[0]!;
   const ok = await request(`http://127.0.0.1:${port}/m`, { headers: { host: 'metrics.example:9' } });
   await ok.body.dump();
@@ -54,7 +76,7 @@ test('petrel metrics reads the snapshot of the running server and prints the tab
   m.failed.inc();
   m.observe(2000);
   m.observe(4000);
-  const l = await startHttpListeners([listener()], registry);
+  const l = await startHttpListenersFor([listener()], registry);
   const { port } = l.addresses()[0]!;
   const config = { configPath: '/x/petrel.toml', listen: { http: [listener({ port, ip_address: '0.0.0.0' })] } } as unknown as PetrelConfig;
   assert.equal(snapshotUrl(config), `http://127.0.0.1:${port}/_petrel/metrics.json`);
@@ -69,6 +91,27 @@ test('petrel metrics reads the snapshot of the running server and prints the tab
   assert.match(table, /\[localhost, mod_event_pusher_http, sent\]\s+spiral\s+one=3 count=3/);
   assert.match(table, /\[localhost, mod_event_pusher_http, failed\]\s+spiral\s+one=1 count=1/);
   assert.match(table, /\[localhost, mod_event_pusher_http, response_time\]\s+histogram\s+n=3 mean=3\.0 ms/);
+});
+
+test('petrel metrics reads through an HTTPS listener when there is no plaintext one, trusting the configured certificate', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-metrics-'));
+  const { certfile, keyfile } = await makeCert(dir);
+  const registry = new Registry();
+  httpBackendMetrics(registry).forHost('localhost').sent.inc();
+  const tls = { certfile, keyfile, verify_mode: 'none' as const };
+  const l = await startHttpListenersFor([listener({ tls })], registry);
+  const { port } = l.addresses()[0]!;
+  try {
+    const config = { configPath: '/x/petrel.toml', listen: { http: [listener({ port, tls })] } } as unknown as PetrelConfig;
+    assert.equal(snapshotUrl(config), `https://127.0.0.1:${port}/_petrel/metrics.json`);
+    const snap = await fetchMetricsSnapshot(config);
+    assert.deepEqual(snap.hosts.find((x) => x.hostType === 'localhost')!.sent, { one: 1, count: 1 });
+    // A plaintext listener is preferred when there is one.
+    const both = { configPath: '/x/petrel.toml', listen: { http: [listener({ port: 1, tls }), listener({ port: 2 })] } } as unknown as PetrelConfig;
+    assert.equal(snapshotUrl(both), 'http://127.0.0.1:2/_petrel/metrics.json');
+  } finally {
+    await l.close();
+  }
 });
 
 test('without a [[listen.http]] listener petrel metrics explains what to configure', () => {
