@@ -20,6 +20,7 @@ import { createMetricsRegistry } from './metrics/registry.ts';
 import { startHttpListeners } from './metrics/http-listener.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid } from './xmpp/jid.ts';
+import { PETREL_VERSION } from './version.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -160,6 +161,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   logger.info(
     {
       what: 'server_started',
+      version: PETREL_VERSION,
       hosts,
       data_dir: config.general.data_dir,
       config: config.configPath,
