@@ -25,6 +25,7 @@ import { snapshotRoute } from './metrics/prometheus.ts';
 import { MetricsSampler } from './metrics/snapshot.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid } from './xmpp/jid.ts';
+import { PETREL_VERSION } from './version.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -163,6 +164,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   logger.info(
     {
       what: 'server_started',
+      version: PETREL_VERSION,
       hosts,
       data_dir: config.general.data_dir,
       config: config.configPath,

@@ -14,6 +14,7 @@ import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client
 import { formatMetricsTable } from '../metrics/snapshot.ts';
 import { notifyServer } from '../control.ts';
 import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
+import { PETREL_VERSION } from '../version.ts';
 
 const USAGE = `usage:
   petrel start [-c FILE]                          run the server in the foreground
@@ -21,6 +22,7 @@ const USAGE = `usage:
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
   petrel check-config [-c FILE]                   validate a configuration file
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
+  petrel --version                                the version of this installation
 ${DELIVERIES_USAGE}
 Without -c, the shipped default configuration (config/petrel.toml) is used.`;
 
@@ -172,6 +174,9 @@ async function main(argv: string[]): Promise<void> {
       if (code !== 0) process.exit(code);
       return;
     }
+    case '--version':
+      process.stdout.write(PETREL_VERSION + '\n');
+      return;
     case undefined:
     case 'help':
     case '--help':
