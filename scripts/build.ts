@@ -45,7 +45,7 @@ for (const file of files(dist)) {
   if (file.endsWith('.d.ts')) {
     out = text.replace(RELATIVE_TS, (s) => s.slice(0, -4) + '.js' + s.slice(-1));
   } else if (file.endsWith('.js')) {
-    out = text.replace(WORKER_URL, (s, q: string, base: string) => {
+    out = text.replace(WORKER_URL, (_match, q: string, base: string) => {
       const target = resolve(dirname(file), base + '.js');
       if (!existsSync(target)) problems.push(`${relative(root, file)}: ${base}.ts was not emitted as ${relative(root, target)}`);
       return `new URL(${q}${base}.js${q}, import.meta.url)`;
