@@ -311,7 +311,7 @@ describe('the npm package', { skip: NO_NPM }, () => {
       assert.ok(/^(dist\/.+\.(js|d\.ts)|bin\/petrel\.mjs|config\/petrel\.toml|docs\/mod_event_pusher_http\.md|package\.json|README\.md)$/.test(f), `${f} is not part of the package`);
       assert.doesNotMatch(f, /^(test|bench|\.ci|data|src|node_modules|scripts)\/|\.(pem|key|sqlite|log)$/);
     }
-    for (const f of ['bin/petrel.mjs', 'dist/cli/main.js', 'dist/index.d.ts', 'dist/index.js', 'dist/storage/outbox-worker.js', 'config/petrel.toml']) {
+    for (const f of ['bin/petrel.mjs', 'dist/cli/main.js', 'dist/index.d.ts', 'dist/index.js', 'dist/storage/outbox/sqlite-worker.js', 'config/petrel.toml']) {
       assert.ok(files.includes(f), `${f} is missing`);
     }
     // Nothing compiled refers to a .ts file the package does not have.

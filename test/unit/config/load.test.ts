@@ -471,7 +471,7 @@ test('errors in several listeners, sections, modules and unknown sections are al
 
 test('every port clash is reported, and every listener naming an undefined shaper', () => {
   const text = HOSTS + '[[listen.c2s]]\nport = 5222\nshaper = "a"\n[[listen.c2s]]\nport = 5223\nshaper = "b"\n' +
-    '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5223\n';
+    '[[listen.c2s]]\nport = 5222\n[[listen.http]]\nport = 5223\n[[listen.http.handlers.mongoose_prometheus_handler]]\nhost = "_"\npath = "/metrics"\n';
   assert.deepEqual(problemsOf(text), [
     'listen.c2s[2]: port 5222 on 0.0.0.0 is already used by listen.c2s[0]',
     'listen.http[0]: port 5223 on 0.0.0.0 is already used by listen.c2s[1]',
