@@ -5,7 +5,8 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Hooks } from '../hooks/hooks.ts';
-import type { Acc } from '../hooks/catalogue.ts';
+import type { Acc, Barrier } from '../hooks/catalogue.ts';
+import { STOP } from '../hooks/hooks.ts';
 import type { C2SListenerConfig } from '../config/types.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { Router } from '../routing/router.ts';
@@ -767,8 +768,12 @@ export class C2SSession implements PresenceSession {
     const acc = this.#ctx.router.newAcc(me, target ?? me.bareJid(), el);
     const hooks = this.#ctx.hooks;
     if (!hooks.run('user_send_packet', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
-    if (name === 'message' && !hooks.run('user_send_message', me.domain, { acc, from: me, to: acc.to, packet: el })) return;
-    const barrier = acc.barrier;
+    let barrier: Barrier;
+    if (name === 'message') {
+      const r = hooks.fold('user_send_message', me.domain, { acc, from: me, to: acc.to, packet: el }, undefined);
+      if (r === STOP) return;
+      barrier = r;
+    }
     if (this.#pending === null && barrier === undefined) this.#route(el, to, acc);
     else this.#enqueue(barrier, () => this.#route(el, to, acc));
   }

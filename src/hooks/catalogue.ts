@@ -20,15 +20,15 @@ export interface Acc {
   element: Element;
   from: JID;
   to: JID;
-  /** Handler results keyed by namespace, e.g. "event_pusher". */
-  meta?: Record<string, unknown>;
-  /**
-   * Set by a handler of user_send_message that must finish something durable
-   * before the stanza moves on (the event pusher's outbox write). The sender's
-   * session routes the stanza, and every later one, only once it settles.
-   */
-  barrier?: Promise<unknown>;
 }
+
+/**
+ * What a stanza must wait for before it is routed: the commit of something
+ * durable a handler started (the event pusher's outbox write), or undefined.
+ * The sender's session routes the stanza, and every later one, once it
+ * settles. Handlers that add one combine it with the one they were given.
+ */
+export type Barrier = Promise<unknown> | undefined;
 
 export type Direction = 'in' | 'out';
 
@@ -79,3 +79,14 @@ export interface HookCatalogue {
 }
 
 export type HookName = keyof HookCatalogue;
+
+/**
+ * The accumulator each hook folds (its handlers' result); hooks not listed
+ * fold nothing (undefined) and only tell whether a handler stopped them.
+ */
+export interface HookAccs {
+  user_send_message: Barrier;
+  push_event: Barrier;
+}
+
+export type HookAcc<N extends HookName> = N extends keyof HookAccs ? HookAccs[N] : undefined;

@@ -1,12 +1,16 @@
 // Hook registry and fold. Handlers run in ascending priority (lower first, as
-// in MongooseIM). A handler returns nothing (go on), or STOP to end the fold.
-// A handler that throws is logged and skipped: hooks never break routing.
-import type { HookCatalogue, HookName } from './catalogue.ts';
+// in MongooseIM). Each hook folds an accumulator (HookAccs in catalogue.ts,
+// MongooseIM's mongoose_acc results): a handler gets the parameters and the
+// accumulator so far and returns the new accumulator, nothing (unchanged),
+// or STOP to end the fold. A handler that throws is logged and skipped:
+// hooks never break routing.
+import type { HookAcc, HookCatalogue, HookName } from './catalogue.ts';
 
 export const STOP = Symbol('stop');
+/** What a handler of a hook without an accumulator returns. */
 export type HookResult = void | typeof STOP;
 
-export type HookHandler<N extends HookName> = (params: HookCatalogue[N]) => HookResult;
+export type HookHandler<N extends HookName> = (params: HookCatalogue[N], acc: HookAcc<N>) => HookAcc<N> | HookResult;
 
 export interface HookRegistration<N extends HookName = HookName> {
   hook: N;
@@ -22,7 +26,7 @@ export interface HookErrorSink {
   (err: unknown, hook: HookName, owner: string): void;
 }
 
-type Entry = { priority: number; handler: (p: any) => HookResult; owner: string; host: string };
+type Entry = { priority: number; handler: (p: any, acc: any) => unknown; owner: string; host: string };
 
 export class Hooks {
   #table = new Map<string, Entry[]>();
@@ -51,24 +55,32 @@ export class Hooks {
   }
 
   /**
-   * Runs the handlers of `hook` registered for `host` (or for every host).
-   * Returns false when a handler stopped the fold.
+   * Folds the handlers of `hook` registered for `host` (or for every host)
+   * over `acc`: each gets the accumulator the previous one returned (one
+   * returning nothing leaves it as it was). Returns the last accumulator, or
+   * STOP when a handler stopped the fold.
    */
-  run<N extends HookName>(hook: N, host: string, params: HookCatalogue[N]): boolean {
+  fold<N extends HookName>(hook: N, host: string, params: HookCatalogue[N], acc: HookAcc<N>): HookAcc<N> | typeof STOP {
     const list = this.#table.get(hook);
-    if (list === undefined) return true;
+    if (list === undefined) return acc;
     for (let i = 0; i < list.length; i++) {
       const e = list[i]!;
       if (e.host !== '*' && e.host !== host) continue;
-      let r: HookResult;
+      let r: unknown;
       try {
-        r = e.handler(params);
+        r = e.handler(params, acc);
       } catch (err) {
         this.#onError(err, hook, e.owner);
         continue;
       }
-      if (r === STOP) return false;
+      if (r === STOP) return STOP;
+      if (r !== undefined) acc = r as HookAcc<N>;
     }
-    return true;
+    return acc;
+  }
+
+  /** Runs a hook whose accumulator nobody reads; false when a handler stopped the fold. */
+  run<N extends HookName>(hook: N, host: string, params: HookCatalogue[N]): boolean {
+    return this.fold(hook, host, params, undefined as HookAcc<N>) !== STOP;
   }
 }

@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Spec } from '../../config/schema.ts';
-import type { Acc, PushEvent } from '../../hooks/catalogue.ts';
+import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { OutgoingPools } from '../../outgoing/types.ts';
 import type { OutboxAccess } from './delivery/types.ts';
 import { httpBackend } from './http/index.ts';
@@ -35,8 +35,12 @@ export interface BackendContext {
 }
 
 export interface BackendInstance {
-  /** The push_event handler: synchronous, never throws, never waits for a delivery. */
-  handle(acc: Acc, event: PushEvent): void;
+  /**
+   * The push_event handler: synchronous, never throws, never waits for a
+   * delivery. Returns `barrier`, joined with the commit of what it stored
+   * when the stanza must wait for it (see Barrier in hooks/catalogue.ts).
+   */
+  handle(acc: Acc, event: PushEvent, barrier: Barrier): Barrier;
   /** Stops; the outbox is closed by the module after its backends. */
   close(): Promise<void>;
 }

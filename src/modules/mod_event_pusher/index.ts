@@ -12,8 +12,8 @@
 // Only <message/> stanzas of type chat, groupchat, headline or normal (no
 // type means normal, RFC 6121 §5.2.2) become chat events; error messages do not.
 import { Element } from '../../xmpp/xml.ts';
-import type { HookRegistration } from '../../hooks/hooks.ts';
-import type { Acc, PushEvent } from '../../hooks/catalogue.ts';
+import { STOP, type HookRegistration } from '../../hooks/hooks.ts';
+import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { ModuleContext, ModuleDefinition, ModuleInstance } from '../types.ts';
 import { join } from 'node:path';
@@ -104,13 +104,16 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
   }
   const hooks = ctx.hooks;
 
-  const push = (acc: Acc, event: PushEvent) => {
-    hooks.run('push_event', acc.hostType, { acc, event });
+  /** Runs push_event; returns what the stanza must wait for (the backends' durable writes). */
+  const push = (acc: Acc, event: PushEvent, barrier: Barrier): Barrier => {
+    const r = hooks.fold('push_event', acc.hostType, { acc, event }, barrier);
+    // A handler that stops the event stops it for the later backends only.
+    return r === STOP ? barrier : r;
   };
 
   const presence = (jid: JID, status: 'online' | 'offline') => {
     const el = new Element('presence', status === 'offline' ? { type: 'unavailable' } : undefined);
-    push(ctx.router.newAcc(jid, jid, el), { kind: 'presence', jid, status });
+    push(ctx.router.newAcc(jid, jid, el), { kind: 'presence', jid, status }, undefined);
   };
 
   const regs: HookRegistration<any>[] = [
@@ -119,9 +122,9 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       host: '*',
       priority: PRIO_TRANSLATOR,
       owner: NAME,
-      handler: (p: { acc: Acc; from: JID; to: JID; packet: Element }) => {
+      handler: (p, barrier) => {
         const type = chatType(p.packet);
-        if (type !== undefined) push(p.acc, { kind: 'chat', direction: 'in', from: p.from, to: p.to, type, packet: p.packet });
+        return type === undefined ? barrier : push(p.acc, { kind: 'chat', direction: 'in', from: p.from, to: p.to, type, packet: p.packet }, barrier);
       },
     } satisfies HookRegistration<'user_send_message'>,
     {
@@ -131,7 +134,8 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       owner: NAME,
       handler: (p) => {
         const type = chatType(p.packet);
-        if (type !== undefined) push(p.acc, { kind: 'chat', direction: 'out', from: p.from, to: p.to, type, packet: p.packet });
+        // Nothing waits for the "out" direction: the message is already on its way.
+        if (type !== undefined) push(p.acc, { kind: 'chat', direction: 'out', from: p.from, to: p.to, type, packet: p.packet }, undefined);
       },
     } satisfies HookRegistration<'filter_local_packet'>,
     {
@@ -155,7 +159,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       host: '*',
       priority: PRIO_BACKEND,
       owner: NAME,
-      handler: (p) => b.handle(p.acc, p.event),
+      handler: (p, barrier) => b.handle(p.acc, p.event, barrier),
     } satisfies HookRegistration<'push_event'>);
   }
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Hooks, STOP, type HookResult } from '../../../src/hooks/hooks.ts';
 import type { HookName } from '../../../src/hooks/catalogue.ts';
 import { parseJid } from '../../../src/xmpp/jid.ts';
+import { Element } from '../../../src/xmpp/xml.ts';
 
 type Reported = { err: unknown; hook: HookName; owner: string };
 
@@ -100,4 +101,32 @@ test('every handler receives the parameters the hook was run with', () => {
   hooks.add({ hook: 'user_available', host: '*', priority: 1, owner: 'x', handler: (p) => void seen.push(p) });
   hooks.run('user_available', 'localhost', params);
   assert.equal(seen[0], params);
+});
+
+test('a fold hands each handler the accumulator the one before returned, and returns the last', async () => {
+  const hooks = new Hooks(() => {});
+  const order: string[] = [];
+  const p1 = Promise.resolve('one');
+  hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'first', handler: (_p, acc) => { order.push(`first saw ${String(acc)}`); return p1; } });
+  hooks.add({ hook: 'user_send_message', host: '*', priority: 20, owner: 'idle', handler: (_p, acc) => { order.push(`idle saw ${acc === p1 ? 'p1' : String(acc)}`); } });
+  hooks.add({ hook: 'user_send_message', host: '*', priority: 30, owner: 'last', handler: (_p, acc) => { order.push(`last saw ${acc === p1 ? 'p1' : String(acc)}`); return Promise.all([acc, 'two']); } });
+  const jid = parseJid('alice@localhost/desk');
+  const packet = new Element('message');
+  const acc = { ref: 'r', timestamp: 0, hostType: 'localhost', lserver: 'localhost', element: packet, from: jid, to: jid };
+  const r = hooks.fold('user_send_message', 'localhost', { acc, from: jid, to: jid, packet }, undefined);
+  assert.deepEqual(order, ['first saw undefined', 'idle saw p1', 'last saw p1']);
+  assert.ok(r instanceof Promise);
+  assert.deepEqual(await r, ['one', 'two']);
+});
+
+test('a fold stopped by a handler returns STOP, and later handlers do not run', () => {
+  const hooks = new Hooks(() => {});
+  let later = false;
+  hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'stopper', handler: () => STOP });
+  hooks.add({ hook: 'user_send_message', host: '*', priority: 20, owner: 'later', handler: () => { later = true; } });
+  const jid = parseJid('alice@localhost/desk');
+  const packet = new Element('message');
+  const acc = { ref: 'r', timestamp: 0, hostType: 'localhost', lserver: 'localhost', element: packet, from: jid, to: jid };
+  assert.equal(hooks.fold('user_send_message', 'localhost', { acc, from: jid, to: jid, packet }, undefined), STOP);
+  assert.equal(later, false);
 });

@@ -13,7 +13,7 @@
 // callbacks, and of the "out" direction, are stored without holding anything.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Acc, ChatEvent, PushEvent } from '../../../hooks/catalogue.ts';
+import type { Acc, Barrier, ChatEvent, PushEvent } from '../../../hooks/catalogue.ts';
 import { fail } from '../../../config/schema.ts';
 import { httpPoolOrigin } from '../../../outgoing/http.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
@@ -54,7 +54,8 @@ export interface HttpBackendDeps {
 
 export interface HttpBackend {
   /** The push_event handler: synchronous, never throws. */
-  handle(acc: Acc, event: PushEvent): void;
+  /** The push_event handler (see BackendInstance.handle). */
+  handle(acc: Acc, event: PushEvent, barrier: Barrier): Barrier;
   readonly handlers: ReadonlyArray<{ index: number; opts: HttpHandlerOpts; url: string }>;
   close(): Promise<void>;
 }
@@ -286,9 +287,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     }
     // Only a message a user sent can still be held; by the time an asynchronous
     // callback answers, or for the "out" direction, it has moved on.
-    if (stored !== undefined && sync && event.direction === 'in') {
-      acc.barrier = acc.barrier === undefined ? stored : Promise.all([acc.barrier, stored]);
-    }
+    return stored !== undefined && sync && event.direction === 'in' ? stored : undefined;
   };
 
   const prepare = (h: Handler, acc: Acc, event: ChatEvent, sync: boolean) => {
@@ -315,13 +314,15 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
         ([b, hd]) => submit(h, acc, event, hd, b, false),
         (e) => callbackFailed(h, acc, 'prepareHeaders/prepareBody', e),
       );
-    } else submit(h, acc, event, headers, body, sync);
+      return undefined;
+    }
+    return submit(h, acc, event, headers, body, sync);
   };
 
   return {
     handlers: handlers.map((h) => ({ index: h.index, opts: h.opts, url: h.url })),
-    handle(acc, event) {
-      if (event.kind !== 'chat') return;
+    handle(acc, event, barrier) {
+      if (event.kind !== 'chat') return barrier;
       for (let i = 0; i < handlers.length; i++) {
         const h = handlers[i]!;
         const args: ShouldMakeReqArgs = { acc, dir: event.direction, packet: event.packet, from: event.from, to: event.to, opts: h.opts };
@@ -332,14 +333,17 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
           callbackFailed(h, acc, 'shouldMakeReq', e);
           continue;
         }
-        if (r === true) prepare(h, acc, event, true);
-        else if (isThenable<boolean>(r)) {
+        if (r === true) {
+          const stored = prepare(h, acc, event, true);
+          if (stored !== undefined) barrier = barrier === undefined ? stored : Promise.all([barrier, stored]);
+        } else if (isThenable<boolean>(r)) {
           r.then(
             (yes) => { if (yes === true) prepare(h, acc, event, false); },
             (e) => callbackFailed(h, acc, 'shouldMakeReq', e),
           );
         }
       }
+      return barrier;
     },
     async close() {
       // The outbox is mod_event_pusher's: it closes it after its backends.

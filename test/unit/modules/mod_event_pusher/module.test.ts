@@ -278,7 +278,7 @@ test('requests beyond the queue cap are dropped, counted as failed and logged', 
   for (let i = 0; i < 5; i++) {
     const packet = new Element('message', { type: 'chat', id: 'q' + i });
     packet.c('body').t('x');
-    backend.handle(acc(from, to, packet), { kind: 'chat', direction: 'in', from, to, type: 'chat', packet });
+    backend.handle(acc(from, to, packet), { kind: 'chat', direction: 'in', from, to, type: 'chat', packet }, undefined);
   }
   // Two go out at once (two workers), one waits, two are dropped.
   await until(3);
