@@ -9,6 +9,10 @@ import { StreamParser, type StreamHeader, type StreamParserEvents } from '../xmp
 import { NS_CLIENT, NS_STREAM } from '../xmpp/ns.ts';
 import type { Framing, FramingEvents, FramingLimits } from './framing.ts';
 
+const IDLE = 0;
+const READING = 1;
+const DISCARDING = 2;
+
 /**
  * One per session. It is also the events object of its parser, so that a
  * parser costs no adapter object, and it forwards the parser's events to
@@ -19,10 +23,11 @@ export class ByteStreamFraming implements Framing, StreamParserEvents {
   #events: FramingEvents;
   #limits: FramingLimits;
   #parser: StreamParser;
-  /** Inside `input`: the parser is reading a chunk. */
-  #reading = false;
-  /** A restart happened during this read: the old parser's remaining events are dropped. */
-  #discard = false;
+  /**
+   * IDLE; READING while the parser reads a chunk; DISCARDING once a restart
+   * happened during that read: the old parser's remaining events are dropped.
+   */
+  #phase = IDLE;
 
   constructor(events: FramingEvents, limits: FramingLimits) {
     this.#events = events;
@@ -31,12 +36,11 @@ export class ByteStreamFraming implements Framing, StreamParserEvents {
   }
 
   input(data: Uint8Array): void {
-    this.#reading = true;
+    this.#phase = READING;
     try {
       this.#parser.write(data);
     } finally {
-      this.#reading = false;
-      this.#discard = false;
+      this.#phase = IDLE;
     }
   }
 
@@ -44,7 +48,7 @@ export class ByteStreamFraming implements Framing, StreamParserEvents {
     // The old parser may still be inside its write; it finishes the chunk
     // with nobody listening (RFC 6120 §5.4.3.3: nothing read before the TLS
     // handshake counts as part of the stream over TLS).
-    if (this.#reading) this.#discard = true;
+    if (this.#phase === READING) this.#phase = DISCARDING;
     this.#parser = new StreamParser(this, authenticated ? this.#limits.authed : this.#limits.preAuth);
   }
 
@@ -80,19 +84,19 @@ export class ByteStreamFraming implements Framing, StreamParserEvents {
   // --- the parser's events ---------------------------------------------------
 
   onHeader(h: StreamHeader): void {
-    if (!this.#discard) this.#events.onStreamOpen(h);
+    if (this.#phase !== DISCARDING) this.#events.onStreamOpen(h);
   }
 
   onStanza(el: Element): void {
-    if (!this.#discard) this.#events.onStanza(el);
+    if (this.#phase !== DISCARDING) this.#events.onStanza(el);
   }
 
   onEnd(): void {
-    if (!this.#discard) this.#events.onStreamClose();
+    if (this.#phase !== DISCARDING) this.#events.onStreamClose();
   }
 
   onError(condition: StreamErrorCondition, text: string): void {
-    if (!this.#discard) this.#events.onStreamError(condition, text);
+    if (this.#phase !== DISCARDING) this.#events.onStreamError(condition, text);
   }
 }
 

@@ -75,20 +75,21 @@ export async function startC2SListener(
   };
   const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };
   const starttls = tls !== null && cfg.tls?.mode !== 'tls';
-  const accept = (socket: Socket, secure: boolean) => {
-    const transport = !secure && starttls ? new StartTlsTransport(socket, false, tcp) : new TcpTransport(socket, secure, tcp);
+  const accept = (socket: Socket) => {
+    // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
+    const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
     sessions.add(new C2SSession(transport, ctx));
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {
     // tls.createServer takes the certificate and key themselves; it has no secureContext option.
-    server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, (s) => accept(s, true));
+    server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, accept);
     server.on('tlsClientError', (err, socket) => {
       base.logger.info({ what: 'c2s_tls_error', remote: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
       socket.destroy();
     });
   } else {
-    server = createTcpServer((s) => accept(s, false));
+    server = createTcpServer(accept);
   }
   const sockets = new Set<Socket>();
   // One listener function for every socket ('close' comes once), not a closure each.

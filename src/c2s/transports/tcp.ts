@@ -9,7 +9,7 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Transport, TransportEvents } from '../transport.ts';
 
-/** What every TCP transport of a listener shares. */
+/** What the STARTTLS transports of a listener share. */
 export interface TcpOptions {
   logger: Logger;
   /** The TLS context STARTTLS upgrades with (null: no STARTTLS on this listener). */
@@ -29,8 +29,6 @@ const END_GRACE = 2000;
 export class TcpTransport implements Transport {
   #socket: Socket;
   #events: TransportEvents | null = null;
-  #secure: boolean;
-  #options: TcpOptions;
   /** Writes handed to the socket and not yet completed. */
   #writing = 0;
   /**
@@ -39,10 +37,8 @@ export class TcpTransport implements Transport {
    */
   #written: (() => void) | null = null;
 
-  constructor(socket: Socket, secure: boolean, options: TcpOptions) {
+  constructor(socket: Socket) {
     this.#socket = socket;
-    this.#secure = secure;
-    this.#options = options;
     socket.setNoDelay(true);
   }
 
@@ -51,8 +47,9 @@ export class TcpTransport implements Transport {
     this.#listen(this.#socket);
   }
 
+  /** A TLS socket (direct TLS, or after STARTTLS); read from the socket so the transport keeps no flag of its own. */
   get secure(): boolean {
-    return this.#secure;
+    return (this.#socket as Partial<TLSSocket>).encrypted === true;
   }
 
   get buffered(): number {
@@ -105,23 +102,22 @@ export class TcpTransport implements Transport {
    * and the session's framing drops what was left of the read the
    * <starttls/> came in (RFC 6120 §5.4.3.3).
    */
-  protected upgrade(): Promise<void> {
-    const context = this.#options.tls;
-    if (context === null || this.#secure) return Promise.reject(new Error('STARTTLS is not available on this connection'));
+  protected upgrade(options: TcpOptions): Promise<void> {
+    const context = options.tls;
+    if (context === null || this.secure) return Promise.reject(new Error('STARTTLS is not available on this connection'));
     const raw = this.#socket;
     this.#unlisten(raw);
     const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
     this.#socket = secure;
-    this.#secure = true;
     this.#listen(secure);
     // Once per connection: a closure here costs nothing per event.
     return new Promise<void>((resolve, reject) => {
       // A client that never finishes the handshake is dropped (the direct TLS
       // listener has the same limit through tls.Server's handshakeTimeout).
       const timer = setTimeout(() => {
-        this.#options.logger.info({ what: 'c2s_tls_error', session: this.#events?.id, remote: this.remote, err: 'TLS handshake timed out' }, 'TLS handshake failed');
+        options.logger.info({ what: 'c2s_tls_error', session: this.#events?.id, remote: this.remote, err: 'TLS handshake timed out' }, 'TLS handshake failed');
         secure.destroy();
-      }, this.#options.handshakeTimeout);
+      }, options.handshakeTimeout);
       timer.unref();
       secure.once('secure', () => {
         clearTimeout(timer);
@@ -173,8 +169,15 @@ export class TcpTransport implements Transport {
 
 /** A plain TCP connection on a listener that offers STARTTLS (RFC 6120 §5). */
 export class StartTlsTransport extends TcpTransport {
+  readonly #options: TcpOptions;
+
+  constructor(socket: Socket, options: TcpOptions) {
+    super(socket);
+    this.#options = options;
+  }
+
   startTls(): Promise<void> {
-    return this.upgrade();
+    return this.upgrade(this.#options);
   }
 }
 
