@@ -242,6 +242,35 @@ describe('the c2s session over an in-memory transport', () => {
     for (const id of ids) assert.doesNotMatch(bob.t.received, new RegExp(`id="${id}"`));
   });
 
+  test('a client that takes nothing for send_timeout while output waits is disconnected', async () => {
+    w = world({ sendTimeout: 120 });
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'asleep');
+    bob.t.reading = false;
+    alice.t.send("<message to='bob@localhost/asleep' type='chat' id='z1'><body>are you there</body></message>");
+    const kicked = await waitForLog(w.logs, (l) => l.what === 'c2s_slow_reader', 3000);
+    assert.match(String(kicked.reason), /nothing could be sent for 120 ms/);
+    assert.equal(kicked.rerouted, 1);
+    await bob.t.closedPromise;
+  });
+
+  test('past the shaper\'s max_rate the transport is not read until the budget has refilled', async () => {
+    w = world();
+    w.ctx.maxRate = 1000;
+    const { t } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    assert.equal(t.paused, false);
+    // Well past one second's budget: reading stops, and what comes meanwhile waits in the transport.
+    t.send(' '.repeat(1500));
+    assert.equal(t.paused, true);
+    t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='NOPE'/>");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(t.received, /<failure/);
+    // About half a second later the budget is back and the waiting input is read.
+    await t.waitFor('<invalid-mechanism/>', 3000);
+  });
+
   test('a client that does not take the next step within state_timeout gets connection-timeout', async () => {
     w = world({ stateTimeout: 150 });
     const { t, session } = w.connect();
