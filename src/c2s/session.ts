@@ -1,10 +1,13 @@
 // One client-to-server session: the stream state machine of RFC 6120.
 //
-//   header ──stream open──► auth ──SASL success, restart──► bind ──bind──► bound ──► closed
-//            (§4.2, §4.3)     │ STARTTLS (§5), restart          (§7)         (§8)   any state:
-//                             └─► auth                                               stream end,
-//                                                                                    stream error,
-//                                                                                    state_timeout
+//   header ──stream open──► auth ──SASL success──► bind ──resource bound──► bound
+//   (§4.2)                  (§6)  (restart, §6.4.6) (§7)                     (§8)
+//                            ▲ │
+//                            └─┘ STARTTLS (§5.4.3.3): the stream restarts over TLS
+//
+//   Any state ──► closed: the stream ends (§4.4), a stream error (§4.9), the
+//   connection drops, the client stops reading, or, before bound, a step
+//   takes longer than state_timeout.
 //
 // The session knows no socket and no stream syntax: it reads and writes
 // through a Transport (transport.ts: TCP today, WebSocket next) and a
