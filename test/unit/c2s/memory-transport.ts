@@ -57,11 +57,12 @@ export class MemoryTransport implements Transport {
     this.#paused = true;
   }
 
+  /** As a socket does, input read meanwhile comes later, never from inside resume() itself. */
   resume(): void {
     this.#paused = false;
-    const inbox = this.#inbox;
-    this.#inbox = [];
-    for (const chunk of inbox) this.#deliver(chunk);
+    setImmediate(() => {
+      while (!this.#paused && !this.#closed && this.#inbox.length > 0) this.#events?.onData(this.#inbox.shift()!);
+    });
   }
 
   get remote(): string {
@@ -116,7 +117,7 @@ export class MemoryTransport implements Transport {
   }
 
   #deliver(chunk: Uint8Array): void {
-    if (this.#paused) this.#inbox.push(chunk);
+    if (this.#paused || this.#inbox.length > 0) this.#inbox.push(chunk);
     else this.#events?.onData(chunk);
   }
 
