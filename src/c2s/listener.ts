@@ -1,9 +1,18 @@
-// c2s listeners: plain TCP (optionally upgraded by STARTTLS) or direct TLS.
+// The [[listen.c2s]] listeners: TCP servers, plain (optionally upgraded by
+// STARTTLS) or direct TLS, each connection a TCP transport
+// (transports/tcp.ts) with the byte-stream framing under a session. Other
+// transports (WebSocket, under [[listen.http]]) make their sessions from
+// the same C2SContext with their own transport and framing.
 import { createServer as createTcpServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { C2SListenerConfig } from '../config/types.ts';
-import { C2SSession, type C2SContext, type C2SLimits } from './session.ts';
+import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './session.ts';
+import { byteStreamFraming } from './byte-stream-framing.ts';
+import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
+
+/** What the server gives every c2s listener; each listener adds its transport's part. */
+export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -45,7 +54,7 @@ export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
-  base: Omit<C2SContext, 'listener' | 'tls' | 'maxRate' | 'released' | 'limits'>,
+  base: Omit<C2SBase, 'limits'>,
   shapers: Readonly<Record<string, { max_rate: number }>>,
   handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
@@ -56,20 +65,32 @@ export async function startC2SListener(
   if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
   const handshakeTimeout = limits.handshakeTimeout;
   const sessions = new Set<C2SSession>();
-  const ctx: C2SContext = { ...base, limits, listener: cfg, tls, maxRate, released: (s) => sessions.delete(s) };
-  const accept = (socket: Socket, secure: boolean) => {
-    sessions.add(new C2SSession(socket, ctx, secure));
+  const ctx: C2SContext = {
+    ...base,
+    limits,
+    framing: byteStreamFraming,
+    framingLimits: framingLimits(cfg.max_stanza_size, limits),
+    tlsRequired: cfg.tls?.mode === 'starttls_required',
+    maxRate,
+    released: (s) => sessions.delete(s),
+  };
+  const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };
+  const starttls = tls !== null && cfg.tls?.mode !== 'tls';
+  const accept = (socket: Socket) => {
+    // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
+    const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
+    sessions.add(new C2SSession(transport, ctx));
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {
     // tls.createServer takes the certificate and key themselves; it has no secureContext option.
-    server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, (s) => accept(s, true));
+    server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, accept);
     server.on('tlsClientError', (err, socket) => {
       base.logger.info({ what: 'c2s_tls_error', remote: socket.remoteAddress, err: err.message }, 'TLS handshake failed');
       socket.destroy();
     });
   } else {
-    server = createTcpServer((s) => accept(s, false));
+    server = createTcpServer(accept);
   }
   const sockets = new Set<Socket>();
   // One listener function for every socket ('close' comes once), not a closure each.

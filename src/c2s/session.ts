@@ -1,42 +1,55 @@
-// One client-to-server connection: the XML stream (RFC 6120 §4), STARTTLS
-// (§5), SASL (§6), resource binding (§7), then stanzas until the stream ends.
+// One client-to-server session: the stream state machine of RFC 6120.
+//
+//   header ──stream open──► auth ──SASL success──► bind ──resource bound──► bound
+//   (§4.2)                  (§6)  (restart, §6.4.6) (§7)                     (§8)
+//                            ▲ │
+//                            └─┘ STARTTLS (§5.4.3.3): the stream restarts over TLS
+//
+//   Any state ──► closed: the stream ends (§4.4), a stream error (§4.9), the
+//   connection drops, the client stops reading, or, before bound, a step
+//   takes longer than state_timeout.
+//
+// The session knows no socket and no stream syntax: it reads and writes
+// through a Transport (transport.ts: TCP today, WebSocket next) and a
+// Framing (framing.ts: how the stream opens and closes and stanzas are
+// delimited). SASL is negotiated by sasl-negotiation.ts, output and its
+// back-pressure are in output.ts, the pausing of input in shaper.ts. What is
+// left here is the order of things: stream headers and features, what each
+// state accepts, binding, and the dispatch of the stanzas of an established
+// session into the hooks and the router.
 import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Hooks } from '../hooks/hooks.ts';
 import type { Acc, Barrier } from '../hooks/catalogue.ts';
 import { STOP } from '../hooks/hooks.ts';
-import type { C2SListenerConfig } from '../config/types.ts';
-import type { UserStore } from '../storage/types.ts';
 import type { Router } from '../routing/router.ts';
 import type { Presence, PresenceSession } from '../routing/presence.ts';
 import type { SessionManager } from '../routing/sm.ts';
-import { Element, escapeAttr, serialize } from '../xmpp/xml.ts';
-import { StreamParser, type StreamHeader, type StreamParserEvents, type StreamParserLimits } from '../xmpp/stream-parser.ts';
-import { StreamError, StanzaError, errorReply } from '../xmpp/errors.ts';
+import { Element } from '../xmpp/xml.ts';
+import { StreamError, StanzaError, errorReply, type StreamErrorCondition } from '../xmpp/errors.ts';
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
-import { NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STREAM, NS_TLS } from '../xmpp/ns.ts';
-import { createSaslServer, isSaslMechanism, type SaslMechanismName, type SaslServer } from '../xmpp/sasl/index.ts';
+import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
 import { clientAddress, type AuthBans } from './auth-bans.ts';
+import type { Transport, TransportEvents } from './transport.ts';
+import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
+import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
+import { HOLD_BACKLOG, Shaper } from './shaper.ts';
+import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
-export interface C2SContext {
-  listener: C2SListenerConfig;
+export interface C2SContext extends SaslContext {
   hosts: ReadonlySet<string>;
   defaultDomain: string;
-  /** SASL mechanisms offered, in order. */
-  mechanisms: readonly SaslMechanismName[];
-  /** Shown to unknown users too, so a SCRAM exchange does not reveal whether an account exists. */
-  scramIterations: number;
-  users: UserStore;
   sm: SessionManager;
   router: Router;
   presence: Presence;
   hooks: Hooks;
   logger: Logger;
-  tls: SecureContext | null;
   limits: C2SLimits;
+  /** The framing of this listener's transports (byte stream for TCP). */
+  framing: FramingFactory;
+  /** Parser limits before and after authentication (see framingLimits). */
+  framingLimits: FramingLimits;
   /** Bytes per second this listener's shaper allows each connection to send (0 = unlimited). */
   maxRate: number;
   /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
@@ -65,49 +78,37 @@ export interface C2SLimits {
   sendTimeout: number;
 }
 
-type State = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
+/** The parser limits of a listener: `maxStanzaSize` (max_stanza_size, 0 = none) after authentication, the tighter pre-auth limits before. */
+export function framingLimits(maxStanzaSize: number, limits: C2SLimits): FramingLimits {
+  const { maxDepth, preAuthStanzaSize: pre, preAuthElements } = limits;
+  return {
+    preAuth: { maxStanzaSize: maxStanzaSize > 0 ? Math.min(maxStanzaSize, pre) : pre, maxDepth, maxElements: preAuthElements },
+    authed: { maxStanzaSize, maxDepth },
+  };
+}
 
-const SASL_ERRORS = new Set(['aborted', 'account-disabled', 'credentials-expired', 'encryption-required', 'incorrect-encoding', 'invalid-authzid', 'invalid-mechanism', 'malformed-request', 'mechanism-too-weak', 'not-authorized', 'temporary-auth-failure']);
+export type SessionState = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
+
+/** Routing steps allowed to wait before the transport stops being read. */
+const PENDING_PAUSE = 256;
 
 let sessionCounter = 0;
 
-/**
- * The session a socket belongs to. One set of listener functions then serves
- * every connection, instead of a closure per event per connection.
- */
-const SESSION = Symbol('c2s session');
-type SessionSocket = Socket & { [SESSION]?: C2SSession };
-
-/** Token bucket of a shaped connection (bytes, and when it was last refilled). */
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
-export class C2SSession implements PresenceSession {
-  #socket: Socket;
+export class C2SSession implements PresenceSession, TransportEvents, FramingEvents, OutputEvents {
+  #transport: Transport;
   #ctx: C2SContext;
-  #parser!: StreamParser;
-  #state: State = 'header';
-  #secure: boolean;
+  #framing: Framing;
+  #output: Output;
+  #state: SessionState = 'header';
   #domain = '';
   #headerSent = false;
-  #sasl: SaslServer | null = null;
-  #authFailures = 0;
+  /** From the first SASL element until authenticated. */
+  #sasl: SaslNegotiation | null = null;
+  /** Between SASL success and binding: the authenticated user. */
   #username = '';
-  #out = '';
-  #flushQueued = false;
   #stateTimer: NodeJS.Timeout | null = null;
-  /** Message stanzas serialised into #out and not yet handed to the socket. */
-  #outMessages: Element[] = NO_MESSAGES;
-  /** Message stanzas of each socket write not yet completed, oldest write first (null: no write pending). */
-  #inFlight: Element[][] | null = null;
-  #sendTimer: NodeJS.Timeout | null = null;
-  /**
-   * While the send timer runs: when a socket write last completed (or output
-   * last started waiting), in whole ms, so it stays a small integer.
-   */
-  #lastProgress = 0;
+  /** When input is read; made only once a shaper or the routing backlog needs it. */
+  #shaper: Shaper | null = null;
   /**
    * Routing steps waiting, in the order the stanzas came, behind a stanza
    * whose user_send_message handlers set a barrier (the outbox write). Later
@@ -123,15 +124,14 @@ export class C2SSession implements PresenceSession {
   interested = false;
   presence: Element | null = null;
 
-  constructor(socket: Socket, ctx: C2SContext, secure: boolean) {
-    this.#socket = socket;
+  constructor(transport: Transport, ctx: C2SContext) {
+    this.#transport = transport;
     this.#ctx = ctx;
-    this.#secure = secure;
     this.id = ++sessionCounter;
-    socket.setNoDelay(true);
-    this.#newParser();
-    this.#attach(socket);
-    const banned = ctx.authBans?.bannedFor(this.#ip()) ?? 0;
+    this.#framing = ctx.framing(this, ctx.framingLimits);
+    this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
+    transport.attach(this);
+    const banned = ctx.authBans?.bannedFor(clientAddress(transport.remoteAddress)) ?? 0;
     if (banned > 0) {
       // Refused before any negotiation, so a banned address cannot even try.
       this.#streamError(new StreamError('policy-violation', `too many failed logins from this address; try again in ${Math.ceil(banned / 1000)} s`));
@@ -139,6 +139,17 @@ export class C2SSession implements PresenceSession {
     }
     this.#armStateTimer();
   }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  /** The client's address and port, for logs. */
+  get remote(): string {
+    return this.#transport.remote;
+  }
+
+  // --- state_timeout --------------------------------------------------------
 
   /**
    * MongooseIM's state_timeout: until a resource is bound, the client has
@@ -157,8 +168,12 @@ export class C2SSession implements PresenceSession {
       this.#stateTimer.refresh();
       return;
     }
-    this.#stateTimer = setTimeout(() => this.#streamError(new StreamError('connection-timeout', `no answer within ${ms} ms`)), ms);
+    this.#stateTimer = setTimeout(C2SSession.#stateTimedOut, ms, this);
     this.#stateTimer.unref();
+  }
+
+  static #stateTimedOut(s: C2SSession): void {
+    s.#streamError(new StreamError('connection-timeout', `no answer within ${s.#ctx.limits.stateTimeout} ms`));
   }
 
   #stopStateTimer(): void {
@@ -166,251 +181,76 @@ export class C2SSession implements PresenceSession {
     this.#stateTimer = null;
   }
 
-  get state(): State {
-    return this.#state;
-  }
+  // --- the transport's events -----------------------------------------------
 
-  /** The client's address and port, for logs. */
-  get remote(): string {
-    return `${this.#socket.remoteAddress}:${this.#socket.remotePort}`;
-  }
-
-  /** The client's address, as auth bans count it. */
-  #ip(): string {
-    return clientAddress(this.#socket.remoteAddress);
-  }
-
-  #attach(socket: Socket): void {
-    (socket as SessionSocket)[SESSION] = this;
-    socket.on('data', C2SSession.#onSocketData);
-    socket.on('error', C2SSession.#onSocketError);
-    socket.on('close', C2SSession.#onSocketClose);
-    socket.on('end', C2SSession.#onSocketEnd);
-  }
-
-  #detach(socket: Socket): void {
-    socket.off('data', C2SSession.#onSocketData);
-    socket.off('error', C2SSession.#onSocketError);
-    socket.off('close', C2SSession.#onSocketClose);
-    socket.off('end', C2SSession.#onSocketEnd);
-    (socket as SessionSocket)[SESSION] = undefined;
-  }
-
-  static #onSocketData(this: Socket, chunk: Buffer): void {
-    const s = (this as SessionSocket)[SESSION];
-    if (s !== undefined) s.#onData(chunk);
-  }
-
-  static #onSocketError(this: Socket, err: Error): void {
-    const s = (this as SessionSocket)[SESSION];
-    if (s !== undefined) s.#ctx.logger.debug({ what: 'c2s_socket_error', session: s.id, err: err.message }, 'socket error');
-  }
-
-  static #onSocketEnd(this: Socket): void {
-    (this as SessionSocket)[SESSION]?.close();
-  }
-
-  static #onSocketClose(this: Socket): void {
-    const s = (this as SessionSocket)[SESSION];
-    if (s === undefined) return;
-    s.#cleanup('closed');
-    s.#ctx.released?.(s);
-  }
-
-  /** Passes parser events on to a session: one small object per parser rather than a closure per event. */
-  static #ParserEvents = class implements StreamParserEvents {
-    readonly #s: C2SSession;
-    constructor(s: C2SSession) {
-      this.#s = s;
-    }
-    onHeader(h: StreamHeader): void {
-      this.#s.#onHeader(h);
-    }
-    onStanza(el: Element): void {
-      this.#s.#onStanza(el);
-    }
-    onEnd(): void {
-      this.#s.close();
-    }
-    onError(condition: Parameters<StreamParserEvents['onError']>[0], text: string): void {
-      this.#s.#streamError(new StreamError(condition, text));
-    }
-  };
-
-  #newParser(): void {
-    const authed = this.#state === 'bind' || this.#state === 'bound';
-    this.#parser = new StreamParser(new C2SSession.#ParserEvents(this), parserLimits(this.#ctx, authed));
-  }
-
-  /** Shaped connections only: the traffic shaper's token bucket. */
-  #bucket: Bucket | null = null;
-
-  #onData(chunk: Buffer): void {
-    this.#parser.write(chunk);
+  onData(data: Uint8Array): void {
+    this.#framing.input(data);
     const rate = this.#ctx.maxRate;
-    if (rate > 0) this.#shape(chunk.length, rate);
+    if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
   }
 
-  /**
-   * A shaper pauses reading instead of buffering (as MongooseIM's does): past
-   * the allowed rate, the socket stops being read until the budget refills,
-   * and TCP flow control slows the sender down.
-   */
-  #shape(bytes: number, rate: number): void {
-    const now = performance.now();
-    // The bucket starts full.
-    const b = (this.#bucket ??= { tokens: rate, at: now });
-    // One second of burst at most.
-    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 1000) - bytes;
-    b.at = now;
-    if (b.tokens >= 0) return;
-    const socket = this.#socket;
-    socket.pause();
-    setTimeout(() => {
-      if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) socket.resume();
-    }, Math.ceil((-b.tokens * 1000) / rate)).unref();
+  onEnd(): void {
+    this.close();
   }
 
-  // --- output -------------------------------------------------------------
-
-  #write(s: string): void {
-    if (this.#state === 'closed') return;
-    this.#out += s;
-    if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      // Everything produced while handling one chunk of input goes out in one write.
-      const queue = C2SSession.#toFlush;
-      if (queue.length === 0) queueMicrotask(C2SSession.#flushAll);
-      queue.push(this);
-    }
+  onError(err: Error): void {
+    this.#ctx.logger.debug({ what: 'c2s_socket_error', session: this.id, err: err.message }, 'socket error');
   }
 
-  /** Sessions with output to hand to their sockets at the end of this turn. */
-  static #toFlush: C2SSession[] = [];
-
-  static #flushAll(): void {
-    const queue = C2SSession.#toFlush;
-    let i = 0;
-    try {
-      // Sessions given output meanwhile are appended and written in this same round.
-      while (i < queue.length) queue[i++]!.#flush();
-    } finally {
-      queue.splice(0, i);
-      if (queue.length > 0) queueMicrotask(C2SSession.#flushAll);
-    }
+  onClose(): void {
+    this.#cleanup('closed');
+    this.#ctx.released?.(this);
   }
 
-  #flush(): void {
-    this.#flushQueued = false;
-    if (this.#out.length === 0) return;
-    const out = this.#out;
-    this.#out = '';
-    const messages = this.#outMessages.length === 0 ? NO_MESSAGES : this.#outMessages;
-    if (messages !== NO_MESSAGES) this.#outMessages = NO_MESSAGES;
-    const socket = this.#socket;
-    if (socket.destroyed) return;
-    const waiting = socket.writableLength;
-    // A client that does not read: output already waits and this would take
-    // it past the cap. (A burst onto an empty buffer is let through, so a
-    // reading client is never cut off by one large hand-over.)
-    if (waiting > 0 && waiting + out.length > this.#ctx.limits.maxOutputBuffer && this.#state !== 'closed') {
-      this.#outMessages = messages;
-      this.#slowReader(`more than ${this.#ctx.limits.maxOutputBuffer} bytes wait to be sent`);
-      return;
-    }
-    (this.#inFlight ??= []).push(messages);
-    socket.write(out, () => this.#onWritten());
-    if (socket.writableLength > 0 && this.#sendTimer === null && this.#ctx.limits.sendTimeout > 0 && this.#state !== 'closed') {
-      this.#lastProgress = nowMs();
-      this.#sendTimer = setTimeout(() => this.#checkSend(), this.#ctx.limits.sendTimeout);
-      this.#sendTimer.unref();
-    }
+  onWritten(): void {
+    this.#output.written();
   }
 
-  /** Socket writes complete in order: the oldest one is done. */
-  #onWritten(): void {
-    const inFlight = this.#inFlight;
-    if (inFlight !== null) {
-      inFlight.shift();
-      if (inFlight.length === 0) this.#inFlight = null;
-    }
-    // Progress only matters while the send timer runs; it was set when the timer started.
-    if (this.#sendTimer !== null) this.#lastProgress = nowMs();
-  }
-
-  #checkSend(): void {
-    this.#sendTimer = null;
-    if (this.#state === 'closed' || this.#socket.writableLength === 0) return;
-    const limit = this.#ctx.limits.sendTimeout;
-    const idle = nowMs() - this.#lastProgress;
-    if (idle >= limit) {
-      this.#slowReader(`nothing could be sent for ${limit} ms`);
-      return;
-    }
-    this.#sendTimer = setTimeout(() => this.#checkSend(), Math.ceil(limit - idle));
-    this.#sendTimer.unref();
-  }
-
-  /**
-   * Drops a client that does not read what it is sent. Every message stanza
-   * the operating system has not yet accepted for this connection (and any
-   * sent to it from now on, since the session is gone) is routed again: to
-   * another resource of the user or to offline storage. Messages already
-   * accepted by the operating system count as delivered, as with any
-   * connection that breaks without stream management (XEP-0198).
-   */
-  #slowReader(reason: string): void {
-    if (this.#state === 'closed') return;
-    const pending: Element[] = [];
-    for (const batch of this.#inFlight ?? []) for (const m of batch) pending.push(m);
-    for (const m of this.#outMessages) pending.push(m);
-    this.#inFlight = null;
-    this.#outMessages = NO_MESSAGES;
-    this.#out = '';
-    this.#ctx.logger.warn(
-      { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: this.#state === 'bound' ? this.jid.full : undefined, reason, rerouted: pending.length },
-      'client does not read; disconnected',
-    );
-    const me = this.#state === 'bound' ? this.jid : null;
-    this.#cleanup('slow reader');
-    // The output cannot reach the client, so no stream error is attempted.
-    this.#socket.destroy();
-    const router = this.#ctx.router;
-    for (const m of pending) {
-      const from = tryParseJid(m.attrs.from ?? '') ?? tryParseJid(this.#domain);
-      const to = tryParseJid(m.attrs.to ?? '') ?? me;
-      if (from === null || to === null) continue;
-      try {
-        router.route(from, to, m);
-      } catch (err) {
-        this.#ctx.logger.error({ what: 'c2s_reroute_failed', session: this.id, err: String(err) }, 'could not route an undelivered message again');
-      }
-    }
-  }
+  // --- output ---------------------------------------------------------------
 
   send(el: Element): void {
     if (this.#state === 'closed') return;
-    // Messages are remembered until the socket has taken them (see #slowReader).
-    if (el.name === 'message') {
-      if (this.#outMessages === NO_MESSAGES) this.#outMessages = [];
-      this.#outMessages.push(el);
-    }
-    this.#write(serialize(el));
+    const s = this.#framing.stanza(el);
+    // Messages are remembered until the transport has taken them (see onSlowReader).
+    if (el.name === 'message') this.#output.message(el, s);
+    else this.#output.write(s);
   }
 
   #sendHeader(): void {
     if (this.#headerSent) return;
     this.#headerSent = true;
-    const id = randomBytes(8).toString('hex');
-    const from = this.#domain || this.#ctx.defaultDomain;
-    this.#write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${id}' from='${escapeAttr(from)}' version='1.0' xml:lang='en'>`);
+    this.#output.write(this.#framing.open(this.#domain || this.#ctx.defaultDomain, randomBytes(8).toString('hex')));
   }
+
+  /**
+   * Drops a client that does not read what it is sent (Output found it).
+   * Every message stanza the transport has not yet taken, and any sent to it
+   * from now on since the session is gone, is routed again: to another
+   * resource of the user or to offline storage.
+   */
+  onSlowReader(reason: string): void {
+    if (this.#state === 'closed') return;
+    const pending = this.#output.takeUndelivered();
+    const bound = this.#state === 'bound';
+    this.#ctx.logger.warn(
+      { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: bound ? this.jid.full : undefined, reason, rerouted: pending.length },
+      'client does not read; disconnected',
+    );
+    const me = bound ? this.jid : null;
+    this.#cleanup('slow reader');
+    // The output cannot reach the client, so no stream error is attempted.
+    this.#transport.destroy();
+    rerouteUndelivered(this.#ctx.router, this.#ctx.logger, this.id, pending, this.#domain, me);
+  }
+
+  // --- closing --------------------------------------------------------------
 
   #streamError(err: StreamError): void {
     if (this.#state === 'closed') return;
     this.#ctx.logger.info({ what: 'c2s_stream_error', session: this.id, remote: this.remote, condition: err.condition, text: err.text }, 'closing the stream with an error');
+    // RFC 6120 §4.9.1.1: a stream header first if none was sent yet.
     this.#sendHeader();
-    this.#write(err.toXml());
+    this.#output.write(this.#framing.error(err));
     this.close();
   }
 
@@ -421,12 +261,10 @@ export class C2SSession implements PresenceSession {
   /** Ends the stream (RFC 6120 §4.4) and the connection. */
   close(): void {
     if (this.#state === 'closed') return;
-    if (this.#headerSent) this.#write('</stream:stream>');
-    this.#flush();
+    if (this.#headerSent) this.#output.write(this.#framing.close());
+    this.#output.flush();
     this.#cleanup('stream closed');
-    this.#socket.end();
-    // A peer that never closes its side does not keep the socket.
-    setTimeout(() => this.#socket.destroy(), 2000).unref();
+    this.#transport.end();
   }
 
   #cleanup(reason: string): void {
@@ -434,27 +272,34 @@ export class C2SSession implements PresenceSession {
     const wasBound = this.#state === 'bound';
     this.#state = 'closed';
     this.#stopStateTimer();
-    if (this.#sendTimer !== null) clearTimeout(this.#sendTimer);
-    this.#sendTimer = null;
+    this.#output.stop();
+    this.#shaper?.stop();
     if (wasBound && this.#ctx.sm.unregister(this)) {
       this.#ctx.presence.sessionClosed(this);
       this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
     }
   }
 
-  // --- stream header ------------------------------------------------------
+  // --- the framing's events -------------------------------------------------
 
-  #onHeader(h: StreamHeader): void {
+  onStreamClose(): void {
+    this.close();
+  }
+
+  onStreamError(condition: StreamErrorCondition, text: string): void {
+    this.#streamError(new StreamError(condition, text));
+  }
+
+  /** A stream header: the first one, or one after a restart (RFC 6120 §4.2, §4.3.3). */
+  onStreamOpen(h: StreamHeader): void {
+    if (this.#state === 'closed') return;
     const to = h.attrs.to;
     // RFC 6120 §4.7.1: 'to' names the service; without it, the default domain.
     const domain = to === undefined ? this.#ctx.defaultDomain : to.toLowerCase();
     if (this.#domain === '') this.#domain = servedHost(this.#ctx.hosts, domain);
-    if (h.name !== 'stream:stream' || h.attrs['xmlns:stream'] !== NS_STREAM) {
-      this.#streamError(new StreamError('invalid-namespace', 'the stream element must be stream:stream in ' + NS_STREAM));
-      return;
-    }
-    if (h.attrs.xmlns !== NS_CLIENT) {
-      this.#streamError(new StreamError('invalid-namespace', 'the content namespace must be jabber:client'));
+    const fault = this.#framing.headerFault(h);
+    if (fault !== null) {
+      this.#streamError(fault);
       return;
     }
     if (!this.#ctx.hosts.has(domain)) {
@@ -471,21 +316,21 @@ export class C2SSession implements PresenceSession {
     }
     this.#headerSent = false;
     this.#sendHeader();
-    this.#write(this.#features());
+    this.#output.write(this.#features());
     if (this.#state === 'header') this.#state = 'auth';
     this.#armStateTimer();
   }
 
+  /** RFC 6120 §4.3.2: what the client may negotiate next. */
   #features(): string {
-    let f = '<stream:features>';
+    let f = '';
     if (this.#state === 'header' || this.#state === 'auth') {
-      const tls = this.#ctx.listener.tls;
-      const required = tls?.mode === 'starttls_required';
-      if (!this.#secure && tls !== undefined && tls.mode !== 'tls') {
-        f += `<starttls xmlns='${NS_TLS}'>${required ? '<required/>' : ''}</starttls>`;
-      }
+      const t = this.#transport;
+      const required = this.#ctx.tlsRequired;
+      // Only where the transport can upgrade (RFC 7395 §3.8: never over WebSocket).
+      if (!t.secure && t.startTls !== undefined) f += `<starttls xmlns='${NS_TLS}'>${required ? '<required/>' : ''}</starttls>`;
       // As in MongooseIM: with STARTTLS required, no SASL is offered before TLS.
-      if (this.#secure || !required) {
+      if (t.secure || !required) {
         f += `<mechanisms xmlns='${NS_SASL}'>`;
         for (const m of this.#ctx.mechanisms) f += `<mechanism>${m}</mechanism>`;
         f += '</mechanisms>';
@@ -493,12 +338,11 @@ export class C2SSession implements PresenceSession {
     } else if (this.#state === 'bind') {
       f += `<bind xmlns='${NS_BIND}'/><session xmlns='${NS_SESSION}'><optional/></session>`;
     }
-    return f + '</stream:features>';
+    return this.#framing.features(f);
   }
 
-  // --- stanzas ------------------------------------------------------------
-
-  #onStanza(el: Element): void {
+  /** One first-level element, handled by what the current state accepts. */
+  onStanza(el: Element): void {
     switch (this.#state) {
       case 'auth':
         this.#armStateTimer();
@@ -518,6 +362,8 @@ export class C2SSession implements PresenceSession {
     }
   }
 
+  // --- before authentication: STARTTLS and SASL -----------------------------
+
   #preAuth(el: Element): void {
     const xmlns = el.attrs.xmlns;
     if (el.name === 'starttls' && xmlns === NS_TLS) {
@@ -525,17 +371,7 @@ export class C2SSession implements PresenceSession {
       return;
     }
     if (xmlns === NS_SASL) {
-      const tls = this.#ctx.listener.tls;
-      if (tls?.mode === 'starttls_required' && !this.#secure) {
-        this.#saslFailure('encryption-required', 'use STARTTLS first');
-        return;
-      }
-      if (el.name === 'auth') this.#saslAuth(el);
-      else if (el.name === 'response') this.#saslResponse(el);
-      else if (el.name === 'abort') {
-        this.#sasl = null;
-        this.#saslFailure('aborted');
-      } else this.#streamError(new StreamError('bad-format', 'unknown SASL element'));
+      this.#negotiate(el);
       return;
     }
     // RFC 6120 §6.4: nothing but TLS and SASL negotiation before authentication.
@@ -543,123 +379,60 @@ export class C2SSession implements PresenceSession {
   }
 
   #starttls(): void {
-    const tls = this.#ctx.listener.tls;
-    if (this.#secure || tls === undefined || tls.mode === 'tls' || this.#ctx.tls === null) {
-      this.#write(`<failure xmlns='${NS_TLS}'/>`);
+    const t = this.#transport;
+    if (t.secure || t.startTls === undefined) {
+      this.#output.write(`<failure xmlns='${NS_TLS}'/>`);
       this.close();
       return;
     }
-    this.#write(`<proceed xmlns='${NS_TLS}'/>`);
-    this.#flush();
-    const raw = this.#socket;
-    this.#detach(raw);
-    const secure = new TLSSocket(raw, { isServer: true, secureContext: this.#ctx.tls });
-    this.#socket = secure;
-    this.#secure = true;
-    this.#attach(secure);
-    // A client that never finishes the handshake is dropped (the direct TLS
-    // listener has the same limit through tls.Server's handshakeTimeout).
+    this.#output.write(`<proceed xmlns='${NS_TLS}'/>`);
+    // <proceed/> goes out in plaintext, before the handshake.
+    this.#output.flush();
+    // The handshake has its own limit (tls.handshake_timeout); state_timeout resumes after it.
     this.#stopStateTimer();
-    const handshake = setTimeout(() => {
-      this.#ctx.logger.info({ what: 'c2s_tls_error', session: this.id, remote: this.remote, err: 'TLS handshake timed out' }, 'TLS handshake failed');
-      this.#cleanup('TLS handshake timed out');
-      secure.destroy();
-    }, this.#ctx.limits.handshakeTimeout);
-    handshake.unref();
-    secure.once('secure', () => {
-      clearTimeout(handshake);
-      this.#armStateTimer();
-    });
-    secure.once('close', () => clearTimeout(handshake));
-    // RFC 6120 §5.4.3.3: the stream restarts over TLS.
+    // RFC 6120 §5.4.3.3: nothing negotiated before TLS carries over, and the
+    // stream restarts over TLS; the rest of this read is dropped with the old stream.
+    this.#sasl?.reset();
     this.#headerSent = false;
-    this.#newParser();
-  }
-
-  #saslAuth(el: Element): void {
-    const mech = el.attrs.mechanism ?? '';
-    if (!isSaslMechanism(mech) || !this.#ctx.mechanisms.includes(mech)) {
-      this.#saslFailure('invalid-mechanism');
-      return;
-    }
-    this.#sasl = createSaslServer(mech, {
-      domain: this.#domain,
-      iterations: this.#ctx.scramIterations,
-      lookup: (user) => this.#ctx.users.getCredentials(user, this.#domain),
-    });
-    const text = el.text();
-    // RFC 6120 §6.4.2: "=" is an empty initial response; no text is none.
-    const initial = text === '' ? null : text === '=' ? Buffer.alloc(0) : decodeBase64(text);
-    if (initial === undefined) {
-      this.#saslFailure('incorrect-encoding');
-      return;
-    }
-    this.#saslStep(initial);
-  }
-
-  #saslResponse(el: Element): void {
-    if (this.#sasl === null) {
-      this.#saslFailure('malformed-request', 'no authentication in progress');
-      return;
-    }
-    const data = decodeBase64(el.text());
-    if (data === undefined) {
-      this.#saslFailure('incorrect-encoding');
-      return;
-    }
-    this.#saslStep(data);
-  }
-
-  #saslStep(data: Buffer | null): void {
-    const sasl = this.#sasl!;
-    sasl.step(data).then(
-      (step) => {
-        if (this.#state !== 'auth' || this.#sasl !== sasl) return;
-        this.#armStateTimer();
-        if (step.kind === 'challenge') {
-          this.#write(`<challenge xmlns='${NS_SASL}'>${step.data.toString('base64')}</challenge>`);
-        } else if (step.kind === 'success') {
-          this.#sasl = null;
-          this.#username = step.username;
-          this.#state = 'bind';
-          this.#armStateTimer();
-          this.#write(`<success xmlns='${NS_SASL}'>${step.data ? step.data.toString('base64') : ''}</success>`);
-          this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism }, 'authenticated');
-          // RFC 6120 §6.4.6: the client opens a new stream. SASL steps end in
-          // a promise callback, never inside parser.write, so the parser can be replaced here.
-          this.#headerSent = false;
-          this.#newParser();
-        } else {
-          this.#sasl = null;
-          this.#ctx.logger.info({ what: 'c2s_auth_failed', session: this.id, remote: this.remote, mechanism: sasl.mechanism, condition: step.condition }, 'authentication failed');
-          this.#saslFailure(step.condition, step.text);
-        }
-      },
-      (err) => {
-        this.#ctx.logger.error({ what: 'c2s_auth_error', session: this.id, err: String(err) }, 'authentication error');
-        this.#sasl = null;
-        this.#saslFailure('temporary-auth-failure');
-      },
+    this.#framing.restart(false);
+    t.startTls().then(
+      () => this.#armStateTimer(),
+      () => {},
     );
   }
 
-  #saslFailure(condition: string, text?: string): void {
-    const c = SASL_ERRORS.has(condition) ? condition : 'not-authorized';
-    let f = `<failure xmlns='${NS_SASL}'><${c}/>`;
-    if (text !== undefined) f += `<text xml:lang='en'>${text.replace(/[<&>]/g, '')}</text>`;
-    this.#write(f + '</failure>');
-    // Wrong credentials also count against the client's address, across connections.
-    if ((c === 'not-authorized' || c === 'invalid-authzid') && this.#ctx.authBans?.recordFailure(this.#ip()) === true) {
-      this.#ctx.logger.warn({ what: 'c2s_address_banned', remote: this.remote, ip: this.#ip(), ms: this.#ctx.authBans.banDuration }, 'too many failed logins from one address; banned for a while');
-      this.#streamError(new StreamError('policy-violation', 'too many failed logins from this address; try again later'));
+  #negotiate(el: Element): void {
+    const sasl = (this.#sasl ??= new SaslNegotiation(this.#ctx, this, this.#domain, clientAddress(this.#transport.remoteAddress)));
+    const outcome = sasl.handle(el, this.#transport.secure);
+    if (!(outcome instanceof Promise)) {
+      this.#saslOutcome(outcome);
       return;
     }
-    if (c === 'not-authorized' || c === 'aborted' || c === 'invalid-mechanism' || c === 'malformed-request' || c === 'incorrect-encoding' || c === 'encryption-required' || c === 'invalid-authzid') {
-      if (++this.#authFailures >= this.#ctx.limits.maxAuthFailures) {
-        this.#streamError(new StreamError('policy-violation', 'too many failed authentication attempts'));
-      }
+    outcome.then((o) => {
+      if (o === null || this.#state !== 'auth' || this.#sasl !== sasl) return;
+      this.#armStateTimer();
+      this.#saslOutcome(o);
+    });
+  }
+
+  #saslOutcome(o: SaslOutcome): void {
+    if (o.xml !== '') this.#output.write(o.xml);
+    if (o.kind === 'fatal') {
+      this.#streamError(o.error);
+    } else if (o.kind === 'success') {
+      this.#sasl = null;
+      this.#username = o.username;
+      this.#state = 'bind';
+      this.#armStateTimer();
+      // RFC 6120 §6.4.6: the client opens a new stream. SASL outcomes that
+      // end an exchange come in a promise callback, never inside the
+      // framing's input, so nothing of the old stream is left to drop.
+      this.#headerSent = false;
+      this.#framing.restart(true);
     }
   }
+
+  // --- resource binding (RFC 6120 §7) ---------------------------------------
 
   #bind(iq: Element): void {
     const asked = iq.getChild('bind', NS_BIND)!.getChildText('resource');
@@ -689,12 +462,14 @@ export class C2SSession implements PresenceSession {
     this.#ctx.hooks.run('sm_register_connection', jid.domain, { jid });
   }
 
+  // --- an established session: stanzas into the hooks and the router -------
+
   /** Queues a routing step behind those already waiting; `barrier` must settle first. */
   #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
     const entry = { ready: barrier === undefined, run };
     const pending = (this.#pending ??= []);
     pending.push(entry);
-    if (pending.length >= PENDING_PAUSE) this.#socket.pause();
+    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#ctx.maxRate)).hold(HOLD_BACKLOG);
     if (barrier === undefined) {
       this.#drain();
       return;
@@ -722,7 +497,7 @@ export class C2SSession implements PresenceSession {
     }
     pending.splice(0, i);
     if (pending.length === 0 || this.#state === 'closed') this.#pending = null;
-    if (this.#state !== 'closed' && this.#socket.isPaused() && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) this.#socket.resume();
+    if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) this.#shaper?.release(HOLD_BACKLOG);
   }
 
   #established(el: Element): void {
@@ -787,42 +562,8 @@ export class C2SSession implements PresenceSession {
   }
 }
 
-/** Routing steps allowed to wait before the socket stops being read. */
-const PENDING_PAUSE = 256;
-/** Shared and never written to: stands for "no messages" without an array per session. */
-const NO_MESSAGES: Element[] = [];
-
-/** Milliseconds of monotonic time, whole, so a field holding it stays a small integer. */
-function nowMs(): number {
-  return Math.floor(performance.now());
-}
-
 /** The served domain's own string (not one cut out of the client's input), or '' when it is not served. */
 function servedHost(hosts: ReadonlySet<string>, domain: string): string {
   for (const h of hosts) if (h === domain) return h;
   return '';
-}
-
-/** Parser limits by context and phase, shared by every session of a listener. */
-const LIMITS = new WeakMap<C2SContext, { pre: StreamParserLimits; authed: StreamParserLimits }>();
-
-function parserLimits(ctx: C2SContext, authed: boolean): StreamParserLimits {
-  let l = LIMITS.get(ctx);
-  if (l === undefined) {
-    const max = ctx.listener.max_stanza_size;
-    const { maxDepth, preAuthStanzaSize: pre, preAuthElements } = ctx.limits;
-    l = {
-      pre: { maxStanzaSize: max > 0 ? Math.min(max, pre) : pre, maxDepth, maxElements: preAuthElements },
-      authed: { maxStanzaSize: max, maxDepth },
-    };
-    LIMITS.set(ctx, l);
-  }
-  return authed ? l.authed : l.pre;
-}
-
-function decodeBase64(s: string): Buffer | undefined {
-  const t = s.trim();
-  if (t === '=' || t === '') return Buffer.alloc(0);
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(t) || t.length % 4 !== 0) return undefined;
-  return Buffer.from(t, 'base64');
 }

@@ -1,5 +1,6 @@
 // TLS: 1.2 or later only, no authentication before TLS where it is
-// required, and handshakes that never finish are cut off (tls.handshake_timeout).
+// required (nor from bytes sent before the STARTTLS handshake), and
+// handshakes that never finish are cut off (tls.handshake_timeout).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect as netConnect } from 'node:net';
@@ -59,6 +60,30 @@ describe('STARTTLS required', () => {
       const failure = await raw.waitFor(/<\/failure>/);
       assert.match(failure, /<encryption-required\/>/);
       assert.doesNotMatch(raw.data, /<success/);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('an <auth/> sent in the same write as <starttls/> is discarded, never handled as if it had come over TLS', async () => {
+    const raw = await RawConnection.open(server.port);
+    try {
+      await raw.openStream();
+      const creds = Buffer.from(`\0alice\0${PW}`).toString('base64');
+      // RFC 6120 §5.4.3.3: the client must wait for <proceed/>; bytes sent before the handshake are not part of the TLS stream.
+      raw.send(`<starttls xmlns='${NS_TLS}'/><auth xmlns='${NS_SASL}' mechanism='PLAIN'>${creds}</auth>`);
+      await raw.waitFor(/<proceed[^>]*\/>/);
+      await raw.upgradeTls({ minVersion: 'TLSv1.2' });
+      const features = await raw.openStream();
+      assert.match(features, /<mechanism>PLAIN<\/mechanism>/);
+      // SASL over TLS is answered: a wrong password fails, and that failure is the first SASL answer the client sees.
+      raw.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from('\0alice\0wrong').toString('base64')}</auth>`);
+      const answer = await raw.waitFor(/<\/failure>/);
+      assert.match(answer, /<not-authorized\/>/);
+      assert.doesNotMatch(raw.data, /<success/);
+      // Log lines come through the server's stdout: wait for the failure's, then nothing before it logged in.
+      await server.waitForLog((l) => l.what === 'c2s_auth_failed' && l.condition === 'not-authorized');
+      assert.equal(server.logs.filter((l) => l.what === 'c2s_auth_ok').length, 0, 'the discarded <auth/> logged in');
     } finally {
       raw.destroy();
     }

@@ -1,0 +1,312 @@
+// The session's state machine over an in-memory transport, with the real
+// byte-stream framing, router, presence, hooks and a SQLite store: stream
+// opening, SASL, binding, routing between two sessions, the slow-reader
+// limit, state_timeout and stream errors, without a socket in between.
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from '../../../src/c2s/session.ts';
+import { byteStreamFraming } from '../../../src/c2s/byte-stream-framing.ts';
+import { AuthBans } from '../../../src/c2s/auth-bans.ts';
+import { Hooks, STOP } from '../../../src/hooks/hooks.ts';
+import { Router } from '../../../src/routing/router.ts';
+import { NO_ROSTER, Presence } from '../../../src/routing/presence.ts';
+import { SessionManager } from '../../../src/routing/sm.ts';
+import { openStoreAccess, type OpenStoreAccess } from '../../../src/storage/open.ts';
+import { ACCOUNTS } from '../../../src/storage/accounts.ts';
+import type { UserStore } from '../../../src/storage/types.ts';
+import { makeStoredCredentials } from '../../../src/xmpp/sasl/index.ts';
+import type { Element } from '../../../src/xmpp/xml.ts';
+import { MemoryTransport } from './memory-transport.ts';
+
+const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+const HEADER = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+const LIMITS: C2SLimits = {
+  preAuthStanzaSize: 8192,
+  preAuthElements: 16,
+  maxDepth: 64,
+  maxAuthFailures: 3,
+  stateTimeout: 30_000,
+  handshakeTimeout: 10_000,
+  maxOutputBuffer: 1_048_576,
+  sendTimeout: 15_000,
+};
+
+type LogLine = Record<string, unknown> & { what?: string };
+
+let dir: string;
+let access: OpenStoreAccess;
+let users: UserStore;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'petrel-c2s-unit-'));
+  access = openStoreAccess({ sqliteFile: join(dir, 'petrel.sqlite') });
+  users = await access.open(ACCOUNTS, 'internal', 'auth.methods');
+  const creds = await makeStoredCredentials('secret', { format: 'plain', iterations: 4096 });
+  for (const u of ['alice', 'bob']) await users.createUser(u, 'localhost', creds);
+});
+
+after(async () => {
+  await access.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** One server's worth of routing, with its own hooks and log lines. */
+function world(limits: Partial<C2SLimits> = {}) {
+  const logs: LogLine[] = [];
+  const logger = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s) as LogLine) });
+  const hooks = new Hooks((err) => {
+    throw err;
+  });
+  const sm = new SessionManager(10);
+  const router = new Router({ hosts: ['localhost'], hooks, sm, users, logger });
+  const presence = new Presence({ router, sm, roster: NO_ROSTER, users, hooks, logger });
+  router.presence = presence;
+  const all = { ...LIMITS, ...limits };
+  const ctx: C2SContext = {
+    hosts: new Set(['localhost']),
+    defaultDomain: 'localhost',
+    mechanisms: ['PLAIN'],
+    scramIterations: 4096,
+    users,
+    sm,
+    router,
+    presence,
+    hooks,
+    logger,
+    limits: all,
+    framing: byteStreamFraming,
+    framingLimits: framingLimits(65_536, all),
+    tlsRequired: false,
+    maxRate: 0,
+    authBans: new AuthBans(0, 0),
+  };
+  const sessions: Array<{ session: C2SSession; t: MemoryTransport }> = [];
+  return {
+    ctx,
+    logs,
+    hooks,
+    sm,
+    /** A session over a fresh in-memory transport. */
+    connect(o: { reading?: boolean } = {}) {
+      const t = new MemoryTransport(o);
+      const session = new C2SSession(t, ctx);
+      sessions.push({ session, t });
+      return { session, t };
+    },
+    async login(user: string, resource: string, o: { reading?: boolean } = {}) {
+      const c = this.connect(o);
+      c.t.send(HEADER);
+      await c.t.waitFor('</stream:features>');
+      c.t.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from(`\0${user}\0secret`).toString('base64')}</auth>`);
+      await c.t.waitFor(/<success[^>]*\/>|<\/success>/);
+      c.t.send(HEADER);
+      await c.t.waitFor('</stream:features>');
+      c.t.send(`<iq type='set' id='b1'><bind xmlns='${NS_BIND}'><resource>${resource}</resource></bind></iq>`);
+      await c.t.waitFor('</iq>');
+      return c;
+    },
+    close() {
+      for (const { t } of sessions) t.destroy();
+    },
+  };
+}
+
+function waitForLog(logs: LogLine[], pred: (l: LogLine) => boolean, ms = 5000): Promise<LogLine> {
+  const deadline = performance.now() + ms;
+  return new Promise((resolve, reject) => {
+    const poll = () => {
+      const l = logs.find(pred);
+      if (l !== undefined) resolve(l);
+      else if (performance.now() > deadline) reject(new Error('no such log line; got: ' + logs.map((x) => x.what).join(', ')));
+      else setTimeout(poll, 5);
+    };
+    poll();
+  });
+}
+
+describe('the c2s session over an in-memory transport', () => {
+  let w: ReturnType<typeof world>;
+  afterEach(() => w?.close());
+
+  test('the stream opens with a header from the served domain and features offering SASL, and no STARTTLS where the transport has none', async () => {
+    w = world();
+    const { t, session } = w.connect();
+    assert.equal(session.state, 'header');
+    t.send(HEADER);
+    const opened = await t.waitFor('</stream:features>');
+    assert.match(opened, /^<\?xml version='1.0'\?><stream:stream xmlns='jabber:client' xmlns:stream='http:\/\/etherx.jabber.org\/streams' id='[0-9a-f]{16}' from='localhost' version='1.0' xml:lang='en'>/);
+    assert.match(opened, /<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN<\/mechanism><\/mechanisms>/);
+    assert.doesNotMatch(opened, /starttls/);
+    assert.equal(session.state, 'auth');
+    // Asking for it anyway is refused, and the stream closes (RFC 6120 §5.4.2.2).
+    t.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    await t.waitFor("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>");
+    await t.closedPromise;
+  });
+
+  test('SASL PLAIN with the right password succeeds, and the restarted stream offers binding', async () => {
+    w = world();
+    const { t, session } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    t.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from('\0alice\0secret').toString('base64')}</auth>`);
+    await t.waitFor(`<success xmlns='${NS_SASL}'></success>`);
+    assert.equal(session.state, 'bind');
+    await waitForLog(w.logs, (l) => l.what === 'c2s_auth_ok' && l.user === 'alice');
+    t.send(HEADER);
+    const features = await t.waitFor('</stream:features>');
+    assert.match(features, /<stream:stream /);
+    assert.match(features, /<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'\/>/);
+    assert.doesNotMatch(features, /<mechanisms/);
+  });
+
+  test('failed SASL attempts are answered with not-authorized and counted; at max_auth_failures the stream is closed', async () => {
+    w = world({ maxAuthFailures: 2 });
+    const { t, session } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    const wrong = `<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from('\0alice\0wrong').toString('base64')}</auth>`;
+    t.send(wrong);
+    await t.waitFor(`<failure xmlns='${NS_SASL}'><not-authorized/></failure>`);
+    assert.equal(session.state, 'auth');
+    t.send(wrong);
+    const last = await t.waitFor('</stream:stream>');
+    assert.match(last, /<not-authorized\/><\/failure><stream:error><policy-violation xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    assert.match(last, /too many failed authentication attempts/);
+    await t.closedPromise;
+    assert.equal(session.state, 'closed');
+    assert.equal(w.logs.filter((l) => l.what === 'c2s_auth_failed').length, 2);
+  });
+
+  test('binding gives the full JID and registers the session', async () => {
+    w = world();
+    const { t, session } = await w.login('alice', 'desk');
+    assert.match(t.received, /<iq type="result" id="b1"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><jid>alice@localhost\/desk<\/jid><\/bind><\/iq>/);
+    assert.equal(session.state, 'bound');
+    assert.equal(session.jid.full, 'alice@localhost/desk');
+    assert.equal(w.sm.byFull('alice@localhost/desk'), session);
+  });
+
+  test('a message from one in-memory session reaches another, stamped with the sender\'s full JID', async () => {
+    w = world();
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'phone');
+    alice.t.send("<message to='bob@localhost/phone' type='chat' id='m1' from='alice@localhost'><body>hello</body></message>");
+    const got = await bob.t.waitFor('</message>');
+    assert.match(got, /<message to="bob@localhost\/phone" type="chat" id="m1" from="alice@localhost\/desk"><body>hello<\/body><\/message>/);
+    // The client ends its side: the session closes and leaves the session manager.
+    bob.t.sendEnd();
+    await bob.t.closedPromise;
+    assert.equal(w.sm.byFull('bob@localhost/phone'), undefined);
+  });
+
+  test('a client whose transport holds more than max_output_buffer is disconnected and its undelivered messages go to offline storage', async () => {
+    w = world({ maxOutputBuffer: 4096, sendTimeout: 0 });
+    const offline: Element[] = [];
+    w.hooks.add({
+      hook: 'offline_message',
+      host: '*',
+      priority: 50,
+      owner: 'test',
+      handler: ({ packet }) => {
+        offline.push(packet);
+        return STOP;
+      },
+    });
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'stalled');
+    // Bob's client stops reading: what the session writes stays buffered in the transport.
+    bob.t.reading = false;
+    const body = 'x'.repeat(1000);
+    let sent = 0;
+    while (!bob.t.closed && sent < 200) {
+      alice.t.send(`<message to='bob@localhost/stalled' type='chat' id='s${++sent}'><body>${body}</body></message>`);
+      await new Promise((r) => setImmediate(r));
+    }
+    const kicked = await waitForLog(w.logs, (l) => l.what === 'c2s_slow_reader');
+    assert.equal(kicked.jid, 'bob@localhost/stalled');
+    assert.match(String(kicked.reason), /more than 4096 bytes wait to be sent/);
+    const rerouted = Number(kicked.rerouted);
+    assert.ok(rerouted > 0, 'messages the transport had not taken were routed again');
+    await bob.t.closedPromise;
+    assert.equal(w.sm.byFull('bob@localhost/stalled'), undefined);
+    // What was sent after the disconnect goes offline as well.
+    alice.t.send("<message to='bob@localhost/stalled' type='chat' id='late'><body>later</body></message>");
+    await waitForLog(w.logs, () => offline.some((m) => m.attrs.id === 'late'));
+    const ids = new Set(offline.map((m) => m.attrs.id));
+    assert.ok(offline.length >= rerouted + 1, `${offline.length} offline, ${rerouted} rerouted`);
+    assert.ok(ids.has(`s${sent}`), 'the last flooded message is among the offline ones');
+    // None of those was ever read by bob's client.
+    bob.t.read();
+    for (const id of ids) assert.doesNotMatch(bob.t.received, new RegExp(`id="${id}"`));
+  });
+
+  test('a client that takes nothing for send_timeout while output waits is disconnected', async () => {
+    w = world({ sendTimeout: 120 });
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'asleep');
+    bob.t.reading = false;
+    alice.t.send("<message to='bob@localhost/asleep' type='chat' id='z1'><body>are you there</body></message>");
+    const kicked = await waitForLog(w.logs, (l) => l.what === 'c2s_slow_reader', 3000);
+    assert.match(String(kicked.reason), /nothing could be sent for 120 ms/);
+    assert.equal(kicked.rerouted, 1);
+    await bob.t.closedPromise;
+  });
+
+  test('past the shaper\'s max_rate the transport is not read until the budget has refilled', async () => {
+    w = world();
+    w.ctx.maxRate = 1000;
+    const { t } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    assert.equal(t.paused, false);
+    // Well past one second's budget: reading stops, and what comes meanwhile waits in the transport.
+    t.send(' '.repeat(1500));
+    assert.equal(t.paused, true);
+    t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='NOPE'/>");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(t.received, /<failure/);
+    // About half a second later the budget is back and the waiting input is read.
+    await t.waitFor('<invalid-mechanism/>', 3000);
+  });
+
+  test('a client that does not take the next step within state_timeout gets connection-timeout', async () => {
+    w = world({ stateTimeout: 150 });
+    const { t, session } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    const t0 = performance.now();
+    const text = await t.waitFor('</stream:stream>', 3000);
+    assert.ok(performance.now() - t0 >= 100);
+    assert.match(text, /<stream:error><connection-timeout xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    await t.closedPromise;
+    assert.equal(session.state, 'closed');
+  });
+
+  test('a stream error is sent after the stream header and ends the stream and the connection', async () => {
+    w = world();
+    const { t, session } = w.connect();
+    // A stanza before authentication (RFC 6120 §6.4): not-authorized.
+    t.send(HEADER + "<message to='bob@localhost'><body>hi</body></message>");
+    const text = await t.waitFor('</stream:stream>');
+    assert.match(text, /^<\?xml version='1.0'\?><stream:stream [^>]*><stream:features>.*<\/stream:features><stream:error><not-authorized xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>.*<\/stream:error><\/stream:stream>$/);
+    await t.closedPromise;
+    assert.equal(session.state, 'closed');
+    const line = await waitForLog(w.logs, (l) => l.what === 'c2s_stream_error');
+    assert.equal(line.condition, 'not-authorized');
+  });
+
+  test('bad XML before any header is answered with a header of our own, then the error', async () => {
+    w = world();
+    const { t } = w.connect();
+    t.send('<stream:stream><<');
+    const text = await t.waitFor('</stream:stream>');
+    assert.match(text, /<stream:stream [^>]*from='localhost'[^>]*><stream:error><(invalid-namespace|not-well-formed) /);
+    await t.closedPromise;
+  });
+});
