@@ -3,7 +3,7 @@ import pino, { type Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
 import { Hooks } from './hooks/hooks.ts';
-import type { Storage } from './storage/types.ts';
+import type { Storage, UserStore } from './storage/types.ts';
 import { openStores } from './storage/open.ts';
 import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
@@ -20,6 +20,7 @@ import { createMetricsRegistry } from './metrics/registry.ts';
 import { startHttpListeners } from './metrics/http-listener.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid } from './xmpp/jid.ts';
+import { isMixedScript } from './xmpp/scripts.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -78,6 +79,25 @@ function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: H
   if (e.op === 'user_removed') {
     for (const session of [...s.sm.byBare(jid.bare)]) session.kick('not-authorized', 'the account was removed');
   }
+}
+
+/**
+ * The accounts as logins see them when general.refuse_mixed_script_localparts
+ * is set: a mixed-script user name has no credentials, so SASL fails with
+ * not-authorized (SCRAM without telling the name from an unknown one).
+ */
+function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
+  return {
+    createUser: (user, domain, creds) => users.createUser(user, domain, creds),
+    removeUser: (user, domain) => users.removeUser(user, domain),
+    userExists: (user, domain) => users.userExists(user, domain),
+    countUsers: (domain) => users.countUsers(domain),
+    getCredentials(user, domain) {
+      if (!isMixedScript(user)) return users.getCredentials(user, domain);
+      logger.warn({ what: 'c2s_auth_mixed_script', user, domain }, 'login refused: the user name mixes scripts (general.refuse_mixed_script_localparts)');
+      return Promise.resolve(null);
+    },
+  };
 }
 
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
@@ -141,7 +161,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           defaultDomain: config.general.default_server_domain,
           mechanisms,
           scramIterations: config.auth.scram_iterations,
-          users: storage.users,
+          users: config.general.refuse_mixed_script_localparts === true ? singleScriptLogins(storage.users, logger) : storage.users,
           sm,
           router,
           presence,

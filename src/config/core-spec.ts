@@ -5,7 +5,7 @@
 // Petrel does not implement are rejected rather than silently ignored.
 import { isIP } from 'node:net';
 import {
-  custom, describe, fail, int, list, path, section, str, validate,
+  bool, custom, describe, fail, int, list, path, section, str, validate,
   type Spec, type SectionSpec, type ValidateCtx,
 } from './schema.ts';
 import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerConfig, ShaperConfig } from './types.ts';
@@ -77,6 +77,8 @@ export const generalSpec: SectionSpec = section(
     max_user_sessions: intOrInfinity(1),
     max_auth_failures_per_ip: intOrInfinity(1),
     auth_ban_duration: int({ min: 1 }),
+    // Not a MongooseIM option (it has none for this); absent means false.
+    refuse_mixed_script_localparts: bool(),
   },
   {
     required: ['hosts'],
@@ -90,6 +92,7 @@ export const generalSpec: SectionSpec = section(
       if (g.max_user_sessions !== undefined) out.max_user_sessions = g.max_user_sessions;
       if (g.max_auth_failures_per_ip !== undefined) out.max_auth_failures_per_ip = g.max_auth_failures_per_ip;
       if (g.auth_ban_duration !== undefined) out.auth_ban_duration = g.auth_ban_duration;
+      if (g.refuse_mixed_script_localparts !== undefined) out.refuse_mixed_script_localparts = g.refuse_mixed_script_localparts;
       return out;
     },
   },

@@ -76,6 +76,11 @@ export interface GeneralConfig {
   max_auth_failures_per_ip?: number;
   /** ms an address stays banned. Absent: 600000. */
   auth_ban_duration?: number;
+  /**
+   * Refuse user names with letters of more than one script ("аlice" with a
+   * Cyrillic а) at `petrel register` and at login. Absent: false.
+   */
+  refuse_mixed_script_localparts?: boolean;
 }
 
 export interface ShaperConfig {
