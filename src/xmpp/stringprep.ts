@@ -40,11 +40,13 @@ export class JidError extends Error {
 export const MAX_PART_OCTETS = 1023;
 /**
  * The longest raw part a profile prepares, in UTF-16 code units. Every code
- * unit that survives mapping contributes at least one octet to the prepared
- * form (NFKC composition merges at most as many units as it saves octets), so
- * only table B.1 characters could make a longer input legitimate, and nobody
- * writes an address with a thousand soft hyphens. Longer input is refused
- * before B.1, NFKC (which can expand a character 18-fold) or the bidi scan run.
+ * point that survives mapping leaves at least one octet in the prepared form
+ * (NFKC composes code points only into characters of at least as many octets),
+ * and a code point is at most two units: 1023 U+1D400 MATHEMATICAL BOLD
+ * CAPITAL A are 2046 units and prepare to 1023 octets of "a". Only table B.1
+ * characters could make a longer input legitimate, and nobody writes an
+ * address with a thousand soft hyphens. Longer input is refused before B.1,
+ * NFKC (which can expand a character 18-fold) or the bidi scan run.
  */
 export const MAX_PART_INPUT = 2 * MAX_PART_OCTETS;
 

@@ -192,4 +192,6 @@ test('an input at the limit is prepared, and soft hyphens within it are removed'
   assert.equal(MAX_PART_INPUT, 2 * MAX_PART_OCTETS);
   assert.equal(resourceprep('a' + '\u00AD'.repeat(MAX_PART_INPUT - 1)), 'a');
   assert.throws(() => resourceprep('a' + '\u00AD'.repeat(MAX_PART_INPUT)), /too long/);
+  // The most code units a part can have without B.1 characters: two per code point, one octet each once prepared.
+  assert.equal(nodeprep('\u{1D400}'.repeat(MAX_PART_OCTETS)), 'a'.repeat(MAX_PART_OCTETS));
 });
