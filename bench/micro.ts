@@ -102,6 +102,37 @@ bench('parseJid, cache hit', (n) => {
       k++;
     }
   });
+  // As the router sees them: attribute values sliced out of the parser's chunk,
+  // a new string object for every stanza even when the address is the same.
+  const sliceAll = (chunk: string) => {
+    const out: string[] = [];
+    for (let i = 0, at = 0; i < 20_000; i++) {
+      out.push(chunk.slice(at, at + many[i]!.length));
+      at += many[i]!.length + 1;
+    }
+    return out;
+  };
+  const sliced = sliceAll(Buffer.from(many.slice(0, 20_000).join(' ')).toString('latin1'));
+  const again = sliceAll(Buffer.from(many.slice(0, 20_000).join(' ')).toString('latin1'));
+  // Cached from `sliced` (twice, in case the first pass fills the cache and clears it), looked up with `again`.
+  for (let pass = 0; pass < 2; pass++) for (let i = 0; i < 1024; i++) sink += parseJid(sliced[i]!).full.length;
+  bench('parseJid, cache hit, another slice of a cached address', (n) => {
+    for (let i = 0; i < n; i++) sink += parseJid(again[i & 1023]!).full.length;
+  });
+  bench('parseJid, cache miss, sliced from a chunk', (n) => {
+    for (let i = 0; i < n; i++) {
+      sink += parseJid(sliced[k % sliced.length]!).full.length;
+      k++;
+    }
+  });
+  const unicode: string[] = [];
+  for (let i = 0; i < 200_000; i++) unicode.push(`J\u00DCrgen${i}@Example.COM/T\u00E9l\u00E9phone`);
+  bench('parseJid, cache miss, non-ASCII localpart and resource', (n) => {
+    for (let i = 0; i < n; i++) {
+      sink += parseJid(unicode[k % unicode.length]!).full.length;
+      k++;
+    }
+  });
 }
 
 // --- form encoding ------------------------------------------------------------------

@@ -3,6 +3,7 @@ import pino, { type Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { PetrelConfig, GeneralConfig, SaslMechanismName } from './config/types.ts';
 import { Hooks } from './hooks/hooks.ts';
+import type { UserStore } from './storage/types.ts';
 import { openStores } from './storage/open.ts';
 import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
@@ -26,6 +27,7 @@ import { MetricsSampler } from './metrics/snapshot.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid } from './xmpp/jid.ts';
 import { PETREL_VERSION } from './version.ts';
+import { isMixedScript } from './xmpp/scripts.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -73,6 +75,25 @@ function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: H
   removeUserData(s.hooks, jid.local, jid.domain).catch((err: unknown) =>
     s.logger.error({ what: 'user_removed_failed', user: jid.local, server: jid.domain, err: String(err) }, 'removing the account\'s data failed'),
   );
+}
+
+/**
+ * The accounts as logins see them when general.refuse_mixed_script_localparts
+ * is set: a mixed-script user name has no credentials, so SASL fails with
+ * not-authorized (SCRAM without telling the name from an unknown one).
+ */
+function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
+  return {
+    createUser: (user, domain, creds) => users.createUser(user, domain, creds),
+    removeUser: (user, domain) => users.removeUser(user, domain),
+    userExists: (user, domain) => users.userExists(user, domain),
+    countUsers: (domain) => users.countUsers(domain),
+    getCredentials(user, domain) {
+      if (!isMixedScript(user)) return users.getCredentials(user, domain);
+      logger.warn({ what: 'c2s_auth_mixed_script', user, domain }, 'login refused: the user name mixes scripts (general.refuse_mixed_script_localparts)');
+      return Promise.resolve(null);
+    },
+  };
 }
 
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
@@ -146,7 +167,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           defaultDomain: config.general.default_server_domain,
           mechanisms,
           scramIterations: config.auth.scram_iterations,
-          users: stores.users,
+          users: config.general.refuse_mixed_script_localparts ? singleScriptLogins(stores.users, logger) : stores.users,
           sm,
           router,
           presence,

@@ -10,6 +10,7 @@ import { resolveModules } from '../modules/registry.ts';
 import { dataHooks, openModuleData, removeUserData } from '../modules/storage.ts';
 import { makeStoredCredentials } from '../xmpp/sasl/index.ts';
 import { makeJid } from '../xmpp/jid.ts';
+import { isMixedScript, scriptsOf } from '../xmpp/scripts.ts';
 import { fetchMetricsSnapshot, MetricsUnavailableError } from '../metrics/client.ts';
 import { formatMetricsTable } from '../metrics/snapshot.ts';
 import { notifyServer } from '../control.ts';
@@ -96,6 +97,9 @@ async function main(argv: string[]): Promise<void> {
         jid = makeJid(user, host);
       } catch (err) {
         fail(`invalid user name "${user}": ${(err as Error).message}`);
+      }
+      if (config.general.refuse_mixed_script_localparts && isMixedScript(jid.local)) {
+        fail(`invalid user name "${user}": it mixes letters of ${scriptsOf(jid.local).join(', ')} (general.refuse_mixed_script_localparts is set)`);
       }
       if (password === '') fail('the password is empty');
       const creds = await makeStoredCredentials(password, { format: config.auth.password.format, iterations: config.auth.scram_iterations });

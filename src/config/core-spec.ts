@@ -6,7 +6,7 @@
 // default is here, so the validated config carries each value Petrel uses.
 import { isIP } from 'node:net';
 import {
-  ConfigError, ErrorCollector, custom, describe, fail, int, list, path, section, str, validate,
+  ConfigError, ErrorCollector, bool, custom, describe, fail, int, list, path, section, str, validate,
   type Spec, type SectionSpec,
 } from './schema.ts';
 import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerAddress, ShaperConfig } from './types.ts';
@@ -77,6 +77,8 @@ const generalSpec: SectionSpec = section(
     max_user_sessions: intOrInfinity(1, 10),
     max_auth_failures_per_ip: intOrInfinity(1, 20),
     auth_ban_duration: int({ min: 1, default: 600_000 }),
+    // Not a MongooseIM option (it has none for this).
+    refuse_mixed_script_localparts: bool({ default: false }),
   },
   {
     required: ['hosts'],

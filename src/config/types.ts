@@ -75,6 +75,11 @@ export interface GeneralConfig {
   max_auth_failures_per_ip: number;
   /** ms an address stays banned. */
   auth_ban_duration: number;
+  /**
+   * Refuse user names with letters of more than one script ("аlice" with a
+   * Cyrillic а) at `petrel register` and at login.
+   */
+  refuse_mixed_script_localparts: boolean;
 }
 
 export interface ShaperConfig {

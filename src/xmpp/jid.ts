@@ -3,18 +3,24 @@
 // and shared through a small cache, because the same few addresses are parsed
 // again and again on the message path.
 
-import { JidError, nameprep, nodeprep, resourceprep } from './stringprep.ts';
+import { JidError, MAX_PART_INPUT, MAX_PART_OCTETS, nameprep, nodeprep, resourceprep } from './stringprep.ts';
 
 export { JidError };
 
-/** RFC 7622 §3.1: every part is at most 1023 octets (UTF-8). */
-const MAX_PART_OCTETS = 1023;
+/** Three parts each as long as a profile takes, and the two separators (each profile refuses a longer part itself). */
+const MAX_INPUT_CHARS = 3 * MAX_PART_INPUT + 2;
+
 /**
- * Raw input longer than this cannot prepare to a valid JID cheaply enough to be
- * worth trying (NFKC expands by a bounded factor; B.1 removal can shrink, but
- * nobody sends kilobytes of soft hyphens in a real address).
+ * A copy of `s` that shares no memory with it. A string cut from a larger one
+ * (an attribute value sliced out of the parser's chunk) is, in V8, a view that
+ * keeps the whole larger string alive; a cached JID or a session's JID would
+ * pin a chunk of up to a whole stanza. Concatenation then slicing flattens into
+ * a new string of length + 1 and views that, not the original (measured by
+ * test/unit/xmpp/jid-memory.test.ts; a Buffer round trip is 30x slower).
  */
-const MAX_INPUT_CHARS = 3 * (3 * MAX_PART_OCTETS + 2);
+function detach(s: string): string {
+  return (' ' + s).slice(1);
+}
 
 function checkLength(part: string, what: string): void {
   if (part.length === 0) throw new JidError(`${what} is empty`);
@@ -82,7 +88,7 @@ export class JID {
 
   /** The same bare JID with another resource (resourceprep'd); throws JidError. */
   withResource(r: string): JID {
-    return new JID(this.local, this.domain, prepResource(r));
+    return new JID(this.local, this.domain, prepResource(detach(r)));
   }
 
   equals(o: JID): boolean {
@@ -95,6 +101,12 @@ export class JID {
 }
 
 const CACHE_MAX = 10_000;
+/**
+ * Longer inputs are prepared every time and not cached: real addresses are far
+ * shorter, and this bounds what the cache holds to about CACHE_MAX * 1 KiB of
+ * keys and parts whatever addresses peers send.
+ */
+const CACHE_KEY_MAX = 256;
 const cache = new Map<string, JID>();
 
 /**
@@ -103,19 +115,27 @@ const cache = new Map<string, JID>();
  * that precedes it. Throws JidError naming what is wrong.
  */
 export function parseJid(s: string): JID {
+  if (typeof s !== 'string') throw new JidError('JID is empty');
+  // Checked before the cache: hashing a long key would already read all of it.
+  if (s.length > CACHE_KEY_MAX) {
+    if (s.length > MAX_INPUT_CHARS) throw new JidError('JID is too long');
+    return parseUncached(detach(s));
+  }
   const hit = cache.get(s);
   if (hit !== undefined) return hit;
-  const jid = parseUncached(s);
+  // On a miss only: the key and the parts (slices of it, or new strings) must
+  // not keep the caller's input alive.
+  const key = detach(s);
+  const jid = parseUncached(key);
   // Clearing when full keeps the bound with no bookkeeping per hit; the hot
   // addresses come back within a few messages.
   if (cache.size >= CACHE_MAX) cache.clear();
-  cache.set(s, jid);
+  cache.set(key, jid);
   return jid;
 }
 
 function parseUncached(s: string): JID {
-  if (typeof s !== 'string' || s.length === 0) throw new JidError('JID is empty');
-  if (s.length > MAX_INPUT_CHARS) throw new JidError('JID is too long');
+  if (s.length === 0) throw new JidError('JID is empty');
   const slash = s.indexOf('/');
   const head = slash === -1 ? s : s.slice(0, slash);
   const at = head.indexOf('@');
@@ -133,12 +153,15 @@ function parseUncached(s: string): JID {
   return fromPrepared(local, domain, resource);
 }
 
-/** Builds a JID from separate parts, preparing each; '' or undefined means absent. Throws JidError. */
+/**
+ * Builds a JID from separate parts, preparing each; '' or undefined means absent. Throws JidError.
+ * The parts are copied first: a session keeps its bound JID for its lifetime.
+ */
 export function makeJid(local: string, domain: string, resource?: string): JID {
   return fromPrepared(
-    local === '' ? '' : prepLocal(local),
-    prepDomain(domain),
-    resource === undefined || resource === '' ? '' : prepResource(resource),
+    local === '' ? '' : prepLocal(detach(local)),
+    prepDomain(detach(domain)),
+    resource === undefined || resource === '' ? '' : prepResource(detach(resource)),
   );
 }
 

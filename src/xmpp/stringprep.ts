@@ -3,18 +3,26 @@
 // behaviour for almost every real address) and Nameprep (RFC 3491). SASLprep
 // (RFC 4013) comes from @mongodb-js/saslprep.
 //
-// The tables are those of RFC 3454 (Unicode 3.2). Case folding (table B.2) is
-// approximated with the engine's full Unicode case mapping, applied around NFKC
-// so that characters whose compatibility decomposition has upper-case letters
-// (e.g. U+2121 TELEPHONE SIGN -> "tel") fold as B.2 intends. Unassigned code
+// The tables are those of RFC 3454 (Unicode 3.2). Nodeprep and Nameprep map
+// with B.1 and B.2, Resourceprep with B.1 only (RFC 6122 A.3 and B.3, RFC 3491
+// §5). Table B.2 is used exactly as the RFC lists it (stringprep-b2.ts, data
+// generated from the RFC's text), not the engine's case mapping, which follows
+// a later Unicode: U+0131 DOTLESS I stays itself, U+0130 becomes "i\u0307",
+// Cherokee letters and U+1E9E CAPITAL SHARP S stay as they are. Unassigned code
 // points are allowed (RFC 3454 §7, "queries").
 //
 // Every profile has a pure-ASCII fast path: ASCII never needs B.1, NFKC or the
-// bidi rule, so addresses in the common case cost one scan and one toLowerCase.
+// bidi rule, and B.2 on ASCII is plain lower-casing, so addresses in the
+// common case cost one scan and one toLowerCase.
+//
+// Every profile refuses, before any other work, an input far longer than a
+// prepared part may be (RFC 7622 §3.1: 1023 octets), so the work a peer can
+// cause per JID part is bounded whatever the stanza size.
 
 import { domainToASCII, domainToUnicode } from 'node:url';
 import { isIPv6 } from 'node:net';
 import saslprepImpl from '@mongodb-js/saslprep';
+import { B2_MULTI, B2_RUNS } from './stringprep-b2.ts';
 
 /**
  * A JID (or one of its parts) that cannot be prepared. The code is the RFC 6120
@@ -28,8 +36,45 @@ export class JidError extends Error {
   }
 }
 
+/** RFC 7622 §3.1: a prepared localpart, domainpart or resourcepart is at most 1023 octets (UTF-8). */
+export const MAX_PART_OCTETS = 1023;
+/**
+ * The longest raw part a profile prepares, in UTF-16 code units. Every code
+ * point that survives mapping leaves at least one octet in the prepared form
+ * (NFKC composes code points only into characters of at least as many octets),
+ * and a code point is at most two units: 1023 U+1D400 MATHEMATICAL BOLD
+ * CAPITAL A are 2046 units and prepare to 1023 octets of "a". Only table B.1
+ * characters could make a longer input legitimate, and nobody writes an
+ * address with a thousand soft hyphens. Longer input is refused before B.1,
+ * NFKC (which can expand a character 18-fold) or the bidi scan run.
+ */
+export const MAX_PART_INPUT = 2 * MAX_PART_OCTETS;
+
 /** RFC 3454 table B.1: characters commonly mapped to nothing. */
-const B1 = /[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g;
+function isB1(cp: number): boolean {
+  return cp === 0x00ad || cp === 0x034f || cp === 0x1806 || (cp >= 0x180b && cp <= 0x180d) || (cp >= 0x200b && cp <= 0x200d) ||
+    cp === 0x2060 || (cp >= 0xfe00 && cp <= 0xfe0f) || cp === 0xfeff;
+}
+
+/** RFC 3454 table B.2 (case folding for use with NFKC), code point -> mapping, built once from the generated runs. */
+const B2 = new Map<number, string>();
+for (let i = 0; i < B2_RUNS.length; i += 4) {
+  const first = B2_RUNS[i]!;
+  const last = B2_RUNS[i + 1]!;
+  const step = B2_RUNS[i + 2]!;
+  const delta = B2_RUNS[i + 3]!;
+  for (let cp = first; cp <= last; cp += step) B2.set(cp, String.fromCodePoint(cp + delta));
+}
+for (let i = 0; i < B2_MULTI.length; ) {
+  const n = B2_MULTI[i + 1]!;
+  B2.set(B2_MULTI[i]!, String.fromCodePoint(...B2_MULTI.slice(i + 2, i + 2 + n)));
+  i += 2 + n;
+}
+
+/** The mapping table B.2 gives a code point, or undefined where it has none (the code point maps to itself). */
+export function caseFoldB2(cp: number): string | undefined {
+  return B2.get(cp);
+}
 
 type Range = readonly [number, number];
 
@@ -89,9 +134,36 @@ function hex(cp: number): string {
   return 'U+' + cp.toString(16).toUpperCase().padStart(4, '0');
 }
 
-/** Full case folding (approximating table B.2), with final sigma folded too. */
-function fold(s: string): string {
-  return s.toUpperCase().toLowerCase().replace(/\u03C2/g, '\u03C3');
+/** RFC 3454 §3 mapping: table B.1 removed, and with `caseFold` every code point B.2 lists replaced by its mapping. */
+function map(s: string, caseFold: boolean): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const cp = s.codePointAt(i)!;
+    const wide = cp > 0xffff;
+    if (!isB1(cp)) {
+      const m = caseFold ? B2.get(cp) : undefined;
+      out += m !== undefined ? m : wide ? s.slice(i, i + 2) : s[i];
+    }
+    if (wide) i++;
+  }
+  return out;
+}
+
+/** True when mapping `s` again would change it. */
+function mapsFurther(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const cp = s.codePointAt(i)!;
+    if (isB1(cp) || B2.has(cp)) return true;
+    if (cp > 0xffff) i++;
+  }
+  return false;
+}
+
+/** Refuses, in constant time, a raw part too long to be worth preparing. */
+function checkInput(s: string, part: Part): void {
+  if (s.length > MAX_PART_INPUT) {
+    throw new JidError(`${part} is too long: more than ${MAX_PART_INPUT} characters, where a prepared ${part} has at most ${MAX_PART_OCTETS} octets`);
+  }
 }
 
 /**
@@ -100,13 +172,15 @@ function fold(s: string): string {
  * the profile's own ASCII check, then the bidi rule of RFC 3454 §6.
  */
 function prepareUnicode(input: string, part: Part, caseFold: boolean, asciiOk: (c: number) => boolean, allowNonAsciiSpace: boolean): string {
-  let s = input.replace(B1, '');
-  if (caseFold) {
-    s = fold(s).normalize('NFKC');
-    const again = fold(s);
-    if (again !== s) s = again.normalize('NFKC');
-  } else {
-    s = s.normalize('NFKC');
+  let s = map(input, caseFold).normalize('NFKC');
+  // B.2 includes the extra foldings that make map-then-NFKC stable for every
+  // Unicode 3.2 character, but the engine's NFKC is of a later Unicode and
+  // decomposes some characters 3.2 had not assigned (U+1D2C MODIFIER LETTER
+  // CAPITAL A -> "A"). Mapping again until nothing changes keeps the prepared
+  // form a fixed point, so a prepared JID always prepares to itself.
+  for (let round = 0; caseFold && mapsFurther(s); round++) {
+    if (round === 3) throw new JidError(`${part} does not prepare to a stable form`);
+    s = map(s, true).normalize('NFKC');
   }
   let hasRandAL = false;
   let hasL = false;
@@ -171,6 +245,7 @@ function domainAsciiOk(c: number): boolean {
 
 /** Nodeprep (RFC 6122 Appendix A): B.1, B.2, NFKC, prohibitions, bidi. */
 export function nodeprep(s: string): string {
+  checkInput(s, 'localpart');
   if (isAscii(s)) {
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
@@ -183,6 +258,7 @@ export function nodeprep(s: string): string {
 
 /** Resourceprep (RFC 6122 Appendix B): B.1 only (no case folding), NFKC, prohibitions, bidi. */
 export function resourceprep(s: string): string {
+  checkInput(s, 'resourcepart');
   if (isAscii(s)) {
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
@@ -203,6 +279,7 @@ const DOTS = /[\u3002\uFF0E\uFF61]/g;
  * non-empty and at most 63 octets once converted to their ASCII form.
  */
 export function nameprep(input: string): string {
+  checkInput(input, 'domainpart');
   let s = input;
   if (s.length > 1 && s.endsWith('.')) s = s.slice(0, -1);
   if (s.length === 0) throw new JidError('domainpart is empty');

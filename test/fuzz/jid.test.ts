@@ -68,6 +68,25 @@ test('structured local@domain/resource with random parts parse or fail with JidE
   fc.assert(property(arb), params(1000));
 });
 
+test('localparts built of characters that table B.2 and a later Unicode case differently prepare to a fixed point', () => {
+  // Dotless and dotted i, capital sharp s, Cherokee in both cases, a modifier capital (Unicode 4.0) that NFKC
+  // turns into a letter B.2 maps, iota subscript, final sigma, Greek with ypogegrammeni, ligatures, sign forms.
+  const piece = fc.constantFrom('\u0131', '\u0130', 'I', 'i', '\u1E9E', '\u00DF', '\u13A0', '\uAB70', '\u1D2C', '\u0345', '\u03C2', '\u03A3', '\u1F88', '\uFB03', '\u2121', '\u3371', '\u0307', '\u0301', '\u00AD', '\u{1D400}', '\u2C00', 'K', '\u212A');
+  fc.assert(property(fc.array(piece, { minLength: 1, maxLength: 30 }).map((a) => `${a.join('')}@example.com/${a.join('')}`)), params(1500));
+});
+
+test('one part far over the limit is refused, whichever part it is', () => {
+  const arb = fc.tuple(fc.integer({ min: 2047, max: 300_000 }), fc.constantFrom(0, 1, 2), fc.constantFrom('a', '\uFDFA', '\u00AD', '\u{1F426}'))
+    .map(([n, which, c]) => {
+      const big = c.repeat(Math.ceil(n / c.length));
+      return which === 0 ? `${big}@example.com` : which === 1 ? `user@${big}` : `user@example.com/${big}`;
+    });
+  fc.assert(fc.property(arb, (s) => {
+    const ms = timeSync(() => assert.equal(tryParseJid(s), null));
+    assert.ok(ms < MAX_MS, `${ms.toFixed(1)} ms for a ${s.length}-character input`);
+  }), params(100));
+});
+
 test('mutated real JIDs parse or fail with JidError only', () => {
   fc.assert(property(mutated(SEEDS, 4).map((b) => b.toString('utf8'))), params(1500));
 });

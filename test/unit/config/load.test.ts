@@ -71,6 +71,7 @@ test('a config naming only its hosts gets every default', () => {
     max_user_sessions: 10,
     max_auth_failures_per_ip: 20,
     auth_ban_duration: 600_000,
+    refuse_mixed_script_localparts: false,
   });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
   assert.deepEqual(c.auth, {

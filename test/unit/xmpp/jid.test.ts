@@ -204,3 +204,31 @@ test('a JID that fails to parse keeps failing on every attempt', () => {
   throwsJid('bad@');
   throwsJid('bad@');
 });
+
+test('a dotless i and a plain i make different JIDs, and a capital I is the plain one', () => {
+  const dotless = parseJid('\u0131@localhost');
+  const plain = parseJid('i@localhost');
+  assert.equal(dotless.local, '\u0131');
+  assert.equal(dotless.equals(plain), false);
+  assert.ok(parseJid('I@localhost').equals(plain));
+  assert.equal(makeJid('\u0131', 'localhost').bare, '\u0131@localhost');
+});
+
+test('a 200 KiB resource is refused with a JidError naming the resourcepart, by every way in', () => {
+  const huge = 'r'.repeat(200 * 1024);
+  const tooLong = (e: unknown) => e instanceof JidError && e.code === 'jid_malformed' && /resourcepart is too long/.test(e.message);
+  assert.throws(() => makeJid('alice', 'localhost', huge), tooLong);
+  assert.throws(() => parseJid('alice@localhost').withResource(huge), tooLong);
+  throwsJid('alice@localhost/' + huge, /too long/);
+  // Just above what one profile takes, the whole JID is still short enough to reach the profile.
+  throwsJid('alice@localhost/' + '\u00AD'.repeat(2047), /resourcepart is too long/);
+  assert.equal(tryParseJid('alice@localhost/' + huge), null);
+});
+
+test('a JID longer than the cache takes is parsed every time, to the same value', () => {
+  const long = 'alice@localhost/' + 'r'.repeat(600);
+  assert.equal(parseJid(long).resource.length, 600);
+  assert.ok(parseJid(long).equals(parseJid(long)));
+  // A short one is cached: the same instance comes back.
+  assert.equal(parseJid('cached@localhost/r'), parseJid('cached@localhost/r'));
+});
