@@ -4,7 +4,7 @@
 // transports (WebSocket, under [[listen.http]]) make their sessions from
 // the same C2SContext with their own transport and framing.
 import { createServer as createTcpServer, type Server as NetServer, type Socket } from 'node:net';
-import { createServer as createTlsServer, createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { createServer as createTlsServer, createSecureContext, type SecureContextOptions } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { C2SListenerConfig } from '../config/types.ts';
 import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './session.ts';
@@ -32,10 +32,6 @@ export function tlsOptionsFor(cfg: C2SListenerConfig): SecureContextOptions | nu
   };
 }
 
-export function secureContextFor(cfg: C2SListenerConfig): SecureContext | null {
-  const opts = tlsOptionsFor(cfg);
-  return opts === null ? null : createSecureContext(opts);
-}
 
 /** A listener's limits, from its options (the config schema holds their defaults). */
 export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
