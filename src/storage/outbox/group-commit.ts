@@ -90,6 +90,8 @@ export class GroupCommit<R, O> {
   #opsAlone = false;
   #lastError: Error | null = null;
   #failuresInDrain = 0;
+  /** In this drain, the settle ops have had their write of their own after a failure. */
+  #opsAloneInDrain = false;
   #draining = false;
   #idle: Array<() => void> = [];
   #closed = false;
@@ -165,6 +167,7 @@ export class GroupCommit<R, O> {
   async drain(): Promise<void> {
     this.#draining = true;
     this.#failuresInDrain = 0;
+    this.#opsAloneInDrain = false;
     this.#opsDue = true;
     if (this.#opsBackoff !== null) {
       clearTimeout(this.#opsBackoff);
@@ -222,7 +225,15 @@ export class GroupCommit<R, O> {
         continue;
       }
       if (this.#draining && this.#failuresInDrain > 0) {
-        // Closing after a failure: the rows left are tried once each, the ops given up.
+        // Closing after a failure: the settle ops get one write of their own
+        // (what failed may have been a row batched with them), then the rows
+        // left are tried once each; ops that still cannot be written are given
+        // up, and their events are sent again after the restart.
+        if (this.#ops.length > 0 && !this.#opsAloneInDrain) {
+          this.#opsAloneInDrain = true;
+          this.#start({ rows: [], res: [], rej: [] }, this.#takeOps());
+          continue;
+        }
         if (this.#rows.length === 0) break;
         this.#start(this.#take(), []);
         continue;

@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { migrateSqlite } from '../migrations.ts';
+import { inTransaction } from '../sqlite.ts';
 import { OUTBOX_BUSY_TIMEOUT_MS, type DeadLetter, type DeadLetterSelector, type HandlerCounts, type NewOutboxRow, type OutboxAdmin, type OutboxRow, type SettleOp } from './types.ts';
 
 /**
@@ -154,16 +155,7 @@ export class OutboxTables {
   }
 
   #tx<T>(fn: () => T): T {
-    const db = this.db;
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const r = fn();
-      db.exec('COMMIT');
-      return r;
-    } catch (err) {
-      if (db.isTransaction) db.exec('ROLLBACK');
-      throw err;
-    }
+    return inTransaction(this.db, fn);
   }
 
   /** Appends rows and applies settle ops in one transaction; returns the new rows' ids in order. */

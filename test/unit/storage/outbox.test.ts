@@ -164,6 +164,28 @@ test('the group commit keeps settle ops whose write failed and writes them later
   q.close();
 });
 
+test('draining at close, a bad row batched with settle ops does not cost the ops: they are written on their own', async () => {
+  const written: string[] = [];
+  let nextId = 1;
+  const q = new GroupCommit<number, string>(
+    async (rows, ops) => {
+      if (rows.includes(13)) throw new Error('bad row');
+      written.push(...ops);
+      return rows.map(() => nextId++);
+    },
+    () => 10,
+    { retryMs: 60_000, settleDelayMs: 60_000, maxRows: 8, maxBytes: 1000 },
+  );
+  q.settle('dead-7');
+  const bad = q.append(13);
+  const good = q.append(14);
+  await q.drain();
+  await assert.rejects(bad, /bad row/);
+  assert.equal(typeof (await good), 'number');
+  assert.deepEqual(written, ['dead-7']);
+  q.close();
+});
+
 test('the group commit bounds a batch by payload bytes as well as rows', async () => {
   const batches: number[][] = [];
   const q = new GroupCommit<number, never>(async (rows) => {

@@ -101,7 +101,10 @@ function itemOf(handler: number, r: OutboxRow): DeliveryItem {
   return { id: r.id, handler, hostType: r.hostType, eventId: r.eventId, payload: r.payload, attempts: r.attempts, createdAt: r.createdAt };
 }
 
-/** Waits at most `graceMs` for `arm`'s callback. */
+/**
+ * Waits for a sender to become idle, at most `graceMs`: `arm` receives the
+ * function to call once its last request has finished.
+ */
 export function idleOrTimeout(graceMs: number, arm: (idle: () => void) => void): Promise<void> {
   return new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, graceMs);

@@ -3,6 +3,7 @@
 // sends in the background through the handler's pool. "at_least_once"
 // handlers go through mod_event_pusher's outbox instead (delivery/).
 import type { HttpHeaders, HttpOutcome, HttpPool } from '../../../outgoing/types.ts';
+import { idleOrTimeout } from '../delivery/engine.ts';
 
 export interface DeliveryRequest {
   /** Index of the handler in the configuration. */
@@ -99,17 +100,3 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
   };
 }
 
-/**
- * Waits for a deliverer to become idle, at most `graceMs`: `arm` receives
- * the function the deliverer calls once its last request has finished.
- */
-export function idleOrTimeout(graceMs: number, arm: (idle: () => void) => void): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, graceMs);
-    timer.unref();
-    arm(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
