@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, ignoredWarning } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
-import { startServer } from '../server.ts';
+import { startServer, type RunningServer } from '../server.ts';
 import { openStores } from '../storage/open.ts';
 import { Hooks } from '../hooks/hooks.ts';
 import { resolveModules } from '../modules/registry.ts';
@@ -61,30 +61,41 @@ async function main(argv: string[]): Promise<void> {
       const { config: file } = parse(rest, 0, '');
       const config = loadConfig(file);
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
-      const server = await startServer(config);
-      for (const o of config.ignored) {
-        server.logger.warn({ what: 'config_option_ignored', option: o.path, reason: o.reason }, ignoredWarning(o));
-      }
+      // Signals are handled from before the start: one that arrives while the
+      // server starts (its start-up line may already be out) stops it as soon
+      // as it has started.
+      let server: RunningServer | null = null;
       let stopping = false;
+      let pending: string | null = null;
       const shutdown = (signal: string) => {
+        if (server === null) {
+          pending ??= signal;
+          return;
+        }
         if (stopping) return;
         stopping = true;
-        server.logger.info({ what: 'server_stopping', signal }, 'stopping');
+        const s = server;
+        s.logger.info({ what: 'server_stopping', signal }, 'stopping');
         // A stop that cannot finish (a stuck peer or store) must not keep the process alive.
         setTimeout(() => {
-          server.logger.error({ what: 'server_stop_timeout' }, 'stop did not finish within 12 s; exiting');
+          s.logger.error({ what: 'server_stop_timeout' }, 'stop did not finish within 12 s; exiting');
           process.exit(1);
         }, 12_000).unref();
-        server.stop().then(
+        s.stop().then(
           () => process.exit(0),
           (err) => {
-            server.logger.error({ what: 'server_stop_failed', err: String(err) }, 'stop failed');
+            s.logger.error({ what: 'server_stop_failed', err: String(err) }, 'stop failed');
             process.exit(1);
           },
         );
       };
       process.on('SIGINT', () => shutdown('SIGINT'));
       process.on('SIGTERM', () => shutdown('SIGTERM'));
+      server = await startServer(config);
+      for (const o of config.ignored) {
+        server.logger.warn({ what: 'config_option_ignored', option: o.path, reason: o.reason }, ignoredWarning(o));
+      }
+      if (pending !== null) shutdown(pending);
       return;
     }
     case 'register': {
