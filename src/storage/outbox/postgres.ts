@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { migratePg, openPgPool, type PgPoolOptions, type PgPoolSettings } from '../postgres.ts';
 import { GroupCommit } from './group-commit.ts';
-import type { BatchLimits, DeadLetter, DeadLetterSelector, HandlerCounts, NewOutboxRow, OutboxAdmin, OutboxRow, OutboxStore, SettleOp } from './types.ts';
+import { outboxRowOf } from './types.ts';
+import type { BatchLimits, DeadLetter, DeadLetterSelector, HandlerCounts, NewOutboxRow, OutboxAdmin, OutboxStore, SettleOp } from './types.ts';
 
 export interface PostgresOutboxOptions extends BatchLimits {
   /** ms between two looks for claims left by servers that are gone. */
@@ -169,17 +170,6 @@ function settleStatements(ops: readonly SettleOp[]): pg.QueryConfig[] {
   return out;
 }
 
-function rowOf(r: ClaimedRow): OutboxRow {
-  return {
-    id: Number(r.id),
-    handler: r.handler,
-    hostType: r.host_type,
-    eventId: r.event_id,
-    payload: r.payload,
-    attempts: Number(r.attempts),
-    createdAt: Number(r.created_at),
-  };
-}
 
 /** Runs `statements` in one transaction (or alone, when there is one); returns the first one's result. */
 async function inTransaction(pool: pg.Pool, all: pg.QueryConfig[]): Promise<pg.QueryResult | undefined> {
@@ -277,7 +267,7 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
       const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim', text: CLAIM, values: [handler, now, limit, owner] });
       return r.rows
         .sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.id) - Number(b.id))
-        .map(rowOf);
+        .map(outboxRowOf);
     },
     async depth() {
       await queue.settled();

@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { migrateSqlite } from '../migrations.ts';
 import { inTransaction } from '../sqlite.ts';
-import { OUTBOX_BUSY_TIMEOUT_MS, type DeadLetter, type DeadLetterSelector, type HandlerCounts, type NewOutboxRow, type OutboxAdmin, type OutboxRow, type SettleOp } from './types.ts';
+import { OUTBOX_BUSY_TIMEOUT_MS, outboxRowOf, type DeadLetter, type DeadLetterSelector, type HandlerCounts, type NewOutboxRow, type OutboxAdmin, type OutboxRow, type SettleOp } from './types.ts';
 
 /**
  * Steps of the "outbox" component (see migrations.ts). The first adopts the
@@ -105,17 +105,6 @@ interface RawRow {
   created_at: number;
 }
 
-function rowOf(r: RawRow): OutboxRow {
-  return {
-    id: Number(r.id),
-    handler: r.handler,
-    hostType: r.host_type,
-    eventId: r.event_id,
-    payload: r.payload,
-    attempts: Number(r.attempts),
-    createdAt: Number(r.created_at),
-  };
-}
 
 /** Synchronous operations on the outbox tables of one connection; creates or migrates them first. */
 export class OutboxTables {
@@ -191,7 +180,7 @@ export class OutboxTables {
   claim(handler: string, now: number, limit: number): OutboxRow[] {
     const q = this.#q;
     return this.#tx(() => {
-      const rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(rowOf);
+      const rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(outboxRowOf);
       for (const r of rows) q.claimOne!.run(r.id);
       return rows;
     });

@@ -65,6 +65,29 @@ export interface OutboxRow {
   createdAt: number;
 }
 
+/** An outbox row as either store's driver returns it (PostgreSQL gives BIGINTs as strings). */
+export interface StoredOutboxRow {
+  id: number | string;
+  handler: string;
+  host_type: string;
+  event_id: string;
+  payload: Uint8Array;
+  attempts: number | string;
+  created_at: number | string;
+}
+
+export function outboxRowOf(r: StoredOutboxRow): OutboxRow {
+  return {
+    id: Number(r.id),
+    handler: r.handler,
+    hostType: r.host_type,
+    eventId: r.event_id,
+    payload: r.payload,
+    attempts: Number(r.attempts),
+    createdAt: Number(r.created_at),
+  };
+}
+
 /** What became of a claimed row. Applied in order, in one transaction with the appends of the same batch. */
 export type SettleOp =
   | { op: 'delivered'; id: number }
