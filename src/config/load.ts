@@ -127,7 +127,7 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
   } else if (raw.outgoing_pools !== undefined) {
     outgoing_pools = problems.run(() => fail('outgoing_pools', 'unknown section'));
   } else {
-    outgoing_pools = { http: {} };
+    outgoing_pools = { http: {}, rabbit: {} };
   }
 
   const modules = problems.run(() => validateModules(raw.modules, opts.modules, ctx));

@@ -98,6 +98,7 @@ export interface PetrelConfig {
   shaper: Record<string, ShaperConfig>;
   outgoing_pools: {
     http: Record<string, import('../outgoing/types.ts').HttpPoolConfig>;
+    rabbit: Record<string, import('../outgoing/types.ts').RabbitPoolConfig>;
     /** Present when an [outgoing_pools.rdbms.TAG] table is. */
     rdbms?: Record<string, import('../outgoing/types.ts').RdbmsPoolConfig>;
   };

@@ -100,7 +100,7 @@ function readPem(file: string, tomlPath: string): Buffer {
 
 const VERSION_NAMES: Record<string, tls.SecureVersion> = { 'tlsv1.2': 'TLSv1.2', 'tlsv1.3': 'TLSv1.3' };
 
-interface TlsPlan {
+export interface TlsPlan {
   options: tls.ConnectionOptions;
   /** Accept self-signed chains, then check the host name ourselves. */
   selfSigned: boolean;
@@ -109,7 +109,8 @@ interface TlsPlan {
   verify: boolean;
 }
 
-function planTls(t: HttpPoolTlsConfig | undefined, base: string): TlsPlan {
+/** Node TLS options for a pool's `tls` table (`base`: its TOML path, for errors). */
+export function planTls(t: HttpPoolTlsConfig | undefined, base: string): TlsPlan {
   const verifyMode = t?.verify_mode ?? 'peer';
   const verify = verifyMode !== 'none' && (t?.disconnect_on_failure ?? true);
   const selfSigned = verify && (verifyMode === 'selfsigned_peer' || verifyMode === 'selfsigned');

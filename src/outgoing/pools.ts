@@ -13,6 +13,7 @@ export function createOutgoingPools(cfg: PetrelConfig['outgoing_pools']): Outgoi
   }
   return {
     http: (tag: string) => http.get(tag),
+    rabbit: (tag: string) => (Object.hasOwn(cfg.rabbit, tag) ? cfg.rabbit[tag] : undefined),
     async close() {
       await Promise.all([...http.values()].map((p) => p.close()));
     },

@@ -1,6 +1,6 @@
 // Schema of the `outgoing_pools` section. Names and defaults follow
 // MongooseIM's mongoose_config_spec.erl (outgoing_pools/1, wpool/1,
-// outgoing_pool_connection(<<"http">>), tls/1, server_name_indication/0)
+// outgoing_pool_connection(<<"http">>) and (<<"rabbit">>), tls/1, server_name_indication/0)
 // and the rdbms pool options of doc/configuration/outgoing-connections.md.
 // Options marked compat() are accepted so a MongooseIM file loads as written;
 // Petrel does not use them, and setting one draws a warning.
@@ -161,14 +161,64 @@ const rdbmsPools = section(
   },
 );
 
+// RabbitMQ pools (outgoing_pool_connection(<<"rabbit">>) in MongooseIM). The
+// connection section may be left out: every option has a default. The event
+// pusher's rabbit backend uses the pool tagged "event_pusher", as MongooseIM's does.
+
+const rabbitReconnect = section(
+  {
+    attempts: compat(
+      int({ min: 0, default: 0 }),
+      'events wait in the durable outbox while the broker is unreachable, and the connection is tried again every reconnect.delay for as long as it takes',
+    ),
+    delay: int({ min: 0, default: 2000 }),
+  },
+  { default: true },
+);
+
+const rabbitConnection = section(
+  {
+    host: str({ nonEmpty: true, default: 'localhost' }),
+    port: int({ min: 1, max: 65535, default: 5672 }),
+    username: str({ nonEmpty: true, default: 'guest' }),
+    password: str({ nonEmpty: true, default: 'guest' }),
+    virtual_host: str({ nonEmpty: true, default: '/' }),
+    confirms_enabled: bool({ default: false }),
+    tls,
+    reconnect: rabbitReconnect,
+  },
+  { default: true },
+);
+
+const rabbitPool = section(
+  {
+    scope,
+    workers: int({ min: 1, default: 10 }),
+    strategy: compat(str({ oneOf: POOL_STRATEGIES, default: 'best_worker' }), 'events are published in turn on one connection, up to `workers` at a time'),
+    call_timeout: int({ min: 1, default: 5000 }),
+    max_worker_queue_len: compat(int({ min: 0 }), 'events wait in the durable outbox, bounded by mod_event_pusher\'s outbox_max_events, not in worker queues'),
+    connection: rabbitConnection,
+  },
+  {
+    process: (v, p) => {
+      if (v.max_worker_queue_len !== undefined && v.strategy !== 'best_worker') {
+        fail(p + '.max_worker_queue_len', 'can only be set for the best_worker strategy');
+      }
+      if (v.scope === 'host') v.scope = 'host_type';
+      return v;
+    },
+  },
+);
+
 const otherPoolType = custom((_value, p) => {
   const type = p.slice(p.lastIndexOf('.') + 1);
-  return fail(p, `Petrel has no ${type} pools; only [outgoing_pools.http.TAG] and [outgoing_pools.rdbms.default] are supported`);
+  return fail(p, `Petrel has no ${type} pools; only [outgoing_pools.http.TAG], [outgoing_pools.rabbit.TAG] and [outgoing_pools.rdbms.default] are supported`);
 });
 
 export const outgoingPoolsSpec: Spec = section(
   {
     http: section({}, { wildcard: httpPool, default: true }),
+    rabbit: section({}, { wildcard: rabbitPool, default: true }),
     rdbms: rdbmsPools,
   },
   { wildcard: otherPoolType, default: true },

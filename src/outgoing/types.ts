@@ -43,6 +43,28 @@ export interface HttpPoolConfig {
   };
 }
 
+/** An [outgoing_pools.rabbit.TAG] pool (MongooseIM's names and defaults). */
+export interface RabbitPoolConfig {
+  scope: 'global' | 'host_type' | 'host';
+  /** Publishes in flight at once on the pool's connection. */
+  workers: number;
+  strategy: HttpPoolConfig['strategy'];
+  /** Milliseconds a publish waits for the broker's confirmation (confirms_enabled). */
+  call_timeout: number;
+  /** Accepted for compatibility: events wait in the outbox, not in worker queues. */
+  max_worker_queue_len?: number;
+  connection: {
+    host: string;
+    port: number;
+    username: string;
+    password: string;
+    virtual_host: string;
+    confirms_enabled: boolean;
+    tls?: HttpPoolTlsConfig;
+    reconnect: { attempts: number; delay: number };
+  };
+}
+
 /** TLS of a PostgreSQL connection (MongooseIM's pgsql TLS options, the subset Petrel honours). */
 export type RdbmsTlsConfig = NonNullable<PgPoolSettings['connection']['tls']>;
 
@@ -84,5 +106,7 @@ export interface HttpPool {
 
 export interface OutgoingPools {
   http(tag: string): HttpPool | undefined;
+  /** A RabbitMQ pool's settings: its connection is opened by whoever publishes (the event pusher's sender, in its thread). */
+  rabbit(tag: string): RabbitPoolConfig | undefined;
   close(): Promise<void>;
 }

@@ -21,6 +21,7 @@ import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { OutgoingPools } from '../../outgoing/types.ts';
 import type { OutboxAccess } from './delivery/types.ts';
 import { httpBackend } from './http/index.ts';
+import { rabbitBackend } from './rabbit/index.ts';
 
 export interface BackendContext {
   pools: OutgoingPools;
@@ -69,10 +70,11 @@ export interface BackendDefinition<O = unknown> {
 
 export const BACKENDS: Readonly<Record<string, BackendDefinition<any>>> = Object.freeze({
   http: httpBackend,
+  rabbit: rabbitBackend,
 });
 
 /** Backends of MongooseIM's mod_event_pusher that Petrel does not have yet. */
-export const NOT_IMPLEMENTED: readonly string[] = ['push', 'rabbit'];
+export const NOT_IMPLEMENTED: readonly string[] = ['push'];
 
 /** The error for `name` at `path`, which is not a backend Petrel has. */
 export function unknownBackendMessage(name: string): string {

@@ -20,9 +20,9 @@
 // a pool) share its slots, taken in turn. Retries can overtake newer events,
 // so one handler's deliveries may arrive out of order.
 import type { NewOutboxRow, OutboxRow, OutboxStore } from '../../../storage/outbox/types.ts';
-import type { DeliveryMetrics } from './metrics.ts';
+import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import { backoffMs } from './retry.ts';
-import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SendResult } from './types.ts';
+import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SenderReport, SendResult } from './types.ts';
 
 /** Most rows of one handler held in memory at once. */
 export const MAX_PAGE = 500;
@@ -41,6 +41,8 @@ export interface EngineReporter {
   attempted(gi: number, item: DeliveryItem, result: SendResult, report: AttemptReport): void;
   /** A row of handler `gi` left the outbox (delivered or dead-lettered). */
   removed(gi: number): void;
+  /** What a backend's sender reported about itself (see SenderReport). */
+  senderReport(backend: string, r: SenderReport): void;
   log: SenderLog;
 }
 
@@ -78,6 +80,8 @@ interface Lane {
 interface HState {
   gi: number;
   h: EngineHandler;
+  /** Its `handler` metric label. */
+  label: string;
   sender: BackendSender;
   lane: Lane;
   ready: DeliveryItem[];
@@ -152,7 +156,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
 
   const send = (s: HState, item: DeliveryItem) => {
     s.lane.inFlight++;
-    metrics.attempt(item.hostType, s.h.index);
+    metrics.attempt(item.hostType, s.label);
     let p: Promise<SendResult>;
     try {
       p = s.sender.deliver(s.h.index, item);
@@ -168,7 +172,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
   const deadLetter = (s: HState, item: DeliveryItem, attempt: number, error: string, reason: NonNullable<AttemptReport['deadLettered']>) => {
     store.settle({ op: 'dead', id: item.id, attempts: attempt, error, at: now() });
     rep.removed(s.gi);
-    metrics.deadLettered(item.hostType, s.h.index, reason);
+    metrics.deadLettered(item.hostType, s.label, reason);
     log.warn(
       { what: 'event_pusher_dead_lettered', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, host_type: item.hostType, webhook_id: item.eventId, attempts: attempt, reason, error },
       'event moved to the dead-letter table',
@@ -179,7 +183,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
     s.lane.inFlight--;
     s.active--;
     if (closed) return;
-    metrics.response(item.hostType, s.h.index, r.status);
+    metrics.response(item.hostType, s.label, r.status);
     const attempt = item.attempts + 1;
     const report: AttemptReport = { attempt };
     const t = now();
@@ -206,7 +210,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
         else if (t + delay > item.createdAt + s.h.retry.max_age) report.deadLettered = 'max_age';
         else {
           store.settle({ op: 'retry', id: item.id, attempts: attempt, nextAt: t + delay, error: r.error });
-          metrics.retry(item.hostType, s.h.index);
+          metrics.retry(item.hostType, s.label);
           report.nextAttemptInMs = delay;
           wake(s, t + delay);
         }
@@ -315,7 +319,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
         lanes.set(laneKey, lane);
       }
       const s: HState = {
-        gi: states.length, h, sender, lane, ready: [], active: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
+        gi: states.length, h, label: handlerLabel(h), sender, lane, ready: [], active: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
       };
       lane.handlers.push(s);
       states.push(s);

@@ -1,6 +1,7 @@
 // Metrics of the delivery engine, whatever the backend: outbox depth,
 // attempts, retries, dead letters, refusals and results by status. The
-// `handler` label is the handler's number in its backend.
+// `handler` label is the handler's number in its backend, prefixed by the
+// backend's name for every backend but http ("rabbit/0"): see handlerLabel.
 import { Counter, Gauge, type Registry } from 'prom-client';
 
 function getOrCreate<T>(registry: Registry, name: string, make: () => T): T {
@@ -20,13 +21,19 @@ export const OUTBOX_REJECTED = 'petrel_event_pusher_outbox_rejected_total';
 /** Every attempt's result: the HTTP status, or timeout / refused / tls / error when there was no answer. */
 export const DELIVERY_RESPONSES = 'petrel_event_pusher_delivery_responses_total';
 
+/** The `handler` label of a backend's handler: its number for http (the first backend, whose labels stay as they were), "<backend>/<number>" for the others. */
+export function handlerLabel(h: { backend: string; index: number }): string {
+  return h.backend === 'http' ? String(h.index) : `${h.backend}/${h.index}`;
+}
+
+/** `handler`: the handler's label (handlerLabel). */
 export interface DeliveryMetrics {
-  depth(handler: number, n: number): void;
-  attempt(hostType: string, handler: number): void;
-  retry(hostType: string, handler: number): void;
-  deadLettered(hostType: string, handler: number, reason: string): void;
-  rejected(hostType: string, handler: number): void;
-  response(hostType: string, handler: number, status: string): void;
+  depth(handler: string, n: number): void;
+  attempt(hostType: string, handler: string): void;
+  retry(hostType: string, handler: string): void;
+  deadLettered(hostType: string, handler: string, reason: string): void;
+  rejected(hostType: string, handler: string): void;
+  response(hostType: string, handler: string, status: string): void;
 }
 
 export function deliveryMetrics(registry: Registry): DeliveryMetrics {
@@ -46,24 +53,24 @@ export function deliveryMetrics(registry: Registry): DeliveryMetrics {
   // The per-attempt counters keep their children: labels() hashes its arguments on every call.
   const attemptChildren = new Map<string, { inc(): void }>();
   const responseChildren = new Map<string, { inc(): void }>();
-  const attemptOf = (ht: string, h: number) => {
+  const attemptOf = (ht: string, h: string) => {
     const key = ht + '\0' + h;
     let ch = attemptChildren.get(key);
-    if (ch === undefined) attemptChildren.set(key, (ch = attempts.labels(ht, String(h))));
+    if (ch === undefined) attemptChildren.set(key, (ch = attempts.labels(ht, h)));
     return ch;
   };
-  const responseOf = (ht: string, h: number, status: string) => {
+  const responseOf = (ht: string, h: string, status: string) => {
     const key = ht + '\0' + h + '\0' + status;
     let ch = responseChildren.get(key);
-    if (ch === undefined) responseChildren.set(key, (ch = responses.labels(ht, String(h), status)));
+    if (ch === undefined) responseChildren.set(key, (ch = responses.labels(ht, h, status)));
     return ch;
   };
   return {
-    depth: (h, n) => depth.labels(String(h)).set(n),
+    depth: (h, n) => depth.labels(h).set(n),
     attempt: (ht, h) => attemptOf(ht, h).inc(),
-    retry: (ht, h) => retries.labels(ht, String(h)).inc(),
-    deadLettered: (ht, h, reason) => dead.labels(ht, String(h), reason).inc(),
-    rejected: (ht, h) => rejected.labels(ht, String(h)).inc(),
+    retry: (ht, h) => retries.labels(ht, h).inc(),
+    deadLettered: (ht, h, reason) => dead.labels(ht, h, reason).inc(),
+    rejected: (ht, h) => rejected.labels(ht, h).inc(),
     response: (ht, h, status) => responseOf(ht, h, status).inc(),
   };
 }

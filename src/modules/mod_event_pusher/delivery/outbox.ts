@@ -20,10 +20,10 @@ import type { PgPoolSettings } from '../../../storage/postgres.ts';
 import type { SqliteOutbox } from '../../../storage/outbox/sqlite.ts';
 import type { BatchLimits, NewOutboxRow, OutboxStore } from '../../../storage/outbox/types.ts';
 import { createSendLoop, DEFAULT_POLL_MS, type EngineReporter, type SendLoop } from './engine.ts';
-import type { DeliveryMetrics } from './metrics.ts';
+import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import type { PgThreadData } from './pg-thread.ts';
 import { applyReports, type ThreadInit, type ThreadRequest } from './thread.ts';
-import type { BackendSenderSpec, DurableQueue, EngineHandler, HandlerEvents, OutboxAccess } from './types.ts';
+import type { BackendSender, BackendSenderSpec, DurableQueue, EngineHandler, HandlerEvents, OutboxAccess } from './types.ts';
 
 export { MAX_PAGE, DEFAULT_POLL_MS } from './engine.ts';
 
@@ -150,6 +150,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       const x = handlers[gi];
       if (x !== undefined) bump(x.h.key, -1);
     },
+    senderReport: (backend, r) => senders.get(backend)?.onReport?.(r),
     log,
   };
 
@@ -169,17 +170,17 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     } finally {
       sinceSync = null;
     }
-    for (const x of handlers) o.metrics.depth(x.h.index, depth.get(x.h.key) ?? 0);
+    for (const x of handlers) o.metrics.depth(handlerLabel(x.h), depth.get(x.h.key) ?? 0);
   };
 
   const poll = () => {
     polls++;
     if (polls % DEPTH_SYNC_EVERY === 0) void syncDepth();
-    else for (const x of handlers) o.metrics.depth(x.h.index, depth.get(x.h.key) ?? 0);
+    else for (const x of handlers) o.metrics.depth(handlerLabel(x.h), depth.get(x.h.key) ?? 0);
   };
 
   const reject = (x: Registered, hostType: string, eventId: string) => {
-    o.metrics.rejected(hostType, x.h.index);
+    o.metrics.rejected(hostType, handlerLabel(x.h));
     x.events.dropped(hostType, eventId, 'outbox_full');
     // One line per second at most: at the cap, every message would log otherwise.
     rejectedSinceLog++;
@@ -279,7 +280,13 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
           } else throw new Error('sender_thread = "worker" needs the SQLite outbox or PostgreSQL settings');
         } else {
           const loop = createSendLoop({ store, reporter, pageSize: o.pageSize, pollMs: o.pollMs, now: o.now });
-          for (const x of handlers) loop.add(x.h, senders.get(x.h.backend)!.local());
+          const built = new Map<string, BackendSender>();
+          for (const x of handlers) {
+            const spec = senders.get(x.h.backend)!;
+            let sender = built.get(x.h.backend);
+            if (sender === undefined) built.set(x.h.backend, (sender = spec.local((r) => spec.onReport?.(r))));
+            loop.add(x.h, sender);
+          }
           local = loop;
         }
         await syncDepth();

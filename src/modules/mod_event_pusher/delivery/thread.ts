@@ -11,7 +11,7 @@
 import type { NewOutboxRow } from '../../../storage/outbox/types.ts';
 import type { OutboxExtension, OutboxHost } from '../../../storage/outbox/sqlite-worker.ts';
 import { createSendLoop, type EngineReporter, type SendLoop } from './engine.ts';
-import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SendResult } from './types.ts';
+import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SenderReport, SendResult } from './types.ts';
 
 export interface ThreadInit {
   backends: Array<{ name: string; url: string; init: unknown }>;
@@ -27,6 +27,7 @@ const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument
 const R_ATTEMPT = 1; // see pushAttempt
 const R_REMOVED = 2; // handler position
 const R_LOG = 3; // level, JSON of the record, message
+const R_SENDER = 4; // backend name, number of fields, the fields (a SenderReport)
 
 const METRIC_CALLS = ['attempt', 'response', 'retry', 'deadLettered'] as const;
 const KINDS = ['delivered', 'retry', 'final', 'gone'] as const;
@@ -44,7 +45,7 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
     switch (r[i++]) {
       case R_METRIC:
         // attempt and retry ignore the third argument.
-        rep.metrics[METRIC_CALLS[r[i] as number]!](r[i + 1] as string, r[i + 2] as number, r[i + 3] as string);
+        rep.metrics[METRIC_CALLS[r[i] as number]!](r[i + 1] as string, r[i + 2] as string, r[i + 3] as string);
         i += 4;
         break;
       case R_ATTEMPT: {
@@ -68,6 +69,12 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
       case R_REMOVED:
         rep.removed(r[i++] as number);
         break;
+      case R_SENDER: {
+        const n = r[i + 1] as number;
+        rep.senderReport(r[i] as string, r.slice(i + 2, i + 2 + n));
+        i += 2 + n;
+        break;
+      }
       case R_LOG: {
         const level = r[i] as 'warn' | 'error';
         rep.log[level](JSON.parse(r[i + 1] as string) as object, r[i + 2] as string);
@@ -99,7 +106,7 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
       setImmediate(flush);
     }
   };
-  const metric = (call: number, ht: string, h: number, third: string) => {
+  const metric = (call: number, ht: string, h: string, third: string) => {
     out.push(R_METRIC, call, ht, h, third);
     later();
   };
@@ -126,6 +133,10 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
       out.push(R_REMOVED, gi);
       later();
     },
+    senderReport: (backend, fields) => {
+      out.push(R_SENDER, backend, fields.length, ...fields);
+      later();
+    },
     log: {
       warn: (obj, msg) => {
         out.push(R_LOG, 'warn', JSON.stringify(obj), msg);
@@ -140,8 +151,8 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
 
   const senders = new Map<string, BackendSender>();
   for (const b of init.backends) {
-    const mod = (await import(b.url)) as { createSender(init: unknown): BackendSender | Promise<BackendSender> };
-    senders.set(b.name, await mod.createSender(b.init));
+    const mod = (await import(b.url)) as { createSender(init: unknown, report: (r: SenderReport) => void): BackendSender | Promise<BackendSender> };
+    senders.set(b.name, await mod.createSender(b.init, (r) => reporter.senderReport(b.name, r)));
   }
   const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pollMs: init.pollMs });
   for (const h of init.handlers) {

@@ -57,17 +57,26 @@ export interface BackendSender {
   close(): Promise<void>;
 }
 
+/**
+ * What a sender tells its backend about itself, on the server's thread
+ * (e.g. its connections opened and closed, for the backend's metrics): a
+ * flat list of strings and numbers, so that it crosses threads cheaply.
+ */
+export type SenderReport = ReadonlyArray<string | number>;
+
 /** How a backend's sender is built on either thread. */
 export interface BackendSenderSpec {
-  /** The sender on the server's thread. */
-  local(): BackendSender;
+  /** The sender on the server's thread; `report` reaches onReport. */
+  local(report: (r: SenderReport) => void): BackendSender;
   /**
    * How the sender thread builds it: the module at `url` exports
-   * `createSender(init: unknown): BackendSender | Promise<BackendSender>`,
+   * `createSender(init: unknown, report: (r: SenderReport) => void): BackendSender | Promise<BackendSender>`,
    * called with `init` (structured-cloned). Absent when the backend cannot
    * send from another thread (its pools were not made from the configuration).
    */
   thread?: { url: string; init: unknown };
+  /** Gets what the sender reported, wherever it runs. */
+  onReport?(r: SenderReport): void;
 }
 
 /** One handler of a backend delivering through the outbox. */

@@ -115,16 +115,34 @@ test('two identical handlers are an error naming the second', () => {
   assert.equal(e.path, 'modules.mod_event_pusher.http.handlers[1]');
 });
 
-test('MongooseIM\'s push and rabbit backends are refused as not implemented yet, under either spelling, listing the known backends', () => {
+test('MongooseIM\'s push backend is refused as not implemented yet, under either spelling, listing the known backends', () => {
   for (const [toml, path] of [
     ['[modules.mod_event_pusher.push]\nwpool = "x"', 'modules.mod_event_pusher.push'],
-    ['[modules.mod_event_pusher.backend.rabbit]\npresence_exchange = {}', 'modules.mod_event_pusher.backend.rabbit'],
+    ['[modules.mod_event_pusher.backend.push]\nwpool = "x"', 'modules.mod_event_pusher.backend.push'],
   ]) {
     const e = errorOf(toml!);
     assert.equal(e.path, path);
-    assert.match(e.message, /not implemented in Petrel yet \(known backends: http\)/);
+    assert.match(e.message, /not implemented in Petrel yet \(known backends: http, rabbit\)/);
   }
-  assert.match(errorOf('[modules.mod_event_pusher.backend.sns]\nx = 1').message, /no sns backend; mod_event_pusher supports: http/);
+  assert.match(errorOf('[modules.mod_event_pusher.backend.sns]\nx = 1').message, /no sns backend; mod_event_pusher supports: http, rabbit/);
+});
+
+test('the rabbit backend declares only the exchanges it is given, each with MongooseIM\'s defaults', () => {
+  const o = opts('[modules.mod_event_pusher.rabbit]\n[modules.mod_event_pusher.rabbit.presence_exchange]\n[modules.mod_event_pusher.rabbit.chat_msg_exchange]\n  durable = true');
+  assert.deepEqual(o.backends.rabbit, {
+    presence_exchange: { name: 'presence', type: 'topic', durable: false },
+    chat_msg_exchange: { name: 'chat_msg', type: 'topic', durable: true, sent_topic: 'chat_msg_sent', recv_topic: 'chat_msg_recv' },
+    tomlPath: 'modules.mod_event_pusher.rabbit',
+  });
+  const g = opts('[modules.mod_event_pusher.backend.rabbit.groupchat_msg_exchange]\nname = "gc"');
+  assert.deepEqual((g.backends.rabbit as Record<string, unknown>).groupchat_msg_exchange, { name: 'gc', type: 'topic', durable: false, sent_topic: 'groupchat_msg_sent', recv_topic: 'groupchat_msg_recv' });
+});
+
+test('one exchange name given two types, an over-long name and an unknown key are errors naming their paths', () => {
+  const clash = errorOf('[modules.mod_event_pusher.rabbit]\npresence_exchange.name = "x"\nchat_msg_exchange = { name = "x", type = "direct" }');
+  assert.equal(clash.path, 'modules.mod_event_pusher.rabbit.chat_msg_exchange.name');
+  assert.equal(errorOf(`[modules.mod_event_pusher.rabbit]\npresence_exchange.name = "${'e'.repeat(256)}"`).path, 'modules.mod_event_pusher.rabbit.presence_exchange.name');
+  assert.equal(errorOf('[modules.mod_event_pusher.rabbit]\nchat_msg_exchange.topic = "t"').path, 'modules.mod_event_pusher.rabbit.chat_msg_exchange.topic');
 });
 
 test('sender_thread and the outbox batch bounds are read, and a wrong sender_thread names its path', () => {

@@ -59,6 +59,7 @@ after(() => {
 
 function pools(targetPort = port, workers = 2): OutgoingPools {
   return createOutgoingPools({
+    rabbit: {},
     http: {
       http_pool: {
         scope: 'global', workers, strategy: 'best_worker', call_timeout: 5000,

@@ -76,7 +76,7 @@ function pools(prefix = '/webservice'): OutgoingPools {
     scope: 'global', workers: 2, strategy: 'best_worker', call_timeout: 5000,
     connection: { host: `http://127.0.0.1:${port}`, path_prefix: prefix, request_timeout: 2000 },
   };
-  return createOutgoingPools({ http: { http_pool: cfg } });
+  return createOutgoingPools({ http: { http_pool: cfg }, rabbit: {} });
 }
 
 function capture() {
