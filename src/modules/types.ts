@@ -9,7 +9,7 @@ import type { PetrelConfig } from '../config/types.ts';
 import type { StoreAccess, StoreBackend, UserStore } from '../storage/types.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
 
-export type { RouterApi, SessionView, SessionsApi, IqRequest, IqHandler, IqHandlerSpec } from '../routing/types.ts';
+export type { RouterApi, SessionView, SessionsApi, IqRequest, IqHandler, IqHandlerSpec, ServiceHandler } from '../routing/types.ts';
 import type { RouterApi, SessionsApi, IqHandlerSpec } from '../routing/types.ts';
 
 export interface ModuleContext {

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Acc } from '../hooks/catalogue.ts';
 import type { Hooks } from '../hooks/hooks.ts';
-import type { IqHandler, IqHandlerSpec, RouterApi, SessionView } from './types.ts';
+import type { IqHandler, IqHandlerSpec, RouterApi, ServiceHandler, SessionView } from './types.ts';
 import type { UserStore } from '../storage/types.ts';
 import { Element } from '../xmpp/xml.ts';
 import { parseJid, type JID } from '../xmpp/jid.ts';
@@ -29,6 +29,7 @@ export class Router implements RouterApi {
   #logger: Logger;
   #serverIq = new Map<string, IqHandler>();
   #userIq = new Map<string, IqHandler>();
+  #services = new Map<string, ServiceHandler>();
   presence: PresenceHandler | null = null;
 
   constructor(opts: { hosts: readonly string[]; hooks: Hooks; sm: SessionManager; users: UserStore; logger: Logger }) {
@@ -40,7 +41,12 @@ export class Router implements RouterApi {
   }
 
   isLocal(domain: string): boolean {
-    return this.#hosts.has(domain);
+    return this.#hosts.has(domain) || this.#services.has(domain);
+  }
+
+  addService(domain: string, handler: ServiceHandler): void {
+    if (this.#hosts.has(domain) || this.#services.has(domain)) throw new Error(`the domain ${domain} is already served`);
+    this.#services.set(domain, handler);
   }
 
   addIqHandler(spec: IqHandlerSpec): void {
@@ -62,6 +68,16 @@ export class Router implements RouterApi {
   route(from: JID, to: JID, packet: Element, acc?: Acc): void {
     const a = acc ?? this.newAcc(from, to, packet);
     if (!this.#hosts.has(to.domain)) {
+      const service = this.#services.get(to.domain);
+      if (service !== undefined) {
+        try {
+          service(from, to, packet, a);
+        } catch (err) {
+          this.#logger.error({ what: 'service_failed', domain: to.domain, err: String(err) }, 'a service failed on a stanza');
+          this.routeError(packet, from, to, 'internal-server-error', 'cancel');
+        }
+        return;
+      }
       this.routeError(packet, from, to, 'remote-server-not-found', 'cancel', 'this server has no connection to other servers');
       return;
     }

@@ -11,7 +11,16 @@ export interface RouterApi {
   routeError(packet: Element, from: JID, to: JID, condition: string, type?: string, text?: string): void;
   /** Makes a fresh accumulator for a stanza. */
   newAcc(from: JID, to: JID, packet: Element): Acc;
+  /**
+   * Serves `domain` (a subdomain such as "conference.localhost"): every
+   * stanza to it or to a JID at it goes to `handler`, which answers by
+   * routing. A domain may be served once.
+   */
+  addService(domain: string, handler: ServiceHandler): void;
 }
+
+/** A service on a domain of its own (group chat, ...): gets every stanza for that domain. */
+export type ServiceHandler = (from: JID, to: JID, packet: Element, acc: Acc) => void;
 
 /** A session as other parts of the server see it. */
 export interface SessionView {

@@ -98,6 +98,7 @@ describe('the module', () => {
           bounced.push({ packet, condition, type });
         },
         newAcc: (from, to, packet) => acc(from, to, packet),
+        addService() {},
       },
       sessions: {
         byBare: (bare) => [...sessions.values()].filter((s) => s.jid.bare === bare),

@@ -1,0 +1,404 @@
+// mod_muc: XEP-0045 Multi-User Chat, configured as MongooseIM's mod_muc (its
+// option names and defaults). Each served host gets a service domain
+// (`host`, "conference.@HOST@" by default) routed to this module; each room
+// is a Room (room.ts). Persistent rooms (their configuration, affiliations
+// and subject) are kept in the module's store (`backend`) and loaded at
+// start; temporary rooms live until their last occupant leaves.
+import type { Logger } from 'pino';
+import { bool, compat, custom, describe, fail, int, list, section, str, validate, type Spec } from '../../config/schema.ts';
+import type { HookCatalogue } from '../../hooks/catalogue.ts';
+import type { HookRegistration } from '../../hooks/hooks.ts';
+import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
+import { StanzaError } from '../../xmpp/errors.ts';
+import { makeJid, parseJid, type JID } from '../../xmpp/jid.ts';
+import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../../xmpp/ns.ts';
+import { Element } from '../../xmpp/xml.ts';
+import type { ModuleData, ModuleDefinition, ModuleInstance } from '../types.ts';
+import { NS_MUC, Room, type Affiliation, type RoomConfig, type RoomContext, type PersistedRoom } from './room.ts';
+import { MUC_STORE, type MucStore } from './store.ts';
+
+const NAME = 'mod_muc';
+const PRIORITY = 50;
+/** Items listed in one disco#items answer of the service at most. */
+const MAX_LISTED_ROOMS = 1000;
+
+export interface MucOpts {
+  host: string;
+  backend: StoreBackend;
+  access: string;
+  access_create: string;
+  access_admin: string;
+  access_persistent: string;
+  history_size: number;
+  max_room_id: number;
+  max_room_name: number;
+  max_room_desc: number;
+  max_users: number;
+  max_users_admin_threshold: number;
+  max_user_conferences: number;
+  default_room: RoomConfig & { affiliations: Array<{ user: string; server: string; resource: string; affiliation: Affiliation }>; subject: string; subject_author: string };
+  /** Petrel: rooms one service holds at most (temporary and persistent). */
+  max_rooms: number;
+  /** Petrel: bytes of history one room keeps at most. */
+  history_max_bytes: number;
+  /** Petrel: longest room subject, in characters. */
+  max_subject_length: number;
+}
+
+/** MongooseIM's int_or_infinity: "infinity" (no limit) is kept as 0. */
+function intOrInfinity(dflt: number | 'infinity'): Spec {
+  const n = int({ min: 0 });
+  return custom(
+    (value, p, ctx) => {
+      if (value === 'infinity') return 0;
+      if (typeof value === 'string') fail(p, `expected a non-negative integer or "infinity", got ${describe(value)}`);
+      return validate(n, value, p, ctx);
+    },
+    { default: dflt === 'infinity' ? 0 : dflt },
+  );
+}
+
+function makeJidOrNull(local: string, domain: string, resource: string): JID | null {
+  try {
+    return makeJid(local, domain, resource);
+  } catch {
+    return null;
+  }
+}
+
+/** Rules Petrel evaluates itself: "all" lets everyone in, "none" nobody. */
+const SIMPLE_RULES = new Set(['all', 'none']);
+
+function notImplementedUnless(ok: (v: unknown) => boolean, what: string): Spec {
+  return custom((value, p) => (ok(value) ? value : fail(p, `${what} is not implemented in Petrel; leave it at its default`)));
+}
+
+const affiliationItem = section(
+  {
+    user: str({ nonEmpty: true }),
+    server: str({ nonEmpty: true }),
+    resource: str({ default: '' }),
+    affiliation: str({ oneOf: ['owner', 'admin', 'member', 'outcast', 'none'] }),
+  },
+  { required: ['user', 'server', 'affiliation'] },
+);
+
+const defaultRoom = section(
+  {
+    title: str({ default: '' }),
+    description: str({ default: '' }),
+    allow_change_subj: bool({ default: true }),
+    allow_query_users: bool({ default: true }),
+    allow_private_messages: bool({ default: true }),
+    allow_visitor_status: bool({ default: true }),
+    allow_visitor_nickchange: bool({ default: true }),
+    public: bool({ default: true }),
+    public_list: bool({ default: true }),
+    persistent: bool({ default: false }),
+    moderated: bool({ default: true }),
+    members_by_default: bool({ default: true }),
+    members_only: bool({ default: false }),
+    allow_user_invites: bool({ default: false }),
+    allow_multiple_sessions: compat(bool({ default: false }), 'a nickname is held by one session'),
+    password_protected: bool({ default: false }),
+    password: str({ default: '' }),
+    anonymous: bool({ default: true }),
+    max_users: int({ min: 1, default: 200 }),
+    maygetmemberlist: list(str({ nonEmpty: true }), { default: [] }),
+    affiliations: list(affiliationItem, { default: [] }),
+    subject: str({ default: '' }),
+    subject_author: str({ default: '' }),
+  },
+  { default: true },
+);
+
+export const mucSpec: Spec = section(
+  {
+    host: str({ nonEmpty: true, default: 'conference.@HOST@' }),
+    backend: storeBackendSpec(),
+    online_backend: compat(str({ oneOf: ['mnesia', 'cets'], default: 'mnesia' }), 'occupants are kept in the memory of the node that serves the room'),
+    access: str({ nonEmpty: true, default: 'all' }),
+    access_create: str({ nonEmpty: true, default: 'all' }),
+    access_admin: str({ nonEmpty: true, default: 'none' }),
+    access_persistent: str({ nonEmpty: true, default: 'all' }),
+    history_size: int({ min: 0, default: 20 }),
+    room_shaper: notImplementedUnless((v) => v === 'none', 'room_shaper'),
+    max_room_id: intOrInfinity('infinity'),
+    max_room_name: intOrInfinity('infinity'),
+    max_room_desc: intOrInfinity('infinity'),
+    min_message_interval: notImplementedUnless((v) => v === 0, 'min_message_interval'),
+    min_presence_interval: notImplementedUnless((v) => v === 0, 'min_presence_interval'),
+    max_users: int({ min: 1, default: 200 }),
+    max_users_admin_threshold: int({ min: 1, default: 5 }),
+    user_message_shaper: notImplementedUnless((v) => v === 'none', 'user_message_shaper'),
+    user_presence_shaper: notImplementedUnless((v) => v === 'none', 'user_presence_shaper'),
+    max_user_conferences: int({ min: 0, default: 10 }),
+    http_auth_pool: notImplementedUnless((v) => v === 'none', 'http_auth_pool (password checks by HTTP)'),
+    load_permanent_rooms_at_startup: compat(bool({ default: false }), 'Petrel loads every persistent room at start'),
+    hibernate_timeout: compat(intOrInfinity(90000), 'a room without occupants costs no process in Petrel'),
+    hibernated_room_check_interval: compat(intOrInfinity('infinity'), 'a room without occupants costs no process in Petrel'),
+    hibernated_room_timeout: compat(intOrInfinity('infinity'), 'a room without occupants costs no process in Petrel'),
+    default_room: defaultRoom,
+    max_rooms: int({ min: 1, default: 10_000 }),
+    history_max_bytes: int({ min: 0, default: 262_144 }),
+    max_subject_length: int({ min: 1, default: 1024 }),
+  },
+  {
+    default: true,
+    process: (v, p) => {
+      for (const k of ['access', 'access_create', 'access_admin', 'access_persistent']) {
+        if (!SIMPLE_RULES.has(v[k])) fail(`${p}.${k}`, `access rule ${JSON.stringify(v[k])}: mod_muc evaluates only "all" and "none" so far; a rule it cannot enforce is refused`);
+      }
+      if (v.default_room.max_users > v.max_users) fail(`${p}.default_room.max_users`, `is more than ${p}.max_users (${v.max_users})`);
+      return v;
+    },
+  },
+);
+
+export interface MucData extends ModuleData {
+  readonly store: MucStore;
+}
+
+function ruleAllows(rule: string): boolean {
+  return rule === 'all';
+}
+
+/** The service domain of each served host. */
+export function serviceDomains(pattern: string, hosts: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const h of hosts) out.set(pattern.replaceAll('@HOST@', h), h);
+  return out;
+}
+
+interface Service {
+  domain: string;
+  jid: JID;
+  rooms: Map<string, Room>;
+}
+
+export function createMuc(opts: MucOpts, deps: {
+  hosts: readonly string[];
+  route(from: JID, to: JID, el: Element): void;
+  addService(domain: string, handler: (from: JID, to: JID, packet: Element) => void): void;
+  store: MucStore;
+  logger: Logger;
+}) {
+  const log = deps.logger;
+  const services = new Map<string, Service>();
+  /** Rooms each full JID occupies, and each bare JID's count of rooms. */
+  const byFull = new Map<string, Set<Room>>();
+  const byBare = new Map<string, Map<Room, number>>();
+  const roomService = new Map<Room, Service>();
+  /** Per-room store writes, in order. */
+  const writes = new Map<Room, Promise<void>>();
+  const stored = new Set<Room>();
+
+  const { affiliations: defaultAffiliations, subject: defaultSubject, subject_author: defaultSubjectAuthor, ...defaultConfig } = opts.default_room;
+
+  const write = (room: Room, job: () => Promise<void>) => {
+    const prev = writes.get(room) ?? Promise.resolve();
+    const next = prev.then(job).catch((err: unknown) => log.error({ what: 'muc_room_store_failed', room: room.jid.bare, err: String(err) }, 'could not write a room to the store'));
+    writes.set(room, next);
+    void next.finally(() => {
+      if (writes.get(room) === next) writes.delete(room);
+    });
+  };
+
+  const ctx: RoomContext = {
+    route: (from, to, el) => deps.route(from, to, el),
+    persist(room) {
+      const svc = roomService.get(room);
+      if (svc === undefined) return;
+      if (room.config.persistent) {
+        stored.add(room);
+        const state = JSON.stringify(room.persisted());
+        write(room, () => deps.store.put({ service: svc.domain, name: room.jid.local, state }));
+      } else if (stored.has(room)) {
+        stored.delete(room);
+        write(room, () => deps.store.remove(svc.domain, room.jid.local));
+      }
+    },
+    gone(room, destroyed) {
+      const svc = roomService.get(room);
+      if (svc === undefined) return;
+      svc.rooms.delete(room.jid.local);
+      roomService.delete(room);
+      if (stored.has(room) || destroyed) {
+        stored.delete(room);
+        write(room, () => deps.store.remove(svc.domain, room.jid.local));
+      }
+      log.debug({ what: 'muc_room_gone', room: room.jid.bare, destroyed }, 'room removed');
+    },
+    roomsOccupied: (bare) => byBare.get(bare)?.size ?? 0,
+    joined(room, jid) {
+      let s = byFull.get(jid.full);
+      if (s === undefined) byFull.set(jid.full, (s = new Set()));
+      s.add(room);
+      let m = byBare.get(jid.bare);
+      if (m === undefined) byBare.set(jid.bare, (m = new Map()));
+      m.set(room, (m.get(room) ?? 0) + 1);
+    },
+    left(room, jid) {
+      const s = byFull.get(jid.full);
+      s?.delete(room);
+      if (s?.size === 0) byFull.delete(jid.full);
+      const m = byBare.get(jid.bare);
+      if (m !== undefined) {
+        const n = (m.get(room) ?? 1) - 1;
+        if (n <= 0) m.delete(room);
+        else m.set(room, n);
+        if (m.size === 0) byBare.delete(jid.bare);
+      }
+    },
+    maxUserConferences: opts.max_user_conferences,
+    limits: {
+      historySize: opts.history_size,
+      historyMaxBytes: opts.history_max_bytes,
+      maxUsers: opts.max_users,
+      maxSubject: opts.max_subject_length,
+      adminThreshold: opts.max_users_admin_threshold,
+    },
+    mayPersist: () => ruleAllows(opts.access_persistent),
+  };
+
+  const newRoom = (svc: Service, name: string, creator: JID): Room => {
+    const room = new Room(parseJid(`${name}@${svc.domain}`), defaultConfig, ctx);
+    room.created(creator);
+    for (const a of defaultAffiliations) {
+      const j = makeJidOrNull(a.user, a.server, '');
+      if (j !== null && a.affiliation !== 'none') room.affiliations.set(j.bare, a.affiliation);
+    }
+    room.subject = defaultSubject;
+    room.subjectAuthor = defaultSubjectAuthor;
+    svc.rooms.set(name, room);
+    roomService.set(room, svc);
+    room.markCreated();
+    ctx.persist(room);
+    return room;
+  };
+
+  const error = (from: JID, to: JID, packet: Element, err: StanzaError) => {
+    if (packet.attrs.type === 'error') return;
+    const reply = new Element(packet.name, { type: 'error', id: packet.attrs.id, from: to.full, to: from.full }, packet.name === 'iq' ? [] : packet.children.slice());
+    reply.children.push(err.toElement());
+    deps.route(to, from, reply);
+  };
+
+  const serviceIq = (svc: Service, from: JID, packet: Element) => {
+    const type = packet.attrs.type;
+    if (type !== 'get' && type !== 'set') return;
+    const ns = packet.firstElement()?.attrs.xmlns;
+    const reply = new Element('iq', { type: 'result', id: packet.attrs.id, from: svc.domain, to: from.full });
+    if (ns === NS_DISCO_INFO && type === 'get') {
+      const q = reply.c('query', { xmlns: NS_DISCO_INFO });
+      q.c('identity', { category: 'conference', type: 'text', name: 'Chatrooms' });
+      for (const f of [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC]) q.c('feature', { var: f });
+    } else if (ns === NS_DISCO_ITEMS && type === 'get') {
+      const q = reply.c('query', { xmlns: NS_DISCO_ITEMS });
+      let n = 0;
+      for (const room of svc.rooms.values()) {
+        if (!room.config.public || !room.config.public_list) continue;
+        if (++n > MAX_LISTED_ROOMS) break;
+        q.c('item', { jid: room.jid.bare, name: room.config.title || room.jid.local });
+      }
+    } else throw new StanzaError('service-unavailable', 'cancel');
+    deps.route(svc.jid, from, reply);
+  };
+
+  const handle = (svc: Service, from: JID, to: JID, packet: Element) => {
+    try {
+      if (!ruleAllows(opts.access)) throw new StanzaError('forbidden', 'auth', 'you may not use this service');
+      if (to.local === '') {
+        if (packet.name === 'iq') return serviceIq(svc, from, packet);
+        if (packet.name === 'message') throw new StanzaError('service-unavailable', 'cancel');
+        return;
+      }
+      let room = svc.rooms.get(to.local);
+      if (room === undefined) {
+        const join = packet.name === 'presence' && packet.attrs.type === undefined && to.resource !== '';
+        if (!join) {
+          if (packet.name === 'presence' && packet.attrs.type === 'unavailable') return;
+          throw new StanzaError('item-not-found', 'cancel', 'no such room');
+        }
+        if (!ruleAllows(opts.access_create)) throw new StanzaError('not-allowed', 'cancel', 'you may not create rooms');
+        if (opts.max_room_id > 0 && to.local.length > opts.max_room_id) throw new StanzaError('not-acceptable', 'modify', `room names are at most ${opts.max_room_id} characters`);
+        if (svc.rooms.size >= opts.max_rooms) throw new StanzaError('resource-constraint', 'wait', 'this service holds as many rooms as it may');
+        room = newRoom(svc, to.local, from);
+        log.info({ what: 'muc_room_created', room: room.jid.bare, owner: from.bare }, 'room created');
+      }
+      room.handle(from, to, packet);
+      // A room whose creator could not enter (a bad password of the default config...) goes again.
+      if (room.occupantCount === 0 && !room.config.persistent && svc.rooms.get(to.local) === room) ctx.gone(room, false);
+    } catch (err) {
+      if (err instanceof StanzaError) return error(from, to, packet, err);
+      throw err;
+    }
+  };
+
+  for (const [domain] of serviceDomains(opts.host, deps.hosts)) {
+    const svc: Service = { domain, jid: parseJid(domain), rooms: new Map() };
+    services.set(domain, svc);
+    deps.addService(domain, (from, to, packet) => handle(svc, from, to, packet));
+  }
+
+  return {
+    services,
+    async load(defaults: RoomConfig) {
+      for (const r of await deps.store.all()) {
+        const svc = services.get(r.service);
+        if (svc === undefined) continue;
+        let state: PersistedRoom;
+        try {
+          state = JSON.parse(r.state) as PersistedRoom;
+        } catch {
+          log.error({ what: 'muc_room_unreadable', room: `${r.name}@${r.service}` }, 'a stored room could not be read; it is skipped');
+          continue;
+        }
+        const jid = makeJidOrNull(r.name, r.service, '');
+        if (jid === null) continue;
+        const room = Room.restore(jid, state, ctx, defaults);
+        svc.rooms.set(r.name, room);
+        roomService.set(room, svc);
+        stored.add(room);
+      }
+    },
+    defaults: defaultConfig as RoomConfig,
+    /** The session of `jid` ended or went unavailable: it leaves every room. */
+    sessionGone(jid: JID) {
+      const rooms = byFull.get(jid.full);
+      if (rooms === undefined) return;
+      for (const room of [...rooms]) room.sessionGone(jid);
+    },
+    async flush() {
+      while (writes.size > 0) await Promise.allSettled([...writes.values()]);
+    },
+  };
+}
+
+export const definition: ModuleDefinition<MucOpts, MucData> = {
+  name: NAME,
+  configSpec: mucSpec,
+  async openData(stores, opts) {
+    const store = await stores.open(MUC_STORE, opts.backend, 'modules.mod_muc.backend');
+    return { backend: opts.backend, store, hooks: () => [] };
+  },
+  async create(ctx, opts, data): Promise<ModuleInstance> {
+    const muc = createMuc(opts, {
+      hosts: ctx.hosts,
+      route: (from, to, el) => ctx.router.route(from, to, el),
+      addService: (domain, h) => ctx.router.addService(domain, (from, to, packet) => h(from, to, packet)),
+      store: data.store,
+      logger: ctx.logger.child({ module: NAME }),
+    });
+    await muc.load(muc.defaults);
+    const gone = (p: HookCatalogue['sm_remove_connection'] | HookCatalogue['unset_presence']) => muc.sessionGone(p.jid);
+    const hooks: HookRegistration<any>[] = [
+      { hook: 'sm_remove_connection', host: '*', priority: PRIORITY, owner: NAME, handler: gone } satisfies HookRegistration<'sm_remove_connection'>,
+      { hook: 'unset_presence', host: '*', priority: PRIORITY, owner: NAME, handler: gone } satisfies HookRegistration<'unset_presence'>,
+    ];
+    return {
+      hooks: () => hooks,
+      stop: () => muc.flush(),
+    };
+  },
+};
