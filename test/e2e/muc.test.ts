@@ -4,9 +4,12 @@
 // persistent room surviving a restart.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { startPetrel, type Petrel } from './helpers/server.ts';
 import { connect, xml, type TestClient, type XmlElement } from './helpers/client.ts';
 import { restart } from './delivery/helpers.ts';
+import { handlersToml, poolToml, Webhook } from './pusher/helpers.ts';
 
 const MUC = 'http://jabber.org/protocol/muc';
 const MUC_USER = 'http://jabber.org/protocol/muc#user';
@@ -222,4 +225,78 @@ describe('XEP-0045 rooms', () => {
       await dave!.close();
     }
   });
+});
+
+describe('group chat events for the event pusher', () => {
+  let hook: Webhook;
+  let pushed: Petrel;
+
+  before(async () => {
+    hook = await Webhook.start();
+    pushed = await startPetrel({
+      users: [['alice', 'pw'], ['bob', 'pw'], ['carol', 'pw']],
+      extraToml: '[modules.mod_muc]\n' + poolToml({ tag: 'http_pool', host: hook.origin }) + handlersToml([{ path: '/json', callback_module: 'mod_event_pusher_http_json' }, { path: '/default' }]),
+    });
+  });
+
+  after(async () => {
+    await pushed?.dispose();
+    await hook?.close();
+  });
+
+  test('a room message is pushed once as sent and once per occupant reached, naming the room and the occupant; the default callback pushes none of them', async () => {
+    const cs = await Promise.all(['alice', 'bob', 'carol'].map((n) => connect({ port: pushed.port }, n, 'pw')));
+    const [alice, bob, carol] = cs as [TestClient, TestClient, TestClient];
+    try {
+      await join(alice, 'team', 'Al');
+      await join(bob, 'team', 'Bo');
+      await join(carol, 'team', 'Ca');
+      const got = Promise.all(cs.map((c) => c.waitFor((el) => el.name === 'message' && el.getChildText('body') === 'stand-up in 5')));
+      await alice.send(xml('message', { to: `team@${SERVICE}`, type: 'groupchat', id: 'su1' }, xml('body', {}, 'stand-up in 5')));
+      await got;
+      const events = (await hook.waitFor((r) => r.url === '/json' && r.text.includes('stand-up in 5'), 4)).map((r) => JSON.parse(r.text).data);
+      const sent = events.filter((e) => e.direction === 'in');
+      assert.equal(sent.length, 1);
+      assert.deepEqual([sent[0].room, sent[0].occupant, sent[0].from, sent[0].to], [`team@${SERVICE}`, null, alice.jid, `team@${SERVICE}`]);
+      const reached = events.filter((e) => e.direction === 'out');
+      assert.deepEqual(reached.map((e) => e.to).sort(), [alice.jid, bob.jid, carol.jid].sort());
+      for (const e of reached) {
+        assert.deepEqual([e.room, e.occupant, e.from, e.message_type], [`team@${SERVICE}`, 'Al', `team@${SERVICE}/Al`, 'groupchat']);
+      }
+      // One-to-one chat still reaches the default handler; the room message did not.
+      const id = await alice.message(bob.bare, 'direct');
+      await hook.waitFor((r) => r.url === '/default' && r.text.includes('direct'), 1);
+      assert.equal(hook.requests.filter((r) => r.url === '/default' && r.text.includes('stand-up')).length, 0);
+      void id;
+    } finally {
+      await Promise.all(cs.map((c) => c.close()));
+    }
+  });
+});
+
+const SLIXMPP = '/usr/bin/python3';
+const hasSlixmpp = await new Promise<boolean>((resolve) => {
+  execFile(SLIXMPP, ['-c', 'import slixmpp'], (err) => resolve(err === null));
+});
+if (!hasSlixmpp) console.log('# python3-slixmpp is not installed: the slixmpp group chat test is skipped');
+
+test('slixmpp (a real client) joins a room, speaks, and reads what an occupant answers', { skip: hasSlixmpp ? false : 'python3-slixmpp is not installed' }, async () => {
+  const [alice] = await users('alice');
+  try {
+    await join(alice!, 'interop', 'Alice');
+    const hello = alice!.waitFor((el) => el.name === 'message' && el.getChildText('body') === 'hello from slixmpp', 30_000, 'the slixmpp message');
+    const py = spawn(SLIXMPP, [fileURLToPath(new URL('./fixtures/slixmpp_muc.py', import.meta.url)), 'carol@localhost', 'pw', String(server.port), `interop@${SERVICE}`, 'Slix'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    py.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    py.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => py.once('exit', (code) => resolve(code)));
+    const m = await hello;
+    assert.equal(m.attrs.from, `interop@${SERVICE}/Slix`);
+    await alice!.send(xml('message', { to: `interop@${SERVICE}`, type: 'groupchat' }, xml('body', {}, 'reply to slixmpp')));
+    assert.equal(await exited, 0, out);
+    assert.match(out, /JOINED 2/);
+    assert.match(out, /GOT reply to slixmpp FROM Alice/);
+  } finally {
+    await alice!.close();
+  }
 });

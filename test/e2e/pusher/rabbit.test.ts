@@ -114,11 +114,13 @@ describe('mod_event_pusher_rabbit', { skip: available ? false : 'RabbitMQ is not
   describe('payloads and routing keys', () => {
     const presenceEx = `petrel_presence_${suffix()}`;
     const chatEx = `petrel_chat_${suffix()}`;
+    const groupEx = `petrel_groupchat_${suffix()}`;
     let server: Petrel;
     let metricsPort: number;
     const consumer = new Consumer([
       { name: presenceEx, type: 'topic', durable: false },
       { name: chatEx, type: 'topic', durable: false },
+      { name: groupEx, type: 'topic', durable: false },
     ], false);
 
     before(async () => {
@@ -136,6 +138,9 @@ describe('mod_event_pusher_rabbit', { skip: available ? false : 'RabbitMQ is not
   presence_exchange.name = "${presenceEx}"
   chat_msg_exchange.name = "${chatEx}"
   chat_msg_exchange.sent_topic = "sent_here"
+  groupchat_msg_exchange.name = "${groupEx}"
+
+[modules.mod_muc]
 `,
       });
     });
@@ -172,13 +177,28 @@ describe('mod_event_pusher_rabbit', { skip: available ? false : 'RabbitMQ is not
         assert.equal(new Set(ids).size, ids.length, 'every event has its own message id');
 
         // A chat state without a body, and a groupchat message (its exchange is not configured), publish nothing.
-        const before = consumer.got.length;
+        const before = consumer.got.filter((x) => x.fields.exchange === chatEx).length;
         await alice.send(xml('message', { to: bob.bare, type: 'chat', id: 'cs1' }, xml('composing', { xmlns: 'http://jabber.org/protocol/chatstates' })));
         const id2 = await alice.message(bob.bare, 'after the chat state');
         await bob.waitFor(isMessage(id2));
-        await consumer.until(() => consumer.got.length >= before + 2, 10_000, 'events of the second message');
+        const chatEvents = () => consumer.got.filter((x) => x.fields.exchange === chatEx).length;
+        await consumer.until(() => chatEvents() >= before + 2, 10_000, 'events of the second message');
         await new Promise((r) => setTimeout(r, 300));
-        assert.equal(consumer.got.length, before + 2);
+        assert.equal(chatEvents(), before + 2);
+
+        // A room message: one "sent" event for the speaker, one "received" per occupant reached.
+        const room = 'rabbitroom@conference.localhost';
+        for (const [c, nick] of [[alice, 'Al'], [bob, 'Bo']] as const) {
+          const joined = c.waitFor((el) => el.name === 'message' && el.attrs.from?.startsWith(room) === true && el.getChild('subject') !== undefined);
+          await c.send(xml('presence', { to: `${room}/${nick}` }, xml('x', { xmlns: 'http://jabber.org/protocol/muc' })));
+          await joined;
+        }
+        const heard = bob.waitFor((el) => el.name === 'message' && el.getChildText('body') === 'to the room');
+        await alice.send(xml('message', { to: room, type: 'groupchat' }, xml('body', {}, 'to the room')));
+        await heard;
+        await consumer.until(() => consumer.byKey('bob@localhost.groupchat_msg_recv').length >= 1 && consumer.byKey('alice@localhost.groupchat_msg_recv').length >= 1, 10_000, 'groupchat events');
+        assert.deepEqual(consumer.byKey('alice@localhost.groupchat_msg_sent'), [`{"from_user_id":"${alice.jid}","message":"to the room","to_user_id":"${room}"}`]);
+        assert.deepEqual(consumer.byKey('bob@localhost.groupchat_msg_recv'), [`{"from_user_id":"${room}/Al","message":"to the room","to_user_id":"${bob.jid}"}`]);
 
         await alice.close();
         await consumer.until(() => consumer.byKey('alice@localhost').length >= 2, 10_000, 'unavailable presence event');

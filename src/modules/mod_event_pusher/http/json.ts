@@ -1,7 +1,11 @@
 // mod_event_pusher_http_json: a JSON alternative to the form-encoded default.
 // Pushes every chat event (chat, groupchat, headline, normal) whose body is
 // not empty, in both directions: "in" when a user sends it, "out" when it is
-// about to reach a local user.
+// about to reach a local user. A groupchat event also names the room and the
+// occupant: "out" events come from the room (room@service/nick for XEP-0045,
+// room@service/user@host for MUC Light), one per recipient; "in" events are
+// addressed to the room, whose occupant name for the sender the server has
+// not chosen yet (null).
 import type { CallbackModule, HttpHeaderList, PrepareArgs, ShouldMakeReqArgs } from './callback.ts';
 
 const HEADERS: HttpHeaderList = [['content-type', 'application/json']];
@@ -23,6 +27,10 @@ export interface JsonChatPayload {
     message_type: string;
     /** The stanza's id attribute, null when it has none. */
     stanza_id: string | null;
+    /** groupchat only: the room's bare JID. */
+    room?: string;
+    /** groupchat only: who spoke in the room (a nickname, or a MUC Light member's JID); null on the "in" side. */
+    occupant?: string | null;
   };
 }
 
@@ -52,6 +60,11 @@ export function prepareBody(a: PrepareArgs): string {
       stanza_id: el.attrs.id ?? null,
     },
   };
+  if (payload.data.message_type === 'groupchat') {
+    const room = a.dir === 'in' ? a.acc.to : a.acc.from;
+    payload.data.room = room.bare;
+    payload.data.occupant = a.dir === 'in' || room.resource === '' ? null : room.resource;
+  }
   return JSON.stringify(payload);
 }
 
