@@ -6,6 +6,7 @@ import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
 import { definition as modMuc } from './mod_muc/index.ts';
+import { definition as modMucLight } from './mod_muc_light/index.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
 import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
 
@@ -15,6 +16,7 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
   mod_disco: modDisco,
   mod_ping: modPing,
   mod_muc: modMuc,
+  mod_muc_light: modMucLight,
   mod_event_pusher: modEventPusher,
 });
 
