@@ -6,6 +6,7 @@ import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
+import { definition as modPushServiceMongoosePush } from './mod_push_service_mongoosepush/index.ts';
 import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
 
 export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Object.freeze({
@@ -14,6 +15,7 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
   mod_disco: modDisco,
   mod_ping: modPing,
   mod_event_pusher: modEventPusher,
+  mod_push_service_mongoosepush: modPushServiceMongoosePush,
 });
 
 /** Spellings that configure another module (see resolveModules). */
