@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
-import { startPetrel, type Petrel } from '../helpers/server.ts';
+import { freePort, startPetrel, type Petrel } from '../helpers/server.ts';
+import { prometheusToml, sampleValue, scrape, waitForSample } from '../pusher/helpers.ts';
 import { connect, isMessage, xml } from '../helpers/client.ts';
 import { Webhook, restart, type Received } from '../delivery/helpers.ts';
 import { disableIq, enableIq, publishOptions, pushToml } from './helpers.ts';
@@ -46,10 +47,12 @@ function json(r: Received): unknown {
 describe('push notifications to MongoosePush (plugin_defaults)', () => {
   const mp = new Webhook();
   let server: Petrel;
+  let metricsPort = 0;
 
   before(async () => {
     await mp.up();
-    server = await startPetrel({ users: USERS, extraToml: pushToml({ port: mp.port, extra: '  max_registrations = 3' }) });
+    metricsPort = await freePort();
+    server = await startPetrel({ users: USERS, extraToml: prometheusToml(metricsPort) + pushToml({ port: mp.port, extra: '  max_registrations = 3' }) });
   });
 
   after(async () => {
@@ -160,6 +163,7 @@ describe('push notifications to MongoosePush (plugin_defaults)', () => {
     assert.equal(line.node, 'node-b-gone');
     assert.equal(line.reason, 'device_not_registered');
     assert.equal(registrations(server, 'bob'), 1);
+    await waitForSample(metricsPort, 'petrel_event_pusher_push_registrations_disabled_total', { host_type: 'localhost', reason: 'device_not_registered' }, (v) => v === 1);
     await carol.message('bob@localhost', 'second');
     await mp.until(() => mp.on('/v3/notification/token-kept').length >= 2, 10_000, 'both notifications of the kept device');
     assert.equal(mp.on('/v3/notification/token-gone').length, 1);
@@ -209,6 +213,9 @@ describe('push notifications to MongoosePush (plugin_defaults)', () => {
     await c.iq(enableIq({ jid: 'pubsub.localhost', node: 'l2' }, publishOptions({ service: 'apns', device_id: 'y' })));
     assert.equal(registrations(server, 'carol'), 3);
     await c.iq(disableIq({ jid: 'pubsub.localhost' }));
+    const text = await scrape(metricsPort);
+    assert.equal(sampleValue(text, 'petrel_event_pusher_push_requests_total', { host_type: 'localhost', result: 'bad_request' }), 11);
+    assert.equal(sampleValue(text, 'petrel_event_pusher_push_requests_total', { host_type: 'localhost', result: 'limit' }), 1);
     // The server is still there.
     const bob = await login('bob');
     const id = await bob.message(c.jid, 'still here');
@@ -252,6 +259,37 @@ describe('push notifications with mod_event_pusher_push_plugin_enhanced', () => 
     await mp.until(() => mp.on('/v3/notification/enh-1').length >= 2, 10_000, 'the second notification');
     const bodies = mp.on('/v3/notification/enh-1').map((r) => (json(r) as { alert: { body: string } }).alert.body);
     assert.deepEqual(bodies, ['kept offline', 'no session at all']);
+    await bob.close();
+  });
+});
+
+describe('push notifications with only_offline = false and only_with_body = false', () => {
+  const mp = new Webhook();
+  let server: Petrel;
+
+  before(async () => {
+    await mp.up();
+    server = await startPetrel({ users: USERS, extraToml: pushToml({ port: mp.port, extra: '  only_offline = false\n  only_with_body = false' }) });
+  });
+
+  after(async () => {
+    await server?.dispose();
+    await mp.down().catch(() => {});
+  });
+
+  test('an online recipient and a message without a body are notified too', async () => {
+    const alice = await connect({ port: server.port }, 'alice', 'pw');
+    await alice.available();
+    await alice.iq(enableIq({ jid: 'pubsub.localhost', node: 'n' }, publishOptions({ service: 'fcm', device_id: 'all-1' })));
+    const bob = await connect({ port: server.port }, 'bob', 'pw');
+    const id = await bob.message('alice@localhost', 'while online');
+    await alice.waitFor(isMessage(id));
+    await mp.until(() => mp.on('/v3/notification/all-1').length >= 1, 10_000, 'the notification');
+    await bob.send(xml('message', { to: 'alice@localhost', type: 'chat', id: 's1' }, xml('composing', { xmlns: 'http://jabber.org/protocol/chatstates' })));
+    await mp.until(() => mp.on('/v3/notification/all-1').length >= 2, 10_000, 'the second notification');
+    const bodies = mp.on('/v3/notification/all-1').map((r) => (json(r) as { alert: { body: string } }).alert.body);
+    assert.deepEqual(bodies, ['while online', '']);
+    await alice.close();
     await bob.close();
   });
 });
