@@ -1,6 +1,7 @@
 // Every module Petrel knows, by the name used in [modules.<name>].
 import type { ModuleDefinition } from './types.ts';
 import type { Spec } from '../config/schema.ts';
+import type { PetrelConfig } from '../config/types.ts';
 import { definition as modRoster } from './mod_roster.ts';
 import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
@@ -20,6 +21,11 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
 
 /** Spellings that configure another module (see resolveModules). */
 const ALIAS_SPECS: Readonly<Record<string, Spec>> = { mod_event_pusher_http: eventPusherHttpSpec };
+
+/** Runs every configured module's `check` (see ModuleDefinition.check). */
+export function checkModules(config: PetrelConfig): void {
+  for (const [name, opts] of resolveModules(config.modules)) MODULES[name]?.check?.(opts, config);
+}
 
 export function moduleSpecs(): Record<string, Spec> {
   const out: Record<string, Spec> = {};

@@ -93,6 +93,8 @@ export interface BackendDefinition<O = unknown> {
   combine(fromBackend: unknown, fromModule: unknown): O | undefined;
   /** Registers the backend's metrics, at zero for `hosts`. */
   metrics(registry: Registry, hosts: readonly string[]): void;
+  /** Checks needing other sections when the configuration loads (see ModuleDefinition.check). */
+  check?(opts: O, config: PetrelConfig): void;
   /** Opens the data it keeps, if any (see BackendData). */
   openData?(stores: StoreAccess, opts: O): Promise<BackendData>;
   create(ctx: BackendContext, opts: O): Promise<BackendInstance>;

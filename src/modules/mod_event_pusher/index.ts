@@ -201,6 +201,9 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
 export const definition: ModuleDefinition<EventPusherOpts, EventPusherData | undefined> = {
   name: NAME,
   configSpec: eventPusherSpec,
+  check(opts, config) {
+    for (const [name, o] of Object.entries(opts.backends)) BACKENDS[name]?.check?.(o, config);
+  },
   openData: openEventPusherData,
   create: createEventPusher,
 };

@@ -21,6 +21,8 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fail } from '../../../config/schema.ts';
+import type { PetrelConfig } from '../../../config/types.ts';
+import { checkStoreBackend } from '../../../storage/select.ts';
 import type { HookRegistration } from '../../../hooks/hooks.ts';
 import type { Acc, ChatEvent } from '../../../hooks/catalogue.ts';
 import { httpPoolOrigin } from '../../../outgoing/http.ts';
@@ -87,6 +89,21 @@ function rateLimitedLog(log: Logger): (what: string, fields: Record<string, unkn
   };
 }
 
+/**
+ * What the backend needs elsewhere: its store's pool, mod_push_service_mongoosepush
+ * when there are virtual pubsub hosts, and that module's HTTP pool.
+ */
+export function checkPush(opts: PushOpts, config: PetrelConfig): void {
+  checkStoreBackend(config, opts.backend, `${opts.tomlPath}.backend`);
+  const mp = config.modules[MONGOOSEPUSH] as MongoosePushOpts | undefined;
+  if (opts.virtual_pubsub_hosts.length > 0 && mp === undefined) {
+    fail(`${opts.tomlPath}.virtual_pubsub_hosts`, `notifications to the virtual pubsub hosts are sent to MongoosePush: configure [modules.${MONGOOSEPUSH}] (pool_name = "...")`);
+  }
+  if (mp !== undefined && config.outgoing_pools.http?.[mp.pool_name] === undefined) {
+    fail(`modules.${MONGOOSEPUSH}.pool_name`, `no outgoing pool ${JSON.stringify(mp.pool_name)} (define [outgoing_pools.http.${mp.pool_name}])`);
+  }
+}
+
 export interface PushData {
   store: PushStore;
 }
@@ -99,10 +116,8 @@ export function createPushBackend(ctx: BackendContext, opts: PushOpts): BackendI
   const store = data.store;
   const sessions: SessionsApi = ctx.sessions;
   const metrics: PushMetrics = pushMetrics(ctx.metrics, ctx.hosts);
+  checkPush(opts, ctx.config);
   const mp = ctx.config.modules[MONGOOSEPUSH] as MongoosePushOpts | undefined;
-  if (opts.virtual_pubsub_hosts.length > 0 && mp === undefined) {
-    fail(`${opts.tomlPath}.virtual_pubsub_hosts`, `notifications to the virtual pubsub hosts are sent to MongoosePush: configure [modules.${MONGOOSEPUSH}] (pool_name = "...")`);
-  }
 
   let queue: DurableQueue | null = null;
   if (mp !== undefined) {

@@ -2,7 +2,7 @@
 import type { HookCatalogue } from '../../../hooks/catalogue.ts';
 import type { HookRegistration } from '../../../hooks/hooks.ts';
 import type { BackendDefinition } from '../backends.ts';
-import { createPushBackend, pushHandlerKey, type PushData } from './backend.ts';
+import { checkPush, createPushBackend, pushHandlerKey, type PushData } from './backend.ts';
 import { combinePush, pushSpec, type PushOpts } from './config.ts';
 import { pushMetrics } from './metrics.ts';
 import { PUSH_STORE } from './store.ts';
@@ -19,6 +19,7 @@ export const pushBackend: BackendDefinition<PushOpts> = {
   metrics(registry, hosts) {
     pushMetrics(registry, hosts);
   },
+  check: checkPush,
   async openData(stores, opts) {
     const store = await stores.open(PUSH_STORE, opts.backend, `${opts.tomlPath}.backend`);
     const onRemoved = (p: HookCatalogue['user_removed']) => {
