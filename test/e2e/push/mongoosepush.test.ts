@@ -207,6 +207,7 @@ describe('push notifications to MongoosePush (plugin_defaults)', () => {
     await fails(xml('iq', { type: 'get' }, xml('enable', { xmlns: 'urn:xmpp:push:0', jid: 'pubsub.localhost', node: 'n' })), 'not-allowed');
     await fails(enableIq({ jid: 'push.example.net', node: 'n' }, opts), 'feature-not-implemented', /server-to-server/);
     await fails(enableIq({ jid: 'pubsub.localhost', node: 'n' }, opts, 'alice@localhost'), 'forbidden');
+    await fails(enableIq({ jid: 'pubsub.localhost', node: 'big' }, publishOptions({ service: 'fcm', device_id: 'x'.repeat(5000) })), 'not-acceptable', /max_registration_size/);
     // max_registrations = 3: a fourth node is refused, re-enabling a kept one is not.
     for (const n of ['l1', 'l2', 'l3']) await c.iq(enableIq({ jid: 'pubsub.localhost', node: n }, opts));
     await fails(enableIq({ jid: 'pubsub.localhost', node: 'l4' }, opts), 'resource-constraint', /max_registrations/);
@@ -215,7 +216,7 @@ describe('push notifications to MongoosePush (plugin_defaults)', () => {
     await c.iq(disableIq({ jid: 'pubsub.localhost' }));
     const text = await scrape(metricsPort);
     assert.equal(sampleValue(text, 'petrel_event_pusher_push_requests_total', { host_type: 'localhost', result: 'bad_request' }), 11);
-    assert.equal(sampleValue(text, 'petrel_event_pusher_push_requests_total', { host_type: 'localhost', result: 'limit' }), 1);
+    assert.equal(sampleValue(text, 'petrel_event_pusher_push_requests_total', { host_type: 'localhost', result: 'limit' }), 2);
     // The server is still there.
     const bob = await login('bob');
     const id = await bob.message(c.jid, 'still here');
@@ -269,7 +270,8 @@ describe('push notifications with only_offline = false and only_with_body = fals
 
   before(async () => {
     await mp.up();
-    server = await startPetrel({ users: USERS, extraToml: pushToml({ port: mp.port, extra: '  only_offline = false\n  only_with_body = false' }) });
+    // The senders on the server's thread this time (the other servers use the sender thread).
+    server = await startPetrel({ users: USERS, extraToml: `[modules.mod_event_pusher]\n  sender_thread = "main"\n${pushToml({ port: mp.port, extra: '  only_offline = false\n  only_with_body = false' })}` });
   });
 
   after(async () => {

@@ -240,6 +240,11 @@ export function createPushBackend(ctx: BackendContext, opts: PushOpts): BackendI
       throw new StanzaError('feature-not-implemented', 'cancel',
         `${r.pubsub.domain} is not one of this server's virtual pubsub hosts (virtual_pubsub_hosts); publishing to another pubsub service needs server-to-server, which this server does not have`);
     }
+    const size = Buffer.byteLength(r.node) + Buffer.byteLength(JSON.stringify(r.form));
+    if (size > opts.max_registration_size) {
+      metrics.request(hostType, 'limit');
+      throw new StanzaError('not-acceptable', 'modify', `the node and publish-options take ${size} bytes; at most ${opts.max_registration_size} are kept (max_registration_size)`);
+    }
     const res = await store.enable(user.local, user.domain, { pubsub: r.pubsub.bare, node: r.node, form: r.form }, opts.max_registrations);
     if (res === 'limit') {
       metrics.request(hostType, 'limit');

@@ -14,6 +14,8 @@ export type PluginModule = typeof PLUGIN_DEFAULTS | typeof PLUGIN_ENHANCED;
 
 /** Registrations (pubsub service and node pairs) one account may keep. */
 export const DEFAULT_MAX_REGISTRATIONS = 10;
+/** Bytes of one registration's node and publish-options (UTF-8, as stored). */
+export const DEFAULT_MAX_REGISTRATION_SIZE = 4096;
 /** MongooseIM's wpool default. */
 export const DEFAULT_WPOOL_WORKERS = 100;
 
@@ -27,6 +29,7 @@ export interface PushOpts {
   /** Domains (with "@HOSTS@" / "@HOST@" standing for the recipient's domain) served by mod_push_service_mongoosepush. */
   readonly virtual_pubsub_hosts: readonly string[];
   readonly max_registrations: number;
+  readonly max_registration_size: number;
   readonly only_offline: boolean;
   readonly only_with_body: boolean;
 }
@@ -55,6 +58,7 @@ const pushSection = section({
   plugin_module: str({ oneOf: [PLUGIN_DEFAULTS, PLUGIN_ENHANCED], default: PLUGIN_DEFAULTS }),
   virtual_pubsub_hosts: list(str({ check: checkVirtualHost }), { default: [], unique: true }),
   max_registrations: int({ min: 1, max: 1000, default: DEFAULT_MAX_REGISTRATIONS }),
+  max_registration_size: int({ min: 256, max: 65536, default: DEFAULT_MAX_REGISTRATION_SIZE }),
   only_offline: bool({ default: true }),
   only_with_body: bool({ default: true }),
 });
@@ -69,6 +73,7 @@ export const pushSpec: Spec = custom((v, p, ctx): PushOpts => {
     plugin_module: o.plugin_module,
     virtual_pubsub_hosts: Object.freeze([...o.virtual_pubsub_hosts]),
     max_registrations: o.max_registrations,
+    max_registration_size: o.max_registration_size,
     only_offline: o.only_offline,
     only_with_body: o.only_with_body,
   });
