@@ -16,15 +16,15 @@ export type PluginModule = typeof PLUGIN_DEFAULTS | typeof PLUGIN_ENHANCED;
 export const DEFAULT_MAX_REGISTRATIONS = 10;
 /** Bytes of one registration's node and publish-options (UTF-8, as stored). */
 export const DEFAULT_MAX_REGISTRATION_SIZE = 4096;
-/** MongooseIM's wpool default. */
-export const DEFAULT_WPOOL_WORKERS = 100;
+/** MongooseIM's wpool defaults (mongoose_config_spec:wpool/1; the push backend's strategy is available_worker). */
+export const DEFAULT_WPOOL_WORKERS = 10;
 
 export interface PushOpts {
   readonly tomlPath: string;
   /** Where the registrations are kept: "internal" (the embedded SQLite store) or "rdbms" (PostgreSQL). */
   readonly backend: StoreBackend;
   /** Accepted as MongooseIM has it; Petrel does the push work on the event loop and delivers through the outbox. */
-  readonly wpool: { readonly workers: number; readonly strategy: string; readonly call_timeout: number };
+  readonly wpool: { readonly workers: number; readonly strategy: string; readonly call_timeout: number; readonly max_worker_queue_len?: number };
   readonly plugin_module: PluginModule;
   /** Domains (with "@HOSTS@" / "@HOST@" standing for the recipient's domain) served by mod_push_service_mongoosepush. */
   readonly virtual_pubsub_hosts: readonly string[];
@@ -51,10 +51,11 @@ const pushSection = section({
       workers: int({ min: 1, default: DEFAULT_WPOOL_WORKERS }),
       strategy: str({ oneOf: ['best_worker', 'random_worker', 'next_worker', 'available_worker', 'next_available_worker'], default: 'available_worker' }),
       call_timeout: int({ min: 1, default: 5000 }),
+      max_worker_queue_len: int({ min: 0 }),
     },
     { default: true },
   ),
-  iqdisc: section({ type: str({ oneOf: ['no_queue', 'one_queue', 'parallel', 'queues'], default: 'one_queue' }), workers: int({ min: 1 }) }, { default: true }),
+  iqdisc: section({ type: str({ oneOf: ['no_queue', 'one_queue', 'parallel', 'queues'] }), workers: int({ min: 1 }) }, { required: ['type'] }),
   plugin_module: str({ oneOf: [PLUGIN_DEFAULTS, PLUGIN_ENHANCED], default: PLUGIN_DEFAULTS }),
   virtual_pubsub_hosts: list(str({ check: checkVirtualHost }), { default: [], unique: true }),
   max_registrations: int({ min: 1, max: 1000, default: DEFAULT_MAX_REGISTRATIONS }),

@@ -33,7 +33,7 @@ test('the push backend takes MongooseIM\'s defaults and Petrel\'s, under either 
   for (const toml of ['[modules.mod_event_pusher.push]', '[modules.mod_event_pusher.backend.push]']) {
     const o = push(toml);
     assert.deepEqual({ ...o, tomlPath: undefined }, {
-      tomlPath: undefined, backend: 'internal', wpool: { workers: 100, strategy: 'available_worker', call_timeout: 5000 },
+      tomlPath: undefined, backend: 'internal', wpool: { workers: 10, strategy: 'available_worker', call_timeout: 5000 },
       plugin_module: 'mod_event_pusher_push_plugin_defaults', virtual_pubsub_hosts: [], max_registrations: 10, max_registration_size: 4096, only_offline: true, only_with_body: true,
     });
   }
