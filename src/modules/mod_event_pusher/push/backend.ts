@@ -55,18 +55,18 @@ export function pushHandlerKey(mp: MongoosePushOpts): string {
  * thread, after any restart) names what to disable.
  */
 export function pushEventId(ref: string, to: JID, reg: Registration): string {
-  const who = JSON.stringify([to.local, to.domain, reg.pubsub, reg.node]);
+  const who = JSON.stringify([to.local, to.domain, reg.pubsub, reg.node, reg.form.device_id ?? '']);
   const digest = createHash('sha256').update(ref).update('\0').update(who).digest('base64url').slice(0, 22);
   return `${digest}.${Buffer.from(who, 'utf8').toString('base64url')}`;
 }
 
-export function registrationOfEventId(id: string): { user: string; domain: string; pubsub: string; node: string } | undefined {
+export function registrationOfEventId(id: string): { user: string; domain: string; pubsub: string; node: string; deviceId: string } | undefined {
   const dot = id.indexOf('.');
   if (dot < 0) return undefined;
   try {
     const v = JSON.parse(Buffer.from(id.slice(dot + 1), 'base64url').toString('utf8')) as unknown;
-    if (!Array.isArray(v) || v.length !== 4 || !v.every((x) => typeof x === 'string')) return undefined;
-    return { user: v[0], domain: v[1], pubsub: v[2], node: v[3] };
+    if (!Array.isArray(v) || v.length !== 5 || !v.every((x) => typeof x === 'string')) return undefined;
+    return { user: v[0], domain: v[1], pubsub: v[2], node: v[3], deviceId: v[4] };
   } catch {
     return undefined;
   }
@@ -158,7 +158,13 @@ export function createPushBackend(ctx: BackendContext, opts: PushOpts): BackendI
     metrics.notification(hostType, 'device_not_registered');
     const reg = registrationOfEventId(eventId);
     if (reg === undefined) return;
-    store.disable(reg.user, reg.domain, reg.pubsub, reg.node).then(
+    // Only while the node still names that device: a client that enabled it again with a new token keeps it.
+    store.list(reg.user, reg.domain).then(
+      (regs) => {
+        const same = regs.some((r) => r.pubsub === reg.pubsub && r.node === reg.node && (r.form.device_id ?? '') === reg.deviceId);
+        return same ? store.disable(reg.user, reg.domain, reg.pubsub, reg.node) : 0;
+      },
+    ).then(
       (n) => {
         if (n > 0) metrics.disabled(hostType, 'device_not_registered');
         log.warn({ what: 'push_registration_disabled', host_type: hostType, user: `${reg.user}@${reg.domain}`, pubsub: reg.pubsub, node: reg.node,

@@ -111,9 +111,9 @@ test('MongoosePush answers are classified: 2xx delivered, 410 gone for the event
 
 test('a notification\'s event id names its registration and differs per stanza', () => {
   const to = parseJid('alice@localhost');
-  const reg = { pubsub: 'pubsub.localhost', node: 'n.ode/1', form: {} };
+  const reg = { pubsub: 'pubsub.localhost', node: 'n.ode/1', form: { device_id: 'tok' } };
   const id = pushEventId('ref-1', to, reg);
-  assert.deepEqual(registrationOfEventId(id), { user: 'alice', domain: 'localhost', pubsub: 'pubsub.localhost', node: 'n.ode/1' });
+  assert.deepEqual(registrationOfEventId(id), { user: 'alice', domain: 'localhost', pubsub: 'pubsub.localhost', node: 'n.ode/1', deviceId: 'tok' });
   assert.notEqual(pushEventId('ref-2', to, reg), id);
   assert.equal(registrationOfEventId('garbage'), undefined);
 });
