@@ -167,6 +167,10 @@ describe('push notifications to MongoosePush (plugin_defaults)', () => {
     await carol.message('bob@localhost', 'second');
     await mp.until(() => mp.on('/v3/notification/token-kept').length >= 2, 10_000, 'both notifications of the kept device');
     assert.equal(mp.on('/v3/notification/token-gone').length, 1);
+    // The refused notification is a dead letter, listed with its answer.
+    const dead = await server.cli(['deliveries', 'dead-letter', 'list']);
+    assert.equal(dead.code, 0, dead.stderr);
+    assert.match(dead.stdout, /push:mongoosepush:mongoose_push_http  attempts=1  error="HTTP 410: device not registered"/);
     await carol.close();
   });
 
