@@ -3,7 +3,7 @@ import { loadConfigFile } from '../config/load.ts';
 import { httpListenerSpec } from '../http/config.ts';
 import { HTTP_HANDLERS } from '../http-handlers.ts';
 import type { PetrelConfig } from '../config/types.ts';
-import { moduleSpecs } from '../modules/registry.ts';
+import { checkModules, moduleSpecs } from '../modules/registry.ts';
 import { outgoingPoolsSpec } from '../outgoing/spec.ts';
 import { checkStores } from '../modules/storage.ts';
 
@@ -15,5 +15,7 @@ export function loadConfig(file: string | undefined): PetrelConfig {
   });
   // Across sections: a store set to "rdbms" (the accounts' or a module's) needs the rdbms pool.
   checkStores(config);
+  // Across modules and sections: what a module needs elsewhere (a pool, a service module).
+  checkModules(config);
   return config;
 }

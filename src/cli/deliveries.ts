@@ -50,7 +50,7 @@ async function openAdmin(config: PetrelConfig): Promise<OutboxAdmin> {
 /** The configured handlers whose events go through the outbox, each backend's in its configuration order, as the backends name them. */
 function outboxHandlers(config: PetrelConfig): Array<{ index: number; key: string }> {
   const backends = eventPusherOpts(config)?.backends ?? {};
-  return Object.entries(backends).flatMap(([name, o]) => BACKENDS[name]?.deliveryRows(o) ?? []);
+  return Object.entries(backends).flatMap(([name, o]) => BACKENDS[name]?.deliveryRows(o, config) ?? []);
 }
 
 function table(rows: string[][]): string {

@@ -1,6 +1,7 @@
 // Every module Petrel knows, by the name used in [modules.<name>].
 import type { ModuleDefinition } from './types.ts';
 import type { Spec } from '../config/schema.ts';
+import type { PetrelConfig } from '../config/types.ts';
 import { definition as modRoster } from './mod_roster.ts';
 import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
@@ -8,6 +9,7 @@ import { definition as modPing } from './mod_ping.ts';
 import { definition as modMuc } from './mod_muc/index.ts';
 import { definition as modMucLight } from './mod_muc_light/index.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
+import { definition as modPushServiceMongoosePush } from './mod_push_service_mongoosepush/index.ts';
 import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
 
 export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Object.freeze({
@@ -18,10 +20,16 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
   mod_muc: modMuc,
   mod_muc_light: modMucLight,
   mod_event_pusher: modEventPusher,
+  mod_push_service_mongoosepush: modPushServiceMongoosePush,
 });
 
 /** Spellings that configure another module (see resolveModules). */
 const ALIAS_SPECS: Readonly<Record<string, Spec>> = { mod_event_pusher_http: eventPusherHttpSpec };
+
+/** Runs every configured module's `check` (see ModuleDefinition.check). */
+export function checkModules(config: PetrelConfig): void {
+  for (const [name, opts] of resolveModules(config.modules)) MODULES[name]?.check?.(opts, config);
+}
 
 export function moduleSpecs(): Record<string, Spec> {
   const out: Record<string, Spec> = {};

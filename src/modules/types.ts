@@ -59,6 +59,12 @@ export interface ModuleDefinition<O = any, D extends ModuleData | void = void> {
   configSpec: Spec;
   /** Other modules this one needs. */
   deps?: string[];
+  /**
+   * Checks that need other sections (a pool, another module), run when the
+   * configuration loads, so that `check-config` reports what `start` would
+   * refuse; throws a ConfigError naming the option.
+   */
+  check?(opts: O, config: PetrelConfig): void;
   /** Opens the module's data in the store its options name, its tables brought up to date first. */
   openData?(stores: StoreAccess, opts: O): Promise<D>;
   /** `data` is what openData returned; a module without data is created with none. */

@@ -1,6 +1,6 @@
 // The backends of mod_event_pusher, by the name used in
 // `[modules.mod_event_pusher.backend.<name>]` (MongooseIM's names). Each one
-// lives in its own directory (http/, later push/ and rabbit/) and declares
+// lives in its own directory (http/, push/, rabbit/) and declares
 // here what the module needs of it:
 //
 // - spec / moduleSpec: its options under `backend.<name>`, and under
@@ -10,7 +10,11 @@
 // - create: starts it; it registers its durable handlers and its sender with
 //   `ctx.outbox` (delivery/types.ts) and returns its push_event handler;
 // - deliveryRows: its handlers that deliver through the outbox, with their
-//   stable keys, for `petrel deliveries`.
+//   stable keys, for `petrel deliveries`;
+// - openData (optional): opens the data the backend keeps (push: the XEP-0357
+//   registrations) before the server or the command-line tool runs, with its
+//   user_removed handlers; `create` finds it as `ctx.data`. A backend may also
+//   answer IQs and handle hooks of its own (BackendInstance.iqHandlers, hooks).
 //
 // The translator (hooks → ChatEvent / PresenceEvent → push_event) in index.ts
 // knows no backend; the delivery engine (delivery/) knows none either.
@@ -18,10 +22,15 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Spec } from '../../config/schema.ts';
 import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
+import type { HookRegistration } from '../../hooks/hooks.ts';
+import type { PetrelConfig } from '../../config/types.ts';
 import type { OutgoingPools } from '../../outgoing/types.ts';
+import type { IqHandlerSpec, SessionsApi } from '../../routing/types.ts';
+import type { StoreAccess, StoreBackend } from '../../storage/types.ts';
 import type { OutboxAccess } from './delivery/types.ts';
 import { httpBackend } from './http/index.ts';
 import { rabbitBackend } from './rabbit/index.ts';
+import { pushBackend } from './push/index.ts';
 
 export interface BackendContext {
   pools: OutgoingPools;
@@ -33,6 +42,23 @@ export interface BackendContext {
   hosts: readonly string[];
   /** The module's outbox (opened once the backends are created, if any handler is durable). */
   outbox: OutboxAccess;
+  /** The whole configuration (a backend may read the module that serves it, e.g. mod_push_service_mongoosepush). */
+  config: PetrelConfig;
+  sessions: SessionsApi;
+  /** Features announced in the server's disco#info. */
+  features: Set<string>;
+  /** What the backend's openData returned (`value`), when it has one. */
+  data?: unknown;
+}
+
+/** What a backend's openData returns. */
+export interface BackendData {
+  /** The store the data lives in. */
+  readonly backend: StoreBackend;
+  /** Handed to `create` as ctx.data. */
+  readonly value: unknown;
+  /** user_removed handlers deleting the backend's rows of an account. */
+  hooks(): HookRegistration<any>[];
 }
 
 export interface BackendInstance {
@@ -42,6 +68,10 @@ export interface BackendInstance {
    * when the stanza must wait for it (see Barrier in hooks/catalogue.ts).
    */
   handle(acc: Acc, event: PushEvent, barrier: Barrier): Barrier;
+  /** Hook handlers of its own, beside push_event. */
+  hooks?(): HookRegistration<any>[];
+  /** IQs it answers (push: urn:xmpp:push:0). */
+  iqHandlers?(): IqHandlerSpec[];
   /** Stops; the outbox is closed by the module after its backends. */
   close(): Promise<void>;
 }
@@ -64,17 +94,22 @@ export interface BackendDefinition<O = unknown> {
   combine(fromBackend: unknown, fromModule: unknown): O | undefined;
   /** Registers the backend's metrics, at zero for `hosts`. */
   metrics(registry: Registry, hosts: readonly string[]): void;
+  /** Checks needing other sections when the configuration loads (see ModuleDefinition.check). */
+  check?(opts: O, config: PetrelConfig): void;
+  /** Opens the data it keeps, if any (see BackendData). */
+  openData?(stores: StoreAccess, opts: O): Promise<BackendData>;
   create(ctx: BackendContext, opts: O): Promise<BackendInstance>;
-  deliveryRows(opts: O): DeliveryRow[];
+  deliveryRows(opts: O, config: PetrelConfig): DeliveryRow[];
 }
 
 export const BACKENDS: Readonly<Record<string, BackendDefinition<any>>> = Object.freeze({
   http: httpBackend,
+  push: pushBackend,
   rabbit: rabbitBackend,
 });
 
 /** Backends of MongooseIM's mod_event_pusher that Petrel does not have yet. */
-export const NOT_IMPLEMENTED: readonly string[] = ['push'];
+export const NOT_IMPLEMENTED: readonly string[] = [];
 
 /** The error for `name` at `path`, which is not a backend Petrel has. */
 export function unknownBackendMessage(name: string): string {

@@ -15,7 +15,8 @@ import { Element } from '../../xmpp/xml.ts';
 import { STOP, type HookRegistration } from '../../hooks/hooks.ts';
 import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
-import type { ModuleContext, ModuleDefinition, ModuleInstance } from '../types.ts';
+import type { IqHandlerSpec, ModuleContext, ModuleData, ModuleDefinition, ModuleInstance } from '../types.ts';
+import type { StoreAccess } from '../../storage/types.ts';
 import { join } from 'node:path';
 import type { PetrelConfig } from '../../config/types.ts';
 import { SQLITE_FILE } from '../../storage/index.ts';
@@ -25,7 +26,7 @@ import { openSqliteOutbox } from '../../storage/outbox/sqlite.ts';
 import { openPostgresOutbox } from '../../storage/outbox/postgres.ts';
 import type { OutboxStore } from '../../storage/outbox/types.ts';
 import type { PgPoolSettings } from '../../storage/postgres.ts';
-import { BACKENDS, type BackendInstance } from './backends.ts';
+import { BACKENDS, type BackendData, type BackendInstance } from './backends.ts';
 import { DEFAULT_OUTBOX_MAX_EVENTS, DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts } from './config.ts';
 import { createDeliveryEngine } from './delivery/outbox.ts';
 import { deliveryMetrics } from './delivery/metrics.ts';
@@ -76,7 +77,24 @@ function outboxOpener(config: PetrelConfig, opts: EventPusherOpts, logger: Logge
   };
 }
 
-export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpts): Promise<ModuleInstance & { backends: ReadonlyMap<string, BackendInstance> }> {
+/** The data mod_event_pusher's backends keep (push: the XEP-0357 registrations), by backend name. */
+export interface EventPusherData extends ModuleData {
+  readonly backends: ReadonlyMap<string, BackendData>;
+}
+
+/** Opens the data of the configured backends that keep some; undefined when none does. */
+export async function openEventPusherData(stores: StoreAccess, opts: EventPusherOpts): Promise<EventPusherData | undefined> {
+  const backends = new Map<string, BackendData>();
+  for (const [name, o] of Object.entries(opts.backends)) {
+    const d = await BACKENDS[name]?.openData?.(stores, o);
+    if (d !== undefined) backends.set(name, d);
+  }
+  if (backends.size === 0) return undefined;
+  const first = [...backends.values()][0]!;
+  return { backend: first.backend, backends, hooks: () => [...backends.values()].flatMap((d) => d.hooks()) };
+}
+
+export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpts, data?: EventPusherData): Promise<ModuleInstance & { backends: ReadonlyMap<string, BackendInstance> }> {
   const logger = ctx.logger.child({ module: NAME });
   const store = opts.outbox_backend === 'rdbms' ? outboxOpener(ctx.config, opts, logger) : undefined;
   const engine = createDeliveryEngine({
@@ -94,7 +112,10 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       const def = BACKENDS[name];
       if (def === undefined) throw new Error(`mod_event_pusher has no ${name} backend`);
       def.metrics(ctx.metrics, ctx.hosts);
-      backends.set(name, await def.create({ pools: ctx.pools, configDir: ctx.config.configDir, logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: engine }, o));
+      backends.set(name, await def.create({
+        pools: ctx.pools, configDir: ctx.config.configDir, logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: engine,
+        config: ctx.config, sessions: ctx.sessions, features: ctx.features, data: data?.backends.get(name)?.value,
+      }, o));
     }
     await engine.start();
   } catch (err) {
@@ -153,7 +174,10 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       handler: (p) => presence(p.jid, 'offline'),
     } satisfies HookRegistration<'unset_presence'>,
   ];
+  const iqs: IqHandlerSpec[] = [];
   for (const b of backends.values()) {
+    for (const r of b.hooks?.() ?? []) regs.push(r);
+    for (const q of b.iqHandlers?.() ?? []) iqs.push(q);
     regs.push({
       hook: 'push_event',
       host: '*',
@@ -166,6 +190,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
   return {
     backends,
     hooks: () => regs,
+    iqHandlers: () => iqs,
     async stop() {
       for (const b of backends.values()) await b.close();
       await engine.close();
@@ -173,8 +198,12 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
   };
 }
 
-export const definition: ModuleDefinition<EventPusherOpts> = {
+export const definition: ModuleDefinition<EventPusherOpts, EventPusherData | undefined> = {
   name: NAME,
   configSpec: eventPusherSpec,
+  check(opts, config) {
+    for (const [name, o] of Object.entries(opts.backends)) BACKENDS[name]?.check?.(o, config);
+  },
+  openData: openEventPusherData,
   create: createEventPusher,
 };
