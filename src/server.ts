@@ -11,6 +11,7 @@ import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
+import { c2sMetrics } from './c2s/metrics.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { RosterData } from './modules/mod_roster.ts';
@@ -159,6 +160,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
+    const c2sCounters = c2sMetrics(metrics);
     const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
     for (const l of config.listen.c2s) {
       c2s.push(
@@ -174,6 +176,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           hooks,
           logger,
           authBans,
+          metrics: c2sCounters,
         }, config.shaper),
       );
     }

@@ -12,6 +12,7 @@ import { NS_SASL } from '../xmpp/ns.ts';
 import { createSaslServer, isSaslMechanism, type SaslMechanismName, type SaslServer } from '../xmpp/sasl/index.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { AuthBans } from './auth-bans.ts';
+import type { C2SMetrics } from './metrics.ts';
 
 /** What the negotiation needs of its listener (C2SContext has all of it). */
 export interface SaslContext {
@@ -25,6 +26,8 @@ export interface SaslContext {
   /** starttls_required: no SASL before the stream is encrypted (RFC 6120 §5.3.1). */
   tlsRequired: boolean;
   limits: { maxAuthFailures: number };
+  /** Counters of failures and refusals; absent: nothing is counted. */
+  metrics?: C2SMetrics;
 }
 
 /** The connection as the negotiation's logs name it. */

@@ -26,7 +26,7 @@ import type { Router } from '../routing/router.ts';
 import type { Presence, PresenceSession } from '../routing/presence.ts';
 import type { SessionManager } from '../routing/sm.ts';
 import { Element } from '../xmpp/xml.ts';
-import { StreamError, StanzaError, errorReply, type StreamErrorCondition } from '../xmpp/errors.ts';
+import { StreamError, StanzaError, errorReply, receivedStreamError, type StreamErrorCondition } from '../xmpp/errors.ts';
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
 import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
@@ -254,6 +254,17 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.close();
   }
 
+  /** The client ended the stream with a stream error of its own. */
+  #peerStreamError(condition: string, text: string | undefined): void {
+    if (this.#state === 'closed') return;
+    this.#ctx.logger.info(
+      { what: 'c2s_stream_error_received', session: this.id, remote: this.remote, jid: this.#state === 'bound' ? this.jid.full : undefined, condition, text },
+      'the client ended the stream with an error',
+    );
+    this.#ctx.metrics?.streamErrorReceived(condition);
+    this.close();
+  }
+
   kick(condition: string, text?: string): void {
     this.#streamError(new StreamError(condition, text));
   }
@@ -343,6 +354,16 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   /** One first-level element, handled by what the current state accepts. */
   onStanza(el: Element): void {
+    // RFC 6120 §4.9: a stream error is not a stanza and is understood in any
+    // state; the stream is over, so this side ends it too (§4.4) and sends
+    // no error of its own.
+    if (el.name.endsWith('error')) {
+      const received = receivedStreamError(el);
+      if (received !== null) {
+        this.#peerStreamError(received.condition, received.text);
+        return;
+      }
+    }
     switch (this.#state) {
       case 'auth':
         this.#armStateTimer();
