@@ -38,6 +38,7 @@ const C2S_LIMITS = {
   max_auth_failures: 3,
   max_output_buffer: 1_048_576,
   send_timeout: 15_000,
+  negotiation_timeout: 60_000,
 };
 
 function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
@@ -71,6 +72,11 @@ test('a config naming only its hosts gets every default', () => {
     max_user_sessions: 10,
     max_auth_failures_per_ip: 20,
     auth_ban_duration: 600_000,
+    max_auth_failures_per_account: 10,
+    account_lock_duration: 300_000,
+    max_concurrent_password_hashing: 2,
+    max_c2s_connections: 10_000,
+    max_c2s_connections_per_address: 100,
     refuse_mixed_script_localparts: false,
   });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
