@@ -13,6 +13,7 @@ import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
 import { c2sMetrics } from './c2s/metrics.ts';
 import { WorkLimit } from './c2s/auth-work.ts';
+import { ConnectionLimits } from './c2s/connection-limits.ts';
 import { ensurePrivateDir, privateSecret } from './storage/data-dir.ts';
 import { join } from 'node:path';
 import { MODULES, resolveModules } from './modules/registry.ts';
@@ -171,6 +172,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     const authBans = new AuthBans(g.max_auth_failures_per_ip, g.auth_ban_duration);
     const accountLocks = new AuthBans(g.max_auth_failures_per_account, g.account_lock_duration);
     const hashWork = new WorkLimit(g.max_concurrent_password_hashing);
+    const connections = new ConnectionLimits(g.max_c2s_connections, g.max_c2s_connections_per_address);
     // The fake SCRAM salts of unknown users must not change at a restart, or asking twice would tell them apart.
     ensurePrivateDir(g.data_dir);
     const scramSecret = privateSecret(join(g.data_dir, SCRAM_SECRET_FILE), 32);
@@ -191,6 +193,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           accountLocks,
           hashWork,
           scramSecret,
+          connections,
           metrics: c2sCounters,
         }, config.shaper),
       );

@@ -34,6 +34,7 @@ const LIMITS: C2SLimits = {
   handshakeTimeout: 10_000,
   maxOutputBuffer: 1_048_576,
   sendTimeout: 15_000,
+  negotiationTimeout: 60_000,
 };
 
 type LogLine = Record<string, unknown> & { what?: string };
