@@ -20,6 +20,8 @@ export interface HostileOptions {
   /** Defines [shaper.normal] with this max_rate; the listener uses it. */
   shaperRate?: number;
   users?: Array<[string, string]>;
+  /** An absolute data_dir (default: "data" beside the config). */
+  dataDir?: string;
   /** Keys of [modules.mod_ping]. */
   ping?: Record<string, TomlValue>;
 }
@@ -35,7 +37,7 @@ function keys(o: Record<string, TomlValue> | undefined, indent: string): string 
 export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   const dir = await tempDir('petrel-hostile-');
   const port = await freePort();
-  let t = `[general]\n  hosts = ["localhost"]\n  loglevel = "info"\n  data_dir = "data"\n${keys(o.general, '  ')}\n`;
+  let t = `[general]\n  hosts = ["localhost"]\n  loglevel = "info"\n  data_dir = ${JSON.stringify(o.dataDir ?? 'data')}\n${keys(o.general, '  ')}\n`;
   t += `[[listen.c2s]]\n  port = ${port}\n  ip_address = "127.0.0.1"\n${keys(o.listener, '  ')}`;
   if (o.shaperRate !== undefined) t += '  shaper = "normal"\n';
   if (o.tls !== undefined) t += `  [listen.c2s.tls]\n${keys(o.tls, '    ')}`;
