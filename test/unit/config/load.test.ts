@@ -13,6 +13,7 @@ import type { HttpListenerConfig } from '../../../src/http/types.ts';
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
 
+import { definition as ping } from '../../../src/modules/mod_ping.ts';
 const standIns = { mod_roster: section({}), mod_offline: section({}), mod_disco: section({}), mod_ping: section({}) };
 const listeners = { http: httpListenerSpec(HTTP_HANDLERS) };
 const opts: LoadOptions = { sections: {}, modules: standIns, listeners };
@@ -422,7 +423,7 @@ test('every commented example in the shipped default config is valid once uncomm
   const uncommented = text.split('\n').map((l) => l.replace(/^(\s*)#\s+(?=\[|[a-z_]+ = )/, '$1')).join('\n');
   assert.notEqual(uncommented, text);
   const dir = dirWithCerts();
-  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_event_pusher: anything }, listeners };
+  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_ping: ping.configSpec, mod_event_pusher: anything }, listeners };
   const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
   assert.equal(c.listen.c2s.length, 2);
   assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');
