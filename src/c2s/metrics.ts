@@ -5,14 +5,14 @@ import { Counter, type Registry } from 'prom-client';
 
 /** Stream errors clients sent (RFC 6120 §4.9), by condition. */
 export const STREAM_ERRORS_RECEIVED = 'petrel_c2s_stream_errors_received_total';
-/** Connections closed on arrival, by reason ("global_limit", "address_limit", "address_banned"). */
+/** Connections closed on arrival, by reason ("global_limit", "address_limit"). */
 export const CONNECTIONS_REFUSED = 'petrel_c2s_connections_refused_total';
 /** SASL attempts refused or failed, by reason ("failure", "superseded", "account_locked", "address_banned"). */
 export const AUTH_FAILURES = 'petrel_c2s_auth_failures_total';
 
 export interface C2SMetrics {
   streamErrorReceived(condition: string): void;
-  connectionRefused(reason: 'global_limit' | 'address_limit' | 'address_banned'): void;
+  connectionRefused(reason: 'global_limit' | 'address_limit'): void;
   authFailure(reason: 'failure' | 'superseded' | 'account_locked' | 'address_banned'): void;
 }
 
@@ -33,6 +33,9 @@ export function c2sMetrics(registry: Registry): C2SMetrics {
   const received = counter(registry, STREAM_ERRORS_RECEIVED, 'Stream errors sent by clients, by condition', 'condition');
   const refused = counter(registry, CONNECTIONS_REFUSED, 'c2s connections closed on arrival, by reason', 'reason');
   const auth = counter(registry, AUTH_FAILURES, 'Failed or refused SASL attempts, by reason', 'reason');
+  // Declared at zero, so that a dashboard sees the series before the first event.
+  for (const reason of ['global_limit', 'address_limit']) refused.inc({ reason }, 0);
+  for (const reason of ['failure', 'superseded', 'account_locked', 'address_banned']) auth.inc({ reason }, 0);
   return {
     // A client chooses the condition: the label set stays bounded.
     streamErrorReceived: (c) => received.inc({ condition: CONDITIONS.has(c) ? c : 'other' }),
