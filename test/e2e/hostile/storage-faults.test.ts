@@ -1,7 +1,8 @@
 // The offline store failing under a message: a disk that is really full (a
-// small tmpfs, filled), and a store that refuses a write (a trigger raising
-// an error). Either way the sender is told with an error stanza, and nothing
-// it was not told about is lost.
+// small tmpfs, filled), a store that refuses a write (a trigger raising an
+// error in SQLite), and PostgreSQL answering as it does when its disk is
+// full (SQLSTATE 53100, raised by a trigger). Each time the sender is told
+// with an error stanza, and nothing it was not told about is lost.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +10,9 @@ import { mkdtempSync, openSync, writeSync, closeSync, rmSync, rmdirSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { Petrel } from '../helpers/server.ts';
+import { readFile, writeFile } from 'node:fs/promises';
+import { preparePetrel, type Petrel } from '../helpers/server.ts';
+import { PG_UNREACHABLE, createTestDatabase, pgReachable, type TestDatabase } from '../postgres/db.ts';
 import { RawConnection, startHostile } from './setup.ts';
 
 const ERROR_MESSAGE = /<message[^>]*type=['"]error['"][^>]*>[\s\S]*?<\/message>/g;
@@ -150,6 +153,52 @@ describe('a store that refuses the write', () => {
     } finally {
       alice.destroy();
       db.close();
+    }
+  });
+});
+
+describe('PostgreSQL out of space under the offline store', async () => {
+  const reachable = await pgReachable();
+  let db: TestDatabase;
+  let server: Petrel;
+  before(async () => {
+    if (!reachable) return;
+    db = await createTestDatabase();
+    // Accounts stay in the embedded store; only the offline messages are in PostgreSQL.
+    server = await preparePetrel({ extraToml: db.toml, users: [['alice', 'pw-alice'], ['bob', 'pw-bob']] });
+    const toml = (await readFile(server.configPath, 'utf8')).replace('[modules.mod_offline]\n', '[modules.mod_offline]\n  backend = "rdbms"\n');
+    await writeFile(server.configPath, toml);
+    await server.start();
+  });
+  after(async () => {
+    await server?.dispose();
+    await db?.drop();
+  });
+
+  test('a message PostgreSQL refuses with disk_full is bounced to its sender with resource-constraint', { skip: reachable ? false : PG_UNREACHABLE }, async () => {
+    // What PostgreSQL says when its disk is full (SQLSTATE 53100), raised by a trigger on mod_offline's table.
+    await db.query(`CREATE FUNCTION petrel_test_full() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$`);
+    await db.query('CREATE TRIGGER petrel_test_full BEFORE INSERT ON petrel_offline FOR EACH ROW EXECUTE FUNCTION petrel_test_full()');
+    const alice = await RawConnection.open(server.port);
+    try {
+      await alice.login('alice', 'pw-alice', 'desk');
+      alice.send("<message to='bob@localhost' id='pg-full' type='chat'><body>one</body></message>");
+      await alice.waitFor(/<message[^>]*type=['"]error['"][\s\S]*?<\/message>/, 10_000);
+      assert.equal(bounces(alice.data).get('pg-full'), 'resource-constraint');
+      await db.query('DROP TRIGGER petrel_test_full ON petrel_offline');
+      alice.send("<message to='bob@localhost' id='pg-kept' type='chat'><body>two</body></message>");
+      const bob = await RawConnection.open(server.port);
+      try {
+        await bob.login('bob', 'pw-bob', 'phone');
+        bob.send('<presence/>');
+        await bob.waitFor(/<message[^>]*id=['"]pg-kept['"]/, 10_000);
+        assert.equal(delivered(bob.data).has('pg-full'), false);
+      } finally {
+        bob.destroy();
+      }
+    } finally {
+      alice.destroy();
     }
   });
 });
