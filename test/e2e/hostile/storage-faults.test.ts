@@ -63,9 +63,12 @@ describe('a full disk under the offline store', () => {
   });
   after(async () => {
     if (mount === null) return;
-    await server?.dispose();
-    execFileSync('umount', [mount]);
-    rmdirSync(mount);
+    try {
+      await server?.dispose();
+    } finally {
+      execFileSync('umount', [mount]);
+      rmdirSync(mount);
+    }
   });
 
   test('while the disk is full, every message to an offline user is either bounced to its sender with resource-constraint or kept and delivered', { skip: mount === null ? 'cannot mount a tmpfs here (needs root): no real full disk to test with' : false }, async () => {
