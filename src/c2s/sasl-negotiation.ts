@@ -128,9 +128,8 @@ export class SaslNegotiation {
       // made: it counts as a failed attempt, so pipelining many <auth/>
       // elements gains no tries over waiting for each answer.
       this.#exchange = null;
-      this.#ctx.metrics?.authFailure('superseded');
       const xml = `<failure xmlns='${NS_SASL}'><not-authorized/><text xml:lang='en'>a new authentication was started before the last one was answered</text></failure>`;
-      const ended = this.#countFailure('not-authorized', running.account, xml);
+      const ended = this.#countFailure('not-authorized', running.account, xml, 'superseded');
       if (ended !== null) return ended;
       // The replaced exchange's <failure/> goes out ahead of whatever the new one answers.
       const next = this.#start(el);
@@ -253,9 +252,9 @@ export class SaslNegotiation {
    * for every condition in COUNTED. The fatal outcome when a limit is
    * reached, else null.
    */
-  #countFailure(c: string, account: string | null, xml: string): SaslOutcome | null {
+  #countFailure(c: string, account: string | null, xml: string, reason: 'failure' | 'superseded' = 'failure'): SaslOutcome | null {
     const wrong = c === 'not-authorized' || c === 'invalid-authzid';
-    if (wrong) this.#ctx.metrics?.authFailure('failure');
+    if (wrong) this.#ctx.metrics?.authFailure(reason);
     const locks = this.#ctx.accountLocks;
     if (wrong && account !== null && locks?.recordFailure(account) === true) {
       this.#ctx.logger.warn({ what: 'c2s_account_locked', account, remote: this.#peer.remote, ms: locks.banDuration }, 'too many failed logins for one account; its logins are refused for a while');
