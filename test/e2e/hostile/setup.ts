@@ -22,6 +22,8 @@ export interface HostileOptions {
   users?: Array<[string, string]>;
   /** An absolute data_dir (default: "data" beside the config). */
   dataDir?: string;
+  /** Serves the Prometheus metrics at http://127.0.0.1:<metricsPort>/metrics. */
+  metricsPort?: number;
   /** Keys of [modules.mod_ping]. */
   ping?: Record<string, TomlValue>;
 }
@@ -45,6 +47,9 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   t += `[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n${keys(o.ping, '  ')}`;
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
+  if (o.metricsPort !== undefined) {
+    t += `\n[[listen.http]]\n  port = ${o.metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`;
+  }
   const configPath = join(dir, 'petrel.toml');
   await writeFile(configPath, t);
   const p = new Petrel(dir, configPath, [port], 'localhost');
