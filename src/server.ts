@@ -11,6 +11,11 @@ import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
+import { c2sMetrics } from './c2s/metrics.ts';
+import { WorkLimit } from './c2s/auth-work.ts';
+import { ConnectionLimits } from './c2s/connection-limits.ts';
+import { ensurePrivateDir, privateSecret } from './storage/data-dir.ts';
+import { join } from 'node:path';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { RosterData } from './modules/mod_roster.ts';
@@ -36,6 +41,9 @@ export interface RunningServer {
   sessions: SessionManager;
   stop(): Promise<void>;
 }
+
+/** Under the data directory: the key of the SCRAM salts made up for unknown users. */
+export const SCRAM_SECRET_FILE = 'scram-secret';
 
 const LEVELS: Record<GeneralConfig['loglevel'], string> = {
   none: 'silent',
@@ -159,7 +167,15 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
-    const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
+    const c2sCounters = c2sMetrics(metrics);
+    const g = config.general;
+    const authBans = new AuthBans(g.max_auth_failures_per_ip, g.auth_ban_duration);
+    const accountLocks = new AuthBans(g.max_auth_failures_per_account, g.account_lock_duration);
+    const hashWork = new WorkLimit(g.max_concurrent_password_hashing);
+    const connections = new ConnectionLimits(g.max_c2s_connections, g.max_c2s_connections_per_address);
+    // The fake SCRAM salts of unknown users must not change at a restart, or asking twice would tell them apart.
+    ensurePrivateDir(g.data_dir);
+    const scramSecret = privateSecret(join(g.data_dir, SCRAM_SECRET_FILE), 32);
     for (const l of config.listen.c2s) {
       c2s.push(
         await startC2SListener(l, {
@@ -174,6 +190,11 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           hooks,
           logger,
           authBans,
+          accountLocks,
+          hashWork,
+          scramSecret,
+          connections,
+          metrics: c2sCounters,
         }, config.shaper),
       );
     }

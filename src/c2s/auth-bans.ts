@@ -1,6 +1,8 @@
-// Failed logins per client address: past a number of failures within an
-// hour, the address is refused for a while. This slows password guessing
-// spread over many connections, which the per-connection limit alone cannot.
+// Failed logins per key over a sliding hour: past a number of failures the
+// key is refused for a while. Keyed by client address (clientAddress: IPv6
+// by /64), this slows password guessing spread over many connections, which
+// the per-connection limit alone cannot; keyed by account, guessing spread
+// over many addresses.
 
 /** Failures are counted over this sliding window. */
 export const FAILURE_WINDOW_MS = 3_600_000;
@@ -84,8 +86,48 @@ export class AuthBans {
   }
 }
 
-/** The address of a peer as one string per host: IPv4-mapped IPv6 addresses are written as IPv4. */
+/**
+ * The address a peer's connections and failures are counted under: an IPv4
+ * address as it is (IPv4-mapped IPv6 addresses written as IPv4), an IPv6
+ * address as its /64 network ("2001:db8:0:7::/64"), since one subscriber or
+ * host is commonly given a whole /64 and could otherwise use a new address
+ * for every attempt.
+ */
 export function clientAddress(remote: string | undefined): string {
   if (remote === undefined) return '';
-  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7);
+  if (!remote.includes(':')) return remote;
+  const groups = ipv6Groups(remote);
+  if (groups === null) return remote;
+  return groups.slice(0, 4).map((g) => g.toString(16)).join(':') + '::/64';
+}
+
+/** The eight 16-bit groups of an IPv6 address (RFC 4291 §2.2 text forms), or null. */
+function ipv6Groups(text: string): number[] | null {
+  const zone = text.indexOf('%');
+  const a = zone >= 0 ? text.slice(0, zone) : text;
+  const halves = a.split('::');
+  if (halves.length > 2) return null;
+  const part = (s: string): number[] | null => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const g of s.split(':')) {
+      if (g.includes('.')) {
+        const b = g.split('.').map(Number);
+        if (b.length !== 4 || b.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) return null;
+        out.push((b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!);
+      } else {
+        if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+        out.push(parseInt(g, 16));
+      }
+    }
+    return out;
+  };
+  const head = part(halves[0]!);
+  const tail = halves.length === 2 ? part(halves[1]!) : [];
+  if (head === null || tail === null) return null;
+  if (halves.length === 1) return head.length === 8 ? head : null;
+  const fill = 8 - head.length - tail.length;
+  if (fill < 1) return null;
+  return [...head, ...new Array<number>(fill).fill(0), ...tail];
 }

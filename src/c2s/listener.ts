@@ -9,7 +9,13 @@ import { readFileSync } from 'node:fs';
 import type { C2SListenerConfig } from '../config/types.ts';
 import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './session.ts';
 import { byteStreamFraming } from './byte-stream-framing.ts';
+import { refusalError, type ConnectionRefusal } from './connection-limits.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
+
+/** On a socket: the key of its slot in the connection limits, or why it was refused one. */
+const SLOT = Symbol('c2s connection slot');
+const REFUSED = Symbol('c2s connection refused');
+type LimitedSocket = Socket & { [SLOT]?: string; [REFUSED]?: ConnectionRefusal };
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
 export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
@@ -45,6 +51,7 @@ export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
     handshakeTimeout: cfg.tls === undefined ? 0 : cfg.tls.handshake_timeout,
     maxOutputBuffer: cfg.max_output_buffer,
     sendTimeout: cfg.send_timeout,
+    negotiationTimeout: cfg.negotiation_timeout,
   };
 }
 
@@ -72,13 +79,20 @@ export async function startC2SListener(
   };
   const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };
   const starttls = tls !== null && cfg.tls?.mode !== 'tls';
+  const direct = cfg.tls?.mode === 'tls';
   const accept = (socket: Socket) => {
     // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
     const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
+    const refused = (socket as LimitedSocket)[REFUSED];
+    if (refused !== undefined) {
+      // Told why, over the stream, then closed; it never counted as open.
+      new C2SSession(transport, ctx, refusalError(refused));
+      return;
+    }
     sessions.add(new C2SSession(transport, ctx));
   };
   let server: NetServer;
-  if (cfg.tls?.mode === 'tls') {
+  if (direct) {
     // tls.createServer takes the certificate and key themselves; it has no secureContext option.
     server = createTlsServer({ ...tlsOpts!, handshakeTimeout }, accept);
     server.on('tlsClientError', (err, socket) => {
@@ -86,16 +100,40 @@ export async function startC2SListener(
       socket.destroy();
     });
   } else {
-    server = createTcpServer(accept);
+    server = createTcpServer();
   }
   const sockets = new Set<Socket>();
+  const slots = base.connections;
   // One listener function for every socket ('close' comes once), not a closure each.
   function forget(this: Socket): void {
     sockets.delete(this);
+    const key = (this as LimitedSocket)[SLOT];
+    if (key !== undefined) slots?.release(key);
   }
+  let lastRefusalLog = 0;
+  // Every accepted socket, before any TLS handshake: the connection limits count from here.
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', forget);
+    const admitted = slots?.admit(socket.remoteAddress);
+    if (admitted !== undefined && 'refused' in admitted) {
+      base.metrics?.connectionRefused(admitted.refused);
+      const now = Date.now();
+      // At most one line a second, so that a flood of connections is not also a flood of logs.
+      if (now - lastRefusalLog >= 1000) {
+        lastRefusalLog = now;
+        base.logger.warn({ what: 'c2s_connection_refused', reason: admitted.refused, remote: socket.remoteAddress, open: slots!.open }, 'connection refused: too many connections');
+      }
+      // Before a TLS handshake there is no stream to carry an error.
+      if (direct) {
+        socket.destroy();
+        return;
+      }
+      (socket as LimitedSocket)[REFUSED] = admitted.refused;
+    } else if (admitted !== undefined) {
+      (socket as LimitedSocket)[SLOT] = admitted.key;
+    }
+    if (!direct) accept(socket);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

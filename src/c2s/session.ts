@@ -26,11 +26,12 @@ import type { Router } from '../routing/router.ts';
 import type { Presence, PresenceSession } from '../routing/presence.ts';
 import type { SessionManager } from '../routing/sm.ts';
 import { Element } from '../xmpp/xml.ts';
-import { StreamError, StanzaError, errorReply, type StreamErrorCondition } from '../xmpp/errors.ts';
+import { StreamError, StanzaError, errorReply, receivedStreamError, type StreamErrorCondition } from '../xmpp/errors.ts';
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
 import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
 import { clientAddress, type AuthBans } from './auth-bans.ts';
+import type { ConnectionLimits } from './connection-limits.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
 import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
@@ -54,6 +55,8 @@ export interface C2SContext extends SaslContext {
   maxRate: number;
   /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
   authBans?: AuthBans;
+  /** Open connections, server-wide and per address, shared by every c2s transport's listener; absent: no limit. */
+  connections?: ConnectionLimits;
   /** Called once the session's connection has closed. */
   released?: (s: C2SSession) => void;
 }
@@ -76,6 +79,8 @@ export interface C2SLimits {
   maxOutputBuffer: number;
   /** send_timeout: ms without a completed write, while output waits, before the client is disconnected (0 = no limit). */
   sendTimeout: number;
+  /** negotiation_timeout: ms from connecting until a resource is bound, every step and restart together (0 = no limit). */
+  negotiationTimeout: number;
 }
 
 /** The parser limits of a listener: `maxStanzaSize` (max_stanza_size, 0 = none) after authentication, the tighter pre-auth limits before. */
@@ -107,6 +112,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   /** Between SASL success and binding: the authenticated user. */
   #username = '';
   #stateTimer: NodeJS.Timeout | null = null;
+  /** Until a resource is bound: the deadline of the whole negotiation. */
+  #negotiationTimer: NodeJS.Timeout | null = null;
   /** When input is read; made only once a shaper or the routing backlog needs it. */
   #shaper: Shaper | null = null;
   /**
@@ -124,18 +131,31 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   interested = false;
   presence: Element | null = null;
 
-  constructor(transport: Transport, ctx: C2SContext) {
+  /**
+   * `refused`: the listener refuses the connection (connection-limits.ts);
+   * the session only says so, with this stream error, and closes.
+   */
+  constructor(transport: Transport, ctx: C2SContext, refused?: StreamError) {
     this.#transport = transport;
     this.#ctx = ctx;
     this.id = ++sessionCounter;
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
+    if (refused !== undefined) {
+      this.#streamError(refused);
+      return;
+    }
     const banned = ctx.authBans?.bannedFor(clientAddress(transport.remoteAddress)) ?? 0;
     if (banned > 0) {
       // Refused before any negotiation, so a banned address cannot even try.
       this.#streamError(new StreamError('policy-violation', `too many failed logins from this address; try again in ${Math.ceil(banned / 1000)} s`));
       return;
+    }
+    const whole = ctx.limits.negotiationTimeout;
+    if (whole > 0) {
+      this.#negotiationTimer = setTimeout(C2SSession.#negotiationTimedOut, whole, this);
+      this.#negotiationTimer.unref();
     }
     this.#armStateTimer();
   }
@@ -174,6 +194,22 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   static #stateTimedOut(s: C2SSession): void {
     s.#streamError(new StreamError('connection-timeout', `no answer within ${s.#ctx.limits.stateTimeout} ms`));
+  }
+
+  /**
+   * state_timeout bounds each step; a client can still take steps forever
+   * (restarting SASL, failing to bind), so the negotiation as a whole has a
+   * deadline too.
+   */
+  static #negotiationTimedOut(s: C2SSession): void {
+    s.#negotiationTimer = null;
+    if (s.#state === 'bound' || s.#state === 'closed') return;
+    s.#streamError(new StreamError('connection-timeout', `no resource bound within ${s.#ctx.limits.negotiationTimeout} ms of connecting`));
+  }
+
+  #stopNegotiationTimer(): void {
+    if (this.#negotiationTimer !== null) clearTimeout(this.#negotiationTimer);
+    this.#negotiationTimer = null;
   }
 
   #stopStateTimer(): void {
@@ -229,15 +265,25 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * resource of the user or to offline storage.
    */
   onSlowReader(reason: string): void {
+    this.#drop('c2s_slow_reader', 'slow reader', reason, 'client does not read; disconnected');
+  }
+
+  /**
+   * Drops a connection found dead (no answer to the server's pings), as a
+   * slow reader is dropped: its undelivered messages, and those sent to the
+   * user from now on, are routed again.
+   */
+  disconnect(reason: string): void {
+    this.#drop('c2s_dead_connection', 'dead connection', reason, 'client does not answer; disconnected');
+  }
+
+  #drop(what: string, cause: string, reason: string, msg: string): void {
     if (this.#state === 'closed') return;
     const pending = this.#output.takeUndelivered();
     const bound = this.#state === 'bound';
-    this.#ctx.logger.warn(
-      { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: bound ? this.jid.full : undefined, reason, rerouted: pending.length },
-      'client does not read; disconnected',
-    );
+    this.#ctx.logger.warn({ what, session: this.id, remote: this.remote, jid: bound ? this.jid.full : undefined, reason, rerouted: pending.length }, msg);
     const me = bound ? this.jid : null;
-    this.#cleanup('slow reader');
+    this.#cleanup(cause);
     // The output cannot reach the client, so no stream error is attempted.
     this.#transport.destroy();
     rerouteUndelivered(this.#ctx.router, this.#ctx.logger, this.id, pending, this.#domain, me);
@@ -251,6 +297,17 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     // RFC 6120 §4.9.1.1: a stream header first if none was sent yet.
     this.#sendHeader();
     this.#output.write(this.#framing.error(err));
+    this.close();
+  }
+
+  /** The client ended the stream with a stream error of its own. */
+  #peerStreamError(condition: string, text: string | undefined): void {
+    if (this.#state === 'closed') return;
+    this.#ctx.logger.info(
+      { what: 'c2s_stream_error_received', session: this.id, remote: this.remote, jid: this.#state === 'bound' ? this.jid.full : undefined, condition, text },
+      'the client ended the stream with an error',
+    );
+    this.#ctx.metrics?.streamErrorReceived(condition);
     this.close();
   }
 
@@ -272,6 +329,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const wasBound = this.#state === 'bound';
     this.#state = 'closed';
     this.#stopStateTimer();
+    this.#stopNegotiationTimer();
     this.#output.stop();
     this.#shaper?.stop();
     if (wasBound && this.#ctx.sm.unregister(this)) {
@@ -343,6 +401,16 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   /** One first-level element, handled by what the current state accepts. */
   onStanza(el: Element): void {
+    // RFC 6120 §4.9: a stream error is not a stanza and is understood in any
+    // state; the stream is over, so this side ends it too (§4.4) and sends
+    // no error of its own.
+    if (el.name.endsWith('error')) {
+      const received = receivedStreamError(el);
+      if (received !== null) {
+        this.#peerStreamError(received.condition, received.text);
+        return;
+      }
+    }
     switch (this.#state) {
       case 'auth':
         this.#armStateTimer();
@@ -455,6 +523,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#username = '';
     this.#state = 'bound';
     this.#stopStateTimer();
+    this.#stopNegotiationTimer();
     this.#ctx.sm.register(this);
     const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
     reply.c('bind', { xmlns: NS_BIND }).c('jid').t(jid.full);

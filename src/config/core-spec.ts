@@ -77,6 +77,11 @@ const generalSpec: SectionSpec = section(
     max_user_sessions: intOrInfinity(1, 10),
     max_auth_failures_per_ip: intOrInfinity(1, 20),
     auth_ban_duration: int({ min: 1, default: 600_000 }),
+    max_auth_failures_per_account: intOrInfinity(1, 10),
+    account_lock_duration: int({ min: 1, default: 300_000 }),
+    max_concurrent_password_hashing: intOrInfinity(1, 2),
+    max_c2s_connections: intOrInfinity(1, 10_000),
+    max_c2s_connections_per_address: intOrInfinity(1, 100),
     // Not a MongooseIM option (it has none for this).
     refuse_mixed_script_localparts: bool({ default: false }),
   },
@@ -146,6 +151,7 @@ const c2sListenerSpec = section(
     max_auth_failures: int({ min: 1, default: 3 }),
     max_output_buffer: int({ min: 1024, default: 1_048_576 }),
     send_timeout: intOrInfinity(1, 15_000),
+    negotiation_timeout: intOrInfinity(1, 60_000),
   },
   {
     required: ['port'],

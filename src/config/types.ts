@@ -38,6 +38,8 @@ export interface C2SListenerConfig {
   max_output_buffer: number;
   /** ms without a completed write to a client, while output waits, before it is disconnected (0 = no limit). */
   send_timeout: number;
+  /** ms from connecting until a resource is bound, all steps and restarts together (0 = no limit). */
+  negotiation_timeout: number;
 }
 
 /**
@@ -75,6 +77,16 @@ export interface GeneralConfig {
   max_auth_failures_per_ip: number;
   /** ms an address stays banned. */
   auth_ban_duration: number;
+  /** Failed logins for one account within an hour before its logins are refused for a while (0 = no limit). */
+  max_auth_failures_per_account: number;
+  /** ms an account's logins stay refused. */
+  account_lock_duration: number;
+  /** Password hashing (PBKDF2) runs at once, server-wide (0 = no limit). */
+  max_concurrent_password_hashing: number;
+  /** Open c2s connections, all listeners together (0 = no limit). */
+  max_c2s_connections: number;
+  /** Open c2s connections from one address (IPv6: one /64) (0 = no limit). */
+  max_c2s_connections_per_address: number;
   /**
    * Refuse user names with letters of more than one script ("аlice" with a
    * Cyrillic а) at `petrel register` and at login.

@@ -8,10 +8,12 @@ import type { HookCatalogue } from '../hooks/catalogue.ts';
 import { parseElement } from '../xmpp/parse-element.ts';
 import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
-import type { JID } from '../xmpp/jid.ts';
+import { tryParseJid, type JID } from '../xmpp/jid.ts';
+import { Counter, type Registry } from 'prom-client';
+import type { Logger } from 'pino';
 import type { ModuleData, ModuleDefinition, ModuleInstance } from './types.ts';
 import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
-import { OFFLINE_STORE, type OfflineStore } from './mod_offline/store.ts';
+import { OFFLINE_STORE, type OfflineMessage, type OfflineStore } from './mod_offline/store.ts';
 
 export type { OfflineMessage, OfflineStore } from './mod_offline/store.ts';
 
@@ -76,6 +78,42 @@ export function withDelay(packet: Element, domain: string, ms: number): Element 
   return copy;
 }
 
+/** Messages mod_offline could not keep (a failed write), each bounced to its sender. Petrel's; MongooseIM has none. */
+export const OFFLINE_STORE_FAILURES = 'petrel_mod_offline_store_failures_total';
+
+function offlineFailures(registry: Registry, hosts: readonly string[]): Counter<string> {
+  const c = (registry.getSingleMetric(OFFLINE_STORE_FAILURES) as Counter<string> | undefined)
+    ?? new Counter({ name: OFFLINE_STORE_FAILURES, help: 'Offline messages that could not be stored and were bounced to their senders', labelNames: ['host_type'], registers: [registry] });
+  for (const h of hosts) c.inc({ host_type: h }, 0);
+  return c;
+}
+
+/**
+ * Whether a store error means it is out of space or another resource, so that
+ * "try again later" is the honest answer: SQLite's SQLITE_FULL (13), a file
+ * system's ENOSPC or EDQUOT, PostgreSQL's class 53 (insufficient resources:
+ * disk_full, out_of_memory, too_many_connections).
+ */
+export function isResourceShortage(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { errcode?: unknown; code?: unknown };
+  if (e.errcode === 13) return true;
+  if (e.code === 'ENOSPC' || e.code === 'EDQUOT') return true;
+  return typeof e.code === 'string' && /^53[0-9A-Z]{3}$/.test(e.code);
+}
+
+/** A stored message as the stanza and addresses to bounce it with; none when it cannot be read back. */
+function bounceOf(m: OfflineMessage, to: JID, logger: Logger): Array<{ packet: Element; from: JID; to: JID }> {
+  const from = tryParseJid(m.from);
+  if (from === null) return [];
+  try {
+    return [{ packet: parseElement(m.xml), from, to }];
+  } catch (err) {
+    logger.error({ what: 'offline_message_unreadable', user: to.bare, err }, 'a stored offline message could not be parsed');
+    return [];
+  }
+}
+
 export interface OfflineData extends ModuleData {
   readonly store: OfflineStore;
 }
@@ -128,16 +166,34 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       const xml = stamped.toString();
       const timestamp = p.acc.timestamp;
       enqueue(to.bare, async () => {
-        const n = await store.count(user, domain);
-        if (n >= opts.max_messages) {
-          logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
-          // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
-          ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
-          return;
+        try {
+          const n = await store.count(user, domain);
+          if (n >= opts.max_messages) {
+            logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
+            // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
+            ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
+            return;
+          }
+          await store.store(user, domain, { xml, from: from.full, timestamp });
+        } catch (err) {
+          // Not kept: the sender is told, never left to believe it was.
+          storeFailed(err, to.bare, [{ packet, from, to }]);
         }
-        await store.store(user, domain, { xml, from: from.full, timestamp });
       });
       return STOP;
+    };
+
+    const failures = offlineFailures(ctx.metrics, ctx.hosts);
+    /** A write to the store failed: each message it held bounces to its sender. */
+    const storeFailed = (err: unknown, user: string, lost: Array<{ packet: Element; from: JID; to: JID }>): void => {
+      const shortage = isResourceShortage(err);
+      logger.error({ what: 'offline_store_failed', user, count: lost.length, err: String(err), shortage }, 'an offline message could not be stored; bounced to its sender');
+      for (const { packet, from, to } of lost) {
+        failures.inc({ host_type: to.domain });
+        // RFC 6120 §8.3.3.18 for a store out of space (try later), §8.3.3.6 for any other failure.
+        if (shortage) ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait', 'the offline store is full');
+        else ctx.router.routeError(packet, from, to, 'internal-server-error', 'wait', 'the offline store could not keep the message');
+      }
     };
 
     const deliver = async (jid: JID): Promise<void> => {
@@ -151,7 +207,14 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       const target = ctx.sessions.byFull(jid.full);
       if (target === undefined) {
         // The session ended while the store answered: keep them for next time.
-        for (const m of messages) await store.store(jid.local, jid.domain, m);
+        for (let i = 0; i < messages.length; i++) {
+          try {
+            await store.store(jid.local, jid.domain, messages[i]!);
+          } catch (err) {
+            storeFailed(err, jid.bare, messages.slice(i).flatMap((m) => bounceOf(m, jid, logger)));
+            return;
+          }
+        }
         return;
       }
       for (const m of messages) {

@@ -33,6 +33,12 @@ export interface SessionView {
   /** The last available presence it sent, stamped with its full JID. */
   presence: Element | null;
   send(el: Element): void;
+  /**
+   * Ends a session whose connection is found dead, without a stream error;
+   * its messages not yet handed to the connection, and any sent to the user
+   * afterwards, are routed again (another resource, else offline storage).
+   */
+  disconnect(reason: string): void;
 }
 
 export interface SessionsApi {

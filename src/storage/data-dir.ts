@@ -2,7 +2,8 @@
 // its owner alone: the directory is 0700 and the files in it 0600, whatever
 // the umask of the process that creates them (the server, or the
 // command-line tool run from a shell with a permissive umask).
-import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 
 export const PRIVATE_DIR_MODE = 0o700;
 export const PRIVATE_FILE_MODE = 0o600;
@@ -46,4 +47,32 @@ export function ensurePrivateFile(file: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The secret kept in `file` (mode 0600), made of `bytes` random bytes the
+ * first time and read back ever after, so that what is derived from it stays
+ * the same across restarts. Created exclusively ("wx"): two processes
+ * starting at once cannot both write one. A file of another length is an
+ * error naming it, never silently replaced.
+ */
+export function privateSecret(file: string, bytes: number): Buffer {
+  try {
+    const fd = openSync(file, 'wx', PRIVATE_FILE_MODE);
+    try {
+      fchmodSync(fd, PRIVATE_FILE_MODE);
+      const secret = randomBytes(bytes);
+      writeSync(fd, secret);
+      fsyncSync(fd);
+      return secret;
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const secret = readFileSync(file);
+  if (secret.length !== bytes) throw new Error(`${file}: expected a secret of ${bytes} bytes, found ${secret.length}; remove the file to make a new one`);
+  ensurePrivateFile(file);
+  return secret;
 }

@@ -6,7 +6,7 @@
 // The condition is the stable code of the error: it is what reaches the peer.
 
 import { Element, escapeText } from './xml.ts';
-import { NS_STANZAS, NS_STREAMS_ERR } from './ns.ts';
+import { NS_STANZAS, NS_STREAM, NS_STREAMS_ERR } from './ns.ts';
 
 /** RFC 6120 §4.9.3 */
 export type StreamErrorCondition =
@@ -124,4 +124,40 @@ export function errorReply(stanza: Element, err: StanzaError): Element {
   for (const c of stanza.children) reply.children.push(typeof c === 'string' ? c : c.clone());
   reply.append(err.toElement());
   return reply;
+}
+
+/** What a peer's own `<stream:error/>` said (RFC 6120 §4.9.2). */
+export interface ReceivedStreamError {
+  /** The defined condition, or "undefined-condition" when there is none (§4.9.3.21). */
+  condition: string;
+  /** The <text/>, cut to 256 characters, if any. */
+  text?: string;
+}
+
+/**
+ * The namespace of a first-level element of a stream: a prefixed name is
+ * looked up on the element itself, the `stream` prefix falls back to the
+ * stream namespace the stream header had to declare (RFC 6120 §4.8.5); an
+ * unprefixed one has its own `xmlns`. Prefixes are not fixed (§4.8.5), so an
+ * element is recognised by namespace and local name, never by its spelling.
+ */
+function streamLevelNamespace(el: Element): string | undefined {
+  const colon = el.name.indexOf(':');
+  if (colon < 0) return el.attrs.xmlns;
+  const prefix = el.name.slice(0, colon);
+  return el.attrs['xmlns:' + prefix] ?? (prefix === 'stream' ? NS_STREAM : undefined);
+}
+
+/** A first-level element that is a stream error in the stream namespace, read; null for anything else. */
+export function receivedStreamError(el: Element): ReceivedStreamError | null {
+  const colon = el.name.indexOf(':');
+  if (el.name.slice(colon + 1) !== 'error' || streamLevelNamespace(el) !== NS_STREAM) return null;
+  let condition = 'undefined-condition';
+  let text: string | undefined;
+  for (const child of el.getChildren()) {
+    if (child.attrs.xmlns !== NS_STREAMS_ERR) continue;
+    if (child.name === 'text') text = child.text().slice(0, 256);
+    else if (condition === 'undefined-condition' && /^[a-z-]{1,40}$/.test(child.name)) condition = child.name;
+  }
+  return text === undefined ? { condition } : { condition, text };
 }

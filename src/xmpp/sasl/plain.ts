@@ -32,6 +32,11 @@ export class PlainServer implements SaslServer {
     }
   }
 
+  #hashing<T>(work: () => Promise<T>): Promise<T> {
+    const h = this.#opts.hashing;
+    return h === undefined ? work() : h(work);
+  }
+
   async #verify(response: Buffer): Promise<SaslStep> {
     const text = decodeUtf8(response);
     if (text === null) return failure('incorrect-encoding');
@@ -45,10 +50,10 @@ export class PlainServer implements SaslServer {
     const creds = await this.#opts.lookup(username);
     if (creds === null) {
       // Spend the time a stored user would cost, so the answer time does not tell that the user is unknown.
-      await makeScramCredentials(password, 'sha256', this.#opts.iterations ?? 4096);
+      await this.#hashing(() => makeScramCredentials(password, 'sha256', this.#opts.iterations ?? 4096));
       return failure('not-authorized');
     }
-    if (!(await verifyPassword(password, creds))) return failure('not-authorized');
+    if (!(await this.#hashing(() => verifyPassword(password, creds)))) return failure('not-authorized');
     return { kind: 'success', username };
   }
 }

@@ -196,7 +196,11 @@ export class ScramServer implements SaslServer {
   async #keys(): Promise<Keys> {
     const src = this.#source;
     if (src.kind === 'stored') return src.keys;
-    if (src.kind === 'plain') return keysFromSalted(this.#hash, await saltedPassword(src.password, this.#salt, this.#iterations, this.#hash));
+    if (src.kind === 'plain') {
+      const work = () => saltedPassword(src.password, this.#salt, this.#iterations, this.#hash);
+      const h = this.#opts.hashing;
+      return keysFromSalted(this.#hash, await (h === undefined ? work() : h(work)));
+    }
     // Keys nobody knows: the comparison runs as for a real user and fails.
     const len = HASH_LENGTH[this.#hash];
     return { storedKey: digest(this.#hash, Buffer.from(randomUUID())).subarray(0, len), serverKey: randomBytes(len) };

@@ -57,4 +57,10 @@ export interface SaslOptions {
    * predictable. Default: random per process.
    */
   secret?: Buffer;
+  /**
+   * Runs one piece of password hashing (PBKDF2); the caller may queue it to
+   * bound how much runs at once, or refuse it (a rejection fails the step
+   * with temporary-auth-failure). Default: at once.
+   */
+  hashing?: <T>(work: () => Promise<T>) => Promise<T>;
 }

@@ -100,3 +100,40 @@ describe('prefixes that are declared', () => {
     }
   });
 });
+
+describe("a client's stream error (RFC 6120 §4.9)", () => {
+  const cases = [
+    ['after binding, with the stream prefix', true, "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>bye</text></stream:error>", 'policy-violation'],
+    ['before authentication', false, "<stream:error><reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>", 'reset'],
+    ['with a prefix of its own for the stream namespace', true, "<e:error xmlns:e='http://etherx.jabber.org/streams'><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></e:error>", 'system-shutdown'],
+  ] as const;
+  for (const [when, bound, xml, condition] of cases) {
+    test(`a stream error the client sends ${when} is logged with its condition and the server closes the stream without an error of its own`, async () => {
+      const raw = await RawConnection.open(server.port);
+      try {
+        if (bound) await raw.login('alice', 'pw-alice', 'se' + Math.random().toString(36).slice(2, 8));
+        else await raw.openStream();
+        const before = raw.data.length;
+        raw.send(xml);
+        const said = (await closedWith(raw)).slice(before);
+        assert.equal(streamErrorCondition(said), undefined, `the server answered with a stream error: ${said}`);
+        assert.match(said, /<\/stream:stream>/);
+        const line = await server.waitForLog((l) => l.what === 'c2s_stream_error_received' && l.condition === condition);
+        if (bound) assert.match(String(line.jid), /^alice@localhost\//);
+      } finally {
+        raw.destroy();
+      }
+    });
+  }
+
+  test('an error element in another namespace is not taken for a stream error', async () => {
+    const raw = await RawConnection.open(server.port);
+    try {
+      await raw.login('alice', 'pw-alice', 'se-other');
+      raw.send("<x:error xmlns:x='urn:example:not-streams'><reset xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></x:error>");
+      assert.equal(streamErrorCondition(await closedWith(raw)), 'unsupported-stanza-type');
+    } finally {
+      raw.destroy();
+    }
+  });
+});

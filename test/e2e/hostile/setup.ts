@@ -20,6 +20,12 @@ export interface HostileOptions {
   /** Defines [shaper.normal] with this max_rate; the listener uses it. */
   shaperRate?: number;
   users?: Array<[string, string]>;
+  /** An absolute data_dir (default: "data" beside the config). */
+  dataDir?: string;
+  /** Serves the Prometheus metrics at http://127.0.0.1:<metricsPort>/metrics. */
+  metricsPort?: number;
+  /** Keys of [modules.mod_ping]. */
+  ping?: Record<string, TomlValue>;
 }
 
 function toml(v: TomlValue): string {
@@ -33,14 +39,17 @@ function keys(o: Record<string, TomlValue> | undefined, indent: string): string 
 export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   const dir = await tempDir('petrel-hostile-');
   const port = await freePort();
-  let t = `[general]\n  hosts = ["localhost"]\n  loglevel = "info"\n  data_dir = "data"\n${keys(o.general, '  ')}\n`;
+  let t = `[general]\n  hosts = ["localhost"]\n  loglevel = "info"\n  data_dir = ${JSON.stringify(o.dataDir ?? 'data')}\n${keys(o.general, '  ')}\n`;
   t += `[[listen.c2s]]\n  port = ${port}\n  ip_address = "127.0.0.1"\n${keys(o.listener, '  ')}`;
   if (o.shaperRate !== undefined) t += '  shaper = "normal"\n';
   if (o.tls !== undefined) t += `  [listen.c2s.tls]\n${keys(o.tls, '    ')}`;
   t += '\n[auth]\n  [auth.password]\n    format = "scram"\n    scram_iterations = 4096\n  [auth.internal]\n\n';
-  t += '[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n';
+  t += `[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n${keys(o.ping, '  ')}`;
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
+  if (o.metricsPort !== undefined) {
+    t += `\n[[listen.http]]\n  port = ${o.metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`;
+  }
   const configPath = join(dir, 'petrel.toml');
   await writeFile(configPath, t);
   const p = new Petrel(dir, configPath, [port], 'localhost');

@@ -53,8 +53,13 @@ test('the number of tracked addresses stays bounded', () => {
   assert.ok(bans.size <= 100_000);
 });
 
-test('an IPv4-mapped IPv6 address counts as the IPv4 address', () => {
+test('an IPv4-mapped IPv6 address counts as the IPv4 address, and an IPv6 address as its /64', () => {
   assert.equal(clientAddress('::ffff:127.0.0.1'), '127.0.0.1');
-  assert.equal(clientAddress('::1'), '::1');
+  assert.equal(clientAddress('::1'), '0:0:0:0::/64');
+  // One /64 is one key, however its addresses are written.
+  assert.equal(clientAddress('2001:db8:0:7::1'), '2001:db8:0:7::/64');
+  assert.equal(clientAddress('2001:DB8:0:7:ffff:1:2:3'), '2001:db8:0:7::/64');
+  assert.equal(clientAddress('2001:db8::7:0:0:1'), '2001:db8:0:0::/64');
+  assert.equal(clientAddress('fe80::1%eth0'), 'fe80:0:0:0::/64');
   assert.equal(clientAddress(undefined), '');
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from '../../../src/c2s/session.ts';
+import { refusalError } from '../../../src/c2s/connection-limits.ts';
 import { byteStreamFraming } from '../../../src/c2s/byte-stream-framing.ts';
 import { AuthBans } from '../../../src/c2s/auth-bans.ts';
 import { Hooks, STOP } from '../../../src/hooks/hooks.ts';
@@ -34,6 +35,7 @@ const LIMITS: C2SLimits = {
   handshakeTimeout: 10_000,
   maxOutputBuffer: 1_048_576,
   sendTimeout: 15_000,
+  negotiationTimeout: 60_000,
 };
 
 type LogLine = Record<string, unknown> & { what?: string };
@@ -308,5 +310,29 @@ describe('the c2s session over an in-memory transport', () => {
     const text = await t.waitFor('</stream:stream>');
     assert.match(text, /<stream:stream [^>]*from='localhost'[^>]*><stream:error><(invalid-namespace|not-well-formed) /);
     await t.closedPromise;
+  });
+  test('a session made for a refused connection sends only its stream error and closes', async () => {
+    w = world();
+    const t = new MemoryTransport({});
+    const session = new C2SSession(t, w.ctx, refusalError('address_limit'));
+    const text = await t.waitFor('</stream:stream>');
+    assert.match(text, /<stream:error><policy-violation xmlns="urn:ietf:params:xml:ns:xmpp-streams"\/>/);
+    assert.doesNotMatch(text, /<stream:features>/);
+    await t.closedPromise;
+    assert.equal(session.state, 'closed');
+  });
+
+  test('a client taking step after step within state_timeout is closed once negotiation_timeout has passed', async () => {
+    w = world({ stateTimeout: 200, negotiationTimeout: 400, maxAuthFailures: 1000 });
+    const { t } = w.connect();
+    t.send(HEADER);
+    await t.waitFor('</stream:features>');
+    const timer = setInterval(() => t.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'/>`), 50);
+    try {
+      const text = await t.waitFor('</stream:stream>', 5000);
+      assert.match(text, /<connection-timeout [^>]*\/><text [^>]*>no resource bound within 400 ms of connecting/);
+    } finally {
+      clearInterval(timer);
+    }
   });
 });

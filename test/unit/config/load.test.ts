@@ -13,6 +13,7 @@ import type { HttpListenerConfig } from '../../../src/http/types.ts';
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
 
+import { definition as ping } from '../../../src/modules/mod_ping.ts';
 const standIns = { mod_roster: section({}), mod_offline: section({}), mod_disco: section({}), mod_ping: section({}) };
 const listeners = { http: httpListenerSpec(HTTP_HANDLERS) };
 const opts: LoadOptions = { sections: {}, modules: standIns, listeners };
@@ -38,6 +39,7 @@ const C2S_LIMITS = {
   max_auth_failures: 3,
   max_output_buffer: 1_048_576,
   send_timeout: 15_000,
+  negotiation_timeout: 60_000,
 };
 
 function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
@@ -71,6 +73,11 @@ test('a config naming only its hosts gets every default', () => {
     max_user_sessions: 10,
     max_auth_failures_per_ip: 20,
     auth_ban_duration: 600_000,
+    max_auth_failures_per_account: 10,
+    account_lock_duration: 300_000,
+    max_concurrent_password_hashing: 2,
+    max_c2s_connections: 10_000,
+    max_c2s_connections_per_address: 100,
     refuse_mixed_script_localparts: false,
   });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
@@ -416,7 +423,7 @@ test('every commented example in the shipped default config is valid once uncomm
   const uncommented = text.split('\n').map((l) => l.replace(/^(\s*)#\s+(?=\[|[a-z_]+ = )/, '$1')).join('\n');
   assert.notEqual(uncommented, text);
   const dir = dirWithCerts();
-  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_event_pusher: anything }, listeners };
+  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_ping: ping.configSpec, mod_event_pusher: anything }, listeners };
   const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
   assert.equal(c.listen.c2s.length, 2);
   assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');

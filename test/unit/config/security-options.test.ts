@@ -49,6 +49,28 @@ test('"infinity" turns the per-user session limit and the per-address limit off,
   assert.equal(g.max_auth_failures_per_ip, 0);
 });
 
+test('the login, hashing and connection limits have their documented defaults and are read from [general]', () => {
+  const d = load(HOSTS).general;
+  assert.equal(d.max_auth_failures_per_account, 10);
+  assert.equal(d.account_lock_duration, 300_000);
+  assert.equal(d.max_concurrent_password_hashing, 2);
+  assert.equal(d.max_c2s_connections, 10_000);
+  assert.equal(d.max_c2s_connections_per_address, 100);
+  const g = load(HOSTS + 'max_auth_failures_per_account = "infinity"\naccount_lock_duration = 1000\nmax_concurrent_password_hashing = 4\nmax_c2s_connections = "infinity"\nmax_c2s_connections_per_address = 5\n').general;
+  assert.equal(g.max_auth_failures_per_account, 0);
+  assert.equal(g.account_lock_duration, 1000);
+  assert.equal(g.max_concurrent_password_hashing, 4);
+  assert.equal(g.max_c2s_connections, 0);
+  assert.equal(g.max_c2s_connections_per_address, 5);
+  rejects(HOSTS + 'max_c2s_connections_per_address = 0\n', 'general.max_c2s_connections_per_address: must be at least 1, got 0');
+  rejects(HOSTS + 'account_lock_duration = "infinity"\n', 'general.account_lock_duration: expected an integer, got the string "infinity"');
+});
+
+test('negotiation_timeout is read from the c2s table and takes "infinity"', () => {
+  assert.equal(listenerLimits(load(HOSTS + LISTENER + 'negotiation_timeout = 5000\n').listen.c2s[0]!).negotiationTimeout, 5000);
+  assert.equal(listenerLimits(load(HOSTS + LISTENER + 'negotiation_timeout = "infinity"\n').listen.c2s[0]!).negotiationTimeout, 0);
+});
+
 test('a general limit that is not a positive integer names its path', () => {
   rejects(HOSTS + 'max_user_sessions = 0\n', 'general.max_user_sessions: must be at least 1, got 0');
   rejects(HOSTS + 'max_user_sessions = "lots"\n', 'general.max_user_sessions: expected an integer of at least 1 or "infinity", got the string "lots"');
@@ -101,6 +123,7 @@ const BUILT_IN = {
   handshakeTimeout: 0,
   maxOutputBuffer: 1_048_576,
   sendTimeout: 15_000,
+  negotiationTimeout: 60_000,
 };
 
 test('a listener without limits of its own gets the built-in ones, written into the validated config', () => {

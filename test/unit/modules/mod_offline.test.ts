@@ -119,7 +119,7 @@ describe('the module', () => {
 
   function online(full: string, priority = 0) {
     const got: Element[] = [];
-    const s = { jid: parseJid(full), priority, available: true, interested: false, presence: null, got, send: (el: Element) => got.push(el) };
+    const s = { jid: parseJid(full), priority, available: true, interested: false, presence: null, got, send: (el: Element) => got.push(el), disconnect: () => {} };
     sessions.set(full, s);
     return s;
   }

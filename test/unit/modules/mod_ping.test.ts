@@ -8,10 +8,11 @@ import { Element } from '../../../src/xmpp/xml.ts';
 import { StanzaError } from '../../../src/xmpp/errors.ts';
 
 const vctx = { configDir: '/', warnings: [] as string[] };
+const NO_PINGS = { send_pings: false, ping_interval: 60, ping_req_timeout: 32, timeout_action: 'none' } as const;
 
 test('mod_ping answers a ping to the server with an empty result and announces urn:xmpp:ping', async () => {
   const features = new Set<string>();
-  const inst = await ping.create({ features, hosts: ['example.com'] } as unknown as ModuleContext, {});
+  const inst = await ping.create({ features, hosts: ['example.com'] } as unknown as ModuleContext, NO_PINGS);
   assert.ok(features.has('urn:xmpp:ping'));
   const payload = new Element('ping', { xmlns: 'urn:xmpp:ping' });
   const iq = new Element('iq', { type: 'get', id: 'p1', to: 'example.com' }).append(payload);
@@ -24,7 +25,7 @@ test('mod_ping answers a ping to the server with an empty result and announces u
 });
 
 test('a ping of type set is answered with bad-request', async () => {
-  const inst = await ping.create({ features: new Set(), hosts: ['example.com'] } as unknown as ModuleContext, {});
+  const inst = await ping.create({ features: new Set(), hosts: ['example.com'] } as unknown as ModuleContext, NO_PINGS);
   const payload = new Element('ping', { xmlns: 'urn:xmpp:ping' });
   const iq = new Element('iq', { type: 'set', id: 'p2', to: 'example.com' }).append(payload);
   const h = inst.iqHandlers!()[0]!;
@@ -34,9 +35,13 @@ test('a ping of type set is answered with bad-request', async () => {
   );
 });
 
-test('mod_ping takes no options and rejects the MongooseIM client-ping keys', () => {
-  assert.deepEqual(validate(ping.configSpec, undefined, 'modules.mod_ping', vctx), {});
-  for (const key of ['send_pings', 'ping_interval', 'timeout_action', 'ping_req_timeout']) {
-    assert.throws(() => validate(ping.configSpec, { [key]: 1 }, 'modules.mod_ping', vctx), new RegExp(`modules\\.mod_ping\\.${key}: unknown option`));
-  }
+test("mod_ping's options are MongooseIM's, with its defaults, and others are refused", () => {
+  assert.deepEqual(validate(ping.configSpec, undefined, 'modules.mod_ping', vctx), NO_PINGS);
+  assert.deepEqual(
+    validate(ping.configSpec, { send_pings: true, ping_interval: 30, ping_req_timeout: 10, timeout_action: 'kill' }, 'modules.mod_ping', vctx),
+    { send_pings: true, ping_interval: 30, ping_req_timeout: 10, timeout_action: 'kill' },
+  );
+  assert.throws(() => validate(ping.configSpec, { timeout_action: 'drop' }, 'modules.mod_ping', vctx), /modules\.mod_ping\.timeout_action/);
+  assert.throws(() => validate(ping.configSpec, { ping_interval: 0 }, 'modules.mod_ping', vctx), /modules\.mod_ping\.ping_interval/);
+  assert.throws(() => validate(ping.configSpec, { pings: true }, 'modules.mod_ping', vctx), /modules\.mod_ping\.pings: unknown option/);
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StanzaError, StreamError, errorReply } from '../../../src/xmpp/errors.ts';
+import { StanzaError, StreamError, errorReply, receivedStreamError } from '../../../src/xmpp/errors.ts';
+import { parseElement } from '../../../src/xmpp/parse-element.ts';
 import { Element } from '../../../src/xmpp/xml.ts';
 
 const STREAMS = 'urn:ietf:params:xml:ns:xmpp-streams';
@@ -71,4 +72,15 @@ test('an error reply to a stanza without from or to leaves the missing address o
   assert.equal(reply.attrs.from, 'b@x');
   assert.equal('to' in reply.attrs, false);
   assert.equal(reply.toString(), `<message id="m1" from="b@x" type="error"><body>hi</body><error type="cancel"><service-unavailable xmlns="${STANZAS}"/></error></message>`);
+});
+
+test('a stream error is recognised by its namespace whatever its prefix, and anything else is not one', () => {
+  const STREAMS = "xmlns='urn:ietf:params:xml:ns:xmpp-streams'";
+  const el = (xml: string) => parseElement(xml);
+  assert.deepEqual(receivedStreamError(el(`<stream:error xmlns:stream='http://etherx.jabber.org/streams'><conflict ${STREAMS}/><text ${STREAMS}>x</text></stream:error>`)), { condition: 'conflict', text: 'x' });
+  assert.deepEqual(receivedStreamError(el(`<e:error xmlns:e='http://etherx.jabber.org/streams'><reset ${STREAMS}/></e:error>`)), { condition: 'reset' });
+  assert.deepEqual(receivedStreamError(el(`<error xmlns='http://etherx.jabber.org/streams'/>`)), { condition: 'undefined-condition' });
+  assert.equal(receivedStreamError(el(`<x:error xmlns:x='urn:other'><reset ${STREAMS}/></x:error>`)), null);
+  assert.equal(receivedStreamError(el(`<error xmlns='jabber:client'/>`)), null);
+  assert.equal(receivedStreamError(el(`<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>`)), null);
 });
