@@ -9,7 +9,7 @@ import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
 import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
-import { startC2SListener, type C2SListener } from './c2s/listener.ts';
+import { startC2SListener, type C2SListener, type C2SShared } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
@@ -153,29 +153,29 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     const sampler = new MetricsSampler(metrics);
     if (config.listen.http.length > 0) sampler.start();
     closers.push(async () => sampler.stop());
+    const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
+    const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
+    // What every client session shares, over TCP and over WebSocket alike.
+    const shared: C2SShared = {
+      hosts: new Set(hosts),
+      defaultDomain: config.general.default_server_domain,
+      mechanisms,
+      scramIterations: config.auth.scram_iterations,
+      users: config.general.refuse_mixed_script_localparts ? singleScriptLogins(stores.users, logger) : stores.users,
+      sm,
+      router,
+      presence,
+      hooks,
+      logger,
+      authBans,
+    };
     const http = await startHttpListeners(httpListenersOf(config), {
-      handlers: HTTP_HANDLERS, ctx: { logger, metrics }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
+      handlers: HTTP_HANDLERS, ctx: { logger, metrics, c2s: shared }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
     });
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
-    const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
-    const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
     for (const l of config.listen.c2s) {
-      c2s.push(
-        await startC2SListener(l, {
-          hosts: new Set(hosts),
-          defaultDomain: config.general.default_server_domain,
-          mechanisms,
-          scramIterations: config.auth.scram_iterations,
-          users: config.general.refuse_mixed_script_localparts ? singleScriptLogins(stores.users, logger) : stores.users,
-          sm,
-          router,
-          presence,
-          hooks,
-          logger,
-          authBans,
-        }, config.shaper),
-      );
+      c2s.push(await startC2SListener(l, shared, config.shaper));
     }
   } catch (err) {
     await stop().catch(() => {});

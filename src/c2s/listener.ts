@@ -10,9 +10,22 @@ import type { C2SListenerConfig } from '../config/types.ts';
 import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './session.ts';
 import { byteStreamFraming } from './byte-stream-framing.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
+import type { Transport } from './transport.ts';
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
 export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
+
+/** What the server shares with every listener of any transport: C2SBase without the listener's own limits. */
+export type C2SShared = Omit<C2SBase, 'limits'>;
+
+/**
+ * Where every accepted c2s connection becomes a session, whatever its
+ * transport (TCP here, WebSocket in transports/websocket.ts), so that what
+ * applies to all client connections is decided in one place.
+ */
+export function acceptC2S(transport: Transport, ctx: C2SContext, sessions: Set<C2SSession>): void {
+  sessions.add(new C2SSession(transport, ctx));
+}
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -50,7 +63,7 @@ export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
-  base: Omit<C2SBase, 'limits'>,
+  base: C2SShared,
   shapers: Readonly<Record<string, { max_rate: number }>>,
   handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
@@ -75,7 +88,7 @@ export async function startC2SListener(
   const accept = (socket: Socket) => {
     // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
     const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
-    sessions.add(new C2SSession(transport, ctx));
+    acceptC2S(transport, ctx, sessions);
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {

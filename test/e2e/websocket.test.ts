@@ -1,0 +1,278 @@
+// XMPP over WebSocket (RFC 7395) end to end: a real server with a
+// [[listen.http]] listener serving mongoose_websocket_handler beside the
+// Prometheus handler, @xmpp/client's WebSocket transport, a TCP user on the
+// same server, and WebSocket clients of the `ws` library for what a library
+// that follows the protocol never sends.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WebSocket } from 'ws';
+import { freePort, startPetrel, type Petrel } from './helpers/server.ts';
+import { connect, isMessage, xml, type TestClient } from './helpers/client.ts';
+
+const NS_FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
+
+let server: Petrel;
+let httpPort: number;
+const open: TestClient[] = [];
+
+export function websocketToml(port: number, handlerExtra = ''): string {
+  return `[[listen.http]]
+  port = ${port}
+  ip_address = "127.0.0.1"
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/ws-xmpp"
+${handlerExtra}
+  [[listen.http.handlers.mongoose_prometheus_handler]]
+    host = "_"
+    path = "/metrics"
+`;
+}
+
+function wsUrl(): string {
+  return `ws://127.0.0.1:${httpPort}/ws-xmpp`;
+}
+
+async function loginWs(user: string, resource?: string): Promise<TestClient> {
+  const c = await connect(server, user, `pw-${user}`, { resource, service: wsUrl() });
+  open.push(c);
+  return c;
+}
+
+async function loginTcp(user: string, resource?: string): Promise<TestClient> {
+  const c = await connect(server, user, `pw-${user}`, { resource });
+  open.push(c);
+  return c;
+}
+
+/** A raw WebSocket client: every message it gets, in order, and the close code. */
+class RawWs {
+  readonly ws: WebSocket;
+  readonly messages: string[] = [];
+  readonly opened: Promise<void>;
+  readonly closed: Promise<{ code: number; reason: string }>;
+  #waiters: Array<() => void> = [];
+
+  constructor(url: string, protocols: string[] = ['xmpp'], headers: Record<string, string> = {}) {
+    this.ws = new WebSocket(url, protocols, { headers });
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })));
+      this.ws.once('error', reject);
+    });
+    this.closed = new Promise((resolve) => this.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.ws.on('message', (data) => {
+      this.messages.push(data.toString());
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+
+  send(text: string | Buffer, binary = false): void {
+    this.ws.send(text, { binary });
+  }
+
+  /** Waits until a message matching `pred` has arrived; returns it. */
+  async waitFor(pred: (m: string) => boolean, ms = 10_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const m = this.messages.find(pred);
+      if (m !== undefined) return m;
+      if (Date.now() > deadline) throw new Error(`no matching message; got:\n${this.messages.join('\n')}`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, 200);
+      });
+    }
+  }
+}
+
+const OPEN = `<open xmlns='${NS_FRAMING}' to='localhost' version='1.0'/>`;
+
+before(async () => {
+  httpPort = await freePort();
+  server = await startPetrel({
+    users: [['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dave', 'pw-dave']],
+    extraToml: websocketToml(httpPort),
+  });
+});
+
+after(async () => {
+  await Promise.all(open.map((c) => c.close()));
+  await server.dispose();
+});
+
+describe('XMPP over WebSocket with @xmpp/client', () => {
+  test('a WebSocket user logs in, binds a resource and chats both ways with a TCP user', async () => {
+    const ws = await loginWs('alice', 'browser');
+    const tcp = await loginTcp('bob', 'desk');
+    assert.equal(ws.jid, 'alice@localhost/browser');
+    const id = await ws.message('bob@localhost/desk', 'hello from a WebSocket');
+    const got = await tcp.waitFor(isMessage(id));
+    assert.equal(got.getChildText('body'), 'hello from a WebSocket');
+    assert.equal(got.attrs.from, 'alice@localhost/browser');
+    const back = await tcp.message('alice@localhost/browser', 'hello from TCP');
+    const reply = await ws.waitFor(isMessage(back));
+    assert.equal(reply.getChildText('body'), 'hello from TCP');
+  });
+
+  test('roster and presence work over WebSocket as over TCP', async () => {
+    const ws = await loginWs('carol', 'tab');
+    await ws.iq(xml('iq', { type: 'set' }, xml('query', { xmlns: 'jabber:iq:roster' }, xml('item', { jid: 'bob@localhost', name: 'Bob' }))));
+    const roster = await ws.iq(xml('iq', { type: 'get' }, xml('query', { xmlns: 'jabber:iq:roster' })));
+    const items = roster.getChild('query')!.getChildren('item');
+    assert.deepEqual(items.map((i) => i.attrs.jid), ['bob@localhost']);
+    await ws.available();
+  });
+
+  test('a message to a WebSocket user who is offline is stored and delivered at the next login', async () => {
+    const tcp = await loginTcp('bob', 'offline-sender');
+    const id = await tcp.message('dave@localhost', 'while you were away');
+    // The message is stored once the server has handled it; a ping round trip after it shows that.
+    await tcp.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+    const ws = await loginWs('dave', 'later');
+    await ws.available();
+    const got = await ws.waitFor(isMessage(id));
+    assert.equal(got.getChildText('body'), 'while you were away');
+  });
+
+  test('the same listener serves Prometheus metrics beside the WebSocket endpoint', async () => {
+    const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /# TYPE /);
+    const plain = await fetch(`http://127.0.0.1:${httpPort}/ws-xmpp`);
+    assert.equal(plain.status, 426);
+    await plain.text();
+  });
+});
+
+describe('RFC 7395 framing', () => {
+  test('the xmpp subprotocol is chosen, and the stream opens with <open/> and features in their own messages', async () => {
+    const c = new RawWs(wsUrl(), ['chat', 'xmpp']);
+    await c.opened;
+    assert.equal(c.ws.protocol, 'xmpp');
+    c.send(OPEN);
+    const opened = await c.waitFor((m) => m.startsWith('<open'));
+    assert.match(opened, new RegExp(`^<open xmlns='${NS_FRAMING}' [^>]*from='localhost'[^>]*version='1.0'[^>]*/>$`));
+    const features = await c.waitFor((m) => m.includes('features'));
+    assert.match(features, /^<stream:features xmlns:stream='http:\/\/etherx.jabber.org\/streams'>.*<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>/);
+    assert.doesNotMatch(features, /starttls/, 'STARTTLS is never offered over WebSocket (RFC 7395 §3.8)');
+    c.ws.close();
+    await c.closed;
+  });
+
+  test('a handshake that does not offer the xmpp subprotocol is refused with 400', async () => {
+    const c = new RawWs(wsUrl(), []);
+    await assert.rejects(c.opened, (err: Error & { status?: number }) => err.status === 400);
+  });
+
+  test('<close/> is answered with <close/> and the WebSocket close handshake', async () => {
+    const c = new RawWs(wsUrl());
+    await c.opened;
+    c.send(OPEN);
+    await c.waitFor((m) => m.includes('features'));
+    c.send(`<close xmlns='${NS_FRAMING}'/>`);
+    await c.waitFor((m) => m === `<close xmlns='${NS_FRAMING}'/>`);
+    const { code } = await c.closed;
+    assert.equal(code, 1000);
+  });
+
+  test('a stanza before <open/> ends the stream with a stream error and <close/>', async () => {
+    const c = new RawWs(wsUrl());
+    await c.opened;
+    c.send("<message xmlns='jabber:client' to='bob@localhost'><body>hi</body></message>");
+    const err = await c.waitFor((m) => m.startsWith('<stream:error'));
+    assert.match(err, /xmlns:stream='http:\/\/etherx.jabber.org\/streams'/);
+    assert.match(err, /invalid-namespace/);
+    await c.waitFor((m) => m.startsWith('<close'));
+    await c.closed;
+  });
+
+  test('a stream opened with <stream:stream> instead of <open/> gets policy-violation', async () => {
+    const c = new RawWs(wsUrl());
+    await c.opened;
+    c.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'/>");
+    const err = await c.waitFor((m) => m.startsWith('<stream:error'));
+    assert.match(err, /policy-violation/);
+    const last = await c.waitFor((m) => m.startsWith('<close'));
+    assert.equal(last, `<close xmlns='${NS_FRAMING}'/>`);
+    await c.closed;
+  });
+});
+
+describe('hostile input over WebSocket', () => {
+  async function opened(): Promise<RawWs> {
+    const c = new RawWs(wsUrl());
+    await c.opened;
+    c.send(OPEN);
+    await c.waitFor((m) => m.includes('features'));
+    return c;
+  }
+
+  async function expectStreamError(c: RawWs, condition: string): Promise<void> {
+    const err = await c.waitFor((m) => m.startsWith('<stream:error'));
+    assert.match(err, new RegExp(`<${condition} `));
+    await c.waitFor((m) => m.startsWith('<close'));
+    await c.closed;
+  }
+
+  test('malformed XML in a message is not-well-formed, then <close/>', async () => {
+    const c = await opened();
+    c.send("<message xmlns='jabber:client'><body>unclosed</message>");
+    await expectStreamError(c, 'not-well-formed');
+  });
+
+  test('a message cut off in the middle of an element is not-well-formed', async () => {
+    const c = await opened();
+    c.send("<message xmlns='jabber:client'><body>half");
+    await expectStreamError(c, 'not-well-formed');
+  });
+
+  test('two elements in one message are refused', async () => {
+    const c = await opened();
+    c.send("<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>");
+    await expectStreamError(c, 'not-well-formed');
+  });
+
+  test('a message larger than max_stanza_size_before_auth gets policy-violation', async () => {
+    const c = await opened();
+    c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${'A'.repeat(20_000)}</auth>`);
+    await expectStreamError(c, 'policy-violation');
+  });
+
+  test('a frame larger than max_frame_size is refused by the WebSocket layer with close code 1009', async () => {
+    const c = await opened();
+    c.send(`<message xmlns='jabber:client'><body>${'x'.repeat(300_000)}</body></message>`);
+    const { code } = await c.closed;
+    assert.equal(code, 1009);
+  });
+
+  test('a binary frame closes the connection with code 1003', async () => {
+    const c = await opened();
+    c.send(Buffer.from("<presence xmlns='jabber:client'/>"), true);
+    const { code } = await c.closed;
+    assert.equal(code, 1003);
+  });
+
+  test('a comment in a message is restricted-xml', async () => {
+    const c = await opened();
+    c.send("<presence xmlns='jabber:client'><!-- hi --></presence>");
+    await expectStreamError(c, 'restricted-xml');
+  });
+
+  test('a second <open/> inside an open stream is policy-violation', async () => {
+    const c = await opened();
+    c.send(OPEN);
+    await expectStreamError(c, 'policy-violation');
+  });
+
+  test('</stream:stream> over WebSocket is refused', async () => {
+    const c = await opened();
+    c.send('</stream:stream>');
+    await expectStreamError(c, 'not-well-formed');
+  });
+
+  test('a client that opens the stream and then says nothing is dropped after state_timeout', async () => {
+    const c = await opened();
+    await expectStreamError(c, 'connection-timeout');
+  });
+});
