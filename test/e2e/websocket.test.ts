@@ -276,3 +276,151 @@ describe('hostile input over WebSocket', () => {
     await expectStreamError(c, 'connection-timeout');
   });
 });
+
+/** Logs in over a raw WebSocket with PLAIN and binds `resource`; the connection is ready for stanzas. */
+async function rawLogin(url: string, user: string, password: string, resource: string, headers: Record<string, string> = {}): Promise<RawWs> {
+  const c = new RawWs(url, ['xmpp'], headers);
+  await c.opened;
+  c.send(OPEN);
+  await c.waitFor((m) => m.includes('features'));
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
+  await c.waitFor((m) => m.startsWith('<success'));
+  // RFC 7395 §3.5: the stream restarts with a fresh <open/>.
+  c.messages.length = 0;
+  c.send(OPEN);
+  await c.waitFor((m) => m.includes('features'));
+  c.send(`<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`);
+  await c.waitFor((m) => m.includes("id='b1'") || m.includes('id="b1"'));
+  return c;
+}
+
+describe('the limits of a WebSocket handler', () => {
+  let limited: Petrel;
+  let port: number;
+  const url = (path: string) => `ws://127.0.0.1:${port}${path}`;
+
+  before(async () => {
+    port = await freePort();
+    limited = await startPetrel({
+      users: [['erin', 'pw-erin'], ['frank', 'pw-frank']],
+      extraToml: `[[listen.http]]
+  port = ${port}
+  ip_address = "127.0.0.1"
+  [listen.http.transport]
+    max_connections = 6
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/idle"
+    timeout = 1500
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/pinged"
+    timeout = 1500
+    ping_rate = 300
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/origin"
+    allowed_origins = ["https://chat.example"]
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/small"
+    max_output_buffer = 65536
+    max_auth_failures = 2
+  [[listen.http.handlers.mod_websockets]]
+    host = "_"
+    path = "/legacy"
+`,
+    });
+  });
+
+  after(async () => {
+    await limited.dispose();
+  });
+
+  test('the pre-6.6 name mod_websockets serves the same endpoint, and start and check-config warn that it is deprecated', async () => {
+    assert.match(limited.stderr, /petrel: warning: listen\.http\[0\]\.handlers\.mod_websockets\[0\]: mod_websockets is the name MongooseIM used before 6\.6/);
+    const check = await limited.cli(['check-config']);
+    assert.match(check.stdout + check.stderr, /listen\.http\[0\]\.handlers\.mod_websockets\[0\]: mod_websockets is the name MongooseIM used before 6\.6/);
+    const c = await rawLogin(url('/legacy'), 'erin', 'pw-erin', 'legacy');
+    c.ws.close();
+    await c.closed;
+  });
+
+  test('an origin in allowed_origins connects; any other origin, or none, gets 403', async () => {
+    const ok = new RawWs(url('/origin'), ['xmpp'], { origin: 'https://chat.example' });
+    await ok.opened;
+    ok.ws.close();
+    await ok.closed;
+    for (const headers of [{ origin: 'https://evil.example' }, {}] as Array<Record<string, string>>) {
+      const c = new RawWs(url('/origin'), ['xmpp'], headers);
+      await assert.rejects(c.opened, (err: Error & { status?: number }) => err.status === 403);
+    }
+  });
+
+  test('timeout closes a connection that sends nothing for that long', async () => {
+    const c = await rawLogin(url('/idle'), 'erin', 'pw-erin', 'idle');
+    const { code } = await c.closed;
+    assert.equal(code, 1000);
+    assert.ok(c.messages.includes(`<close xmlns='${NS_FRAMING}'/>`), 'the stream is closed with <close/> first');
+  });
+
+  test('with ping_rate the client answers the server pings and stays connected past timeout', async () => {
+    const c = await rawLogin(url('/pinged'), 'erin', 'pw-erin', 'pinged');
+    let pings = 0;
+    c.ws.on('ping', () => pings++);
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal(c.ws.readyState, WebSocket.OPEN);
+    assert.ok(pings >= 3, `pings: ${pings}`);
+    c.ws.close();
+    await c.closed;
+  });
+
+  test('max_auth_failures applies to WebSocket logins', async () => {
+    const c = new RawWs(url('/small'));
+    await c.opened;
+    c.send(OPEN);
+    await c.waitFor((m) => m.includes('features'));
+    const bad = `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from('\0erin\0wrong').toString('base64')}</auth>`;
+    c.send(bad);
+    await c.waitFor((m) => m.startsWith('<failure'));
+    c.send(bad);
+    await c.waitFor((m) => m.startsWith('<stream:error'));
+    await c.waitFor((m) => m.startsWith('<close'));
+    await c.closed;
+  });
+
+  test('a WebSocket client that stops reading is disconnected past max_output_buffer', async () => {
+    const reader = await rawLogin(url('/small'), 'frank', 'pw-frank', 'stalled');
+    reader.ws.pause();
+    const sender = await rawLogin(url('/small'), 'erin', 'pw-erin', 'flood');
+    const body = 'q'.repeat(4000);
+    const gone = reader.closed;
+    let stop = false;
+    void gone.then(() => (stop = true));
+    for (let i = 0; i < 4000 && !stop; i++) {
+      sender.send(`<message xmlns='jabber:client' to='frank@localhost/stalled' type='chat' id='f${i}'><body>${body}</body></message>`);
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+    }
+    await limited.waitForLog((l) => l.what === 'c2s_slow_reader' && String(l.jid).startsWith('frank@localhost/stalled'), 20_000);
+    reader.ws.terminate();
+    sender.ws.close();
+    await sender.closed;
+  });
+
+  test('transport.max_connections of the HTTP listener bounds WebSocket connections', async () => {
+    const held: RawWs[] = [];
+    let refused = 0;
+    for (let i = 0; i < 9; i++) {
+      const c = new RawWs(url('/origin'), ['xmpp'], { origin: 'https://chat.example' });
+      try {
+        await c.opened;
+        held.push(c);
+      } catch {
+        refused++;
+      }
+    }
+    assert.ok(held.length <= 6, `${held.length} connections were accepted`);
+    assert.ok(refused >= 3, `${refused} connections were refused`);
+    for (const c of held) c.ws.terminate();
+  });
+});
