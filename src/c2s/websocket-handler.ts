@@ -84,7 +84,7 @@ function spec(process: (o: WebSocketHandlerOptions, p: string, ctx: ValidateCtx)
       ping_rate: int({ min: 1 }),
       max_stanza_size: positiveOrInfinity,
       state_timeout: intOrInfinity(1, DEFAULT_WS_STATE_TIMEOUT),
-      backwards_compatible_session: compat(bool({ default: true }), 'Petrel always announces the session feature as optional (RFC 6121 §A.1)'),
+      backwards_compatible_session: compat(bool({ default: true }), 'Petrel always announces session establishment as optional (<session><optional/></session>), which old and new clients both accept'),
       allowed_origins: list(str({ check: checkOrigin }), { nonEmpty: true, unique: true }),
       max_frame_size: int({ min: 256, default: DEFAULT_MAX_FRAME_SIZE }),
       ...c2sSessionLimitItems,
