@@ -6,7 +6,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket } from 'ws';
-import { freePort, startPetrel, type Petrel } from './helpers/server.ts';
+import { readFileSync } from 'node:fs';
+import { freePort, makeCert, startPetrel, tempDir, type Petrel } from './helpers/server.ts';
 import { connect, isMessage, xml, type TestClient } from './helpers/client.ts';
 
 const NS_FRAMING = 'urn:ietf:params:xml:ns:xmpp-framing';
@@ -422,5 +423,64 @@ describe('the limits of a WebSocket handler', () => {
     assert.ok(held.length <= 6, `${held.length} connections were accepted`);
     assert.ok(refused >= 3, `${refused} connections were refused`);
     for (const c of held) c.ws.terminate();
+  });
+});
+
+describe('wss: a WebSocket listener with TLS', () => {
+  let secure: Petrel;
+  let port: number;
+  let ca: Buffer;
+
+  before(async () => {
+    port = await freePort();
+    const dir = await tempDir();
+    const cert = await makeCert(dir);
+    ca = readFileSync(cert.certfile);
+    secure = await startPetrel({
+      users: [['gina', 'pw-gina']],
+      extraToml: `[[listen.http]]
+  port = ${port}
+  ip_address = "127.0.0.1"
+  [listen.http.tls]
+    certfile = ${JSON.stringify(cert.certfile)}
+    keyfile = ${JSON.stringify(cert.keyfile)}
+  [[listen.http.handlers.mongoose_websocket_handler]]
+    host = "_"
+    path = "/ws-xmpp"
+`,
+    }, dir);
+  });
+
+  after(async () => {
+    await secure.dispose();
+  });
+
+  test('a client logs in over wss://, with no STARTTLS offered', async () => {
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/ws-xmpp`, ['xmpp'], {
+      ca,
+      // The certificate names localhost; the connection goes to 127.0.0.1. (Node wants undefined for a match; the ws types say boolean.)
+      checkServerIdentity: (() => undefined) as unknown as () => boolean,
+    });
+    const messages: string[] = [];
+    ws.on('message', (d) => messages.push(d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    const next = async (pred: (m: string) => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!messages.some(pred)) {
+        if (Date.now() > deadline) throw new Error(`nothing matched; got:\n${messages.join('\n')}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return messages.find(pred)!;
+    };
+    ws.send(OPEN);
+    const features = await next((m) => m.includes('features'));
+    assert.doesNotMatch(features, /starttls/);
+    ws.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from('\0gina\0pw-gina').toString('base64')}</auth>`);
+    await next((m) => m.startsWith('<success'));
+    ws.close();
+    await new Promise((r) => ws.once('close', r));
   });
 });
