@@ -16,7 +16,7 @@ let server: Petrel;
 let httpPort: number;
 const open: TestClient[] = [];
 
-export function websocketToml(port: number, handlerExtra = ''): string {
+function websocketToml(port: number, handlerExtra = ''): string {
   return `[[listen.http]]
   port = ${port}
   ip_address = "127.0.0.1"
@@ -114,6 +114,15 @@ describe('XMPP over WebSocket with @xmpp/client', () => {
     const back = await tcp.message('alice@localhost/browser', 'hello from TCP');
     const reply = await ws.waitFor(isMessage(back));
     assert.equal(reply.getChildText('body'), 'hello from TCP');
+  });
+
+  test('every SASL mechanism the TCP listener offers works over WebSocket', async () => {
+    for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'] as const) {
+      const c = await connect(server, 'alice', 'pw-alice', { resource: `sasl-${mechanism}`, mechanism, service: wsUrl() });
+      open.push(c);
+      assert.equal(c.jid, `alice@localhost/sasl-${mechanism}`);
+      await c.close();
+    }
   });
 
   test('roster and presence work over WebSocket as over TCP', async () => {
