@@ -11,6 +11,8 @@ interface Target {
   domain: string;
   password: string;
   register: boolean;
+  /** Log in over XMPP over WebSocket at ws://host:port<path> instead of TCP. */
+  ws?: { port: number; path: string };
 }
 
 type Command =
@@ -64,11 +66,11 @@ function onDelivered(pair: number, s: number, t: number): void {
 function refill(pair: number, window: number): void {
   const need = window - inFlight[pair]!;
   if (need <= 0) return;
-  let out = '';
-  for (let k = 0; k < need; k++) out += stanza(pair);
+  const out: string[] = [];
+  for (let k = 0; k < need; k++) out.push(stanza(pair));
   inFlight[pair]! += need;
   sent += need;
-  senders[pair]!.write(out);
+  senders[pair]!.writeAll(out);
 }
 
 let satWindow = 0;
@@ -105,7 +107,7 @@ async function inBatches<T>(count: number, batch: number, make: (i: number) => P
 
 async function pairs(target: Target, n: number, batch: number): Promise<void> {
   domain = target.domain;
-  const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register };
+  const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register, ws: target.ws };
   receivers = await inBatches(n, batch, (i) => login({ ...common, user: `r${i}`, resource: 'r', presence: true }));
   senders = await inBatches(n, batch, (i) => login({ ...common, user: `s${i}`, resource: 's', presence: true }));
   inFlight = new Int32Array(n);
@@ -148,15 +150,17 @@ async function paced(rate: number, durationMs: number, drainMs: number): Promise
   while (issued < total) {
     const due = Math.min(total, Math.floor(((now() - t0) * rate) / 1000) + 1);
     if (due > issued) {
-      const batches = new Map<number, string>();
+      const batches = new Map<number, string[]>();
       const t = now();
       for (; issued < due; issued++) {
         const pair = issued % n;
         pacedSend[seq - pacedBase] = t;
-        batches.set(pair, (batches.get(pair) ?? '') + stanza(pair));
+        let b = batches.get(pair);
+        if (b === undefined) batches.set(pair, (b = []));
+        b.push(stanza(pair));
         sent++;
       }
-      for (const [pair, out] of batches) senders[pair]!.write(out);
+      for (const [pair, out] of batches) senders[pair]!.writeAll(out);
     }
     if (now() - t0 > durationMs * 2) break;
     // A 1 ms timer, not setImmediate: a spinning generator would take CPU from the server.
@@ -185,7 +189,7 @@ async function paced(rate: number, durationMs: number, drainMs: number): Promise
 }
 
 async function connectIdle(target: Target, from: number, count: number, batch: number): Promise<{ failed: number; reasons: Record<string, number> }> {
-  const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register };
+  const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register, ws: target.ws };
   let failed = 0;
   const reasons = new Map<string, number>();
   const conns = await inBatches(count, batch, (i) =>

@@ -16,6 +16,9 @@
 //   --phases=sink,off,on,paced,idle   which phases to run (also besteffort: the pusher
 //                                     with delivery = "best_effort", to show the outbox's cost)
 //   --server=petrel      petrel | ejabberd | both
+//   --transport=tcp      tcp | ws | tcp,ws: how the load generator's clients connect to Petrel; with
+//                        ws, the same phases run again with every client over XMPP over WebSocket
+//                        (RFC 7395, mongoose_websocket_handler), reported under petrel.websocket
 //   --cpu-prof           profile Petrel during the pusher-on run (or pusher-off if the pusher is not there)
 //   --micro              run the micro-benchmarks (bench/micro.ts) and exit
 //   --out=FILE           also write the JSON line to FILE
@@ -27,7 +30,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cpuMs, freePort, memKiB, now, percentiles, sleep, type Percentiles } from './common.ts';
 import { registerUsers } from './register.ts';
-import { REPO, ejabberdHasPostLog, ejabberdMissing, startEjabberd, startPetrel, type ServerHandle } from './servers.ts';
+import { REPO, WS_PATH, ejabberdHasPostLog, ejabberdMissing, startEjabberd, startPetrel, type ServerHandle } from './servers.ts';
 import { summariseProfile, type ProfileEntry } from './profile-summary.ts';
 
 const { values: flags } = parseArgs({
@@ -44,6 +47,7 @@ const { values: flags } = parseArgs({
     'sink-seconds': { type: 'string' },
     phases: { type: 'string' },
     server: { type: 'string' },
+    transport: { type: 'string' },
     'cpu-prof': { type: 'boolean' },
     micro: { type: 'boolean' },
     out: { type: 'string' },
@@ -84,9 +88,11 @@ const P = {
   sinkMs: num('sink-seconds', 3) * 1000,
   phases: new Set(opt('phases', 'sink,off,on,paced,idle').split(',')),
   server: opt('server', 'petrel'),
+  transports: opt('transport', 'tcp').split(',').filter((t) => t !== ''),
   cpuProf: flags['cpu-prof'] === true || process.env.BENCH_CPU_PROF === '1',
 };
 if (!['petrel', 'ejabberd', 'both'].includes(P.server)) throw new Error('--server is petrel, ejabberd or both');
+if (P.transports.length === 0 || P.transports.some((t) => t !== 'tcp' && t !== 'ws')) throw new Error('--transport is tcp, ws or tcp,ws');
 const PASSWORD = 'bench-secret';
 const LOGIN_BATCH = 50;
 
@@ -186,9 +192,15 @@ async function sinkCeiling(sink: Child, sinkPort: number) {
   return out;
 }
 
-function target(server: ServerHandle) {
-  return { host: '127.0.0.1', port: server.port, domain: 'localhost', password: PASSWORD, register: server.inBandRegistration };
+/** Where the load generator logs in: TCP, or XMPP over WebSocket on a server that serves it. */
+function target(server: ServerHandle, transport: Transport) {
+  const t = { host: '127.0.0.1', port: server.port, domain: 'localhost', password: PASSWORD, register: server.inBandRegistration };
+  if (transport === 'tcp') return t;
+  if (server.wsPort === undefined) throw new Error('this server has no WebSocket listener');
+  return { ...t, ws: { port: server.wsPort, path: WS_PATH } };
 }
+
+type Transport = 'tcp' | 'ws';
 
 interface SaturationResult {
   pushing: boolean;
@@ -308,7 +320,7 @@ async function paced(server: ServerHandle, gen: Child, sink: Child): Promise<Pac
   };
 }
 
-async function idleMemory(server: ServerHandle, gen: Child) {
+async function idleMemory(server: ServerHandle, gen: Child, transport: Transport = 'tcp') {
   // Start-up garbage is returned in the first seconds (the BEAM especially).
   await sleep(4000);
   const base = memKiB(server.pid).rss;
@@ -316,7 +328,7 @@ async function idleMemory(server: ServerHandle, gen: Child) {
   let open = 0;
   for (const count of P.idle) {
     const t0 = now();
-    const r = await gen.ask({ cmd: 'idle', target: target(server), from: open, count: count - open, batch: 100 }, 600_000);
+    const r = await gen.ask({ cmd: 'idle', target: target(server, transport), from: open, count: count - open, batch: 100 }, 600_000);
     open = count;
     log(`${count} idle connections logged in (${Math.round(now() - t0)} ms, ${r.failed} failed${r.failed ? ': ' + JSON.stringify(r.reasons) : ''})`);
     await sleep(3000);
@@ -350,10 +362,10 @@ async function withServer<T>(start: () => Promise<ServerHandle>, body: (s: Serve
   }
 }
 
-async function loadPhases(s: ServerHandle, gen: Child, ctx: Ctx, label: string) {
+async function loadPhases(s: ServerHandle, gen: Child, ctx: Ctx, label: string, transport: Transport = 'tcp') {
   const out: Record<string, unknown> = {};
   const t0 = now();
-  await gen.ask({ cmd: 'pairs', target: target(s), n: P.n, batch: LOGIN_BATCH }, 300_000);
+  await gen.ask({ cmd: 'pairs', target: target(s, transport), n: P.n, batch: LOGIN_BATCH }, 300_000);
   log(`${label}: ${P.n} pairs logged in (${Math.round(now() - t0)} ms)`);
   out.saturation = await saturation(s, gen, ctx.sink);
   log(`${label}: saturation ${JSON.stringify(out.saturation)}`);
@@ -370,11 +382,17 @@ async function benchPetrel(ctx: Ctx) {
   const profDir = join(ctx.dir, 'cpuprof');
   if (P.cpuProf) mkdirSync(profDir, { recursive: true });
   let profiled = false;
+  const withWs = P.transports.includes('ws');
   const petrel = (name: string, push: boolean, prof: boolean, delivery?: 'best_effort') => async () => {
     const port = await freePort();
-    return startPetrel({ dir: ctx.dir, name, port, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers, delivery } : null, cpuProfDir: prof ? profDir : undefined });
+    const wsPort = withWs ? await freePort() : undefined;
+    return startPetrel({ dir: ctx.dir, name, port, wsPort, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers, delivery } : null, cpuProfDir: prof ? profDir : undefined });
   };
   let pusherAvailable = true;
+  if (!P.transports.includes('tcp')) {
+    res.websocket = await websocketPhases(ctx, petrel);
+    return res;
+  }
   if (P.phases.has('on')) {
     try {
       res.pusherOn = await withServer(petrel('pusher-on', true, P.cpuProf), (s, gen) => loadPhases(s, gen, ctx, 'petrel pusher on'));
@@ -405,7 +423,29 @@ async function benchPetrel(ctx: Ctx) {
     res.profile = { files: files.map((f) => join(profDir, f)), top: summaries[0] ?? null, threads: summaries };
   }
   res.pusherAvailable = pusherAvailable;
+  if (withWs) res.websocket = await websocketPhases(ctx, petrel);
   return res;
+}
+
+/** The pusher on / pusher off / idle phases again, every client over XMPP over WebSocket. */
+async function websocketPhases(ctx: Ctx, petrel: (name: string, push: boolean, prof: boolean) => () => Promise<ServerHandle>) {
+  const out: Record<string, unknown> = {};
+  if (P.phases.has('on')) {
+    try {
+      out.pusherOn = await withServer(petrel('ws-pusher-on', true, false), (s, gen) => loadPhases(s, gen, ctx, 'petrel ws pusher on', 'ws'));
+    } catch (err) {
+      out.pusherOn = { skipped: (err as Error).message.split('\n')[0] };
+      log(`petrel ws pusher on: skipped: ${(err as Error).message}`);
+    }
+  }
+  if (P.phases.has('off')) {
+    out.pusherOff = await withServer(petrel('ws-pusher-off', false, false), (s, gen) => loadPhases(s, gen, ctx, 'petrel ws pusher off', 'ws'));
+  }
+  if (P.phases.has('idle') && P.idle.length > 0) {
+    out.idle = await withServer(petrel('ws-idle', false, false), (s, gen) => idleMemory(s, gen, 'ws'));
+    log(`petrel ws idle: ${JSON.stringify(out.idle)}`);
+  }
+  return out;
 }
 
 async function benchEjabberd(ctx: Ctx) {
@@ -482,8 +522,8 @@ function table(result: any): string {
   const row = (cells: Array<string | number | null | undefined>) => lines.push('| ' + cells.map((c) => (c === null || c === undefined ? '-' : String(c))).join(' | ') + ' |');
   row(['server', 'run', 'delivered msg/s', 'POST/s', 'CPU util', 'CPU-ms/1k deliv', 'CPU-ms/1k push', 'p50/p99/max deliv ms', 'p50/p99/max POST ms', 'peak RSS MiB']);
   row(['---', '---', '---', '---', '---', '---', '---', '---', '---', '---']);
-  for (const name of ['petrel', 'ejabberd']) {
-    const s = result[name];
+  const servers: Array<[string, any]> = [['petrel', result.petrel], ['petrel ws', result.petrel?.websocket], ['ejabberd', result.ejabberd]];
+  for (const [name, s] of servers) {
     if (!s || s.skipped) continue;
     for (const run of ['pusherOff', 'pusherOn', 'pusherBestEffort']) {
       const r = s[run];
@@ -495,8 +535,8 @@ function table(result: any): string {
     }
   }
   lines.push('');
-  for (const name of ['petrel', 'ejabberd']) {
-    const idle = result[name]?.idle;
+  for (const [name, s] of servers) {
+    const idle = s?.idle;
     if (idle?.steps) lines.push(`${name} idle: ` + idle.steps.map((s: any) => `${s.connections} conns -> +${Math.round(s.deltaKiB / 1024)} MiB, ${s.kibPerConnection} KiB/conn`).join('; '));
   }
   if (result.sinkCeiling) lines.push(`sink ceiling: 1 conn ${result.sinkCeiling.conn1?.rps} POST/s, 4 conns ${result.sinkCeiling.conn4?.rps} POST/s`);

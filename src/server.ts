@@ -9,7 +9,7 @@ import { SessionManager } from './routing/sm.ts';
 import { Router } from './routing/router.ts';
 import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
-import { startC2SListener, type C2SListener } from './c2s/listener.ts';
+import { startC2SListener, type C2SListener, type C2SShared } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
 import { c2sMetrics } from './c2s/metrics.ts';
 import { WorkLimit } from './c2s/auth-work.ts';
@@ -161,11 +161,6 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     const sampler = new MetricsSampler(metrics);
     if (config.listen.http.length > 0) sampler.start();
     closers.push(async () => sampler.stop());
-    const http = await startHttpListeners(httpListenersOf(config), {
-      handlers: HTTP_HANDLERS, ctx: { logger, metrics }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
-    });
-    closers.push(() => http.close());
-    closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
     const c2sCounters = c2sMetrics(metrics);
     const g = config.general;
@@ -176,27 +171,32 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     // The fake SCRAM salts of unknown users must not change at a restart, or asking twice would tell them apart.
     ensurePrivateDir(g.data_dir);
     const scramSecret = privateSecret(join(g.data_dir, SCRAM_SECRET_FILE), 32);
+    // What every client session shares, over TCP and over WebSocket alike.
+    const shared: C2SShared = {
+      hosts: new Set(hosts),
+      defaultDomain: config.general.default_server_domain,
+      mechanisms,
+      scramIterations: config.auth.scram_iterations,
+      users: config.general.refuse_mixed_script_localparts ? singleScriptLogins(stores.users, logger) : stores.users,
+      sm,
+      router,
+      presence,
+      hooks,
+      logger,
+      authBans,
+      accountLocks,
+      hashWork,
+      scramSecret,
+      connections,
+      metrics: c2sCounters,
+    };
+    const http = await startHttpListeners(httpListenersOf(config), {
+      handlers: HTTP_HANDLERS, ctx: { logger, metrics, c2s: shared }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
+    });
+    closers.push(() => http.close());
+    closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
     for (const l of config.listen.c2s) {
-      c2s.push(
-        await startC2SListener(l, {
-          hosts: new Set(hosts),
-          defaultDomain: config.general.default_server_domain,
-          mechanisms,
-          scramIterations: config.auth.scram_iterations,
-          users: config.general.refuse_mixed_script_localparts ? singleScriptLogins(stores.users, logger) : stores.users,
-          sm,
-          router,
-          presence,
-          hooks,
-          logger,
-          authBans,
-          accountLocks,
-          hashWork,
-          scramSecret,
-          connections,
-          metrics: c2sCounters,
-        }, config.shaper),
-      );
+      c2s.push(await startC2SListener(l, shared, config.shaper));
     }
   } catch (err) {
     await stop().catch(() => {});

@@ -11,6 +11,7 @@ import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './se
 import { byteStreamFraming } from './byte-stream-framing.ts';
 import { refusalError, type ConnectionRefusal } from './connection-limits.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
+import type { Transport } from './transport.ts';
 
 /** On a socket: the key of its slot in the connection limits, or why it was refused one. */
 const SLOT = Symbol('c2s connection slot');
@@ -19,6 +20,23 @@ type LimitedSocket = Socket & { [SLOT]?: string; [REFUSED]?: ConnectionRefusal }
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
 export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
+
+/** What the server shares with every listener of any transport: C2SBase without the listener's own limits. */
+export type C2SShared = Omit<C2SBase, 'limits'>;
+
+/**
+ * Where every accepted c2s connection becomes a session, whatever its
+ * transport (TCP here, WebSocket in transports/websocket.ts), so that what
+ * applies to all client connections is decided in one place.
+ */
+export function acceptC2S(transport: Transport, ctx: C2SContext, sessions: Set<C2SSession>, refused?: ConnectionRefusal): void {
+  if (refused !== undefined) {
+    // Told why, over the stream in its own framing, then closed; it never counted as open.
+    new C2SSession(transport, ctx, refusalError(refused));
+    return;
+  }
+  sessions.add(new C2SSession(transport, ctx));
+}
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -57,7 +75,7 @@ export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
 
 export async function startC2SListener(
   cfg: C2SListenerConfig,
-  base: Omit<C2SBase, 'limits'>,
+  base: C2SShared,
   shapers: Readonly<Record<string, { max_rate: number }>>,
   handshakeTimeoutOverride?: number,
 ): Promise<C2SListener> {
@@ -84,12 +102,7 @@ export async function startC2SListener(
     // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
     const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
     const refused = (socket as LimitedSocket)[REFUSED];
-    if (refused !== undefined) {
-      // Told why, over the stream, then closed; it never counted as open.
-      new C2SSession(transport, ctx, refusalError(refused));
-      return;
-    }
-    sessions.add(new C2SSession(transport, ctx));
+    acceptC2S(transport, ctx, sessions, refused);
   };
   let server: NetServer;
   if (direct) {

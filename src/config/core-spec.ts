@@ -55,7 +55,7 @@ function domainName(value: unknown, p: string): string {
 }
 
 /** MongooseIM's int_or_infinity: "infinity" means no limit and is stored as 0. */
-function intOrInfinity(min: number, dflt: number): Spec {
+export function intOrInfinity(min: number, dflt: number): Spec {
   const n = int({ min });
   return custom(
     (value, p, ctx) => {
@@ -125,6 +125,22 @@ const maxStanzaSize = custom(
   { default: 262144 },
 );
 
+/**
+ * The session limits every c2s transport has (TCP listeners here, the
+ * WebSocket handler of [[listen.http]]), with the same names and defaults;
+ * see the Security section of the README.
+ */
+export const c2sSessionLimitItems: Readonly<Record<string, Spec>> = {
+  max_stanza_size_before_auth: int({ min: 256, default: 8192 }),
+  max_elements_before_auth: int({ min: 1, default: 16 }),
+  // Bounded so that code walking a stanza recursively cannot run out of stack.
+  max_element_depth: int({ min: 2, max: 1000, default: 64 }),
+  max_auth_failures: int({ min: 1, default: 3 }),
+  max_output_buffer: int({ min: 1024, default: 1_048_576 }),
+  send_timeout: intOrInfinity(1, 15_000),
+  negotiation_timeout: intOrInfinity(1, 60_000),
+};
+
 const c2sTlsSpec = section(
   {
     mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
@@ -144,14 +160,7 @@ const c2sListenerSpec = section(
     tls: c2sTlsSpec,
     // Limits against hostile or broken clients; see the Security section of the README.
     state_timeout: intOrInfinity(1, 30_000),
-    max_stanza_size_before_auth: int({ min: 256, default: 8192 }),
-    max_elements_before_auth: int({ min: 1, default: 16 }),
-    // Bounded so that code walking a stanza recursively cannot run out of stack.
-    max_element_depth: int({ min: 2, max: 1000, default: 64 }),
-    max_auth_failures: int({ min: 1, default: 3 }),
-    max_output_buffer: int({ min: 1024, default: 1_048_576 }),
-    send_timeout: intOrInfinity(1, 15_000),
-    negotiation_timeout: intOrInfinity(1, 60_000),
+    ...c2sSessionLimitItems,
   },
   {
     required: ['port'],

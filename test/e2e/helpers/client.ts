@@ -18,6 +18,8 @@ export interface ConnectOptions {
   mechanism?: Mechanism;
   /** "xmpps" for TLS from the first byte; the default is xmpp:// (STARTTLS when offered). */
   scheme?: 'xmpp' | 'xmpps';
+  /** A full service URL instead (e.g. "ws://127.0.0.1:5280/ws-xmpp" for XMPP over WebSocket); the target's port is then unused. */
+  service?: string;
 }
 
 const DEFAULT_TIMEOUT = 10_000;
@@ -138,7 +140,7 @@ export class TestClient {
 export async function connect(target: Target, user: string, password: string, opts: ConnectOptions = {}): Promise<TestClient> {
   const domain = target.domain ?? 'localhost';
   const xmpp = client({
-    service: `${opts.scheme ?? 'xmpp'}://127.0.0.1:${target.port}`,
+    service: opts.service ?? `${opts.scheme ?? 'xmpp'}://127.0.0.1:${target.port}`,
     domain,
     resource: opts.resource,
     timeout: DEFAULT_TIMEOUT,

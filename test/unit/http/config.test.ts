@@ -49,9 +49,9 @@ test('an http listener serves the prometheus handler in MongooseIM\'s syntax', (
 
 test('an http listener without any handler is an error naming the listener', () => {
   rejects('[[listen.http]]\nport = 9090\n',
-    'listen.http[0]: no handler: add at least one [[listen.http.handlers.<kind>]] table; Petrel serves "mongoose_prometheus_handler"');
+    'listen.http[0]: no handler: add at least one [[listen.http.handlers.<kind>]] table; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
   rejects('[[listen.http]]\nport = 9090\n[listen.http.handlers]\n',
-    'listen.http[0]: no handler: add at least one [[listen.http.handlers.<kind>]] table; Petrel serves "mongoose_prometheus_handler"');
+    'listen.http[0]: no handler: add at least one [[listen.http.handlers.<kind>]] table; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
 });
 
 test('an empty handler list is an error naming it', () => {
@@ -60,11 +60,11 @@ test('an empty handler list is an error naming it', () => {
 });
 
 test('an http handler other than the registered ones is an unknown handler, and the error lists the known ones', () => {
-  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mod_websockets]]\nhost = "_"\npath = "/ws-xmpp"\n',
-    'listen.http[0].handlers.mod_websockets: unknown handler; Petrel serves "mongoose_prometheus_handler"');
+  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n',
+    'listen.http[0].handlers.mongoose_bosh_handler: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
   const more = httpHandlerRegistry({ ...HTTP_HANDLERS, test_echo: { configSpec: section({}), create: () => ({ request: () => {} }) } });
   rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_admin_api]]\nhost = "_"\npath = "/api"\n',
-    'listen.http[0].handlers.mongoose_admin_api: unknown handler; Petrel serves "mongoose_prometheus_handler", "test_echo"',
+    'listen.http[0].handlers.mongoose_admin_api: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler", "test_echo"',
     undefined, { ...opts, listeners: { http: httpListenerSpec(more) } });
 });
 

@@ -5,8 +5,12 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { HttpListenerConfig } from '../../../src/http/types.ts';
+import type { C2SShared } from '../../../src/c2s/listener.ts';
 
 export const silent = pino({ level: 'silent' });
+
+/** The c2s part of the handlers' context, for listeners that serve no WebSocket handler (nothing reads it). */
+export const noC2S = {} as C2SShared;
 
 /** A listener on a free loopback port with the Prometheus handler at /metrics, as the spec would produce it. */
 export function httpListener(over: Partial<HttpListenerConfig> = {}): HttpListenerConfig {

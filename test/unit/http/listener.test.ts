@@ -16,7 +16,7 @@ import { httpHandlerRegistry } from '../../../src/http/registry.ts';
 import { section } from '../../../src/config/schema.ts';
 import type { HttpHandlerDefinition, HttpHandlerOptions } from '../../../src/http/types.ts';
 import { HTTP_HANDLERS, type HttpHandlersContext } from '../../../src/http-handlers.ts';
-import { httpListener, makeCert, rawExchange, silent } from './helpers.ts';
+import { httpListener, makeCert, noC2S, rawExchange, silent } from './helpers.ts';
 
 /**
  * A handler kind of the test's own: answers "echo <path>" to GET and POST,
@@ -78,7 +78,7 @@ function registryWithEcho(sockets = new Set<Duplex>()) {
 }
 
 function options(handlers = registryWithEcho(), metrics = new Registry()): HttpListenersOptions<HttpHandlersContext> {
-  return { handlers, ctx: { logger: silent, metrics }, logger: silent };
+  return { handlers, ctx: { logger: silent, metrics, c2s: noC2S }, logger: silent };
 }
 
 test('one listener serves two handler kinds side by side, each at its own paths', async () => {

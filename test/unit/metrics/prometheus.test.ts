@@ -12,7 +12,7 @@ import { snapshotUrl, fetchMetricsSnapshot, MetricsUnavailableError } from '../.
 import { httpBackendMetrics } from '../../../src/modules/mod_event_pusher/http/metrics.ts';
 import type { PetrelConfig } from '../../../src/config/types.ts';
 import type { HttpListenerConfig } from '../../../src/http/types.ts';
-import { httpListener as listener, makeCert, silent } from '../http/helpers.ts';
+import { httpListener as listener, makeCert, noC2S, silent } from '../http/helpers.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ async function startHttpListenersFor(listeners: HttpListenerConfig[], registry: 
   sampler.start();
   const l = await startHttpListeners(listeners, {
     handlers: HTTP_HANDLERS,
-    ctx: { metrics: registry, logger: silent },
+    ctx: { metrics: registry, logger: silent, c2s: noC2S },
     loopbackRoutes: [snapshotRoute(sampler)],
   });
   return {
