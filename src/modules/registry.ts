@@ -5,6 +5,9 @@ import { definition as modRoster } from './mod_roster.ts';
 import { definition as modOffline } from './mod_offline.ts';
 import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
+import { definition as modStreamManagement } from './mod_stream_management.ts';
+import { definition as modCarbonCopy } from './mod_carboncopy.ts';
+import { definition as modCsi } from './mod_csi.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
 import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
 
@@ -13,6 +16,9 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
   mod_offline: modOffline,
   mod_disco: modDisco,
   mod_ping: modPing,
+  mod_stream_management: modStreamManagement,
+  mod_carboncopy: modCarbonCopy,
+  mod_csi: modCsi,
   mod_event_pusher: modEventPusher,
 });
 
