@@ -273,7 +273,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if (this.#state === 'closed') return;
     const pending = this.#output.takeUndelivered();
     // With stream management the unacknowledged stanzas are its to route again (c2s_terminate).
-    if (this.#sm) pending.length = 0;
+    if (this.#managed) pending.length = 0;
     const bound = this.#state === 'bound';
     this.#ctx.logger.warn(
       { what: 'c2s_slow_reader', session: this.id, remote: this.remote, jid: bound ? this.jid.full : undefined, reason, rerouted: pending.length },
@@ -338,12 +338,15 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- extensions of the stream (C2SStream: stream management, CSI) --------
 
-  /** Set once a nonza was written, i.e. stream management (the only writer of nonzas after binding) is on. */
-  #sm = false;
+  /** Stream management routes again what the client did not acknowledge (C2SStream.manageDelivery). */
+  #managed = false;
+
+  manageDelivery(): void {
+    this.#managed = true;
+  }
 
   writeNonza(el: Element): void {
     if (this.#state === 'closed' || this.#detached) return;
-    this.#sm = true;
     this.#output.write(this.#framing.stanza(el));
   }
 
@@ -357,7 +360,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.presence = old.presence;
     this.#username = '';
     this.#state = 'bound';
-    this.#sm = true;
+    this.#managed = old.#managed;
     this.#stopStateTimer();
     this.#ctx.sm.replace(old, this);
     // The old session is out of the table, so its end changes no presence.

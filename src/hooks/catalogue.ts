@@ -70,6 +70,13 @@ export interface C2SStream {
   readonly jid: JID;
   /** False while a bound session is kept without a connection (XEP-0198 resumption), and once closed. */
   readonly connected: boolean;
+  /**
+   * From now on the caller (stream management) routes again whatever this
+   * session was sent and the client did not confirm, whenever the session
+   * ends: the session no longer does so itself for a client dropped because
+   * it did not read (which would deliver those messages twice).
+   */
+  manageDelivery(): void;
   /** Writes an element that is not a stanza (a "nonza": <r/>, <enabled/>, ...): no hook, never counted. */
   writeNonza(el: Element): void;
   /** Sends a stanza to the client the way the router does, through xmpp_presend_element. */

@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { bool, custom, describe, fail, int, section, validate } from '../config/schema.ts';
 import type { C2SStream } from '../hooks/catalogue.ts';
-import { STOP, type HookRegistration } from '../hooks/hooks.ts';
+import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
 import { NS_SM } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
 import { tryParseJid } from '../xmpp/jid.ts';
@@ -122,6 +122,7 @@ export class StreamManagement {
   #opts: StreamManagementOpts;
   #router: RouterApi;
   #logger: Logger;
+  #hooks: Hooks;
   #states = new WeakMap<C2SStream, SmState>();
   /** Resumable sessions by id. */
   #byId = new Map<string, C2SStream>();
@@ -131,8 +132,9 @@ export class StreamManagement {
   #stale = new Map<string, [number, number]>();
   #sweep: NodeJS.Timeout | null = null;
 
-  constructor(opts: StreamManagementOpts, router: RouterApi, logger: Logger) {
+  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger) {
     this.#opts = opts;
+    this.#hooks = hooks;
     this.#router = router;
     this.#logger = logger;
   }
@@ -221,17 +223,21 @@ export class StreamManagement {
       reply.attrs.max = String(Math.ceil(resumeMs / 1000));
     }
     this.#states.set(stream, st);
+    stream.manageDelivery();
     stream.writeNonza(reply);
   }
 
-  /** Drops the stanzas `h` acknowledges; false (and the stream ended) when h acknowledges more than was sent. */
-  #applyAck(stream: C2SStream, st: SmState, h: number): boolean {
+  /**
+   * Drops the stanzas `h` acknowledges; false, and the stream of the client
+   * that sent it (`from`) ended, when h acknowledges more than was sent.
+   */
+  #applyAck(from: C2SStream, st: SmState, h: number): boolean {
     const newly = (h - st.acked + MOD) % MOD;
     const unacked = (st.outH - st.acked + MOD) % MOD;
     if (newly > unacked) {
       // §4: the handled count is more than was sent.
-      this.#logger.info({ what: 'sm_handled_count_too_high', session: stream.id, h, sent: st.outH }, 'the client acknowledged more stanzas than it was sent');
-      stream.kick('undefined-condition', `handled count too high: h=${h}, send-count=${st.outH}`);
+      this.#logger.info({ what: 'sm_handled_count_too_high', session: from.id, h, sent: st.outH }, 'the client acknowledged more stanzas than it was sent');
+      from.kick('undefined-condition', `handled count too high: h=${h}, send-count=${st.outH}`);
       return false;
     }
     st.acked = h;
@@ -270,10 +276,7 @@ export class StreamManagement {
       stream.writeNonza(failed('item-not-found', stale?.[0]));
       return;
     }
-    if (!this.#applyAck(old, st, h)) {
-      stream.writeNonza(failed('unexpected-request'));
-      return;
-    }
+    if (!this.#applyAck(stream, st, h)) return;
     if (st.timer !== null) clearTimeout(st.timer);
     st.timer = null;
     this.#detached.delete(old);
@@ -294,6 +297,7 @@ export class StreamManagement {
     st.buffer = [];
     st.outH = st.acked;
     for (const s of unacked) stream.send(s);
+    this.#hooks.run('c2s_copy_session', stream.domain, { from: old, to: stream });
     this.#logger.info({ what: 'sm_resumed', session: stream.id, previous: old.id, jid: stream.jid.full, resent: unacked.length }, 'session resumed');
   }
 
@@ -396,7 +400,7 @@ export const definition: ModuleDefinition<StreamManagementOpts> = {
   name: 'mod_stream_management',
   configSpec: spec,
   create(ctx, opts): ModuleInstance {
-    const sm = new StreamManagement(opts, ctx.router, ctx.logger);
+    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger);
     return {
       hooks: () => sm.hooks(),
       start: () => sm.start(),
