@@ -4,6 +4,7 @@
 // says <active/> again or more than buffer_max contacts have one waiting.
 // Messages and everything else go out at once. The XEP leaves what to hold
 // to the server (§6); this is the common choice.
+import { Counter, type Registry } from 'prom-client';
 import { custom, describe, fail, int, section, validate } from '../config/schema.ts';
 import type { C2SStream } from '../hooks/catalogue.ts';
 import { STOP, type HookRegistration } from '../hooks/hooks.ts';
@@ -30,6 +31,30 @@ const spec = section(
   { default: true },
 );
 
+/** MongooseIM's instrumentation events mod_csi_active / mod_csi_inactive (metric count), by host type. */
+export const CSI_ACTIVE = 'mod_csi_active_count';
+export const CSI_INACTIVE = 'mod_csi_inactive_count';
+
+interface CsiMetrics {
+  active: Counter<'host_type'>;
+  inactive: Counter<'host_type'>;
+}
+
+function csiMetrics(registry: Registry, hosts: readonly string[]): CsiMetrics {
+  const make = (name: string, help: string) =>
+    (registry.getSingleMetric(name) as Counter<'host_type'> | undefined) ?? new Counter({ name, help, labelNames: ['host_type'], registers: [registry] });
+  const m = {
+    active: make(CSI_ACTIVE, 'Clients that said they became active (XEP-0352 <active/>)'),
+    inactive: make(CSI_INACTIVE, 'Clients that said they became inactive (XEP-0352 <inactive/>)'),
+  };
+  // Declared at zero for every host, so a scrape shows them before the first client.
+  for (const h of hosts) {
+    m.active.inc({ host_type: h }, 0);
+    m.inactive.inc({ host_type: h }, 0);
+  }
+  return m;
+}
+
 interface CsiState {
   /** Presence waiting, by sender (full JID), in the order of each sender's latest. */
   held: Map<string, Element>;
@@ -48,9 +73,11 @@ export class ClientStateIndication {
   #max: number;
   /** Inactive streams only; a stream is active until it says otherwise (§4). */
   #inactive = new WeakMap<C2SStream, CsiState>();
+  #metrics: CsiMetrics | null;
 
-  constructor(opts: CsiOpts) {
+  constructor(opts: CsiOpts, metrics: CsiMetrics | null = null) {
     this.#max = opts.buffer_max;
+    this.#metrics = metrics;
   }
 
   hooks(): HookRegistration<any>[] {
@@ -69,8 +96,10 @@ export class ClientStateIndication {
     if (stream.state !== 'bound') return STOP;
     if (el.name === 'inactive') {
       if (!this.#inactive.has(stream)) this.#inactive.set(stream, { held: new Map(), flushing: false });
+      this.#metrics?.inactive.inc({ host_type: stream.domain });
     } else if (el.name === 'active') {
       this.#flush(stream, stream);
+      this.#metrics?.active.inc({ host_type: stream.domain });
     }
     return STOP;
   }
@@ -109,8 +138,8 @@ export class ClientStateIndication {
 export const definition: ModuleDefinition<CsiOpts> = {
   name: 'mod_csi',
   configSpec: spec,
-  create(_ctx, opts): ModuleInstance {
-    const csi = new ClientStateIndication(opts);
+  create(ctx, opts): ModuleInstance {
+    const csi = new ClientStateIndication(opts, csiMetrics(ctx.metrics, ctx.hosts));
     return { hooks: () => csi.hooks() };
   },
 };

@@ -2,7 +2,7 @@
 // real server, with @xmpp/client on each side.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startPetrel, type Petrel } from './helpers/server.ts';
+import { freePort, startPetrel, type Petrel } from './helpers/server.ts';
 import { connect, isMessage, settle, xml, type TestClient, type XmlElement } from './helpers/client.ts';
 import { RawConnection } from './helpers/raw.ts';
 
@@ -11,6 +11,7 @@ const NS_FORWARD = 'urn:xmpp:forward:0';
 const NS_CSI = 'urn:xmpp:csi:0';
 
 let server: Petrel;
+let metricsPort: number;
 const open: TestClient[] = [];
 
 async function login(user: string, resource: string): Promise<TestClient> {
@@ -39,10 +40,13 @@ async function enableCarbons(c: TestClient): Promise<void> {
 }
 
 before(async () => {
+  metricsPort = await freePort();
   server = await startPetrel({
     users: [['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol']],
     sasl_mechanisms: ['scram_sha256', 'plain'],
-    extraToml: '[modules.mod_carboncopy]\n[modules.mod_csi]\n  buffer_max = 3\n',
+    extraToml:
+      '[modules.mod_carboncopy]\n[modules.mod_csi]\n  buffer_max = 3\n\n' +
+      `[[listen.http]]\n  port = ${metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`,
   });
 });
 
@@ -144,6 +148,10 @@ describe('mod_csi', () => {
     assert.equal(p.getChildText('status'), 'three');
     await settle(bob, phone);
     assert.deepEqual(phone.take((el) => el.name === 'presence' && el.attrs.from === tablet.jid).map(String), []);
+    // MongooseIM's metrics of mod_csi count both changes.
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(text, /^mod_csi_inactive_count\{host_type="localhost"\} [1-9]/m);
+    assert.match(text, /^mod_csi_active_count\{host_type="localhost"\} [1-9]/m);
     for (const c of [phone, tablet, bob]) await c.close();
   });
 
