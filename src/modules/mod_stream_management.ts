@@ -78,6 +78,16 @@ const spec = section(
 
 /** h counts modulo 2^32 (XEP-0198 §4). */
 const MOD = 2 ** 32;
+/** The count after `h` (XEP-0198 §4: h wraps to 0 after 2^32 - 1). */
+export function hNext(h: number): number {
+  return (h + 1) % MOD;
+}
+
+/** How many stanzas lie between counts `from` and `to`, across the wrap. */
+export function hDistance(from: number, to: number): number {
+  return (to - from + MOD) % MOD;
+}
+
 /** Stale h values kept at most, whatever `geriatric` says. */
 const STALE_H_MAX = 100_000;
 
@@ -175,7 +185,7 @@ export class StreamManagement {
     if (el.attrs.xmlns !== NS_SM) {
       if (stream.state === 'bound' && isStanza(el)) {
         const st = this.#states.get(stream);
-        if (st !== undefined) st.inH = (st.inH + 1) % MOD;
+        if (st !== undefined) st.inH = hNext(st.inH);
       }
       return undefined;
     }
@@ -232,8 +242,8 @@ export class StreamManagement {
    * that sent it (`from`) ended, when h acknowledges more than was sent.
    */
   #applyAck(from: C2SStream, st: SmState, h: number): boolean {
-    const newly = (h - st.acked + MOD) % MOD;
-    const unacked = (st.outH - st.acked + MOD) % MOD;
+    const newly = hDistance(st.acked, h);
+    const unacked = hDistance(st.acked, st.outH);
     if (newly > unacked) {
       // §4: the handled count is more than was sent.
       this.#logger.info({ what: 'sm_handled_count_too_high', session: from.id, h, sent: st.outH }, 'the client acknowledged more stanzas than it was sent');
@@ -306,7 +316,7 @@ export class StreamManagement {
   #sending(stream: C2SStream, el: Element): undefined {
     const st = this.#states.get(stream);
     if (st === undefined) return undefined;
-    st.outH = (st.outH + 1) % MOD;
+    st.outH = hNext(st.outH);
     if (this.#opts.buffer) {
       st.buffer.push(el);
       const max = this.#opts.buffer_max;

@@ -2,7 +2,7 @@
 // MongooseIM names and defaults, and errors that name the TOML path.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { definition as sm } from '../../../src/modules/mod_stream_management.ts';
+import { definition as sm, hDistance, hNext } from '../../../src/modules/mod_stream_management.ts';
 import { definition as carbons, eligible } from '../../../src/modules/mod_carboncopy.ts';
 import { definition as csi } from '../../../src/modules/mod_csi.ts';
 import { validate } from '../../../src/config/schema.ts';
@@ -63,4 +63,12 @@ test('carbons are made of chat messages and normal ones with a body, never of pr
   assert.equal(m("<message type='chat'><body>hi</body><no-copy xmlns='urn:xmpp:hints'/></message>"), false);
   assert.equal(m("<message type='chat'><body>hi</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>"), false);
   assert.equal(m("<message type='chat'><sent xmlns='urn:xmpp:carbons:2'/></message>"), false);
+});
+
+test('stream management counts wrap at 2^32 and the distance between two counts stays right across the wrap', () => {
+  assert.equal(hNext(0), 1);
+  assert.equal(hNext(2 ** 32 - 1), 0);
+  assert.equal(hDistance(2 ** 32 - 2, 1), 3);
+  assert.equal(hDistance(5, 5), 0);
+  assert.equal(hDistance(1, 2 ** 32 - 1), 2 ** 32 - 2);
 });
