@@ -440,10 +440,12 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         this.#preAuth(el);
         return;
       case 'bind':
-        this.#armStateTimer();
+        // A nonza a handler answers (a failed <resume/>, ...) is not a step:
+        // state_timeout runs on, so retries cannot keep an unbound stream.
         if (!this.#ctx.hooks.run('user_send_xmlel', this.#domain, { stream: this, el })) return;
         // A handler may have resumed a session here (XEP-0198), or closed the stream.
         if (this.state !== 'bind') return;
+        this.#armStateTimer();
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND) !== undefined) {
           this.#bind(el);
         } else {

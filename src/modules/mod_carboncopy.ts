@@ -8,7 +8,8 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { parseJid, type JID } from '../xmpp/jid.ts';
 import { NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC_USER, NS_RECEIPTS } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
-import type { ModuleDefinition, ModuleInstance, RouterApi } from './types.ts';
+import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi } from './types.ts';
+import type { C2SStream } from '../hooks/catalogue.ts';
 
 export interface CarbonCopyOpts {
   iqdisc: { type: string };
@@ -59,6 +60,7 @@ function carbon(kind: 'sent' | 'received', user: JID, to: string, original: Elem
 
 export class CarbonCopy {
   #router: RouterApi;
+  #sessions: SessionsApi;
   /** Full JIDs with carbons enabled, by bare JID. */
   #enabled = new Map<string, Set<string>>();
   /**
@@ -69,8 +71,9 @@ export class CarbonCopy {
   #delivered = new Map<string, { user: JID; reached: Set<string>; packet: Element }>();
   #flushQueued = false;
 
-  constructor(router: RouterApi) {
+  constructor(router: RouterApi, sessions: SessionsApi) {
     this.#router = router;
+    this.#sessions = sessions;
   }
 
   enabledFor(full: string): boolean {
@@ -92,12 +95,17 @@ export class CarbonCopy {
   hooks(): HookRegistration<any>[] {
     const owner = 'mod_carboncopy';
     const off = (p: { jid: JID }) => this.set(p.jid, false);
+    // Every end of a session, also one replaced in the table; not the old
+    // half of a resumption, whose full JID lives on in the new session.
+    const ended = (p: { stream: C2SStream }) => {
+      if (this.#sessions.byFull(p.stream.jid.full) === undefined) this.set(p.stream.jid, false);
+    };
     return [
       { hook: 'user_send_message', host: '*', priority: 90, owner, handler: (p: { from: JID; packet: Element }) => this.#sent(p.from, p.packet) },
       { hook: 'filter_local_packet', host: '*', priority: 90, owner, handler: (p: { acc: Acc; from: JID; to: JID; packet: Element }) => this.#receiving(p.acc, p.to, p.packet) },
       // A new binding starts without carbons; a resumed session (the same JID, no new binding) keeps them.
       { hook: 'sm_register_connection', host: '*', priority: 50, owner, handler: off },
-      { hook: 'sm_remove_connection', host: '*', priority: 50, owner, handler: off },
+      { hook: 'c2s_terminate', host: '*', priority: 60, owner, handler: ended },
     ];
   }
 
@@ -147,7 +155,7 @@ export const definition: ModuleDefinition<CarbonCopyOpts> = {
   name: 'mod_carboncopy',
   configSpec: spec,
   create(ctx): ModuleInstance {
-    const cc = new CarbonCopy(ctx.router);
+    const cc = new CarbonCopy(ctx.router, ctx.sessions);
     // §2: the server announces support in its disco#info.
     ctx.features.add(NS_CARBONS);
     return {
