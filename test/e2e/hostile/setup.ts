@@ -20,6 +20,8 @@ export interface HostileOptions {
   /** Defines [shaper.normal] with this max_rate; the listener uses it. */
   shaperRate?: number;
   users?: Array<[string, string]>;
+  /** More TOML (other modules), appended as is. */
+  extraToml?: string;
 }
 
 function toml(v: TomlValue): string {
@@ -41,6 +43,7 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   t += '[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n';
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
+  if (o.extraToml !== undefined) t += '\n' + o.extraToml + '\n';
   const configPath = join(dir, 'petrel.toml');
   await writeFile(configPath, t);
   const p = new Petrel(dir, configPath, [port], 'localhost');
