@@ -218,7 +218,9 @@ export class StreamManagement {
       stream.writeNonza(failed('unexpected-request'));
       return;
     }
-    const resume = el.attrs.resume === 'true' || el.attrs.resume === '1';
+    // Without a buffer nothing could be sent again: resumption is not offered,
+    // and what the session was sent is left to the session's own rerouting.
+    const resume = this.#opts.buffer && (el.attrs.resume === 'true' || el.attrs.resume === '1');
     let resumeMs = this.#opts.resume_timeout * 1000;
     // §3: the client's preferred maximum, when lower, is honoured.
     const max = parseH(el.attrs.max);
@@ -233,7 +235,7 @@ export class StreamManagement {
       reply.attrs.max = String(Math.ceil(resumeMs / 1000));
     }
     this.#states.set(stream, st);
-    stream.manageDelivery();
+    if (this.#opts.buffer) stream.manageDelivery();
     stream.writeNonza(reply);
   }
 

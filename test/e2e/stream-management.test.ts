@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPetrel, type Petrel } from './helpers/server.ts';
-import { connect, isMessage, type TestClient } from './helpers/client.ts';
+import { connect, isMessage, xml, type TestClient } from './helpers/client.ts';
 import { RawConnection, streamErrorCondition } from './helpers/raw.ts';
 
 const NS_SM = 'urn:xmpp:sm:3';
@@ -16,6 +16,7 @@ const USERS: Array<[string, string]> = [
   ['carol', 'pw-carol'],
   ['dave', 'pw-dave'],
   ['erin', 'pw-erin'],
+  ['gina', 'pw-gina'],
 ];
 
 /** Logs in over a raw socket and binds `resource`, up to the bind result. */
@@ -38,7 +39,7 @@ describe('mod_stream_management', () => {
     server = await startPetrel({
       users: USERS,
       sasl_mechanisms: ['scram_sha256', 'plain'],
-      extraToml: '[modules.mod_stream_management]\n  resume_timeout = 600\n',
+      extraToml: '[modules.mod_stream_management]\n  resume_timeout = 600\n[modules.mod_carboncopy]\n[modules.mod_csi]\n',
     });
   });
 
@@ -124,6 +125,51 @@ describe('mod_stream_management', () => {
     assert.deepEqual(got, want);
     assert.equal(alice.jid, 'alice@localhost/phone', 'the same resource after resumption');
     alice.xmpp.reconnect.stop();
+  });
+
+  test('a resumed session keeps its carbons, and the presence held while it was inactive comes on the new connection', async () => {
+    const phone = await connect(server, 'gina', 'pw-gina', { resource: 'phone' });
+    open.push(phone);
+    // IQs by hand: @xmpp/client 0.14 does not count the IQ results its iqCaller
+    // takes in its stream-management h, so the server would rightly send them again.
+    const iq = async (id: string, payload: ReturnType<typeof xml>, to?: string) => {
+      await phone.send(xml('iq', { type: payload.name === 'ping' ? 'get' : 'set', id, ...(to === undefined ? {} : { to }) }, payload));
+      await phone.waitFor((el) => el.name === 'iq' && el.attrs.id === id);
+    };
+    await iq('carbons-on', xml('enable', { xmlns: 'urn:xmpp:carbons:2' }));
+    await phone.available();
+    const laptop = await connect(server, 'gina', 'pw-gina', { resource: 'laptop' });
+    open.push(laptop);
+    await laptop.available();
+    await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid);
+    await phone.send(xml('inactive', { xmlns: 'urn:xmpp:csi:0' }));
+    await iq('sync', xml('ping', { xmlns: 'urn:xmpp:ping' }), 'localhost');
+    await laptop.send(xml('presence', {}, xml('status', {}, 'held')));
+    await laptop.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid && el.getChildText('status') === 'held');
+
+    const sm = (phone.xmpp as unknown as { streamManagement: { on(e: string, f: () => void): void } }).streamManagement;
+    (phone.xmpp.reconnect as unknown as { start(): void }).start();
+    const resumed = new Promise<void>((resolve) => sm.on('resumed', resolve));
+    const detachedBefore = server.logs.filter((l) => l.what === 'c2s_session_detached').length;
+    (phone.xmpp as unknown as { socket: { destroy(): void } }).socket.destroy();
+    await waitUntil(() => server.logs.filter((l) => l.what === 'c2s_session_detached').length > detachedBefore);
+    const bob = await connect(server, 'bob', 'pw-bob', { resource: 'carbons' });
+    open.push(bob);
+    await bob.message(laptop.jid, 'for the laptop');
+    await laptop.waitFor((el) => el.getChildText('body') === 'for the laptop');
+    await resumed;
+    const carbon = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined);
+    assert.equal(carbon.getChild('received')!.getChild('forwarded')!.getChild('message')!.getChildText('body'), 'for the laptop');
+    const held = await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid);
+    assert.equal(held.getChildText('status'), 'held');
+    // Carbons are still on for the resumed session.
+    await bob.message(laptop.jid, 'after the resumption');
+    const again = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined);
+    assert.equal(again.getChild('received')!.getChild('forwarded')!.getChild('message')!.getChildText('body'), 'after the resumption');
+    // Nothing came twice: every presence and IQ result the phone got after enabling is there once.
+    const seen = phone.take((el) => el.name === 'presence' || el.name === 'iq').map(String);
+    assert.deepEqual(seen.filter((s, i) => seen.indexOf(s) !== i), []);
+    (phone.xmpp.reconnect as unknown as { stop(): void }).stop();
   });
 
   test('a second connection resuming a session still connected takes it over and the first one gets a conflict stream error', async () => {
