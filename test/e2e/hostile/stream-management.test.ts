@@ -103,3 +103,53 @@ describe('stream management and slow readers', () => {
     }
   });
 });
+
+describe('max_resumable_sessions', () => {
+  let server: Petrel;
+  before(async () => {
+    server = await startHostile({
+      users: [['alice', ALICE], ['bob', BOB]],
+      extraToml: '[modules.mod_stream_management]\n  max_resumable_sessions = 1\n',
+    });
+  });
+  after(async () => {
+    await server.dispose();
+  });
+
+  /** Logs in, enables resumable stream management, drops the connection; the resumption id. */
+  async function dropResumable(user: string, password: string): Promise<string> {
+    const raw = await RawConnection.open(server.port);
+    await raw.login(user, password, 'kept');
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+    const id = /id=['"]([^'"]+)['"]/.exec(await raw.waitFor(/<enabled[^>]*\/>/))![1]!;
+    const before = server.logs.filter((l) => l.what === 'c2s_session_detached').length;
+    raw.destroy();
+    const deadline = performance.now() + 10_000;
+    while (server.logs.filter((l) => l.what === 'c2s_session_detached').length === before) {
+      if (performance.now() > deadline) throw new Error('the session was not kept');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return id;
+  }
+
+  async function resume(user: string, password: string, id: string): Promise<string> {
+    const raw = await RawConnection.open(server.port);
+    try {
+      await raw.openStream();
+      raw.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user}\0${password}`).toString('base64')}</auth>`);
+      await raw.waitFor('<success');
+      await raw.openStream();
+      raw.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+      return await raw.waitFor(/<resumed[^>]*\/>|<\/failed>/);
+    } finally {
+      raw.destroy();
+    }
+  }
+
+  test('past max_resumable_sessions sessions kept without a connection, the one kept longest ends and can no longer be resumed', { timeout: 30_000 }, async () => {
+    const first = await dropResumable('alice', ALICE);
+    const second = await dropResumable('bob', BOB);
+    assert.match(await resume('alice', ALICE, first), /<item-not-found/);
+    assert.match(await resume('bob', BOB, second), /<resumed /);
+  });
+});
