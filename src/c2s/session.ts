@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Hooks } from '../hooks/hooks.ts';
-import type { Acc, Barrier } from '../hooks/catalogue.ts';
+import type { Acc, Barrier, C2SStream } from '../hooks/catalogue.ts';
 import { STOP } from '../hooks/hooks.ts';
 import type { Router } from '../routing/router.ts';
 import type { Presence, PresenceSession } from '../routing/presence.ts';
@@ -99,7 +99,7 @@ const PENDING_PAUSE = 256;
 
 let sessionCounter = 0;
 
-export class C2SSession implements PresenceSession, TransportEvents, FramingEvents, OutputEvents {
+export class C2SSession implements PresenceSession, TransportEvents, FramingEvents, OutputEvents, C2SStream {
   #transport: Transport;
   #ctx: C2SContext;
   #framing: Framing;
@@ -123,6 +123,12 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * batch; only their routing waits.
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
+  /**
+   * Bound, but the connection is gone and a user_socket_closed handler keeps
+   * the session for XEP-0198 resumption: stanzas still reach the
+   * xmpp_presend_element hook (which buffers them), nothing is written.
+   */
+  #detached = false;
   readonly id: number;
 
   jid!: JID;
@@ -162,6 +168,18 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   get state(): SessionState {
     return this.#state;
+  }
+
+  get domain(): string {
+    return this.#domain;
+  }
+
+  get user(): string {
+    return this.#state === 'bound' ? this.jid.local : this.#username;
+  }
+
+  get connected(): boolean {
+    return this.#state !== 'closed' && !this.#detached;
   }
 
   /** The client's address and port, for logs. */
@@ -226,7 +244,9 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   }
 
   onEnd(): void {
-    this.close();
+    // The peer closed its side without ending the stream: a lost connection.
+    if (this.#connectionLost('connection ended by the client')) this.#transport.destroy();
+    else this.close();
   }
 
   onError(err: Error): void {
@@ -234,8 +254,25 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   }
 
   onClose(): void {
-    this.#cleanup('closed');
+    if (!this.#detached && !this.#connectionLost('connection closed')) this.#cleanup('closed');
     this.#ctx.released?.(this);
+  }
+
+  /**
+   * The connection of a bound session is gone without a stream close: true
+   * when a user_socket_closed handler (stream management) keeps the session
+   * for resumption, which then lives on without a connection until resumed
+   * or terminated.
+   */
+  #connectionLost(reason: string): boolean {
+    if (this.#state !== 'bound' || this.#detached) return false;
+    if (this.#ctx.hooks.run('user_socket_closed', this.#domain, { stream: this, reason })) return false;
+    this.#detached = true;
+    this.#output.stop();
+    this.#output.takeUndelivered();
+    this.#shaper?.stop();
+    this.#ctx.logger.info({ what: 'c2s_session_detached', session: this.id, jid: this.jid.full, reason }, 'connection lost; session kept for resumption');
+    return true;
   }
 
   onWritten(): void {
@@ -246,6 +283,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   send(el: Element): void {
     if (this.#state === 'closed') return;
+    // A handler may keep the stanza for later (client state indication) or,
+    // for a session without a connection, only buffer it (stream management).
+    if (!this.#ctx.hooks.run('xmpp_presend_element', this.#domain, { stream: this, el })) return;
+    if (!this.connected) return;
     const s = this.#framing.stanza(el);
     // Messages are remembered until the transport has taken them (see onSlowReader).
     if (el.name === 'message') this.#output.message(el, s);
@@ -280,6 +321,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   #drop(what: string, cause: string, reason: string, msg: string): void {
     if (this.#state === 'closed') return;
     const pending = this.#output.takeUndelivered();
+    // With stream management the unacknowledged stanzas are its to route again (c2s_terminate).
+    if (this.#managed) pending.length = 0;
     const bound = this.#state === 'bound';
     this.#ctx.logger.warn({ what, session: this.id, remote: this.remote, jid: bound ? this.jid.full : undefined, reason, rerouted: pending.length }, msg);
     const me = bound ? this.jid : null;
@@ -318,16 +361,27 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   /** Ends the stream (RFC 6120 §4.4) and the connection. */
   close(): void {
     if (this.#state === 'closed') return;
+    if (this.#detached) {
+      this.#cleanup('stream closed');
+      return;
+    }
     if (this.#headerSent) this.#output.write(this.#framing.close());
     this.#output.flush();
     this.#cleanup('stream closed');
     this.#transport.end();
   }
 
+  /** C2SStream.terminate: a session kept without a connection ends now; a connected one closes its stream. */
+  terminate(reason: string): void {
+    if (this.#detached) this.#cleanup(reason);
+    else this.close();
+  }
+
   #cleanup(reason: string): void {
     if (this.#state === 'closed') return;
     const wasBound = this.#state === 'bound';
     this.#state = 'closed';
+    this.#detached = false;
     this.#stopStateTimer();
     this.#stopNegotiationTimer();
     this.#output.stop();
@@ -336,6 +390,41 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       this.#ctx.presence.sessionClosed(this);
       this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
     }
+    // Also for a session replaced in the table: what it still holds is routed again.
+    if (wasBound) this.#ctx.hooks.run('c2s_terminate', this.jid.domain, { stream: this, reason });
+  }
+
+  // --- extensions of the stream (C2SStream: stream management, CSI) --------
+
+  /** Stream management routes again what the client did not acknowledge (C2SStream.manageDelivery). */
+  #managed = false;
+
+  manageDelivery(): void {
+    this.#managed = true;
+  }
+
+  writeNonza(el: Element): void {
+    if (this.#state === 'closed' || this.#detached) return;
+    this.#output.write(this.#framing.stanza(el));
+  }
+
+  takeOver(old: C2SStream): boolean {
+    if (!(old instanceof C2SSession) || old === this || old.#state !== 'bound' || this.#state !== 'bind') return false;
+    if (old.jid.local !== this.#username || old.#domain !== this.#domain) return false;
+    this.jid = old.jid;
+    this.priority = old.priority;
+    this.available = old.available;
+    this.interested = old.interested;
+    this.presence = old.presence;
+    this.#username = '';
+    this.#state = 'bound';
+    this.#managed = old.#managed;
+    this.#stopStateTimer();
+    this.#ctx.sm.replace(old, this);
+    // The old session is out of the table, so its end changes no presence.
+    if (old.#detached) old.#cleanup('resumed elsewhere');
+    else old.#streamError(new StreamError('conflict', 'the session was resumed on another connection'));
+    return true;
   }
 
   // --- the framing's events -------------------------------------------------
@@ -395,6 +484,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       }
     } else if (this.#state === 'bind') {
       f += `<bind xmlns='${NS_BIND}'/><session xmlns='${NS_SESSION}'><optional/></session>`;
+      const more = this.#ctx.hooks.fold('c2s_stream_features', this.#domain, { stream: this }, '');
+      if (typeof more === 'string') f += more;
     }
     return this.#framing.features(f);
   }
@@ -417,6 +508,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         this.#preAuth(el);
         return;
       case 'bind':
+        // A nonza a handler answers (a failed <resume/>, ...) is not a step:
+        // state_timeout runs on, so retries cannot keep an unbound stream.
+        if (!this.#ctx.hooks.run('user_send_xmlel', this.#domain, { stream: this, el })) return;
+        // A handler may have resumed a session here (XEP-0198), or closed the stream.
+        if (this.state !== 'bind') return;
         this.#armStateTimer();
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND) !== undefined) {
           this.#bind(el);
@@ -425,7 +521,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         }
         return;
       case 'bound':
-        this.#established(el);
+        if (!this.#ctx.hooks.run('user_send_xmlel', this.#domain, { stream: this, el })) return;
+        if (this.state === 'bound') this.#established(el);
         return;
     }
   }

@@ -51,6 +51,50 @@ export interface PresenceEvent {
 
 export type PushEvent = ChatEvent | PresenceEvent;
 
+/**
+ * A client-to-server stream as the c2s hooks show it to modules (stream
+ * management, client state indication): enough to answer the client, hold
+ * or count what it is sent, and carry a session over to a new connection,
+ * without seeing the connection (TCP, WebSocket) underneath.
+ */
+export interface C2SStream {
+  /** Unique per connection, for logs. */
+  readonly id: number;
+  /** "bind" after authentication, "bound" once a resource is bound (or a session resumed), "closed" at the end. */
+  readonly state: string;
+  /** The served domain of the stream. */
+  readonly domain: string;
+  /** The authenticated user name, from authentication on. */
+  readonly user: string;
+  /** The bound full JID (state "bound" only). */
+  readonly jid: JID;
+  /** False while a bound session is kept without a connection (XEP-0198 resumption), and once closed. */
+  readonly connected: boolean;
+  /**
+   * From now on the caller (stream management) routes again whatever this
+   * session was sent and the client did not confirm, whenever the session
+   * ends: the session no longer does so itself for a client dropped because
+   * it did not read (which would deliver those messages twice).
+   */
+  manageDelivery(): void;
+  /** Writes an element that is not a stanza (a "nonza": <r/>, <enabled/>, ...): no hook, never counted. */
+  writeNonza(el: Element): void;
+  /** Sends a stanza to the client the way the router does, through xmpp_presend_element. */
+  send(el: Element): void;
+  /** Ends the stream with a stream error (RFC 6120 §4.9). */
+  kick(condition: string, text?: string): void;
+  /** Ends the session now: a kept one without a connection, or a connected one with a stream close. */
+  terminate(reason: string): void;
+  /**
+   * XEP-0198 §5: this authenticated, unbound stream takes over `old`'s bound
+   * session (its JID, presence and place in the session table, without
+   * presence being broadcast again); `old`'s connection, if still open, is
+   * closed with a `conflict` stream error. False when either is not in a
+   * state that allows it.
+   */
+  takeOver(old: C2SStream): boolean;
+}
+
 export interface HookCatalogue {
   /** A message a connected user sent, after `from` is stamped and before routing. Stop = drop it. */
   user_send_message: { acc: Acc; from: JID; to: JID; packet: Element };
@@ -76,6 +120,33 @@ export interface HookCatalogue {
   /** A session opened (bound a resource) / closed. */
   sm_register_connection: { jid: JID };
   sm_remove_connection: { jid: JID; reason: string };
+  /**
+   * Stream features offered after authentication (RFC 6120 §4.3.2): each
+   * handler appends its features' XML to the accumulator.
+   */
+  c2s_stream_features: { stream: C2SStream };
+  /**
+   * Every first-level element an authenticated client sends (stanzas and
+   * nonzas alike), before the session handles it. Stop = it was handled
+   * here (a nonza of the handler's protocol).
+   */
+  user_send_xmlel: { stream: C2SStream; el: Element };
+  /**
+   * Every stanza about to be written to a client (MongooseIM's
+   * xmpp_presend_element). Stop = not now: the handler keeps it and sends
+   * it later itself (client state indication holds presence).
+   */
+  xmpp_presend_element: { stream: C2SStream; el: Element };
+  /**
+   * A bound session lost its connection without closing its stream. Stop =
+   * a handler keeps the session without a connection (XEP-0198
+   * resumption); it then ends it with terminate().
+   */
+  user_socket_closed: { stream: C2SStream; reason: string };
+  /** A bound session ended, for whatever reason, after it left the session table. */
+  c2s_terminate: { stream: C2SStream; reason: string };
+  /** A resumed session (XEP-0198): `to` took over `from`; per-session state moves along. */
+  c2s_copy_session: { from: C2SStream; to: C2SStream };
 }
 
 export type HookName = keyof HookCatalogue;
@@ -87,6 +158,8 @@ export type HookName = keyof HookCatalogue;
 export interface HookAccs {
   user_send_message: Barrier;
   push_event: Barrier;
+  /** The features' XML, appended to by each handler. */
+  c2s_stream_features: string;
 }
 
 export type HookAcc<N extends HookName> = N extends keyof HookAccs ? HookAccs[N] : undefined;

@@ -8,6 +8,9 @@ import { definition as modDisco } from './mod_disco.ts';
 import { definition as modPing } from './mod_ping.ts';
 import { definition as modMuc } from './mod_muc/index.ts';
 import { definition as modMucLight } from './mod_muc_light/index.ts';
+import { definition as modStreamManagement } from './mod_stream_management.ts';
+import { definition as modCarbonCopy } from './mod_carboncopy.ts';
+import { definition as modCsi } from './mod_csi.ts';
 import { definition as modEventPusher, type EventPusherOpts } from './mod_event_pusher/index.ts';
 import { definition as modPushServiceMongoosePush } from './mod_push_service_mongoosepush/index.ts';
 import { eventPusherHttpSpec, mergeEventPusherAlias } from './mod_event_pusher/config.ts';
@@ -19,6 +22,9 @@ export const MODULES: Readonly<Record<string, ModuleDefinition<any, any>>> = Obj
   mod_ping: modPing,
   mod_muc: modMuc,
   mod_muc_light: modMucLight,
+  mod_stream_management: modStreamManagement,
+  mod_carboncopy: modCarbonCopy,
+  mod_csi: modCsi,
   mod_event_pusher: modEventPusher,
   mod_push_service_mongoosepush: modPushServiceMongoosePush,
 });

@@ -44,6 +44,21 @@ export class SessionManager implements SessionsApi {
     this.#byFull.set(s.jid.full, s);
   }
 
+  /**
+   * Puts `next` in `old`'s place (same full JID), as XEP-0198 resumption
+   * does: no session is kicked and the user's session count is unchanged.
+   */
+  replace(old: ManagedSession, next: ManagedSession): void {
+    if (this.#byFull.get(old.jid.full) !== old) {
+      this.register(next);
+      return;
+    }
+    this.#byFull.set(next.jid.full, next);
+    const list = this.#byBare.get(old.jid.bare);
+    const i = list?.indexOf(old) ?? -1;
+    if (list !== undefined && i >= 0) list[i] = next;
+  }
+
   /** Removes a session; false when it was not (or no longer) registered. */
   unregister(s: ManagedSession): boolean {
     if (this.#byFull.get(s.jid.full) !== s) return false;

@@ -26,6 +26,8 @@ export interface HostileOptions {
   metricsPort?: number;
   /** Keys of [modules.mod_ping]. */
   ping?: Record<string, TomlValue>;
+  /** More TOML (other modules), appended as is. */
+  extraToml?: string;
 }
 
 function toml(v: TomlValue): string {
@@ -50,6 +52,7 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   if (o.metricsPort !== undefined) {
     t += `\n[[listen.http]]\n  port = ${o.metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`;
   }
+  if (o.extraToml !== undefined) t += '\n' + o.extraToml + '\n';
   const configPath = join(dir, 'petrel.toml');
   await writeFile(configPath, t);
   const p = new Petrel(dir, configPath, [port], 'localhost');

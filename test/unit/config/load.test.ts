@@ -18,6 +18,8 @@ const standIns = { mod_roster: section({}), mod_offline: section({}), mod_disco:
 const listeners = { http: httpListenerSpec(HTTP_HANDLERS) };
 const opts: LoadOptions = { sections: {}, modules: standIns, listeners };
 const anything = custom((v) => v);
+/** The modules the shipped config enables besides the stand-ins (their options are tested with each module). */
+const shippedModules = { ...standIns, mod_stream_management: anything, mod_carboncopy: anything, mod_csi: anything };
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'petrel-config-'));
@@ -405,7 +407,7 @@ test('the default config path is config/petrel.toml in the package', () => {
 });
 
 test('the shipped default config loads', () => {
-  const c = loadConfigFile(undefined, opts);
+  const c = loadConfigFile(undefined, { ...opts, modules: shippedModules });
   const root = dirname(dirname(defaultConfigPath()));
   assert.equal(c.configPath, defaultConfigPath());
   assert.deepEqual(c.general.hosts, ['localhost']);
@@ -413,7 +415,7 @@ test('the shipped default config loads', () => {
   assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
   assert.deepEqual(c.auth.methods, ['internal']);
   assert.equal(c.auth.password.format, 'scram');
-  assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping']);
+  assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping', 'mod_stream_management', 'mod_carboncopy', 'mod_csi']);
   assert.deepEqual(c.warnings, []);
 });
 
@@ -423,7 +425,7 @@ test('every commented example in the shipped default config is valid once uncomm
   const uncommented = text.split('\n').map((l) => l.replace(/^(\s*)#\s+(?=\[|[a-z_]+ = )/, '$1')).join('\n');
   assert.notEqual(uncommented, text);
   const dir = dirWithCerts();
-  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...standIns, mod_ping: ping.configSpec, mod_event_pusher: anything }, listeners };
+  const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...shippedModules, mod_ping: ping.configSpec, mod_event_pusher: anything }, listeners };
   const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
   assert.equal(c.listen.c2s.length, 2);
   assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');

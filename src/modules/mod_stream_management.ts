@@ -1,0 +1,422 @@
+// XEP-0198 Stream Management: acknowledgements (<r/>, <a/>), the buffer of
+// stanzas the client has not acknowledged, and resumption of a session whose
+// connection was lost. Everything here sees the session only as a C2SStream
+// (hooks/catalogue.ts) through the c2s hooks, never the connection under it,
+// so it works the same over any transport.
+//
+//   enable ──► counting (h in, h out) and buffering ──► connection lost ──► kept (resume_timeout)
+//                                                              │                  │
+//                                      <resume previd h/> on a new stream ◄───────┤
+//                                      (the unacknowledged stanzas are sent again) │
+//                                                                                  ▼
+//                         timeout, clean close, stream error: the unacknowledged stanzas are
+//                         routed again, as to a user without this session (another resource or
+//                         offline storage, through the router's offline_message path)
+import { randomBytes } from 'node:crypto';
+import { bool, custom, describe, fail, int, section, validate } from '../config/schema.ts';
+import type { C2SStream } from '../hooks/catalogue.ts';
+import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
+import { NS_SM } from '../xmpp/ns.ts';
+import { Element } from '../xmpp/xml.ts';
+import { tryParseJid } from '../xmpp/jid.ts';
+import type { ModuleDefinition, ModuleInstance, RouterApi } from './types.ts';
+import type { Logger } from 'pino';
+
+export interface StaleHOpts {
+  enabled: boolean;
+  /** Seconds between sweeps of the table of stale h values. */
+  repeat_after: number;
+  /** Seconds a stale h value is kept. */
+  geriatric: number;
+}
+
+export interface StreamManagementOpts {
+  buffer: boolean;
+  /** Unacknowledged stanzas kept per session; 0 ("infinity"): no limit. */
+  buffer_max: number;
+  ack: boolean;
+  ack_freq: number;
+  /** Seconds a session without a connection waits to be resumed. */
+  resume_timeout: number;
+  stale_h: StaleHOpts;
+  /** Not a MongooseIM option: sessions kept without a connection at once, server-wide. */
+  max_resumable_sessions: number;
+}
+
+/** MongooseIM's int_or_infinity: "infinity" means no limit and is stored as 0. */
+function intOrInfinity(dflt: number) {
+  const n = int({ min: 1 });
+  return custom(
+    (value, p, ctx) => {
+      if (value === 'infinity') return 0;
+      if (typeof value === 'string') fail(p, `expected a positive integer or "infinity", got ${describe(value)}`);
+      return validate(n, value, p, ctx);
+    },
+    { default: dflt },
+  );
+}
+
+const spec = section(
+  {
+    buffer: bool({ default: true }),
+    buffer_max: intOrInfinity(100),
+    ack: bool({ default: true }),
+    ack_freq: int({ min: 1, default: 1 }),
+    resume_timeout: int({ min: 1, default: 600 }),
+    stale_h: section(
+      {
+        enabled: bool({ default: false }),
+        repeat_after: int({ min: 1, default: 1800 }),
+        geriatric: int({ min: 1, default: 3600 }),
+      },
+      { default: true },
+    ),
+    max_resumable_sessions: int({ min: 1, default: 10_000 }),
+  },
+  { default: true },
+);
+
+/** h counts modulo 2^32 (XEP-0198 §4). */
+const MOD = 2 ** 32;
+/** The count after `h` (XEP-0198 §4: h wraps to 0 after 2^32 - 1). */
+export function hNext(h: number): number {
+  return (h + 1) % MOD;
+}
+
+/** How many stanzas lie between counts `from` and `to`, across the wrap. */
+export function hDistance(from: number, to: number): number {
+  return (to - from + MOD) % MOD;
+}
+
+/** Stale h values kept at most, whatever `geriatric` says. */
+const STALE_H_MAX = 100_000;
+
+/** The stream-management state of one session. */
+interface SmState {
+  /** The resumption id, or null when resumption was not asked for. */
+  id: string | null;
+  /** Stanzas received from the client and handled, mod 2^32 (the server's h). */
+  inH: number;
+  /** Stanzas sent to the client, mod 2^32. */
+  outH: number;
+  /** The client's last h. */
+  acked: number;
+  /** The stanzas sent and not acknowledged, oldest first (empty with buffer = false). */
+  buffer: Element[];
+  /** Stanzas sent since the last <r/>. */
+  sinceRequest: number;
+  requestQueued: boolean;
+  /** ms the session is kept without a connection. */
+  resumeMs: number;
+  timer: NodeJS.Timeout | null;
+}
+
+function isStanza(el: Element): boolean {
+  return el.name === 'message' || el.name === 'presence' || el.name === 'iq';
+}
+
+function failed(condition: string, h?: number): Element {
+  const el = new Element('failed', h === undefined ? { xmlns: NS_SM } : { xmlns: NS_SM, h: String(h) });
+  el.c(condition, { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' });
+  return el;
+}
+
+/** An unsigned 32-bit h, or null. */
+function parseH(v: string | undefined): number | null {
+  if (v === undefined || !/^\d{1,10}$/.test(v)) return null;
+  const n = Number(v);
+  return n < MOD ? n : null;
+}
+
+export class StreamManagement {
+  #opts: StreamManagementOpts;
+  #router: RouterApi;
+  #logger: Logger;
+  #hooks: Hooks;
+  #states = new WeakMap<C2SStream, SmState>();
+  /** Resumable sessions by id. */
+  #byId = new Map<string, C2SStream>();
+  /** Sessions kept without a connection, oldest first. */
+  #detached = new Set<C2SStream>();
+  /** id → [h, when (ms)] of sessions that can no longer be resumed (stale_h). */
+  #stale = new Map<string, [number, number]>();
+  #sweep: NodeJS.Timeout | null = null;
+
+  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger) {
+    this.#opts = opts;
+    this.#hooks = hooks;
+    this.#router = router;
+    this.#logger = logger;
+  }
+
+  /** Sessions kept without a connection now. */
+  get detachedCount(): number {
+    return this.#detached.size;
+  }
+
+  hooks(): HookRegistration<any>[] {
+    const owner = 'mod_stream_management';
+    return [
+      { hook: 'c2s_stream_features', host: '*', priority: 50, owner, handler: (_p: unknown, acc: string) => acc + `<sm xmlns='${NS_SM}'/>` },
+      { hook: 'user_send_xmlel', host: '*', priority: 50, owner, handler: (p: { stream: C2SStream; el: Element }) => this.#received(p.stream, p.el) },
+      // After client state indication (10): what it holds back is counted once it goes out.
+      { hook: 'xmpp_presend_element', host: '*', priority: 90, owner, handler: (p: { stream: C2SStream; el: Element }) => this.#sending(p.stream, p.el) },
+      { hook: 'user_socket_closed', host: '*', priority: 50, owner, handler: (p: { stream: C2SStream }) => this.#connectionLost(p.stream) },
+      { hook: 'c2s_terminate', host: '*', priority: 50, owner, handler: (p: { stream: C2SStream }) => this.#terminated(p.stream) },
+    ];
+  }
+
+  start(): void {
+    const st = this.#opts.stale_h;
+    if (!st.enabled) return;
+    this.#sweep = setInterval(() => this.#sweepStale(), st.repeat_after * 1000);
+    this.#sweep.unref();
+  }
+
+  /** Ends every session kept for resumption: their unacknowledged stanzas go to offline storage. */
+  stop(): void {
+    if (this.#sweep !== null) clearInterval(this.#sweep);
+    for (const s of [...this.#detached]) s.terminate('server stopping');
+  }
+
+  // --- what the client sends ------------------------------------------------
+
+  #received(stream: C2SStream, el: Element): typeof STOP | undefined {
+    if (el.attrs.xmlns !== NS_SM) {
+      if (stream.state === 'bound' && isStanza(el)) {
+        const st = this.#states.get(stream);
+        if (st !== undefined) st.inH = hNext(st.inH);
+      }
+      return undefined;
+    }
+    switch (el.name) {
+      case 'enable':
+        this.#enable(stream, el);
+        break;
+      case 'resume':
+        this.#resume(stream, el);
+        break;
+      case 'r': {
+        const st = this.#states.get(stream);
+        if (st === undefined) stream.writeNonza(failed('unexpected-request'));
+        else stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(st.inH) }));
+        break;
+      }
+      case 'a':
+        this.#ack(stream, el);
+        break;
+      default:
+        // Other elements of the namespace (<enabled/>, <a/> from a confused client...) are ignored.
+        break;
+    }
+    return STOP;
+  }
+
+  #enable(stream: C2SStream, el: Element): void {
+    // §3: only after resource binding, and once per stream.
+    if (stream.state !== 'bound' || this.#states.has(stream)) {
+      stream.writeNonza(failed('unexpected-request'));
+      return;
+    }
+    // Without a buffer nothing could be sent again: resumption is not offered,
+    // and what the session was sent is left to the session's own rerouting.
+    const resume = this.#opts.buffer && (el.attrs.resume === 'true' || el.attrs.resume === '1');
+    let resumeMs = this.#opts.resume_timeout * 1000;
+    // §3: the client's preferred maximum, when lower, is honoured.
+    const max = parseH(el.attrs.max);
+    if (max !== null && max > 0) resumeMs = Math.min(resumeMs, max * 1000);
+    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null };
+    const reply = new Element('enabled', { xmlns: NS_SM });
+    if (resume) {
+      st.id = randomBytes(18).toString('base64url');
+      this.#byId.set(st.id, stream);
+      reply.attrs.id = st.id;
+      reply.attrs.resume = 'true';
+      reply.attrs.max = String(Math.ceil(resumeMs / 1000));
+    }
+    this.#states.set(stream, st);
+    if (this.#opts.buffer) stream.manageDelivery();
+    stream.writeNonza(reply);
+  }
+
+  /**
+   * Drops the stanzas `h` acknowledges; false, and the stream of the client
+   * that sent it (`from`) ended, when h acknowledges more than was sent.
+   */
+  #applyAck(from: C2SStream, st: SmState, h: number): boolean {
+    const newly = hDistance(st.acked, h);
+    const unacked = hDistance(st.acked, st.outH);
+    if (newly > unacked) {
+      // §4: the handled count is more than was sent.
+      this.#logger.info({ what: 'sm_handled_count_too_high', session: from.id, h, sent: st.outH }, 'the client acknowledged more stanzas than it was sent');
+      from.kick('undefined-condition', `handled count too high: h=${h}, send-count=${st.outH}`);
+      return false;
+    }
+    st.acked = h;
+    if (newly > 0 && st.buffer.length > 0) st.buffer.splice(0, Math.min(newly, st.buffer.length));
+    return true;
+  }
+
+  #ack(stream: C2SStream, el: Element): void {
+    const st = this.#states.get(stream);
+    if (st === undefined) return;
+    const h = parseH(el.attrs.h);
+    if (h === null) {
+      stream.kick('invalid-xml', "an <a/> needs an 'h' between 0 and 2^32 - 1");
+      return;
+    }
+    this.#applyAck(stream, st, h);
+  }
+
+  #resume(stream: C2SStream, el: Element): void {
+    // §5: resumption takes the place of resource binding.
+    if (stream.state !== 'bind') {
+      stream.writeNonza(failed('unexpected-request'));
+      return;
+    }
+    const previd = el.attrs.previd ?? '';
+    const h = parseH(el.attrs.h);
+    if (h === null) {
+      stream.writeNonza(failed('bad-request'));
+      return;
+    }
+    const old = this.#byId.get(previd);
+    const st = old === undefined ? undefined : this.#states.get(old);
+    if (old === undefined || st === undefined || old.state !== 'bound' || old.jid.local !== stream.user || old.domain !== stream.domain) {
+      // §5: an unknown (or someone else's) id; with stale_h the last h of a session that timed out.
+      const stale = this.#opts.stale_h.enabled && old === undefined ? this.#stale.get(previd) : undefined;
+      stream.writeNonza(failed('item-not-found', stale?.[0]));
+      return;
+    }
+    if (!this.#applyAck(stream, st, h)) return;
+    if (st.timer !== null) clearTimeout(st.timer);
+    st.timer = null;
+    this.#detached.delete(old);
+    // The state moves first, so the old stream's end routes nothing again.
+    this.#states.delete(old);
+    if (!stream.takeOver(old)) {
+      this.#states.set(old, st);
+      stream.writeNonza(failed('item-not-found'));
+      return;
+    }
+    this.#byId.set(previd, stream);
+    this.#states.set(stream, st);
+    st.sinceRequest = 0;
+    st.requestQueued = false;
+    stream.writeNonza(new Element('resumed', { xmlns: NS_SM, previd, h: String(st.inH) }));
+    // §5: what the client did not acknowledge is sent again, counted again from its h.
+    const unacked = st.buffer;
+    st.buffer = [];
+    st.outH = st.acked;
+    for (const s of unacked) stream.send(s);
+    this.#hooks.run('c2s_copy_session', stream.domain, { from: old, to: stream });
+    this.#logger.info({ what: 'sm_resumed', session: stream.id, previous: old.id, jid: stream.jid.full, resent: unacked.length }, 'session resumed');
+  }
+
+  // --- what the client is sent ----------------------------------------------
+
+  #sending(stream: C2SStream, el: Element): undefined {
+    const st = this.#states.get(stream);
+    if (st === undefined) return undefined;
+    st.outH = hNext(st.outH);
+    if (this.#opts.buffer) {
+      st.buffer.push(el);
+      const max = this.#opts.buffer_max;
+      if (max > 0 && st.buffer.length > max) {
+        // As MongooseIM: the session ends; its unacknowledged stanzas are routed again.
+        this.#logger.info({ what: 'sm_buffer_full', session: stream.id, jid: stream.jid.full, buffer_max: max }, 'too many unacknowledged stanzas');
+        if (stream.connected) stream.kick('resource-constraint', `more than ${max} stanzas not acknowledged`);
+        else stream.terminate('buffer full');
+        return undefined;
+      }
+    }
+    if (this.#opts.ack && stream.connected && ++st.sinceRequest >= this.#opts.ack_freq && !st.requestQueued) {
+      // One <r/> after the stanzas of this turn, so it follows them on the wire.
+      st.requestQueued = true;
+      queueMicrotask(() => {
+        st.requestQueued = false;
+        st.sinceRequest = 0;
+        if (this.#states.get(stream) === st) stream.writeNonza(new Element('r', { xmlns: NS_SM }));
+      });
+    }
+    return undefined;
+  }
+
+  // --- the connection goes, the session ends -----------------------------------
+
+  #connectionLost(stream: C2SStream): typeof STOP | undefined {
+    const st = this.#states.get(stream);
+    if (st === undefined || st.id === null) return undefined;
+    st.timer = setTimeout(() => stream.terminate('resume timeout'), st.resumeMs);
+    st.timer.unref();
+    this.#detached.add(stream);
+    // Bounded server-wide: past the limit, the session kept longest ends.
+    while (this.#detached.size > this.#opts.max_resumable_sessions) {
+      const oldest = this.#detached.values().next().value!;
+      this.#detached.delete(oldest);
+      oldest.terminate('too many sessions kept for resumption');
+    }
+    return STOP;
+  }
+
+  #terminated(stream: C2SStream): void {
+    const st = this.#states.get(stream);
+    if (st === undefined) return;
+    this.#states.delete(stream);
+    this.#detached.delete(stream);
+    if (st.timer !== null) clearTimeout(st.timer);
+    if (st.id !== null && this.#byId.get(st.id) === stream) {
+      this.#byId.delete(st.id);
+      if (this.#opts.stale_h.enabled) {
+        if (this.#stale.size >= STALE_H_MAX) this.#stale.delete(this.#stale.keys().next().value!);
+        this.#stale.set(st.id, [st.inH, Date.now()]);
+      }
+    }
+    this.#reroute(stream, st.buffer);
+  }
+
+  /**
+   * The unacknowledged stanzas of a session that ended go through the router
+   * again, now that the session is out of the table: a message reaches
+   * another resource or, with none, the offline path (offline_message); an
+   * IQ request is answered with an error; presence is not kept.
+   */
+  #reroute(stream: C2SStream, stanzas: Element[]): void {
+    let n = 0;
+    for (const el of stanzas) {
+      if (el.name === 'presence') continue;
+      if (el.name === 'iq' && el.attrs.type !== 'get' && el.attrs.type !== 'set') continue;
+      const from = tryParseJid(el.attrs.from ?? '') ?? tryParseJid(stream.domain);
+      const to = tryParseJid(el.attrs.to ?? '') ?? stream.jid;
+      if (from === null) continue;
+      try {
+        this.#router.route(from, to, el);
+        n++;
+      } catch (err) {
+        this.#logger.error({ what: 'sm_reroute_failed', session: stream.id, err: String(err) }, 'could not route an unacknowledged stanza again');
+      }
+    }
+    if (n > 0) this.#logger.info({ what: 'sm_rerouted', session: stream.id, jid: stream.jid.full, stanzas: n }, 'unacknowledged stanzas routed again');
+  }
+
+  #sweepStale(): void {
+    const limit = Date.now() - this.#opts.stale_h.geriatric * 1000;
+    for (const [id, [, when]] of this.#stale) {
+      if (when >= limit) break;
+      this.#stale.delete(id);
+    }
+  }
+}
+
+export const definition: ModuleDefinition<StreamManagementOpts> = {
+  name: 'mod_stream_management',
+  configSpec: spec,
+  create(ctx, opts): ModuleInstance {
+    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger);
+    return {
+      hooks: () => sm.hooks(),
+      start: () => sm.start(),
+      stop: () => sm.stop(),
+    };
+  },
+};
