@@ -91,7 +91,7 @@ test('a config naming only its hosts gets every default', () => {
     internal: {},
   });
   assert.deepEqual(c.shaper, {});
-  assert.deepEqual(c.outgoing_pools, { http: {} });
+  assert.deepEqual(c.outgoing_pools, { http: {}, rabbit: {} });
   assert.deepEqual(c.modules, {});
   assert.deepEqual(c.warnings, []);
 });
