@@ -11,6 +11,7 @@ import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
 import { startC2SListener, type C2SListener } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
+import { ensureSelfSigned } from './c2s/self-signed.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { RosterData } from './modules/mod_roster.ts';
@@ -158,6 +159,17 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     });
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
+    // The self-signed certificate of tls tables without certfile/keyfile, made or renewed before any listener uses it.
+    const selfSigned = new Set<string>();
+    for (const l of config.listen.c2s) {
+      if (l.tls?.self_signed !== true || selfSigned.has(l.tls.certfile)) continue;
+      selfSigned.add(l.tls.certfile);
+      const c = await ensureSelfSigned(l.tls.certfile, l.tls.keyfile, hosts);
+      logger.info(
+        { what: c.made === null ? 'tls_certificate_loaded' : 'tls_certificate_created', reason: c.made ?? undefined, certfile: c.certfile, keyfile: c.keyfile, hosts, sha256: c.fingerprint, valid_to: c.validTo },
+        c.made === null ? 'self-signed certificate in use' : 'self-signed certificate created',
+      );
+    }
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
     const authBans = new AuthBans(config.general.max_auth_failures_per_ip, config.general.auth_ban_duration);
     for (const l of config.listen.c2s) {

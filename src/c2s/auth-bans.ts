@@ -89,3 +89,8 @@ export function clientAddress(remote: string | undefined): string {
   if (remote === undefined) return '';
   return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
 }
+
+/** True for an address (as clientAddress writes it) only this machine can have: 127.0.0.0/8 and ::1. */
+export function isLoopbackAddress(address: string): boolean {
+  return address.startsWith('127.') || address === '::1';
+}

@@ -12,7 +12,7 @@ import { byteStreamFraming } from './byte-stream-framing.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
-export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
+export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'loopbackOnlyPlaintextAuth' | 'maxRate' | 'released'>;
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -67,6 +67,7 @@ export async function startC2SListener(
     framing: byteStreamFraming,
     framingLimits: framingLimits(cfg.max_stanza_size, limits),
     tlsRequired: cfg.tls?.mode === 'starttls_required',
+    loopbackOnlyPlaintextAuth: !cfg.allow_plaintext_auth,
     maxRate,
     released: (s) => sessions.delete(s),
   };

@@ -16,12 +16,17 @@ import { formatMetricsTable } from '../metrics/snapshot.ts';
 import { notifyServer } from '../control.ts';
 import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
 import { PETREL_VERSION } from '../version.ts';
+import { SELF_SIGNED_CERTFILE, SELF_SIGNED_KEYFILE } from '../config/core-spec.ts';
+import { writeSelfSigned } from '../c2s/self-signed.ts';
+import { ensurePrivateDir } from '../storage/data-dir.ts';
+import { join } from 'node:path';
 
 const USAGE = `usage:
   petrel start [-c FILE]                          run the server in the foreground
   petrel register USER DOMAIN PASSWORD [-c FILE]  create an account
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
   petrel check-config [-c FILE]                   validate a configuration file
+  petrel cert generate [-c FILE]                  make a new self-signed certificate for the hosts
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
   petrel --version                                the version of this installation
 ${DELIVERIES_USAGE}
@@ -162,6 +167,25 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(
         `${config.configPath}: OK (hosts: ${config.general.hosts.join(', ')}; ${config.listen.c2s.length} c2s listener(s); ` +
           `${config.listen.http.length} http listener(s); modules: ${modules.length ? modules.join(', ') : 'none'})\n`,
+      );
+      return;
+    }
+    case 'cert': {
+      const [sub, ...more] = rest;
+      if (sub !== 'generate') throw new UsageError(sub === undefined ? 'cert needs a subcommand: generate' : `unknown cert subcommand "${sub}"`);
+      const { config: file } = parse(more, 0, '');
+      const config = loadConfig(file);
+      const certfile = join(config.general.data_dir, SELF_SIGNED_CERTFILE);
+      const keyfile = join(config.general.data_dir, SELF_SIGNED_KEYFILE);
+      ensurePrivateDir(config.general.data_dir);
+      const c = await writeSelfSigned(certfile, keyfile, config.general.hosts);
+      const users = config.listen.c2s.filter((l) => l.tls?.self_signed === true).length;
+      process.stdout.write(
+        `Self-signed certificate for ${config.general.hosts.join(', ')}, valid until ${c.validTo}\n` +
+          `  certificate: ${c.certfile}\n  key:         ${c.keyfile}\n  SHA-256:     ${c.fingerprint}\n` +
+          (users > 0
+            ? `${users} c2s listener(s) use it from their next start.\n`
+            : 'No c2s listener of this configuration uses it: point a tls table\'s certfile and keyfile at it, or leave both out.\n'),
       );
       return;
     }

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, TomlError } from 'smol-toml';
 import { ConfigError, ErrorCollector, FAILED, describe, fail, isTable, keyPath, validate, type IgnoredOption, type Spec, type ValidateCtx } from './schema.ts';
-import { coreSections, crossCheckCore, listenSpecWith } from './core-spec.ts';
+import { coreSections, crossCheckCore, listenSpecWith, withSelfSignedPaths } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
 
 export interface LoadOptions {
@@ -137,6 +137,7 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
 
   const envDataDir = process.env[DATA_DIR_ENV];
   if (envDataDir !== undefined && envDataDir !== '') g.data_dir = resolve(process.cwd(), envDataDir);
+  withSelfSignedPaths((listen as PetrelConfig['listen']).c2s, g.data_dir);
 
   const config: PetrelConfig = {
     ...extras,
