@@ -2,11 +2,11 @@
 // check-config, start with the shipped configuration, and SIGTERM.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile, rm, stat } from 'node:fs/promises';
+import { readFile, writeFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { preparePetrel, runCli, startPetrel, tempDir, testEnv, Petrel, REPO_ROOT } from './helpers/server.ts';
-import { connect, type TestClient } from './helpers/client.ts';
+import { connect, trustCertificate, type TestClient } from './helpers/client.ts';
 import { RawConnection } from './helpers/raw.ts';
 import type { XmppError } from '@xmpp/client';
 
@@ -167,7 +167,7 @@ describe('check-config', () => {
   test('a plaintext listener on 0.0.0.0 passes with a warning naming it', async () => {
     const r = await check('public.toml', good.replace('ip_address = "127.0.0.1"', 'ip_address = "0.0.0.0"'));
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /warning: listen\.c2s\[0\].*plain text/);
+    assert.match(r.stderr, /warning: listen\.c2s\[0\]: listener on 0\.0\.0\.0:\d+ has no tls table, so clients on other machines cannot log in/);
   });
 
   test('a file with three independent errors gets one line for each in one run, and exit 1', async () => {
@@ -219,8 +219,12 @@ test('start without -c uses the shipped configuration, with PETREL_DATA_DIR as i
     const started = await server.waitForLog((l) => l.what === 'server_started');
     assert.equal(started.config, join(REPO_ROOT, 'config', 'petrel.toml'));
     assert.equal(started.data_dir, dataDir);
+    // The shipped listener offers STARTTLS with the certificate made on this first start.
+    trustCertificate(await readFile(join(dataDir, 'cert.pem'), 'utf8'));
     const c = await connect({ port: 5222 }, 'alice', 'default-pw');
     await c.close();
+    const auth = await server.waitForLog((l) => l.what === 'c2s_auth_ok');
+    assert.equal(auth.tls, true);
   } finally {
     await server.dispose();
   }
