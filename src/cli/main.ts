@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, ignoredWarning } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
+import { checkConfig } from './check.ts';
 import { startServer, type RunningServer } from '../server.ts';
 import { openStores } from '../storage/open.ts';
 import { Hooks } from '../hooks/hooks.ts';
@@ -25,7 +26,7 @@ const USAGE = `usage:
   petrel start [-c FILE]                          run the server in the foreground
   petrel register USER DOMAIN PASSWORD [-c FILE]  create an account
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
-  petrel check-config [-c FILE]                   validate a configuration file
+  petrel check-config [--connect] [-c FILE]       validate a configuration file (--connect: PostgreSQL too)
   petrel cert generate [-c FILE]                  make a new self-signed certificate for the hosts
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
   petrel --version                                the version of this installation
@@ -39,10 +40,14 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
-function parse(argv: string[], positionals: number, names: string) {
+function parse(argv: string[], positionals: number, names: string, flags: readonly string[] = []) {
   const { values, positionals: pos } = parseArgs({
     args: argv,
-    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      ...Object.fromEntries(flags.map((f) => [f, { type: 'boolean' as const }])),
+    },
     allowPositionals: true,
   });
   if (values.help) {
@@ -50,7 +55,12 @@ function parse(argv: string[], positionals: number, names: string) {
     process.exit(0);
   }
   if (pos.length !== positionals) throw new UsageError(`expected ${names || 'no arguments'}`);
-  return { config: values.config, args: pos };
+  return { config: values.config as string | undefined, args: pos, flags: values as Record<string, unknown> };
+}
+
+/** Every problem of a configuration, one line each, then exit 1. */
+function failConfig(errors: readonly ConfigError[]): never {
+  fail(errors.map((e) => `configuration error: ${e.message}`).join('\npetrel: '));
 }
 
 function hostOf(config: PetrelConfig, domain: string): string {
@@ -64,7 +74,10 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'start': {
       const { config: file } = parse(rest, 0, '');
-      const config = loadConfig(file);
+      // What check-config refuses, start refuses, all of it at once, before anything starts.
+      const checked = await checkConfig(file);
+      if (checked.errors.length > 0 || checked.config === undefined) failConfig(checked.errors);
+      const config = checked.config;
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
       // Signals are handled from before the start: one that arrives while the
       // server starts (its start-up line may already be out) stops it as soon
@@ -159,8 +172,10 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'check-config': {
-      const { config: file } = parse(rest, 0, '');
-      const config = loadConfig(file);
+      const { config: file, flags } = parse(rest, 0, '', ['connect']);
+      const checked = await checkConfig(file, { connect: flags.connect === true });
+      if (checked.errors.length > 0 || checked.config === undefined) failConfig(checked.errors);
+      const config = checked.config;
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
       for (const o of config.ignored) process.stderr.write(`petrel: warning: ${ignoredWarning(o)}\n`);
       const modules = Object.keys(config.modules);
@@ -230,7 +245,7 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError || err instanceof DeliveriesUsageError) fail(`${err.message}\n${USAGE}`, 2);
   // One line per problem, so that a file with several shows them all at once.
-  if (err instanceof ConfigError) fail(err.errors.map((e) => `configuration error: ${e.message}`).join('\npetrel: '));
+  if (err instanceof ConfigError) failConfig(err.errors);
   if (err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`${err.message}\n${USAGE}`, 2);
   if (err instanceof Error && 'code' in err && err.code === 'EADDRINUSE') fail(`cannot listen: ${err.message}`);
   // Errors from the system or a database (they carry a code) are the operator's to fix: the message says it.

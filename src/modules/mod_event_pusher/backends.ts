@@ -16,7 +16,8 @@
 // knows no backend; the delivery engine (delivery/) knows none either.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Spec } from '../../config/schema.ts';
+import type { ConfigError, Spec } from '../../config/schema.ts';
+import type { ModuleCheckContext } from '../types.ts';
 import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { OutgoingPools } from '../../outgoing/types.ts';
 import type { OutboxAccess } from './delivery/types.ts';
@@ -64,6 +65,8 @@ export interface BackendDefinition<O = unknown> {
   /** Registers the backend's metrics, at zero for `hosts`. */
   metrics(registry: Registry, hosts: readonly string[]): void;
   create(ctx: BackendContext, opts: O): Promise<BackendInstance>;
+  /** Every problem `create` would refuse (see ModuleDefinition.check), without creating anything. */
+  check?(opts: O, ctx: ModuleCheckContext): Promise<ConfigError[]>;
   deliveryRows(opts: O): DeliveryRow[];
 }
 

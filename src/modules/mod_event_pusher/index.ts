@@ -16,6 +16,7 @@ import { STOP, type HookRegistration } from '../../hooks/hooks.ts';
 import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { ModuleContext, ModuleDefinition, ModuleInstance } from '../types.ts';
+import type { ConfigError } from '../../config/schema.ts';
 import { join } from 'node:path';
 import type { PetrelConfig } from '../../config/types.ts';
 import { SQLITE_FILE } from '../../storage/index.ts';
@@ -177,4 +178,12 @@ export const definition: ModuleDefinition<EventPusherOpts> = {
   name: NAME,
   configSpec: eventPusherSpec,
   create: createEventPusher,
+  async check(opts, ctx) {
+    const errors: ConfigError[] = [];
+    for (const [name, o] of Object.entries(opts.backends)) {
+      const def = BACKENDS[name];
+      if (def?.check !== undefined) errors.push(...(await def.check(o, ctx)));
+    }
+    return errors;
+  },
 };
