@@ -86,6 +86,7 @@ function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: H
 function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
   return {
     createUser: (user, domain, creds) => users.createUser(user, domain, creds),
+    createUsers: (accounts) => users.createUsers(accounts),
     removeUser: (user, domain) => users.removeUser(user, domain),
     userExists: (user, domain) => users.userExists(user, domain),
     countUsers: (domain) => users.countUsers(domain),
