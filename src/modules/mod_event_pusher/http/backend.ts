@@ -321,6 +321,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       message: bodyText(event),
       sender: event.from.local,
       receiver: event.to.local,
+      receiverHost: event.to.domain,
       opts: h.opts,
     };
     let body: unknown;
