@@ -25,6 +25,8 @@ export interface CertificateInfo {
   /** SHA-256 fingerprint, "AB:CD:...", as clients that ask to trust a certificate show it. */
   fingerprint: string;
   validTo: string;
+  /** The DNS names it is for. */
+  hosts: string[];
 }
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
@@ -71,7 +73,17 @@ function writePrivate(file: string, data: string): void {
 }
 
 function infoOf(certfile: string, keyfile: string, cert: X509Certificate): CertificateInfo {
-  return { certfile, keyfile, fingerprint: cert.fingerprint256, validTo: new Date(cert.validTo).toISOString() };
+  const hosts = (cert.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
+  return { certfile, keyfile, fingerprint: cert.fingerprint256, validTo: new Date(cert.validTo).toISOString(), hosts };
+}
+
+/** What is at `certfile`, or null when there is no readable certificate there. */
+export function readCertificateInfo(certfile: string, keyfile: string): CertificateInfo | null {
+  try {
+    return infoOf(certfile, keyfile, new X509Certificate(readFileSync(certfile)));
+  } catch {
+    return null;
+  }
 }
 
 /** Makes the certificate for `hosts` and writes it to `certfile` and `keyfile` (their directory made 0700), replacing what is there. */

@@ -17,7 +17,7 @@ import { notifyServer } from '../control.ts';
 import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
 import { PETREL_VERSION } from '../version.ts';
 import { SELF_SIGNED_CERTFILE, SELF_SIGNED_KEYFILE } from '../config/core-spec.ts';
-import { writeSelfSigned } from '../c2s/self-signed.ts';
+import { readCertificateInfo, writeSelfSigned, type CertificateInfo } from '../c2s/self-signed.ts';
 import { ensurePrivateDir } from '../storage/data-dir.ts';
 import { join } from 'node:path';
 
@@ -31,6 +31,7 @@ const USAGE = `usage:
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
   petrel check-config [--connect] [-c FILE]       validate a configuration file (--connect: PostgreSQL too)
   petrel cert generate [-c FILE]                  make a new self-signed certificate for the hosts
+  petrel cert show [-c FILE]                      the self-signed certificate's files and SHA-256 fingerprint
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
   petrel --version                                the version of this installation
 ${DELIVERIES_USAGE}
@@ -190,20 +191,27 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'cert': {
       const [sub, ...more] = rest;
-      if (sub !== 'generate') throw new UsageError(sub === undefined ? 'cert needs a subcommand: generate' : `unknown cert subcommand "${sub}"`);
+      if (sub !== 'generate' && sub !== 'show') throw new UsageError(sub === undefined ? 'cert needs a subcommand: generate or show' : `unknown cert subcommand "${sub}"`);
       const { config: file } = parse(more, 0, '');
       const config = loadConfig(file);
       const certfile = join(config.general.data_dir, SELF_SIGNED_CERTFILE);
       const keyfile = join(config.general.data_dir, SELF_SIGNED_KEYFILE);
-      ensurePrivateDir(config.general.data_dir);
-      const c = await writeSelfSigned(certfile, keyfile, config.general.hosts);
+      let c: CertificateInfo;
+      if (sub === 'show') {
+        const shown = readCertificateInfo(certfile, keyfile);
+        if (shown === null) fail(`there is no certificate at ${certfile} yet: petrel start or petrel cert generate makes it`);
+        c = shown;
+      } else {
+        ensurePrivateDir(config.general.data_dir);
+        c = await writeSelfSigned(certfile, keyfile, config.general.hosts);
+      }
       const users = config.listen.c2s.filter((l) => l.tls?.self_signed === true).length;
       process.stdout.write(
-        `Self-signed certificate for ${config.general.hosts.join(', ')}, valid until ${c.validTo}\n` +
+        `Self-signed certificate for ${c.hosts.join(', ')}, valid until ${c.validTo}\n` +
           `  certificate: ${c.certfile}\n  key:         ${c.keyfile}\n  SHA-256:     ${c.fingerprint}\n` +
           (users > 0
-            ? `${users} c2s listener(s) use it from their next start.\n`
-            : 'No c2s listener of this configuration uses it: point a tls table\'s certfile and keyfile at it, or leave both out.\n'),
+            ? sub === 'generate' ? `${users} c2s listener(s) use it from their next start.\n` : ''
+            : 'No c2s listener of this configuration uses it: leave certfile and keyfile out of a tls table to use it.\n'),
       );
       return;
     }
