@@ -16,6 +16,7 @@ import { WorkLimit } from './c2s/auth-work.ts';
 import { ConnectionLimits } from './c2s/connection-limits.ts';
 import { ensurePrivateDir, privateSecret } from './storage/data-dir.ts';
 import { join } from 'node:path';
+import { ensureSelfSigned } from './c2s/self-signed.ts';
 import { MODULES, resolveModules } from './modules/registry.ts';
 import type { ModuleContext, ModuleInstance } from './modules/types.ts';
 import type { RosterData } from './modules/mod_roster.ts';
@@ -93,6 +94,7 @@ function accountChanged(e: ControlEvent, s: { hosts: readonly string[]; hooks: H
 function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
   return {
     createUser: (user, domain, creds) => users.createUser(user, domain, creds),
+    createUsers: (accounts) => users.createUsers(accounts),
     removeUser: (user, domain) => users.removeUser(user, domain),
     userExists: (user, domain) => users.userExists(user, domain),
     countUsers: (domain) => users.countUsers(domain),
@@ -195,6 +197,17 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     });
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));
+    // The self-signed certificate of tls tables without certfile/keyfile, made or renewed before any listener uses it.
+    const selfSigned = new Set<string>();
+    for (const l of config.listen.c2s) {
+      if (l.tls?.self_signed !== true || selfSigned.has(l.tls.certfile)) continue;
+      selfSigned.add(l.tls.certfile);
+      const c = await ensureSelfSigned(l.tls.certfile, l.tls.keyfile, hosts);
+      logger.info(
+        { what: c.made === null ? 'tls_certificate_loaded' : 'tls_certificate_created', reason: c.made ?? undefined, certfile: c.certfile, keyfile: c.keyfile, hosts, sha256: c.fingerprint, valid_to: c.validTo },
+        c.made === null ? 'self-signed certificate in use' : 'self-signed certificate created',
+      );
+    }
     for (const l of config.listen.c2s) {
       c2s.push(await startC2SListener(l, shared, config.shaper));
     }

@@ -131,3 +131,8 @@ function ipv6Groups(text: string): number[] | null {
   if (fill < 1) return null;
   return [...head, ...new Array<number>(fill).fill(0), ...tail];
 }
+
+/** True for an address (as clientAddress writes it) only this machine can have: 127.0.0.0/8 and ::1. */
+export function isLoopbackAddress(address: string): boolean {
+  return address.startsWith('127.') || address === '::1';
+}

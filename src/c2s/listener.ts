@@ -19,7 +19,7 @@ const REFUSED = Symbol('c2s connection refused');
 type LimitedSocket = Socket & { [SLOT]?: string; [REFUSED]?: ConnectionRefusal };
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
-export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
+export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'loopbackOnlyPlaintextAuth' | 'maxRate' | 'released'>;
 
 /** What the server shares with every listener of any transport: C2SBase without the listener's own limits. */
 export type C2SShared = Omit<C2SBase, 'limits'>;
@@ -92,6 +92,7 @@ export async function startC2SListener(
     framing: byteStreamFraming,
     framingLimits: framingLimits(cfg.max_stanza_size, limits),
     tlsRequired: cfg.tls?.mode === 'starttls_required',
+    loopbackOnlyPlaintextAuth: !cfg.allow_plaintext_auth,
     maxRate,
     released: (s) => sessions.delete(s),
   };

@@ -80,9 +80,14 @@ export class SaslNegotiation {
   #failures = 0;
   /** The last piece of password hashing of this connection: the next one waits for it (one at a time per connection). */
   #hashTail: Promise<unknown> = Promise.resolve();
+  /** No SASL before TLS on this connection (the listener's tlsRequired, or a stricter rule for this client). */
+  #tlsRequired: boolean;
+  /** Whether the stream the last SASL element came over is encrypted (for the log). */
+  #secure = false;
 
-  constructor(ctx: SaslContext, peer: SaslPeer, domain: string, ip: string) {
+  constructor(ctx: SaslContext, peer: SaslPeer, domain: string, ip: string, tlsRequired = ctx.tlsRequired) {
     this.#ctx = ctx;
+    this.#tlsRequired = tlsRequired;
     this.#peer = peer;
     this.#domain = domain;
     this.#ip = ip;
@@ -95,7 +100,8 @@ export class SaslNegotiation {
    * <abort/>, a new <auth/>, STARTTLS) and nothing is to be sent.
    */
   handle(el: Element, secure: boolean): SaslOutcome | Promise<SaslOutcome | null> {
-    if (this.#ctx.tlsRequired && !secure) return this.#failure('encryption-required', 'use STARTTLS first');
+    if (this.#tlsRequired && !secure) return this.#failure('encryption-required', 'use STARTTLS first');
+    this.#secure = secure;
     switch (el.name) {
       case 'auth':
         return this.#auth(el);
@@ -206,7 +212,7 @@ export class SaslNegotiation {
           if (bans !== undefined && bans.bannedFor(this.#ip) > 0) return this.#addressBanned('');
           const locks = this.#ctx.accountLocks;
           if (locks !== undefined && exchange.account !== null && locks.bannedFor(exchange.account) > 0) return this.#accountLocked(exchange.account);
-          this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.#peer.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism }, 'authenticated');
+          this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.#peer.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism, tls: this.#secure }, 'authenticated');
           return { kind: 'success', xml: `<success xmlns='${NS_SASL}'>${step.data ? step.data.toString('base64') : ''}</success>`, username: step.username };
         }
         this.#ctx.logger.info({ what: 'c2s_auth_failed', session: this.#peer.id, remote: this.#peer.remote, mechanism: sasl.mechanism, condition: step.condition }, 'authentication failed');

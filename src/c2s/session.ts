@@ -30,7 +30,7 @@ import { StreamError, StanzaError, errorReply, receivedStreamError, type StreamE
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
 import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
-import { clientAddress, type AuthBans } from './auth-bans.ts';
+import { clientAddress, isLoopbackAddress, type AuthBans } from './auth-bans.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
@@ -57,6 +57,12 @@ export interface C2SContext extends SaslContext {
   authBans?: AuthBans;
   /** Open connections, server-wide and per address, shared by every c2s transport's listener; absent: no limit. */
   connections?: ConnectionLimits;
+  /**
+   * The listener's allow_plaintext_auth is false: a client on another
+   * machine gets no SASL over an unencrypted stream, as if STARTTLS were
+   * required for it. Absent: no such rule.
+   */
+  loopbackOnlyPlaintextAuth?: boolean;
   /** Called once the session's connection has closed. */
   released?: (s: C2SSession) => void;
 }
@@ -137,6 +143,9 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   interested = false;
   presence: Element | null = null;
 
+  /** No SASL before TLS on this connection: the listener requires it, or the client is not on this machine and plaintext authentication is refused. */
+  readonly #tlsRequired: boolean;
+
   /**
    * `refused`: the listener refuses the connection (connection-limits.ts);
    * the session only says so, with this stream error, and closes.
@@ -148,11 +157,13 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
+    const address = clientAddress(transport.remoteAddress);
+    this.#tlsRequired = ctx.tlsRequired || (ctx.loopbackOnlyPlaintextAuth === true && !isLoopbackAddress(address));
     if (refused !== undefined) {
       this.#streamError(refused);
       return;
     }
-    const banned = ctx.authBans?.bannedFor(clientAddress(transport.remoteAddress)) ?? 0;
+    const banned = ctx.authBans?.bannedFor(address) ?? 0;
     if (banned > 0) {
       // Refused before any negotiation, so a banned address cannot even try.
       this.#streamError(new StreamError('policy-violation', `too many failed logins from this address; try again in ${Math.ceil(banned / 1000)} s`));
@@ -473,7 +484,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     let f = '';
     if (this.#state === 'header' || this.#state === 'auth') {
       const t = this.#transport;
-      const required = this.#ctx.tlsRequired;
+      const required = this.#tlsRequired;
       // Only where the transport can upgrade (RFC 7395 §3.8: never over WebSocket).
       if (!t.secure && t.startTls !== undefined) f += `<starttls xmlns='${NS_TLS}'>${required ? '<required/>' : ''}</starttls>`;
       // As in MongooseIM: with STARTTLS required, no SASL is offered before TLS.
@@ -567,7 +578,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   }
 
   #negotiate(el: Element): void {
-    const sasl = (this.#sasl ??= new SaslNegotiation(this.#ctx, this, this.#domain, clientAddress(this.#transport.remoteAddress)));
+    const sasl = (this.#sasl ??= new SaslNegotiation(this.#ctx, this, this.#domain, clientAddress(this.#transport.remoteAddress), this.#tlsRequired));
     const outcome = sasl.handle(el, this.#transport.secure);
     if (!(outcome instanceof Promise)) {
       this.#saslOutcome(outcome);

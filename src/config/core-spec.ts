@@ -5,11 +5,15 @@
 // Petrel does not implement are rejected rather than silently ignored. Every
 // default is here, so the validated config carries each value Petrel uses.
 import { isIP } from 'node:net';
+import { homedir } from 'node:os';
+import { isAbsolute, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkCertificatePair } from './certificates.ts';
 import {
   ConfigError, ErrorCollector, bool, custom, describe, fail, int, list, path, section, str, validate,
   type Spec, type SectionSpec,
 } from './schema.ts';
-import type { AuthConfig, C2SListenerConfig, GeneralConfig, HttpListenerAddress, ShaperConfig } from './types.ts';
+import type { AuthConfig, C2SListenerConfig, C2STlsConfig, GeneralConfig, HttpListenerAddress, ShaperConfig } from './types.ts';
 
 const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
 const TLS_MODES = ['starttls', 'starttls_required', 'tls'] as const;
@@ -67,12 +71,29 @@ export function intOrInfinity(min: number, dflt: number): Spec {
   );
 }
 
+/**
+ * general.data_dir when the file sets none. Run from a git checkout, Petrel
+ * keeps its state in the checkout's data/ (ignored by git); run from an
+ * installed package (its files lie under a node_modules directory, which an
+ * upgrade replaces and which may belong to root), in the user's data
+ * directory: $XDG_DATA_HOME/petrel, or ~/.local/share/petrel.
+ */
+export function defaultDataDir(): string {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  if (!root.split(sep).includes('node_modules')) return join(root, 'data');
+  const xdg = process.env.XDG_DATA_HOME;
+  // The XDG base directory specification ignores a relative value.
+  const base = xdg !== undefined && isAbsolute(xdg) ? xdg : join(homedir(), '.local', 'share');
+  return join(base, 'petrel');
+}
+
 const generalSpec: SectionSpec = section(
   {
     hosts: list(custom(domainName), { nonEmpty: true, unique: true }),
     loglevel: str({ oneOf: LOGLEVELS, default: 'warning' }),
     default_server_domain: custom(domainName),
-    data_dir: path({ default: 'data' }),
+    // No default in the schema: defaultDataDir() depends on how Petrel is installed.
+    data_dir: path(),
     // Limits against abuse; see the Security section of the README.
     max_user_sessions: intOrInfinity(1, 10),
     max_auth_failures_per_ip: intOrInfinity(1, 20),
@@ -88,12 +109,12 @@ const generalSpec: SectionSpec = section(
   {
     required: ['hosts'],
     default: true,
-    process(g: Omit<GeneralConfig, 'default_server_domain'> & { default_server_domain?: string }, p): GeneralConfig {
+    process(g: Omit<GeneralConfig, 'default_server_domain' | 'data_dir'> & { default_server_domain?: string; data_dir?: string }, p): GeneralConfig {
       const dsd = g.default_server_domain ?? g.hosts[0];
       if (!g.hosts.includes(dsd)) {
         fail(`${p}.default_server_domain`, `must be one of the hosts (${g.hosts.map((h) => JSON.stringify(h)).join(', ')}), got ${JSON.stringify(dsd)}`);
       }
-      return { ...g, default_server_domain: dsd };
+      return { ...g, data_dir: g.data_dir ?? defaultDataDir(), default_server_domain: dsd };
     },
   },
 );
@@ -140,16 +161,45 @@ export const c2sSessionLimitItems: Readonly<Record<string, Spec>> = {
   send_timeout: intOrInfinity(1, 15_000),
   negotiation_timeout: intOrInfinity(1, 60_000),
 };
+/** Where the self-signed certificate of a tls table without certfile and keyfile is kept. */
+export const SELF_SIGNED_CERTFILE = 'cert.pem';
+export const SELF_SIGNED_KEYFILE = 'key.pem';
 
 const c2sTlsSpec = section(
   {
     mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
-    certfile: path({ exists: true }),
-    keyfile: path({ exists: true }),
+    certfile: path(),
+    keyfile: path(),
     handshake_timeout: int({ min: 1, default: 10_000 }),
   },
-  { required: ['certfile', 'keyfile'] },
+  {
+    process(t: Omit<C2STlsConfig, 'self_signed'> & { certfile?: string; keyfile?: string }, p): C2STlsConfig {
+      if (t.certfile === undefined && t.keyfile === undefined) {
+        // Filled in with <data_dir>/cert.pem and key.pem once data_dir is known (withSelfSignedPaths).
+        return { ...t, certfile: '', keyfile: '', self_signed: true };
+      }
+      if (t.certfile === undefined || t.keyfile === undefined) {
+        const given = t.certfile === undefined ? 'keyfile' : 'certfile';
+        const lacking = given === 'certfile' ? 'keyfile' : 'certfile';
+        fail(`${p}.${lacking}`, `missing, while ${given} is set: give both, or neither for the self-signed certificate Petrel makes under general.data_dir`);
+      }
+      checkCertificatePair(t.certfile, t.keyfile, p);
+      return { ...t, certfile: t.certfile, keyfile: t.keyfile, self_signed: false };
+    },
+  },
 );
+
+/**
+ * The listeners with the paths of the self-signed certificate filled in:
+ * <data_dir>/cert.pem and <data_dir>/key.pem, made at start-up when missing.
+ */
+export function withSelfSignedPaths(listeners: C2SListenerConfig[], dataDir: string): void {
+  for (const l of listeners) {
+    if (l.tls?.self_signed !== true) continue;
+    l.tls.certfile = join(dataDir, SELF_SIGNED_CERTFILE);
+    l.tls.keyfile = join(dataDir, SELF_SIGNED_KEYFILE);
+  }
+}
 
 const c2sListenerSpec = section(
   {
@@ -161,13 +211,17 @@ const c2sListenerSpec = section(
     // Limits against hostile or broken clients; see the Security section of the README.
     state_timeout: intOrInfinity(1, 30_000),
     ...c2sSessionLimitItems,
+    // Petrel's own (MongooseIM has none): SASL over an unencrypted stream for clients on other machines.
+    allow_plaintext_auth: bool({ default: false }),
   },
   {
     required: ['port'],
     process(l: C2SListenerConfig, p, ctx): C2SListenerConfig {
       if (l.tls === undefined && !isLoopback(l.ip_address)) {
         ctx.warnings.push(
-          `${p}: listener on ${l.ip_address}:${l.port} has no tls table, so passwords and messages cross the network in plain text`,
+          l.allow_plaintext_auth
+            ? `${p}: listener on ${l.ip_address}:${l.port} has no tls table, so passwords and messages cross the network in plain text`
+            : `${p}: listener on ${l.ip_address}:${l.port} has no tls table, so clients on other machines cannot log in (allow_plaintext_auth is false); add a [listen.c2s.tls] table`,
         );
       }
       return l;

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, TomlError } from 'smol-toml';
 import { ConfigError, ErrorCollector, FAILED, describe, fail, isTable, keyPath, validate, type IgnoredOption, type Spec, type ValidateCtx } from './schema.ts';
-import { coreSections, crossCheckCore, listenSpecWith } from './core-spec.ts';
+import { coreSections, crossCheckCore, listenSpecWith, withSelfSignedPaths } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
 
 export interface LoadOptions {
@@ -45,9 +45,13 @@ export function defaultConfigPath(): string {
  */
 export function loadConfigFile(file: string | undefined, opts: LoadOptions): PetrelConfig {
   const abs = resolve(file ?? defaultConfigPath());
-  let text: string;
+  const text = readConfigText(abs);
+  return parseConfig(text, abs, opts);
+}
+
+function readConfigText(abs: string): string {
   try {
-    text = readFileSync(abs, 'utf8');
+    return readFileSync(abs, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why =
@@ -59,7 +63,6 @@ export function loadConfigFile(file: string | undefined, opts: LoadOptions): Pet
     e.file = abs;
     throw e;
   }
-  return parseConfig(text, abs, opts);
 }
 
 /** Parses and validates config text; relative paths inside resolve against dirname(configPath). */
@@ -89,7 +92,40 @@ function parseToml(text: string, file: string): Record<string, unknown> {
   }
 }
 
+/**
+ * The file validated part by part: the whole config when every part is
+ * valid, else the parts that are (modules, pools) beside every problem, so
+ * that checks of what those parts name can run in the same pass.
+ */
+export interface ConfigParts {
+  configPath: string;
+  configDir: string;
+  config?: PetrelConfig;
+  modules?: Record<string, unknown>;
+  outgoing_pools?: PetrelConfig['outgoing_pools'];
+  errors: readonly ConfigError[];
+}
+
+/** As loadConfigFile, but returns every problem of the file instead of throwing them. */
+export function loadConfigParts(file: string | undefined, opts: LoadOptions): ConfigParts {
+  const abs = resolve(file ?? defaultConfigPath());
+  try {
+    const text = readConfigText(abs);
+    return validateParts(parseToml(text, abs), abs, opts);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const e of [err, ...err.errors]) e.file ??= abs;
+    return { configPath: abs, configDir: dirname(abs), errors: err.errors };
+  }
+}
+
 function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptions): PetrelConfig {
+  const parts = validateParts(raw, configPath, opts);
+  if (parts.config === undefined) throw ConfigError.of(parts.errors);
+  return parts.config;
+}
+
+function validateParts(raw: Record<string, unknown>, configPath: string, opts: LoadOptions): ConfigParts {
   const configDir = dirname(configPath);
   const ignored: IgnoredOption[] = [];
   const ctx: ValidateCtx = { configDir, warnings: [], ignored };
@@ -131,12 +167,18 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
   }
 
   const modules = problems.run(() => validateModules(raw.modules, opts.modules, ctx));
-  problems.throwIfAny();
+  if (problems.errors.length > 0) {
+    const parts: ConfigParts = { configPath, configDir, errors: problems.errors };
+    if (modules !== FAILED) parts.modules = modules;
+    if (outgoing_pools !== FAILED) parts.outgoing_pools = outgoing_pools;
+    return parts;
+  }
   // Every part is valid past this point; the casts only drop FAILED from the types.
   const g = general as PetrelConfig['general'];
 
   const envDataDir = process.env[DATA_DIR_ENV];
   if (envDataDir !== undefined && envDataDir !== '') g.data_dir = resolve(process.cwd(), envDataDir);
+  withSelfSignedPaths((listen as PetrelConfig['listen']).c2s, g.data_dir);
 
   const config: PetrelConfig = {
     ...extras,
@@ -151,7 +193,7 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
     warnings: ctx.warnings,
     ignored,
   };
-  return deepFreeze(config);
+  return { configPath, configDir, config: deepFreeze(config), modules: config.modules, outgoing_pools: config.outgoing_pools, errors: [] };
 }
 
 function validateModules(value: unknown, specs: Record<string, Spec>, ctx: ValidateCtx): Record<string, unknown> {

@@ -8,9 +8,14 @@ export type TlsMode = 'starttls' | 'starttls_required' | 'tls';
 
 export interface C2STlsConfig {
   mode: TlsMode;
-  /** Absolute paths (resolved against the config file's directory). */
+  /**
+   * Absolute paths (resolved against the config file's directory). Without
+   * certfile and keyfile in the file, <data_dir>/cert.pem and key.pem.
+   */
   certfile: string;
   keyfile: string;
+  /** True when the file gives no certfile and keyfile: Petrel makes a self-signed certificate for general.hosts there. */
+  self_signed: boolean;
   /** Milliseconds a TLS handshake (direct or after STARTTLS) may take; Petrel's own option. */
   handshake_timeout: number;
 }
@@ -40,6 +45,8 @@ export interface C2SListenerConfig {
   send_timeout: number;
   /** ms from connecting until a resource is bound, all steps and restarts together (0 = no limit). */
   negotiation_timeout: number;
+  /** Whether clients on other machines may authenticate over an unencrypted stream; Petrel's own option. */
+  allow_plaintext_auth: boolean;
 }
 
 /**

@@ -11,6 +11,7 @@ import {
 } from '../config/schema.ts';
 import { ipAddressOption, port } from '../config/core-spec.ts';
 import type { HttpHandlerOptions, HttpHandlerRegistry, HttpListenerConfig, HttpTlsConfig } from './types.ts';
+import { checkCertificatePair } from '../config/certificates.ts';
 
 /** MongooseIM's defaults for listen.http.transport (Ranch's max_connections). */
 export const DEFAULT_NUM_ACCEPTORS = 100;
@@ -85,6 +86,8 @@ const tlsSpec = section(
       if (t.verify_mode === 'peer' && t.cacertfile === undefined) {
         fail(`${p}.cacertfile`, 'verify_mode "peer" verifies client certificates against the CAs of cacertfile: set it');
       }
+      // Refused here rather than when the listener starts, so that check-config refuses it too.
+      checkCertificatePair(t.certfile, t.keyfile, p, t.password);
       return t;
     },
   },

@@ -34,7 +34,7 @@ const ALIAS_SPECS: Readonly<Record<string, Spec>> = { mod_event_pusher_http: eve
 
 /** Runs every configured module's `check` (see ModuleDefinition.check). */
 export function checkModules(config: PetrelConfig): void {
-  for (const [name, opts] of resolveModules(config.modules)) MODULES[name]?.check?.(opts, config);
+  for (const [name, opts] of resolveModules(config.modules)) MODULES[name]?.crossCheck?.(opts, config);
 }
 
 export function moduleSpecs(): Record<string, Spec> {

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Hooks, HookRegistration } from '../hooks/hooks.ts';
-import type { Spec } from '../config/schema.ts';
+import type { ConfigError, Spec } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import type { StoreAccess, StoreBackend, UserStore } from '../storage/types.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
@@ -64,9 +64,24 @@ export interface ModuleDefinition<O = any, D extends ModuleData | void = void> {
    * configuration loads, so that `check-config` reports what `start` would
    * refuse; throws a ConfigError naming the option.
    */
-  check?(opts: O, config: PetrelConfig): void;
+  crossCheck?(opts: O, config: PetrelConfig): void;
   /** Opens the module's data in the store its options name, its tables brought up to date first. */
   openData?(stores: StoreAccess, opts: O): Promise<D>;
   /** `data` is what openData returned; a module without data is created with none. */
   create(ctx: ModuleContext, opts: O, data: D): ModuleInstance | Promise<ModuleInstance>;
+  /**
+   * What `create` would refuse that the config schema cannot see (a pool it
+   * names, a file it loads), found without starting anything: every problem,
+   * each a ConfigError naming its TOML path. `petrel check-config` and
+   * `petrel start` run it before anything starts.
+   */
+  check?(opts: O, ctx: ModuleCheckContext): Promise<ConfigError[]>;
+}
+
+/** What a module's check may look at besides its own options. */
+export interface ModuleCheckContext {
+  /** Directory of the configuration file. */
+  configDir: string;
+  /** Tags of the configured [outgoing_pools.http.TAG]. */
+  httpPools: ReadonlySet<string>;
 }

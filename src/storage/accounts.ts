@@ -53,6 +53,24 @@ function sqliteUsers(db: DatabaseSync): UserStore {
     async createUser(user, domain, creds) {
       return Number(create.run(user, domain, JSON.stringify(creds), Date.now()).changes) === 1;
     },
+    async createUsers(accounts) {
+      const now = Date.now();
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        for (let i = 0; i < accounts.length; i++) {
+          const a = accounts[i]!;
+          if (Number(create.run(a.user, a.domain, JSON.stringify(a.creds), now).changes) !== 1) {
+            db.exec('ROLLBACK');
+            return i;
+          }
+        }
+        db.exec('COMMIT');
+        return -1;
+      } catch (err) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw err;
+      }
+    },
     async removeUser(user, domain) {
       return Number(remove.run(domain, user).changes) > 0;
     },
@@ -77,6 +95,32 @@ function pgUsers(pool: pg.Pool): UserStore {
          ON CONFLICT (domain, username) DO NOTHING`,
         [domain, user, JSON.stringify(creds), Date.now()]);
       return r.rowCount === 1;
+    },
+    async createUsers(accounts) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const now = Date.now();
+        for (let i = 0; i < accounts.length; i++) {
+          const a = accounts[i]!;
+          const r = await client.query(
+            `INSERT INTO petrel_users (domain, username, credentials, created_at) VALUES ($1, $2, $3::jsonb, $4)
+             ON CONFLICT (domain, username) DO NOTHING`,
+            [a.domain, a.user, JSON.stringify(a.creds), now],
+          );
+          if (r.rowCount !== 1) {
+            await client.query('ROLLBACK');
+            return i;
+          }
+        }
+        await client.query('COMMIT');
+        return -1;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
     },
     async removeUser(user, domain) {
       const r = await q(pool, 'remove_user', 'DELETE FROM petrel_users WHERE domain = $1 AND username = $2', [domain, user]);

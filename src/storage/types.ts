@@ -15,9 +15,22 @@ export type { ScramCredentials, StoredCredentials } from '../xmpp/sasl/types.ts'
 export type StoreBackend = 'internal' | 'rdbms';
 
 /** The accounts (the core's auth data). */
+/** One account for UserStore.createUsers. */
+export interface NewAccount {
+  user: string;
+  domain: string;
+  creds: StoredCredentials;
+}
+
 export interface UserStore {
   /** False when the user already exists. */
   createUser(user: string, domain: string, creds: StoredCredentials): Promise<boolean>;
+  /**
+   * Creates every account in one transaction, or none: -1 when all were
+   * created, else the index of the first that exists already (nothing is
+   * created then).
+   */
+  createUsers(accounts: ReadonlyArray<NewAccount>): Promise<number>;
   /**
    * False when there was no such user. Removes the account alone: the data
    * modules keep about the user goes through the user_removed hook.

@@ -2,11 +2,11 @@
 // check-config, start with the shipped configuration, and SIGTERM.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile, rm, stat } from 'node:fs/promises';
+import { readFile, writeFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { preparePetrel, runCli, startPetrel, tempDir, testEnv, Petrel, REPO_ROOT } from './helpers/server.ts';
-import { connect, type TestClient } from './helpers/client.ts';
+import { freePort, preparePetrel, runCli, startPetrel, tempDir, testEnv, Petrel, REPO_ROOT } from './helpers/server.ts';
+import { connect, trustCertificate, type TestClient } from './helpers/client.ts';
 import { RawConnection } from './helpers/raw.ts';
 import type { XmppError } from '@xmpp/client';
 
@@ -167,7 +167,7 @@ describe('check-config', () => {
   test('a plaintext listener on 0.0.0.0 passes with a warning naming it', async () => {
     const r = await check('public.toml', good.replace('ip_address = "127.0.0.1"', 'ip_address = "0.0.0.0"'));
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /warning: listen\.c2s\[0\].*plain text/);
+    assert.match(r.stderr, /warning: listen\.c2s\[0\]: listener on 0\.0\.0\.0:\d+ has no tls table, so clients on other machines cannot log in/);
   });
 
   test('a file with three independent errors gets one line for each in one run, and exit 1', async () => {
@@ -182,6 +182,72 @@ describe('check-config', () => {
     ]);
     assert.equal(r.stdout, '');
   });
+
+  test('a file with errors of every kind gets all of them in one run, each naming its TOML path, and start refuses the same file with the same lines', async () => {
+    // A callback module that lacks prepareBody, and one that does not load at all.
+    await writeFile(join(dir, 'half.mjs'), 'export function shouldMakeReq() { return true; }\nexport function prepareHeaders() { return []; }\n');
+    await writeFile(join(dir, 'broken.mjs'), 'export function shouldMakeReq( {\n');
+    await writeFile(join(dir, 'notacert.pem'), 'this is not PEM\n');
+    const pusher =
+      '[outgoing_pools.http.http_pool]\n  [outgoing_pools.http.http_pool.connection]\n    host = "http://127.0.0.1:9"\n' +
+      '[[modules.mod_event_pusher.backend.http]]\n  pool_name = "no_such_pool"\n  callback_module = "./half.mjs"\n' +
+      '[[modules.mod_event_pusher.backend.http]]\n  path = "/b"\n  callback_module = "./broken.mjs"\n' +
+      '[[modules.mod_event_pusher.backend.http]]\n  path = "/c"\n  callback_module = "nowhere_to_be_found"\n';
+    const toml = good
+      .replace('hosts = ["localhost"]', 'hosts = ["localhost"]\n  colour = "blue"')
+      .replace('ip_address = "127.0.0.1"', 'ip_address = "127.0.0.1"\n  [listen.c2s.tls]\n    certfile = "notacert.pem"\n    keyfile = "missing-key.pem"') + pusher;
+    const r = await check('everything.toml', toml);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    const lines = r.stderr.trim().split('\n');
+    const expected = [
+      /^petrel: configuration error: general\.colour: unknown option$/,
+      /^petrel: configuration error: listen\.c2s\[0\]\.tls\.certfile: ".*notacert\.pem" holds no PEM certificate$/,
+      /^petrel: configuration error: listen\.c2s\[0\]\.tls\.keyfile: file ".*missing-key\.pem" does not exist$/,
+      /^petrel: configuration error: modules\.mod_event_pusher\.backend\.http\[0\]\.pool_name: no outgoing pool "no_such_pool"/,
+      /^petrel: configuration error: modules\.mod_event_pusher\.backend\.http\[0\]\.callback_module: callback module "\.\/half\.mjs" .* does not export prepareBody;/,
+      /^petrel: configuration error: modules\.mod_event_pusher\.backend\.http\[1\]\.callback_module: callback module "\.\/broken\.mjs" .* cannot be loaded/,
+      /^petrel: configuration error: modules\.mod_event_pusher\.backend\.http\[2\]\.callback_module: callback module "nowhere_to_be_found" not found/,
+    ];
+    assert.equal(lines.length, expected.length, r.stderr);
+    expected.forEach((re, i) => assert.match(lines[i]!, re));
+    const started = await runCli(['start', '-c', join(dir, 'everything.toml')]);
+    assert.equal(started.code, 1);
+    assert.equal(started.stderr, r.stderr);
+  });
+
+  test('with the schema satisfied, a handler\'s missing pool and callback functions are still refused by check-config', async () => {
+    await writeFile(join(dir, 'nobody.mjs'), 'export const nothing = 1;\n');
+    const r = await check('pusher-only.toml', good + '[modules.mod_event_pusher.backend.http]\n  callback_module = "./nobody.mjs"\n');
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.stderr.trim().split('\n').map((l) => l.replace(/ \(.*?nobody\.mjs\)/, '')), [
+      'petrel: configuration error: modules.mod_event_pusher.backend.http.pool_name: no outgoing pool "http_pool" (define [outgoing_pools.http.http_pool])',
+      'petrel: configuration error: modules.mod_event_pusher.backend.http.callback_module: callback module "./nobody.mjs" does not export shouldMakeReq, prepareHeaders, prepareBody; a callback module exports shouldMakeReq, prepareHeaders and prepareBody',
+    ]);
+  });
+
+  test('PostgreSQL is asked only with --connect, and an unreachable one is an error naming the pool', async (t) => {
+    const port = await freePort();
+    const pg = `[outgoing_pools.rdbms.default]\n  call_timeout = 2000\n  [outgoing_pools.rdbms.default.connection]\n    driver = "pgsql"\n    host = "127.0.0.1"\n    port = ${port}\n    database = "petrel"\n    username = "petrel"\n    password = "x"\n[auth]\n  [auth.rdbms]\n`;
+    const without = await check('pg.toml', good + pg);
+    assert.equal(without.code, 0, without.stderr);
+    const withConnect = await runCli(['check-config', '--connect', '-c', join(dir, 'pg.toml')]);
+    assert.equal(withConnect.code, 1);
+    assert.match(withConnect.stderr, new RegExp(`^petrel: configuration error: outgoing_pools\\.rdbms\\.default\\.connection: cannot use PostgreSQL database "petrel" at 127\\.0\\.0\\.1:${port} as "petrel": `));
+    if (!(await portIsFree(5432))) {
+      const real = pg.replace(`port = ${port}`, 'port = 5432').replace('username = "petrel"', 'username = "postgres"').replace('database = "petrel"', 'database = "postgres"');
+      const ok = await runCli(['check-config', '--connect', '-c', await writeAndPath('pg-real.toml', good + real)]);
+      assert.equal(ok.code, 0, ok.stderr);
+    } else {
+      t.diagnostic('PostgreSQL is not reachable at 127.0.0.1:5432: only the unreachable case was checked');
+    }
+  });
+
+  const writeAndPath = async (name: string, toml: string) => {
+    const file = join(dir, name);
+    await writeFile(file, toml);
+    return file;
+  };
 
   test('a MongooseIM pool passes, with a warning for each option that has no effect in Petrel', async () => {
     const pool = '[outgoing_pools.http.http_pool]\n  scope = "global"\n  strategy = "available_worker"\n  workers = 5\n' +
@@ -219,8 +285,12 @@ test('start without -c uses the shipped configuration, with PETREL_DATA_DIR as i
     const started = await server.waitForLog((l) => l.what === 'server_started');
     assert.equal(started.config, join(REPO_ROOT, 'config', 'petrel.toml'));
     assert.equal(started.data_dir, dataDir);
+    // The shipped listener offers STARTTLS with the certificate made on this first start.
+    trustCertificate(await readFile(join(dataDir, 'cert.pem'), 'utf8'));
     const c = await connect({ port: 5222 }, 'alice', 'default-pw');
     await c.close();
+    const auth = await server.waitForLog((l) => l.what === 'c2s_auth_ok');
+    assert.equal(auth.tls, true);
   } finally {
     await server.dispose();
   }

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
@@ -286,6 +286,19 @@ export function prepareBody({ sender, receiver, message }: PrepareArgs): string 
 export default { shouldMakeReq, prepareHeaders, prepareBody } satisfies CallbackModule;
 `;
 
+/** The first TypeScript block of the section "Writing a callback module" of docs/mod_event_pusher_http.md. */
+function docExample(): string {
+  const doc = readFileSync(join(REPO_ROOT, 'docs', 'mod_event_pusher_http.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('\n## Writing a callback module\n'));
+  const m = /\n```ts\n([\s\S]*?)\n```\n/.exec(section);
+  assert.ok(m !== null, 'the section has a ```ts block');
+  const code = m[1]!;
+  // It is the synchronous kind, the one with the full delivery guarantee.
+  assert.doesNotMatch(code, /\basync\b|Promise/);
+  assert.match(code, /satisfies CallbackModule/);
+  return code + '\n';
+}
+
 describe('the npm package', { skip: NO_NPM }, () => {
   let work: string | undefined;
   let packed: Array<{ path: string }>;
@@ -319,7 +332,7 @@ describe('the npm package', { skip: NO_NPM }, () => {
     assert.doesNotMatch(main, /from '\.{1,2}\/[^']*\.ts'/);
   });
 
-  test('in another project, a TypeScript callback module type-checks against the installed package', async () => {
+  test('in another project, a TypeScript callback module, and the worked example of the event pusher\'s page, type-check against the installed package', async () => {
     const r = await localInstall;
     assert.equal(r.code, 0, r.stderr);
     await writeFile(
@@ -327,6 +340,8 @@ describe('the npm package', { skip: NO_NPM }, () => {
       JSON.stringify({ compilerOptions: { target: 'esnext', module: 'nodenext', strict: true, noEmit: true, types: [], lib: ['esnext'] }, include: ['*.ts'] }),
     );
     await writeFile(join(consumer, 'callback.ts'), CALLBACK);
+    // The worked example of docs/mod_event_pusher_http.md, exactly as the page shows it.
+    await writeFile(join(consumer, 'doc-example.ts'), docExample());
     // The types are the real ones, not `any`: a misuse is an error.
     await writeFile(
       join(consumer, 'misuse.ts'),
@@ -349,6 +364,19 @@ describe('the npm package', { skip: NO_NPM }, () => {
 
     const shipped = await ok(petrel, ['check-config']);
     assert.match(shipped.stdout, new RegExp(`lib[/\\\\]node_modules[/\\\\]petrel[/\\\\]config[/\\\\]petrel\\.toml: OK`));
+
+    // The shipped configuration of an installed package keeps its state in the user's data directory, not in the package.
+    const home = await tempDir('petrel-home-');
+    try {
+      const homeEnv: NodeJS.ProcessEnv = { ...ENV, HOME: home };
+      delete homeEnv.XDG_DATA_HOME;
+      const cert = await ok(petrel, ['cert', 'generate'], { env: homeEnv });
+      assert.match(cert.stdout, new RegExp(`certificate: ${join(home, '.local', 'share', 'petrel', 'cert.pem').replace(/[.]/g, '\\.')}\n`));
+      assert.equal((await stat(join(home, '.local', 'share', 'petrel'))).mode & 0o777, 0o700);
+      assert.equal((await stat(join(home, '.local', 'share', 'petrel', 'key.pem'))).mode & 0o777, 0o600);
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
 
     // A webhook for the event pusher: deliveries go through the outbox's worker threads.
     const received: Array<{ path: string; body: string }> = [];

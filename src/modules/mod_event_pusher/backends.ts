@@ -20,7 +20,8 @@
 // knows no backend; the delivery engine (delivery/) knows none either.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Spec } from '../../config/schema.ts';
+import type { ConfigError, Spec } from '../../config/schema.ts';
+import type { ModuleCheckContext } from '../types.ts';
 import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { HookRegistration } from '../../hooks/hooks.ts';
 import type { PetrelConfig } from '../../config/types.ts';
@@ -95,10 +96,12 @@ export interface BackendDefinition<O = unknown> {
   /** Registers the backend's metrics, at zero for `hosts`. */
   metrics(registry: Registry, hosts: readonly string[]): void;
   /** Checks needing other sections when the configuration loads (see ModuleDefinition.check). */
-  check?(opts: O, config: PetrelConfig): void;
+  crossCheck?(opts: O, config: PetrelConfig): void;
   /** Opens the data it keeps, if any (see BackendData). */
   openData?(stores: StoreAccess, opts: O): Promise<BackendData>;
   create(ctx: BackendContext, opts: O): Promise<BackendInstance>;
+  /** Every problem `create` would refuse (see ModuleDefinition.check), without creating anything. */
+  check?(opts: O, ctx: ModuleCheckContext): Promise<ConfigError[]>;
   deliveryRows(opts: O, config: PetrelConfig): DeliveryRow[];
 }
 

@@ -17,6 +17,7 @@ import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { IqHandlerSpec, ModuleContext, ModuleData, ModuleDefinition, ModuleInstance } from '../types.ts';
 import type { StoreAccess } from '../../storage/types.ts';
+import type { ConfigError } from '../../config/schema.ts';
 import { join } from 'node:path';
 import type { PetrelConfig } from '../../config/types.ts';
 import { SQLITE_FILE } from '../../storage/index.ts';
@@ -201,9 +202,17 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
 export const definition: ModuleDefinition<EventPusherOpts, EventPusherData | undefined> = {
   name: NAME,
   configSpec: eventPusherSpec,
-  check(opts, config) {
-    for (const [name, o] of Object.entries(opts.backends)) BACKENDS[name]?.check?.(o, config);
+  crossCheck(opts, config) {
+    for (const [name, o] of Object.entries(opts.backends)) BACKENDS[name]?.crossCheck?.(o, config);
   },
   openData: openEventPusherData,
   create: createEventPusher,
+  async check(opts, ctx) {
+    const errors: ConfigError[] = [];
+    for (const [name, o] of Object.entries(opts.backends)) {
+      const def = BACKENDS[name];
+      if (def?.check !== undefined) errors.push(...(await def.check(o, ctx)));
+    }
+    return errors;
+  },
 };

@@ -1,6 +1,7 @@
 // XMPP clients for end-to-end tests: @xmpp/client logged in and bound, with
 // every stanza it receives kept in a queue the test can wait on.
 import { client, xml, type Client, type XmlElement, type XmppError } from '@xmpp/client';
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { ScramSha256Mechanism } from './scram.ts';
 
 export { xml, type XmlElement } from '@xmpp/client';
@@ -183,4 +184,13 @@ export function errorCondition(el: XmlElement): string | undefined {
 export async function settle(from: TestClient, to: TestClient): Promise<void> {
   const id = await from.message(to.jid, 'marker', 'chat');
   await to.waitFor(isMessage(id), DEFAULT_TIMEOUT, 'the marker message');
+}
+
+/**
+ * Makes this process's TLS clients (@xmpp/client among them, which takes no
+ * TLS options) trust the certificate in `pem` besides the usual CAs, as a user
+ * who adds a server's self-signed certificate to their trust store does.
+ */
+export function trustCertificate(pem: string): void {
+  setDefaultCACertificates([...getCACertificates('default'), pem]);
 }

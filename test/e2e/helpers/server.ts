@@ -73,7 +73,9 @@ export function makeCert(dir: string): Promise<{ certfile: string; keyfile: stri
 }
 
 export interface ListenerOptions {
-  tls?: { mode: 'starttls' | 'starttls_required' | 'tls'; certfile: string; keyfile: string };
+  /** Without certfile and keyfile: the self-signed certificate Petrel makes under its data directory. */
+  tls?: { mode: 'starttls' | 'starttls_required' | 'tls'; certfile?: string; keyfile?: string };
+  allow_plaintext_auth?: boolean;
   max_stanza_size?: number;
 }
 
@@ -96,8 +98,11 @@ export function configToml(o: PetrelOptions, ports: number[]): string {
   (o.listeners ?? [{}]).forEach((l, i) => {
     t += `[[listen.c2s]]\n  port = ${ports[i]}\n  ip_address = "127.0.0.1"\n`;
     if (l.max_stanza_size !== undefined) t += `  max_stanza_size = ${l.max_stanza_size}\n`;
+    if (l.allow_plaintext_auth !== undefined) t += `  allow_plaintext_auth = ${l.allow_plaintext_auth}\n`;
     if (l.tls !== undefined) {
-      t += `  [listen.c2s.tls]\n    mode = "${l.tls.mode}"\n    certfile = ${JSON.stringify(l.tls.certfile)}\n    keyfile = ${JSON.stringify(l.tls.keyfile)}\n`;
+      t += `  [listen.c2s.tls]\n    mode = "${l.tls.mode}"\n`;
+      if (l.tls.certfile !== undefined) t += `    certfile = ${JSON.stringify(l.tls.certfile)}\n`;
+      if (l.tls.keyfile !== undefined) t += `    keyfile = ${JSON.stringify(l.tls.keyfile)}\n`;
     }
     t += '\n';
   });

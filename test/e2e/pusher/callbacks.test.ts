@@ -72,7 +72,7 @@ describe('callback modules in the config directory', () => {
     const expected = [...sent, { from: alice, to: bob, text: end }];
     assert.deepEqual(
       notifications.map((r) => JSON.parse(r.text)),
-      expected.map((m) => ({ kind: 'notification', dir: 'in', host: 'localhost', sender: m.from.xmpp.jid!.local, receiver: m.to.xmpp.jid!.local, message: m.text })),
+      expected.map((m) => ({ kind: 'notification', dir: 'in', host: 'localhost', sender: m.from.xmpp.jid!.local, receiver: m.to.xmpp.jid!.local, receiverHost: 'localhost', message: m.text })),
     );
     for (const r of notifications) {
       assert.equal(r.method, 'POST');
@@ -99,5 +99,35 @@ describe('callback modules in the config directory', () => {
     const ids = [n!.headers['webhook-id'], a!.headers['webhook-id']];
     for (const v of ids) assert.match(String(v), /\S/);
     assert.notEqual(ids[0], ids[1]);
+  });
+});
+
+describe('a callback module on a server of two domains', () => {
+  test('prepareBody gets the sender\'s domain as host and the recipient\'s as receiverHost', async () => {
+    const hook = await Webhook.start();
+    const dir = await tempDir();
+    await copyFixtures(dir, ['mod_event_pusher_http_notifications.ts']);
+    const toml =
+      poolToml({ tag: 'http_pool', host: hook.origin, path_prefix: '/', workers: 1 }) +
+      '[[modules.mod_event_pusher.backend.http]]\n  path = "/n"\n  callback_module = "mod_event_pusher_http_notifications"\n';
+    const server = await preparePetrel({ hosts: ['localhost', 'other.test'], users: [['alice', 'alice-pw']], extraToml: toml }, dir);
+    let alice: TestClient | undefined;
+    let bob: TestClient | undefined;
+    try {
+      await server.register('bob', 'bob-pw', 'other.test');
+      await server.start();
+      alice = await online(server.port, 'alice', 'alice-pw');
+      bob = await online(server.port, 'bob', 'bob-pw', { domain: 'other.test' });
+      const id = await alice.message(bob.bare, 'across domains');
+      await bob.waitFor(isMessage(id));
+      const [got] = await hook.waitFor((r) => r.url === '/n' && r.text.includes('across domains'));
+      assert.deepEqual(JSON.parse(got!.text), {
+        kind: 'notification', dir: 'in', host: 'localhost', sender: 'alice', receiver: 'bob', receiverHost: 'other.test', message: 'across domains',
+      });
+    } finally {
+      await Promise.all([alice?.close(), bob?.close()]);
+      await server.dispose();
+      await hook.close();
+    }
   });
 });

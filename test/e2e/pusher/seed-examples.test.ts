@@ -105,7 +105,7 @@ describe("the specification's example configurations", () => {
         hook.waitFor((x) => x.url === '/webservice/notifications' && x.text.includes(text)),
         hook.waitFor((x) => x.url === '/webservice/alerts' && x.text.includes(text)),
       ]);
-      assert.deepEqual(JSON.parse(n!.text), { kind: 'notification', dir: 'in', host: 'localhost', sender: 'alice', receiver: 'bob', message: text });
+      assert.deepEqual(JSON.parse(n!.text), { kind: 'notification', dir: 'in', host: 'localhost', sender: 'alice', receiver: 'bob', receiverHost: 'localhost', message: text });
       assert.equal(a!.text, `alert out alice->bob: ${text}`);
       // Each module chose one direction: one request per path for the message.
       assert.equal(hook.matching((x) => x.text.includes(text)).length, 2);

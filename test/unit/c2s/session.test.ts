@@ -58,7 +58,7 @@ after(async () => {
 });
 
 /** One server's worth of routing, with its own hooks and log lines. */
-function world(limits: Partial<C2SLimits> = {}) {
+function world(limits: Partial<C2SLimits> = {}, extra: Partial<C2SContext> = {}) {
   const logs: LogLine[] = [];
   const logger = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s) as LogLine) });
   const hooks = new Hooks((err) => {
@@ -86,6 +86,7 @@ function world(limits: Partial<C2SLimits> = {}) {
     tlsRequired: false,
     maxRate: 0,
     authBans: new AuthBans(0, 0),
+    ...extra,
   };
   const sessions: Array<{ session: C2SSession; t: MemoryTransport }> = [];
   return {
@@ -94,7 +95,7 @@ function world(limits: Partial<C2SLimits> = {}) {
     hooks,
     sm,
     /** A session over a fresh in-memory transport. */
-    connect(o: { reading?: boolean } = {}) {
+    connect(o: { reading?: boolean; secure?: boolean; address?: string } = {}) {
       const t = new MemoryTransport(o);
       const session = new C2SSession(t, ctx);
       sessions.push({ session, t });
@@ -311,6 +312,7 @@ describe('the c2s session over an in-memory transport', () => {
     assert.match(text, /<stream:stream [^>]*from='localhost'[^>]*><stream:error><(invalid-namespace|not-well-formed) /);
     await t.closedPromise;
   });
+
   test('a session made for a refused connection sends only its stream error and closes', async () => {
     w = world();
     const t = new MemoryTransport({});
@@ -333,6 +335,30 @@ describe('the c2s session over an in-memory transport', () => {
       assert.match(text, /<connection-timeout [^>]*\/><text [^>]*>no resource bound within 400 ms of connecting/);
     } finally {
       clearInterval(timer);
+    }
+  });
+
+  test('with allow_plaintext_auth off, a client on another machine is offered no SASL over an unencrypted stream and its <auth/> fails with encryption-required', async () => {
+    w = world({}, { loopbackOnlyPlaintextAuth: true });
+    const { t, session } = w.connect({ address: '192.0.2.1' });
+    t.send(HEADER);
+    const opened = await t.waitFor('</stream:features>');
+    assert.doesNotMatch(opened, /<mechanisms/);
+    t.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from('\0alice\0secret').toString('base64')}</auth>`);
+    await t.waitFor(`<failure xmlns='${NS_SASL}'><encryption-required/>`);
+    assert.equal(session.state, 'auth');
+  });
+
+  test('with allow_plaintext_auth off, a loopback client, and a client on another machine over TLS, may authenticate', async () => {
+    w = world({}, { loopbackOnlyPlaintextAuth: true });
+    for (const o of [{ address: '127.0.0.1' }, { address: '::1' }, { address: '::ffff:127.0.0.1' }, { address: '192.0.2.1', secure: true }]) {
+      const { t, session } = w.connect(o);
+      t.send(HEADER);
+      const opened = await t.waitFor('</stream:features>');
+      assert.match(opened, /<mechanism>PLAIN<\/mechanism>/, JSON.stringify(o));
+      t.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from('\0alice\0secret').toString('base64')}</auth>`);
+      await t.waitFor(`<success xmlns='${NS_SASL}'></success>`);
+      assert.equal(session.state, 'bind', JSON.stringify(o));
     }
   });
 });

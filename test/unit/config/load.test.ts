@@ -2,13 +2,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { generateKeyPairSync } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { defaultDataDir } from '../../../src/config/core-spec.ts';
 import { defaultConfigPath, loadConfigFile, parseConfig, type LoadOptions } from '../../../src/config/load.ts';
 import { ConfigError, compat, custom, int, section, str } from '../../../src/config/schema.ts';
 import { httpListenerSpec } from '../../../src/http/config.ts';
 import { HTTP_HANDLERS } from '../../../src/http-handlers.ts';
 import type { HttpListenerConfig } from '../../../src/http/types.ts';
+import { writeCertPair } from './test-cert.ts';
 
 // The override must not leak in from the environment the tests run in.
 delete process.env.PETREL_DATA_DIR;
@@ -42,6 +45,7 @@ const C2S_LIMITS = {
   max_output_buffer: 1_048_576,
   send_timeout: 15_000,
   negotiation_timeout: 60_000,
+  allow_plaintext_auth: false,
 };
 
 function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadOptions): void {
@@ -56,8 +60,7 @@ function rejects(text: string, message: string | RegExp, dir?: string, o?: LoadO
 /** A directory holding cert.pem and key.pem, for listeners with TLS. */
 function dirWithCerts(): string {
   const dir = tempDir();
-  writeFileSync(join(dir, 'cert.pem'), 'cert');
-  writeFileSync(join(dir, 'key.pem'), 'key');
+  writeCertPair(dir);
   return dir;
 }
 
@@ -71,7 +74,7 @@ test('a config naming only its hosts gets every default', () => {
     hosts: ['localhost'],
     loglevel: 'warning',
     default_server_domain: 'localhost',
-    data_dir: '/srv/petrel/etc/data',
+    data_dir: defaultDataDir(),
     max_user_sessions: 10,
     max_auth_failures_per_ip: 20,
     auth_ban_duration: 600_000,
@@ -151,7 +154,7 @@ test('PETREL_DATA_DIR overrides data_dir, resolved against the working directory
     process.env.PETREL_DATA_DIR = 'rel/data';
     assert.equal(load(HOSTS).general.data_dir, resolve(process.cwd(), 'rel/data'));
     process.env.PETREL_DATA_DIR = '';
-    assert.equal(load(HOSTS).general.data_dir, '/srv/petrel/etc/data');
+    assert.equal(load(HOSTS).general.data_dir, defaultDataDir());
   } finally {
     delete process.env.PETREL_DATA_DIR;
   }
@@ -204,13 +207,13 @@ test('MongooseIM listener options Petrel does not implement are errors', () => {
   rejects(HOSTS + '[[listen.s2s]]\nport = 5269\n', 'listen.s2s: unknown option');
 });
 
-test('a tls table needs certfile and keyfile, resolved against the config directory', () => {
+test('a tls table\'s certfile and keyfile resolve against the config directory and go together', () => {
   const dir = dirWithCerts();
   const c = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
-  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem'), handshake_timeout: 10_000 });
+  assert.deepEqual(c.listen.c2s[0].tls, { mode: 'starttls', certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem'), handshake_timeout: 10_000, self_signed: false });
   const req = load(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "starttls_required"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir);
   assert.equal(req.listen.c2s[0].tls?.mode, 'starttls_required');
-  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\n', 'listen.c2s[0].tls.keyfile: missing required option', dir);
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\n', 'listen.c2s[0].tls.keyfile: missing, while certfile is set: give both, or neither for the self-signed certificate Petrel makes under general.data_dir', dir);
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\nmode = "ssl"\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n',
     'listen.c2s[0].tls.mode: must be one of "starttls", "starttls_required", "tls", got "ssl"', dir);
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\nverify_mode = "none"\n',
@@ -221,6 +224,31 @@ test('a tls file that does not exist is reported with its resolved path', () => 
   const dir = dirWithCerts();
   rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "missing.pem"\nkeyfile = "key.pem"\n',
     `listen.c2s[0].tls.certfile: file "${join(dir, 'missing.pem')}" does not exist`, dir);
+});
+
+test('tls files that are not a certificate and its key are refused, both in one run', () => {
+  const dir = dirWithCerts();
+  writeFileSync(join(dir, 'junk.pem'), 'not PEM');
+  rejects(HOSTS + '[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "junk.pem"\nkeyfile = "junk.pem"\n',
+    `listen.c2s[0].tls.certfile: "${join(dir, 'junk.pem')}" holds no PEM certificate\n` +
+      `listen.c2s[0].tls.keyfile: "${join(dir, 'junk.pem')}" holds no PEM private key (or the key is encrypted and no password is set)`, dir);
+  // A key of another certificate.
+  const other = tempDir();
+  writeFileSync(join(other, 'key.pem'), generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  rejects(HOSTS + `[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = ${JSON.stringify(join(other, 'key.pem'))}\n`,
+    `listen.c2s[0].tls.keyfile: the key in "${join(other, 'key.pem')}" does not belong to the certificate in "${join(dir, 'cert.pem')}"`, dir);
+});
+
+test('a tls table without certfile and keyfile names the self-signed certificate under the data directory', () => {
+  const c = load(HOSTS + 'data_dir = "/var/lib/petrel"\n[[listen.c2s]]\nport = 5222\n[listen.c2s.tls]\n');
+  assert.deepEqual(c.listen.c2s[0].tls, {
+    mode: 'starttls', certfile: '/var/lib/petrel/cert.pem', keyfile: '/var/lib/petrel/key.pem', handshake_timeout: 10_000, self_signed: true,
+  });
+});
+
+test('without data_dir, a checkout keeps its state in its own data/ directory', () => {
+  assert.equal(defaultDataDir(), fileURLToPath(new URL('../../../data', import.meta.url)));
+  assert.equal(load(HOSTS).general.data_dir, defaultDataDir());
 });
 
 test('a plaintext listener on a non-loopback address is loaded with a warning naming it', () => {
@@ -412,7 +440,11 @@ test('the shipped default config loads', () => {
   assert.equal(c.configPath, defaultConfigPath());
   assert.deepEqual(c.general.hosts, ['localhost']);
   assert.equal(c.general.data_dir, join(root, 'data'));
-  assert.deepEqual(c.listen.c2s, [{ port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS }]);
+  assert.deepEqual(c.listen.c2s, [{
+    port: 5222, ip_address: '127.0.0.1', max_stanza_size: 262144, shaper: 'none', ...C2S_LIMITS,
+    // The self-signed certificate Petrel makes on its first start.
+    tls: { mode: 'starttls', certfile: join(root, 'data', 'cert.pem'), keyfile: join(root, 'data', 'key.pem'), handshake_timeout: 10_000, self_signed: true },
+  }]);
   assert.deepEqual(c.auth.methods, ['internal']);
   assert.equal(c.auth.password.format, 'scram');
   assert.deepEqual(Object.keys(c.modules), ['mod_roster', 'mod_offline', 'mod_disco', 'mod_ping', 'mod_stream_management', 'mod_carboncopy', 'mod_csi']);
@@ -428,7 +460,8 @@ test('every commented example in the shipped default config is valid once uncomm
   const o: LoadOptions = { sections: { outgoing_pools: anything }, modules: { ...shippedModules, mod_ping: ping.configSpec, mod_event_pusher: anything }, listeners };
   const c = parseConfig(uncommented, join(dir, 'petrel.toml'), o);
   assert.equal(c.listen.c2s.length, 2);
-  assert.equal(c.listen.c2s[0].tls?.mode, 'starttls_required');
+  assert.equal(c.listen.c2s[0].tls?.mode, 'starttls');
+  assert.equal(c.listen.c2s[0].tls?.certfile, join(dir, 'cert.pem'));
   assert.equal(c.listen.c2s[0].shaper, 'normal');
   assert.equal(c.listen.c2s[1].tls?.mode, 'tls');
   assert.deepEqual((c.listen.http[0] as HttpListenerConfig).handlers.mongoose_prometheus_handler, [{ host: '_', path: '/metrics' }]);

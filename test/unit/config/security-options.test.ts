@@ -2,12 +2,13 @@
 // max_auth_failures_per_ip, auth_ban_duration and the c2s listener limits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, type LoadOptions } from '../../../src/config/load.ts';
 import { ConfigError, section } from '../../../src/config/schema.ts';
 import { listenerLimits } from '../../../src/c2s/listener.ts';
+import { writeCertPair } from './test-cert.ts';
 
 delete process.env.PETREL_DATA_DIR;
 
@@ -107,8 +108,7 @@ test('out-of-range listener limits are refused with their path', () => {
 
 test('tls.handshake_timeout is read from the tls table', () => {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-config-'));
-  writeFileSync(join(dir, 'cert.pem'), 'cert');
-  writeFileSync(join(dir, 'key.pem'), 'key');
+  writeCertPair(dir);
   const l = load(HOSTS + LISTENER + '[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\nhandshake_timeout = 2500\n', dir).listen.c2s[0]!;
   assert.equal(l.tls?.handshake_timeout, 2500);
 });
@@ -137,8 +137,7 @@ test('a listener without limits of its own gets the built-in ones, written into 
 
 test('a tls table without handshake_timeout gets the built-in 10 s', () => {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-config-'));
-  writeFileSync(join(dir, 'cert.pem'), 'cert');
-  writeFileSync(join(dir, 'key.pem'), 'key');
+  writeCertPair(dir);
   const l = load(HOSTS + LISTENER + '[listen.c2s.tls]\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n', dir).listen.c2s[0]!;
   assert.equal(l.tls?.handshake_timeout, 10_000);
   assert.equal(listenerLimits(l).handshakeTimeout, 10_000);

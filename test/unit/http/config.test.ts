@@ -11,6 +11,7 @@ import { httpListenerSpec, httpListenersOf } from '../../../src/http/config.ts';
 import { httpHandlerRegistry } from '../../../src/http/registry.ts';
 import { HTTP_HANDLERS } from '../../../src/http-handlers.ts';
 import type { HttpListenerConfig } from '../../../src/http/types.ts';
+import { writeCertPair } from '../config/test-cert.ts';
 
 delete process.env.PETREL_DATA_DIR;
 
@@ -125,7 +126,8 @@ test('proto and ip_version follow MongooseIM\'s general listener options', () =>
 
 test('a tls table makes an HTTPS listener; its files resolve against the config directory', () => {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-http-'));
-  for (const f of ['cert.pem', 'key.pem', 'ca.pem', 'dh.pem']) writeFileSync(join(dir, f), 'x');
+  for (const f of ['ca.pem', 'dh.pem']) writeFileSync(join(dir, f), 'x');
+  writeCertPair(dir);
   const [l] = http('[[listen.http]]\nport = 9443\ntls.certfile = "cert.pem"\ntls.keyfile = "key.pem"\n' + PROMETHEUS, dir);
   assert.deepEqual(l!.tls, { certfile: join(dir, 'cert.pem'), keyfile: join(dir, 'key.pem'), verify_mode: 'none' });
   const [full] = http(
@@ -144,6 +146,9 @@ test('a tls table makes an HTTPS listener; its files resolve against the config 
     'listen.http[0].tls.cacertfile: verify_mode "peer" verifies client certificates against the CAs of cacertfile: set it', dir);
   rejects('[[listen.http]]\nport = 9443\ntls.certfile = "cert.pem"\ntls.keyfile = "key.pem"\ntls.mode = "tls"\n' + PROMETHEUS,
     'listen.http[0].tls.mode: unknown option', dir);
+  writeFileSync(join(dir, 'junk.pem'), 'not PEM');
+  rejects('[[listen.http]]\nport = 9443\ntls.certfile = "junk.pem"\ntls.keyfile = "key.pem"\n' + PROMETHEUS,
+    `listen.http[0].tls.certfile: ${JSON.stringify(join(dir, 'junk.pem'))} holds no PEM certificate`, dir);
 });
 
 test('without the HTTP layer\'s spec an http listener cannot be configured', () => {

@@ -23,6 +23,23 @@ onEachBackend('the accounts store', (b) => {
     );
   });
 
+  test('createUsers creates every account in one transaction, or none when one exists already, and says which', async () => {
+    assert.equal(await users.createUsers([{ user: 'a1', domain: 'example.com', creds }, { user: 'a2', domain: 'example.com', creds }]), -1);
+    assert.equal(await users.countUsers('example.com'), 2);
+    const clash = await users.createUsers([
+      { user: 'b1', domain: 'example.com', creds },
+      { user: 'b2', domain: 'example.com', creds },
+      { user: 'a2', domain: 'example.com', creds: { plain: 'other' } },
+    ]);
+    assert.equal(clash, 2);
+    assert.equal(await users.userExists('b1', 'example.com'), false);
+    assert.equal(await users.countUsers('example.com'), 2);
+    assert.deepEqual(await users.getCredentials('a2', 'example.com'), creds);
+    // The same account twice in one list: the second is the one that exists.
+    assert.equal(await users.createUsers([{ user: 'c1', domain: 'example.com', creds }, { user: 'c1', domain: 'example.com', creds }]), 1);
+    assert.equal(await users.userExists('c1', 'example.com'), false);
+  });
+
   test('a created user exists and is counted per domain', async () => {
     assert.equal(await users.createUser('alice', 'example.com', creds), true);
     assert.equal(await users.createUser('bob', 'example.com', creds), true);

@@ -14,7 +14,8 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Acc, Barrier, ChatEvent, PushEvent } from '../../../hooks/catalogue.ts';
-import { fail } from '../../../config/schema.ts';
+import { ConfigError, fail } from '../../../config/schema.ts';
+import type { ModuleCheckContext } from '../../types.ts';
 import { httpPoolOrigin } from '../../../outgoing/http.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
 import type { AttemptReport, DurableQueue, OutboxAccess } from '../delivery/types.ts';
@@ -35,6 +36,30 @@ import { webhookId } from './webhook-id.ts';
  * pool_name, path and callback_module), so that reordering handlers does not
  * orphan stored events.
  */
+/** A handler naming a pool that is not configured. */
+function noPoolError(ho: HandlerOpts): ConfigError {
+  return new ConfigError(`${ho.tomlPath}.pool_name`, `no outgoing pool ${JSON.stringify(ho.pool_name)} (define [outgoing_pools.http.${ho.pool_name}])`);
+}
+
+/**
+ * Everything createHttpBackend refuses before it sends anything, for every
+ * handler at once: a pool that is not configured, a callback module that
+ * cannot be found or loaded or lacks one of its functions.
+ */
+export async function checkHttpBackend(handlerOpts: readonly HandlerOpts[], ctx: ModuleCheckContext): Promise<ConfigError[]> {
+  const errors: ConfigError[] = [];
+  for (const ho of handlerOpts) {
+    if (!ctx.httpPools.has(ho.pool_name)) errors.push(noPoolError(ho));
+    try {
+      await loadCallbackModule(ho.callback_module, ctx.configDir, `${ho.tomlPath}.callback_module`);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      errors.push(...err.errors);
+    }
+  }
+  return errors;
+}
+
 export function handlerKey(o: HttpHandlerOpts): string {
   return `${o.pool_name}:${o.path}:${o.callback_module}`;
 }
@@ -200,9 +225,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     for (let index = 0; index < handlerOpts.length; index++) {
       const ho = handlerOpts[index]!;
       const pool = deps.pools.http(ho.pool_name);
-      if (pool === undefined) {
-        fail(`${ho.tomlPath}.pool_name`, `no outgoing pool ${JSON.stringify(ho.pool_name)} (define [outgoing_pools.http.${ho.pool_name}])`);
-      }
+      if (pool === undefined) throw noPoolError(ho);
       const mod = await loadCallbackModule(ho.callback_module, deps.configDir, `${ho.tomlPath}.callback_module`);
       const opts: HttpHandlerOpts = Object.freeze({ pool_name: ho.pool_name, path: ho.path, callback_module: ho.callback_module });
       const url = pool.url(ho.path);
@@ -298,6 +321,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       message: bodyText(event),
       sender: event.from.local,
       receiver: event.to.local,
+      receiverHost: event.to.domain,
       opts: h.opts,
     };
     let body: unknown;

@@ -25,7 +25,7 @@ export interface ShouldMakeReqArgs {
   opts: HttpHandlerOpts;
 }
 
-/** prepare_headers/prepare_body(Acc, Dir, Host, Message, Sender, Receiver, Opts) */
+/** prepare_headers/prepare_body(Acc, Dir, Host, Message, Sender, Receiver, Opts), and the recipient's domain */
 export interface PrepareArgs {
   acc: Acc;
   dir: Direction;
@@ -37,6 +37,8 @@ export interface PrepareArgs {
   sender: string;
   /** The recipient's localpart, prepared (To#jid.luser). */
   receiver: string;
+  /** Petrel's addition: the recipient's domain, prepared (To#jid.lserver); MongooseIM's callbacks do not get it. */
+  receiverHost: string;
   opts: HttpHandlerOpts;
 }
 

@@ -1,6 +1,6 @@
 // The HTTP backend's entry in mod_event_pusher's backend registry (backends.ts).
 import type { BackendDefinition } from '../backends.ts';
-import { createHttpBackend, handlerKey } from './backend.ts';
+import { checkHttpBackend, createHttpBackend, handlerKey } from './backend.ts';
 import { combineHttp, httpBackendSpec, httpModuleSpec, type HandlerOpts } from './config.ts';
 import { httpBackendMetrics } from './metrics.ts';
 
@@ -15,5 +15,6 @@ export const httpBackend: BackendDefinition<HandlerOpts[]> = {
   },
   create: (ctx, opts) =>
     createHttpBackend({ pools: ctx.pools, configDir: ctx.configDir, logger: ctx.logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: ctx.outbox }, opts),
+  check: checkHttpBackend,
   deliveryRows: (opts) => opts.flatMap((h, index) => ((h.delivery ?? 'at_least_once') === 'at_least_once' ? [{ index, key: handlerKey(h) }] : [])),
 };

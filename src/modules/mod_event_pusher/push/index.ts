@@ -19,7 +19,7 @@ export const pushBackend: BackendDefinition<PushOpts> = {
   metrics(registry, hosts) {
     pushMetrics(registry, hosts);
   },
-  check: checkPush,
+  crossCheck: checkPush,
   async openData(stores, opts) {
     const store = await stores.open(PUSH_STORE, opts.backend, `${opts.tomlPath}.backend`);
     const onRemoved = (p: HookCatalogue['user_removed']) => {

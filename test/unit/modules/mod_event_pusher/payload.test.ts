@@ -31,7 +31,7 @@ function prepare(fromS: string, toS: string, body: string, dir: 'in' | 'out' = '
   const from = parseJid(fromS);
   const to = parseJid(toS);
   const packet = el ?? message({ type: 'chat', to: toS, id: 'm1' }, body);
-  return { acc: acc(from, to, packet), dir, host: from.domain, message: body, sender: from.local, receiver: to.local, opts };
+  return { acc: acc(from, to, packet), dir, host: from.domain, message: body, sender: from.local, receiver: to.local, receiverHost: to.domain, opts };
 }
 
 test('the default pushes a chat message with a body that a user sent', () => {
