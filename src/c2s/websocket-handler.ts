@@ -44,6 +44,7 @@ export interface WebSocketHandlerOptions extends HttpHandlerOptions {
   max_output_buffer: number;
   send_timeout: number;
   negotiation_timeout: number;
+  allow_plaintext_auth: boolean;
 }
 
 /** MongooseIM's defaults (mongoose_websocket_handler:config_spec/0). */
@@ -126,6 +127,8 @@ export function webSocketContext(shared: C2SShared, o: WebSocketHandlerOptions):
     framingLimits: framingLimits(o.max_stanza_size, limits),
     // RFC 7395 §3.8: no STARTTLS; TLS is the listener's (wss).
     tlsRequired: false,
+    // A client on another machine over ws:// gets no SASL unless allow_plaintext_auth says so; wss is TLS.
+    loopbackOnlyPlaintextAuth: !o.allow_plaintext_auth,
     // MongooseIM runs WebSocket sessions without a shaper.
     maxRate: 0,
   };

@@ -160,6 +160,8 @@ export const c2sSessionLimitItems: Readonly<Record<string, Spec>> = {
   max_output_buffer: int({ min: 1024, default: 1_048_576 }),
   send_timeout: intOrInfinity(1, 15_000),
   negotiation_timeout: intOrInfinity(1, 60_000),
+  // Petrel's own (MongooseIM has none): SASL over an unencrypted stream for clients on other machines.
+  allow_plaintext_auth: bool({ default: false }),
 };
 /** Where the self-signed certificate of a tls table without certfile and keyfile is kept. */
 export const SELF_SIGNED_CERTFILE = 'cert.pem';
@@ -211,8 +213,6 @@ const c2sListenerSpec = section(
     // Limits against hostile or broken clients; see the Security section of the README.
     state_timeout: intOrInfinity(1, 30_000),
     ...c2sSessionLimitItems,
-    // Petrel's own (MongooseIM has none): SASL over an unencrypted stream for clients on other machines.
-    allow_plaintext_auth: bool({ default: false }),
   },
   {
     required: ['port'],
