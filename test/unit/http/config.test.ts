@@ -63,8 +63,8 @@ test('an http handler other than the registered ones is an unknown handler, and 
   rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mod_websockets]]\nhost = "_"\npath = "/ws-xmpp"\n',
     'listen.http[0].handlers.mod_websockets: unknown handler; Petrel serves "mongoose_prometheus_handler"');
   const more = httpHandlerRegistry({ ...HTTP_HANDLERS, test_echo: { configSpec: section({}), create: () => ({ request: () => {} }) } });
-  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_admin_api]]\nhost = "_"\npath = "/api"\n',
-    'listen.http[0].handlers.mongoose_admin_api: unknown handler; Petrel serves "mongoose_prometheus_handler", "test_echo"',
+  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_xyz_api]]\nhost = "_"\npath = "/api"\n',
+    'listen.http[0].handlers.mongoose_xyz_api: unknown handler; Petrel serves "mongoose_prometheus_handler", "test_echo"',
     undefined, { ...opts, listeners: { http: httpListenerSpec(more) } });
 });
 
