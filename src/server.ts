@@ -25,7 +25,8 @@ import { HTTP_HANDLERS } from './http-handlers.ts';
 import { snapshotRoute } from './metrics/prometheus.ts';
 import { MetricsSampler } from './metrics/snapshot.ts';
 import { startControl, type ControlEvent } from './control.ts';
-import { makeJid } from './xmpp/jid.ts';
+import { makeJid, type JID } from './xmpp/jid.ts';
+import { AccessRules, numericValue } from './config/access.ts';
 import { PETREL_VERSION } from './version.ts';
 import { isMixedScript } from './xmpp/scripts.ts';
 
@@ -96,6 +97,17 @@ function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
   };
 }
 
+/**
+ * Bound sessions an account may have: MongooseIM's max_user_sessions access
+ * rule when [access] defines it (a number, or "infinity"; anything else means
+ * general.max_user_sessions), else general.max_user_sessions.
+ */
+function maxSessionsOf(config: PetrelConfig, access: AccessRules): number | ((jid: JID) => number) {
+  const dflt = config.general.max_user_sessions;
+  if (!Object.hasOwn(config.access, 'max_user_sessions')) return dflt;
+  return (jid) => numericValue(access.match('max_user_sessions', { local: jid.local, domain: jid.domain, resource: '' }), dflt);
+}
+
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
   const stores = await openStores(config, { logger });
@@ -108,7 +120,8 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
   );
   const hosts = config.general.hosts;
-  const sm = new SessionManager(config.general.max_user_sessions);
+  const access = new AccessRules(config.acl, config.access, hosts);
+  const sm = new SessionManager(maxSessionsOf(config, access));
   const router = new Router({ hosts, hooks, sm, users: stores.users, logger });
   // mod_roster's store is the roster presence follows; without the module, an empty one (see NO_ROSTER).
   const roster: Roster = (data.get('mod_roster') as RosterData | undefined)?.store ?? NO_ROSTER;
@@ -117,7 +130,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   const metrics: Registry = createMetricsRegistry();
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
   const ctx: ModuleContext = {
-    config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, features: new Set(),
+    config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, access, features: new Set(),
   };
 
   const instances: Array<{ name: string; inst: ModuleInstance }> = [];
@@ -174,6 +187,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           hooks,
           logger,
           authBans,
+          access,
         }, config.shaper),
       );
     }

@@ -12,7 +12,7 @@ import { byteStreamFraming } from './byte-stream-framing.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
-export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released'>;
+export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'maxRate' | 'released' | 'accessRule' | 'rateFor'>;
 
 export interface C2SListener {
   readonly config: C2SListenerConfig;
@@ -56,7 +56,18 @@ export async function startC2SListener(
 ): Promise<C2SListener> {
   const tlsOpts = tlsOptionsFor(cfg);
   const tls = tlsOpts === null ? null : createSecureContext(tlsOpts);
-  const maxRate = cfg.shaper === 'none' ? 0 : (shapers[cfg.shaper]?.max_rate ?? 0);
+  const rateOf = (name: string): number => (name === 'none' ? 0 : (shapers[name]?.max_rate ?? 0));
+  let maxRate = rateOf(cfg.shaper);
+  let rateFor: C2SContext['rateFor'];
+  const access = base.access;
+  if (cfg.shaper !== 'none' && !Object.hasOwn(shapers, cfg.shaper) && access?.has(cfg.shaper)) {
+    // The shaper is an access rule (MongooseIM's c2s_shaper): before
+    // authentication what it gives anyone (clauses for "all"), then the user's.
+    const rule = cfg.shaper;
+    const rateOfValue = (v: string | number): number => (typeof v === 'string' ? rateOf(v) : 0);
+    maxRate = rateOfValue(access.clauses(rule).find((c) => c.acl === 'all')?.value ?? 'none');
+    rateFor = (s) => rateOfValue(access.match(rule, s));
+  }
   const limits = listenerLimits(cfg);
   if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
   const handshakeTimeout = limits.handshakeTimeout;
@@ -68,6 +79,8 @@ export async function startC2SListener(
     framingLimits: framingLimits(cfg.max_stanza_size, limits),
     tlsRequired: cfg.tls?.mode === 'starttls_required',
     maxRate,
+    accessRule: cfg.access,
+    rateFor,
     released: (s) => sessions.delete(s),
   };
   const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };

@@ -35,6 +35,7 @@ import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
 import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
 import { HOLD_BACKLOG, Shaper } from './shaper.ts';
+import type { AccessRules, AccessSubject } from '../config/access.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -52,6 +53,12 @@ export interface C2SContext extends SaslContext {
   framingLimits: FramingLimits;
   /** Bytes per second this listener's shaper allows each connection to send (0 = unlimited). */
   maxRate: number;
+  /** The [acl] and [access] sections. */
+  access?: AccessRules;
+  /** The listener's `access` rule: who may open a session ("all": anyone). */
+  accessRule?: string;
+  /** The listener's shaper as an access rule (MongooseIM's `c2s_shaper`): the rate for a user, after authentication. */
+  rateFor?: (s: AccessSubject) => number;
   /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
   authBans?: AuthBans;
   /** Called once the session's connection has closed. */
@@ -116,6 +123,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * batch; only their routing waits.
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
+  /** Bytes per second this connection may send (0 = unshaped); the listener's, or its rule's for the user. */
+  #maxRate: number;
   readonly id: number;
 
   jid!: JID;
@@ -128,6 +137,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#transport = transport;
     this.#ctx = ctx;
     this.id = ++sessionCounter;
+    this.#maxRate = ctx.maxRate;
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
@@ -185,7 +195,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   onData(data: Uint8Array): void {
     this.#framing.input(data);
-    const rate = this.#ctx.maxRate;
+    const rate = this.#maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
   }
 
@@ -422,6 +432,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     } else if (o.kind === 'success') {
       this.#sasl = null;
       this.#username = o.username;
+      const rateFor = this.#ctx.rateFor;
+      if (rateFor !== undefined) {
+        this.#maxRate = rateFor({ local: o.username, domain: this.#domain, resource: '' });
+        this.#shaper?.setRate(this.#maxRate);
+      }
       this.#state = 'bind';
       this.#armStateTimer();
       // RFC 6120 §6.4.6: the client opens a new stream. SASL outcomes that
@@ -450,6 +465,14 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       this.send(errorReply(iq, new StanzaError('bad-request', 'modify', 'invalid resource')));
       return;
     }
+    const rule = this.#ctx.accessRule;
+    if (rule !== undefined && rule !== 'all' && this.#ctx.access?.match(rule, { local: jid.local, domain: jid.domain, resource: jid.resource }) !== 'allow') {
+      // As MongooseIM: the listener's access rule refuses the session; the
+      // client may bind again (state_timeout still runs).
+      this.#ctx.logger.info({ what: 'forbidden_session', session: this.id, remote: this.remote, jid: jid.full, rule }, 'user not allowed to open a session');
+      this.send(errorReply(iq, new StanzaError('not-allowed', 'cancel', 'access denied by the listener\'s access rule')));
+      return;
+    }
     this.jid = jid;
     // The JID holds the user name from now on.
     this.#username = '';
@@ -469,7 +492,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const entry = { ready: barrier === undefined, run };
     const pending = (this.#pending ??= []);
     pending.push(entry);
-    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#ctx.maxRate)).hold(HOLD_BACKLOG);
+    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_BACKLOG);
     if (barrier === undefined) {
       this.#drain();
       return;

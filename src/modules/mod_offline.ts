@@ -2,7 +2,8 @@
 // Messages; RFC 6121 §8.5.2.2.1). A chat or normal message to a local user
 // with no available resource is kept, stamped with a XEP-0203 delay, and
 // handed over when the user next sends available presence.
-import { int, section } from '../config/schema.ts';
+import { int, section, str } from '../config/schema.ts';
+import { numericValue } from '../config/access.ts';
 import { STOP, type HookRegistration } from '../hooks/hooks.ts';
 import type { HookCatalogue } from '../hooks/catalogue.ts';
 import { parseElement } from '../xmpp/parse-element.ts';
@@ -18,6 +19,8 @@ export type { OfflineMessage, OfflineStore } from './mod_offline/store.ts';
 export interface OfflineOpts {
   /** Messages kept per user; the next one is bounced with resource-constraint. */
   max_messages: number;
+  /** Name of the access rule giving each user's limit. */
+  access_max_user_messages: string;
   /** Where messages are kept: "internal" (the embedded store) or "rdbms". */
   backend: StoreBackend;
 }
@@ -82,7 +85,15 @@ export interface OfflineData extends ModuleData {
 
 export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
   name: 'mod_offline',
-  configSpec: section({ max_messages: int({ default: 100, min: 1 }), backend: storeBackendSpec() }, { default: true }),
+  configSpec: section(
+    {
+      max_messages: int({ default: 100, min: 1 }),
+      // MongooseIM's: the access rule giving each user's limit; max_messages applies where it gives no number.
+      access_max_user_messages: str({ nonEmpty: true, default: 'max_user_offline_messages' }),
+      backend: storeBackendSpec(),
+    },
+    { default: true },
+  ),
   async openData(stores, opts) {
     const store = await stores.open(OFFLINE_STORE, opts.backend, 'modules.mod_offline.backend');
     const onRemoved = (p: HookCatalogue['user_removed']) => {
@@ -115,6 +126,12 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       });
     };
 
+    /** MongooseIM's get_max_user_messages: the rule's number for the user, else max_messages (0 = no limit). */
+    const limitFor = (user: string, domain: string): number =>
+      ctx.access.has(opts.access_max_user_messages)
+        ? numericValue(ctx.access.match(opts.access_max_user_messages, { local: user, domain, resource: '' }), opts.max_messages)
+        : opts.max_messages;
+
     const onOfflineMessage = (p: HookCatalogue['offline_message']) => {
       const decision = offlineDecision(p.packet);
       if (decision === 'skip') return;
@@ -129,7 +146,8 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       const timestamp = p.acc.timestamp;
       enqueue(to.bare, async () => {
         const n = await store.count(user, domain);
-        if (n >= opts.max_messages) {
+        const limit = limitFor(user, domain);
+        if (limit > 0 && n >= limit) {
           logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
           // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
           ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');

@@ -1,4 +1,5 @@
 import { test, describe, beforeEach, afterEach } from 'node:test';
+import { AccessRules } from '../../../src/config/access.ts';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -90,6 +91,7 @@ describe('the module', () => {
     const validated = validate(definition.configSpec, opts, 'modules.mod_offline', { configDir: dir, warnings: [] }) as OfflineOpts;
     const ctx: ModuleContext = {
       config: {} as PetrelConfig,
+      access: new AccessRules({}, {}, ['example.com']),
       hosts: ['example.com'],
       hooks,
       router: {
