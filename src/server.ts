@@ -24,6 +24,8 @@ import { httpListenersOf } from './http/config.ts';
 import { HTTP_HANDLERS } from './http-handlers.ts';
 import { snapshotRoute } from './metrics/prometheus.ts';
 import { MetricsSampler } from './metrics/snapshot.ts';
+import { sessionMetrics } from './metrics/sessions.ts';
+import { C2SMetrics } from './c2s/metrics.ts';
 import { startControl, type ControlEvent } from './control.ts';
 import { makeJid, type JID } from './xmpp/jid.ts';
 import { AccessRules, numericValue } from './config/access.ts';
@@ -57,8 +59,24 @@ const WIRE_NAMES: Record<SaslMechanismName, WireMechanism> = {
   plain: 'PLAIN',
 };
 
+/**
+ * The server's logger. general.log_format "json" writes one JSON object per
+ * line; "text" (the default when stdout is a terminal) writes readable lines
+ * through pino-pretty, in pino's worker thread. Either way nothing is written
+ * synchronously on the message path: JSON goes through an asynchronous
+ * destination, text through the transport; both are flushed at exit.
+ */
 export function createLogger(config: PetrelConfig): Logger {
-  return pino({ level: LEVELS[config.general.loglevel], base: { pid: process.pid } });
+  const opts = { level: LEVELS[config.general.loglevel], base: { pid: process.pid } };
+  const format = config.general.log_format ?? (process.stdout.isTTY ? 'text' : 'json');
+  if (format === 'json') return pino(opts, pino.destination({ dest: 1, sync: false }));
+  return pino(
+    opts,
+    pino.transport({
+      target: 'pino-pretty',
+      options: { destination: 1, colorize: process.stdout.isTTY === true, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname' },
+    }),
+  );
 }
 
 /** `petrel register` / `unregister` changed an account while this server runs. */
@@ -128,6 +146,9 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   const presence = new Presence({ router, sm, roster, users: stores.users, hooks, logger });
   router.presence = presence;
   const metrics: Registry = createMetricsRegistry();
+  // Every documented series exists from here, at zero (docs/metrics.md).
+  const c2sMetrics = new C2SMetrics(metrics, hosts);
+  sessionMetrics(metrics, sm, hosts);
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
   const ctx: ModuleContext = {
     config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, access, features: new Set(),
@@ -188,6 +209,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
           logger,
           authBans,
           access,
+          metrics: c2sMetrics,
         }, config.shaper),
       );
     }

@@ -81,14 +81,22 @@ export async function startC2SListener(
     maxRate,
     accessRule: cfg.access,
     rateFor,
-    released: (s) => sessions.delete(s),
+    released: (s) => {
+      sessions.delete(s);
+      base.metrics?.open.dec();
+      base.logger.debug({ what: 'c2s_connection_closed', session: s.id, remote: s.remote }, 'connection closed');
+    },
   };
   const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };
   const starttls = tls !== null && cfg.tls?.mode !== 'tls';
   const accept = (socket: Socket) => {
     // A STARTTLS listener's connections start plain; a direct TLS one's sockets are TLS sockets already.
     const transport = starttls ? new StartTlsTransport(socket, tcp) : new TcpTransport(socket);
-    sessions.add(new C2SSession(transport, ctx));
+    const session = new C2SSession(transport, ctx);
+    sessions.add(session);
+    base.metrics?.accepted.inc();
+    base.metrics?.open.inc();
+    base.logger.debug({ what: 'c2s_connection_accepted', session: session.id, remote: transport.remote }, 'connection accepted');
   };
   let server: NetServer;
   if (cfg.tls?.mode === 'tls') {

@@ -12,6 +12,7 @@ import { NS_SASL } from '../xmpp/ns.ts';
 import { createSaslServer, isSaslMechanism, type SaslMechanismName, type SaslServer } from '../xmpp/sasl/index.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { AuthBans } from './auth-bans.ts';
+import type { C2SMetrics } from './metrics.ts';
 
 /** What the negotiation needs of its listener (C2SContext has all of it). */
 export interface SaslContext {
@@ -25,6 +26,8 @@ export interface SaslContext {
   /** starttls_required: no SASL before the stream is encrypted (RFC 6120 §5.3.1). */
   tlsRequired: boolean;
   limits: { maxAuthFailures: number };
+  /** Authentications counted, by host. */
+  metrics?: C2SMetrics;
 }
 
 /** The connection as the negotiation's logs name it. */
@@ -125,9 +128,11 @@ export class SaslNegotiation {
         if (step.kind === 'challenge') return { kind: 'reply', xml: `<challenge xmlns='${NS_SASL}'>${step.data.toString('base64')}</challenge>` };
         this.#exchange = null;
         if (step.kind === 'success') {
+          this.#ctx.metrics?.forHost(this.#domain).authSucceeded.inc();
           this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.#peer.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism }, 'authenticated');
           return { kind: 'success', xml: `<success xmlns='${NS_SASL}'>${step.data ? step.data.toString('base64') : ''}</success>`, username: step.username };
         }
+        this.#ctx.metrics?.forHost(this.#domain).authFailed.inc();
         this.#ctx.logger.info({ what: 'c2s_auth_failed', session: this.#peer.id, remote: this.#peer.remote, mechanism: sasl.mechanism, condition: step.condition }, 'authentication failed');
         return this.#failure(step.condition, step.text);
       },

@@ -36,6 +36,7 @@ import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeade
 import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
 import { HOLD_BACKLOG, Shaper } from './shaper.ts';
 import type { AccessRules, AccessSubject } from '../config/access.ts';
+import { countElement, type HostC2SMetrics } from './metrics.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -123,6 +124,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * batch; only their routing waits.
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
+  /** The metrics of the session's host (of "" until the stream names a served one). */
+  #m: HostC2SMetrics | undefined;
   /** Bytes per second this connection may send (0 = unshaped); the listener's, or its rule's for the user. */
   #maxRate: number;
   readonly id: number;
@@ -138,6 +141,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#ctx = ctx;
     this.id = ++sessionCounter;
     this.#maxRate = ctx.maxRate;
+    this.#m = ctx.metrics?.forHost('');
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
@@ -194,6 +198,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   // --- the transport's events -----------------------------------------------
 
   onData(data: Uint8Array): void {
+    const metrics = this.#ctx.metrics;
+    if (metrics !== undefined) (this.#transport.secure ? metrics.tlsIn : metrics.tcpIn).inc(data.length);
     this.#framing.input(data);
     const rate = this.#maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
@@ -221,6 +227,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   send(el: Element): void {
     if (this.#state === 'closed') return;
     const s = this.#framing.stanza(el);
+    if (this.#m !== undefined) countElement(this.#m.out, el.name, el.attrs.type === 'error');
     // Messages are remembered until the transport has taken them (see onSlowReader).
     if (el.name === 'message') this.#output.message(el, s);
     else this.#output.write(s);
@@ -257,6 +264,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   #streamError(err: StreamError): void {
     if (this.#state === 'closed') return;
+    this.#ctx.metrics?.streamError(err.condition);
     this.#ctx.logger.info({ what: 'c2s_stream_error', session: this.id, remote: this.remote, condition: err.condition, text: err.text }, 'closing the stream with an error');
     // RFC 6120 §4.9.1.1: a stream header first if none was sent yet.
     this.#sendHeader();
@@ -284,6 +292,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#stopStateTimer();
     this.#output.stop();
     this.#shaper?.stop();
+    if (wasBound) {
+      this.#m?.logouts.inc();
+      this.#ctx.logger.info({ what: 'c2s_session_ended', session: this.id, jid: this.jid.full, reason }, 'session ended');
+    }
     if (wasBound && this.#ctx.sm.unregister(this)) {
       this.#ctx.presence.sessionClosed(this);
       this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
@@ -306,7 +318,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const to = h.attrs.to;
     // RFC 6120 §4.7.1: 'to' names the service; without it, the default domain.
     const domain = to === undefined ? this.#ctx.defaultDomain : to.toLowerCase();
-    if (this.#domain === '') this.#domain = servedHost(this.#ctx.hosts, domain);
+    if (this.#domain === '') {
+      this.#domain = servedHost(this.#ctx.hosts, domain);
+      this.#m = this.#ctx.metrics?.forHost(this.#domain);
+    }
     const fault = this.#framing.headerFault(h);
     if (fault !== null) {
       this.#streamError(fault);
@@ -327,6 +342,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#headerSent = false;
     this.#sendHeader();
     this.#output.write(this.#features());
+    this.#m?.out.count.inc();
     if (this.#state === 'header') this.#state = 'auth';
     this.#armStateTimer();
   }
@@ -353,6 +369,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   /** One first-level element, handled by what the current state accepts. */
   onStanza(el: Element): void {
+    if (this.#m !== undefined) countElement(this.#m.in, el.name, el.attrs.type === 'error');
     switch (this.#state) {
       case 'auth':
         this.#armStateTimer();
@@ -426,7 +443,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   }
 
   #saslOutcome(o: SaslOutcome): void {
-    if (o.xml !== '') this.#output.write(o.xml);
+    if (o.xml !== '') {
+      this.#output.write(o.xml);
+      this.#m?.out.count.inc();
+    }
     if (o.kind === 'fatal') {
       this.#streamError(o.error);
     } else if (o.kind === 'success') {
@@ -482,6 +502,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
     reply.c('bind', { xmlns: NS_BIND }).c('jid').t(jid.full);
     this.send(reply);
+    this.#m?.logins.inc();
+    this.#ctx.logger.info({ what: 'c2s_resource_bound', session: this.id, remote: this.remote, jid: jid.full }, 'resource bound');
     this.#ctx.hooks.run('sm_register_connection', jid.domain, { jid });
   }
 

@@ -4,6 +4,7 @@
 // handed over when the user next sends available presence.
 import { int, section, str } from '../config/schema.ts';
 import { numericValue } from '../config/access.ts';
+import { Counter, type Registry } from 'prom-client';
 import { STOP, type HookRegistration } from '../hooks/hooks.ts';
 import type { HookCatalogue } from '../hooks/catalogue.ts';
 import { parseElement } from '../xmpp/parse-element.ts';
@@ -83,6 +84,20 @@ export interface OfflineData extends ModuleData {
   readonly store: OfflineStore;
 }
 
+/** Petrel's own (MongooseIM has no metric of mod_offline): messages stored, and refused because the user's store was full. */
+function offlineMetrics(registry: Registry, hosts: readonly string[]): { stored: Counter; refused: Counter } {
+  const make = (name: string, help: string) =>
+    (registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, labelNames: ['host_type'], registers: [registry] });
+  const stored = make('petrel_offline_messages_stored_total', 'messages stored for offline users');
+  const refused = make('petrel_offline_messages_refused_total', 'messages for offline users bounced with resource-constraint: the user\'s offline store was full');
+  for (const h of hosts) {
+    // Exported once incremented: inc(0) makes the series exist from start-up.
+    stored.labels({ host_type: h }).inc(0);
+    refused.labels({ host_type: h }).inc(0);
+  }
+  return { stored, refused };
+}
+
 export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
   name: 'mod_offline',
   configSpec: section(
@@ -126,6 +141,8 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       });
     };
 
+    const metrics = offlineMetrics(ctx.metrics, ctx.hosts);
+
     /** MongooseIM's get_max_user_messages: the rule's number for the user, else max_messages (0 = no limit). */
     const limitFor = (user: string, domain: string): number =>
       ctx.access.has(opts.access_max_user_messages)
@@ -148,12 +165,14 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
         const n = await store.count(user, domain);
         const limit = limitFor(user, domain);
         if (limit > 0 && n >= limit) {
+          metrics.refused.labels({ host_type: domain }).inc();
           logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
           // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
           ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
           return;
         }
         await store.store(user, domain, { xml, from: from.full, timestamp });
+        metrics.stored.labels({ host_type: domain }).inc();
       });
       return STOP;
     };

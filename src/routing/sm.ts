@@ -71,6 +71,11 @@ export class SessionManager implements SessionsApi {
     return this.#byFull.size;
   }
 
+  /** Accounts with at least one bound session. */
+  users(): number {
+    return this.#byBare.size;
+  }
+
   all(): IterableIterator<ManagedSession> {
     return this.#byFull.values();
   }
