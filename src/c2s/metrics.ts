@@ -6,7 +6,7 @@
 // Petrel's own are named petrel_* with Prometheus' conventions. Every series
 // exists at zero from start-up: the label values are known (the served
 // hosts, "c2s", the RFC 6120 conditions), so each is made in advance, and the
-// hot path increments a child it already holds.
+// hot path adds to a number it already holds, which the scrape reads.
 import { Counter, Gauge, type Registry } from 'prom-client';
 
 /** RFC 6120 §4.9.3: every stream error condition, so each has its series from the start. */
@@ -20,10 +20,36 @@ export const STREAM_ERROR_CONDITIONS = [
 
 type Inc = { inc(n?: number): void };
 
-/** A child made with labels() is only exported once incremented: this makes its series at zero. */
-function zero<T extends Inc>(child: T): T {
-  child.inc(0);
-  return child;
+/**
+ * A plain number the hot path adds to. prom-client's labelled child hashes
+ * its labels on every inc(); a tally is one addition, and its counter reads
+ * every tally when Prometheus scrapes.
+ */
+class Tally implements Inc {
+  n = 0;
+  inc(k = 1): void {
+    this.n += k;
+  }
+}
+
+/** A counter whose series are tallies, each made (and so exported at zero) from the start. */
+function talliedCounter(registry: Registry, name: string, help: string, labelNames: string[]): (labels: Record<string, string>) => Tally {
+  const tallies: Array<[Record<string, string>, Tally]> = [];
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, t] of tallies) this.inc(labels, t.n);
+    },
+  });
+  return (labels) => {
+    const t = new Tally();
+    tallies.push([labels, t]);
+    return t;
+  };
 }
 
 /** The element counters of one direction for one host. */
@@ -92,66 +118,61 @@ export function countElement(c: ElementCounters, name: string, isError: boolean)
 
 export class C2SMetrics {
   readonly #hosts = new Map<string, HostC2SMetrics>();
-  readonly #make: (host: string) => HostC2SMetrics;
   /** Petrel's: connections open now. */
   readonly open: Gauge;
   /** Petrel's: connections accepted since start. */
-  readonly accepted: Counter;
+  readonly accepted: Inc;
   readonly #streamErrors = new Map<string, Inc>();
-  readonly #streamErrorCounter: Counter;
   /** MongooseIM's tcp_data_in_byte_size / tls_data_in_byte_size {connection_type="c2s"}. */
   readonly tcpIn: Inc;
   readonly tlsIn: Inc;
 
   constructor(registry: Registry, hosts: readonly string[]) {
-    const labelNames = ['host_type', 'connection_type'];
     const dir = (d: 'in' | 'out') => {
-      const out = {} as Record<(typeof KINDS)[number], Counter>;
+      const out = {} as Record<(typeof KINDS)[number], (labels: Record<string, string>) => Tally>;
       for (const k of KINDS) {
-        out[k] = new Counter({
-          name: `xmpp_element_${d}_${k}`,
-          help: `${HELP[k]} ${d === 'in' ? 'received from' : 'sent to'} clients`,
-          labelNames,
-          registers: [registry],
-        });
+        const help = `${HELP[k]} ${d === 'in' ? 'received from' : 'sent to'} clients`;
+        out[k] = talliedCounter(registry, `xmpp_element_${d}_${k}`, help, ['host_type', 'connection_type']);
       }
       return out;
     };
     const inC = dir('in');
     const outC = dir('out');
-    const authFailed = new Counter({ name: 'c2s_auth_failed_count', help: 'failed client authentications', labelNames: ['host_type'], registers: [registry] });
-    const logins = new Counter({ name: 'sm_session_logins', help: 'sessions opened (a resource bound)', labelNames: ['host_type'], registers: [registry] });
-    const logouts = new Counter({ name: 'sm_session_logouts', help: 'sessions closed, whatever the reason', labelNames: ['host_type'], registers: [registry] });
-    const authOk = new Counter({ name: 'petrel_c2s_auth_succeeded_total', help: 'successful client authentications', labelNames: ['host_type'], registers: [registry] });
-    const children = (c: Record<(typeof KINDS)[number], Counter>, host: string): ElementCounters => {
+    const byHost = (name: string, help: string) => talliedCounter(registry, name, help, ['host_type']);
+    const authFailed = byHost('c2s_auth_failed_count', 'failed client authentications');
+    const authOk = byHost('petrel_c2s_auth_succeeded_total', 'successful client authentications');
+    const logins = byHost('sm_session_logins', 'sessions opened (a resource bound)');
+    const logouts = byHost('sm_session_logouts', 'sessions closed, whatever the reason');
+    const children = (c: typeof inC, host: string): ElementCounters => {
       const l = { host_type: host, connection_type: 'c2s' };
       return {
-        count: zero(c.count.labels(l)),
-        stanza: zero(c.stanza_count.labels(l)),
-        message: zero(c.message_count.labels(l)),
-        iq: zero(c.iq_count.labels(l)),
-        presence: zero(c.presence_count.labels(l)),
-        error: zero(c.error_count.labels(l)),
-        messageError: zero(c.message_error_count.labels(l)),
-        iqError: zero(c.iq_error_count.labels(l)),
-        presenceError: zero(c.presence_error_count.labels(l)),
+        count: c.count(l),
+        stanza: c.stanza_count(l),
+        message: c.message_count(l),
+        iq: c.iq_count(l),
+        presence: c.presence_count(l),
+        error: c.error_count(l),
+        messageError: c.message_error_count(l),
+        iqError: c.iq_error_count(l),
+        presenceError: c.presence_error_count(l),
       };
     };
-    this.#make = (host) => ({
-      in: children(inC, host),
-      out: children(outC, host),
-      authFailed: zero(authFailed.labels({ host_type: host })),
-      authSucceeded: zero(authOk.labels({ host_type: host })),
-      logins: zero(logins.labels({ host_type: host })),
-      logouts: zero(logouts.labels({ host_type: host })),
-    });
     // Elements before a served domain is known (a stream to another domain) count under host_type "", as MongooseIM's.
-    for (const h of ['', ...hosts]) this.#hosts.set(h, this.#make(h));
+    for (const host of ['', ...hosts]) {
+      this.#hosts.set(host, {
+        in: children(inC, host),
+        out: children(outC, host),
+        authFailed: authFailed({ host_type: host }),
+        authSucceeded: authOk({ host_type: host }),
+        logins: logins({ host_type: host }),
+        logouts: logouts({ host_type: host }),
+      });
+    }
     this.open = new Gauge({ name: 'petrel_c2s_connections', help: 'client connections open now', registers: [registry] });
-    this.accepted = new Counter({ name: 'petrel_c2s_connections_accepted_total', help: 'client connections accepted', registers: [registry] });
-    this.#streamErrorCounter = new Counter({ name: 'petrel_c2s_stream_errors_total', help: 'client streams ended with a stream error, by condition', labelNames: ['condition'], registers: [registry] });
-    for (const c of STREAM_ERROR_CONDITIONS) this.#streamErrors.set(c, zero(this.#streamErrorCounter.labels({ condition: c })));
-    const data = (name: string, help: string) => zero(new Counter({ name, help, labelNames: ['connection_type'], registers: [registry] }).labels({ connection_type: 'c2s' }));
+    this.accepted = talliedCounter(registry, 'petrel_c2s_connections_accepted_total', 'client connections accepted', [])({});
+    const streamErrors = talliedCounter(registry, 'petrel_c2s_stream_errors_total', 'client streams ended with a stream error, by condition', ['condition']);
+    for (const c of STREAM_ERROR_CONDITIONS) this.#streamErrors.set(c, streamErrors({ condition: c }));
+    const data = (name: string, help: string) => talliedCounter(registry, name, help, ['connection_type'])({ connection_type: 'c2s' });
     this.tcpIn = data('tcp_data_in_byte_size', 'bytes received from clients over plain TCP');
     this.tlsIn = data('tls_data_in_byte_size', 'bytes received from clients over TLS');
   }
