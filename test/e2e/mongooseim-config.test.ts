@@ -186,7 +186,7 @@ describe('[acl] and [access] over real sockets', () => {
       `[general]\n  hosts = ["localhost"]\n  loglevel = "info"\n  data_dir = "data"\n\n` +
       `[[listen.c2s]]\n  port = ${port}\n  ip_address = "127.0.0.1"\n  access = "c2s"\n\n` +
       '[auth]\n  [auth.password]\n    format = "scram"\n    scram_iterations = 4096\n  [auth.internal]\n\n' +
-      '[modules.mod_offline]\n' + ACCESS_TOML;
+      '[modules.mod_offline]\n[modules.mod_vcard]\n  host = "vjud.@HOST@"\n[modules.mod_private]\n' + ACCESS_TOML;
     const configPath = join(dir, 'petrel.toml');
     await writeFile(configPath, text);
     server = new Petrel(dir, configPath, [port], 'localhost');
@@ -251,6 +251,31 @@ describe('[acl] and [access] over real sockets', () => {
       assert.doesNotMatch(bob.data, /to bob 3/);
     } finally {
       bob.destroy();
+    }
+  });
+
+  test('requests for a configured feature Petrel lacks get service-unavailable, and the start-up warning says so', async () => {
+    const warned = server.logs.filter((l) => l.what === 'config_feature_not_implemented').map((l) => [l.feature, l.loses]);
+    assert.deepEqual(warned, [
+      ['mod_vcard', 'vCard requests (XEP-0054) get service-unavailable'],
+      ['mod_private', 'private XML storage requests (XEP-0049) get service-unavailable'],
+    ]);
+    const c = await RawConnection.open(server.port);
+    try {
+      await c.login('alice', 'alice-pw', 'iq');
+      const asks: Array<[string, string]> = [
+        ['own-vcard', "<iq type='get' id='own-vcard'><vCard xmlns='vcard-temp'/></iq>"],
+        ['bobs-vcard', "<iq type='get' id='bobs-vcard' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>"],
+        ['private', "<iq type='get' id='private'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>"],
+      ];
+      for (const [id, iq] of asks) {
+        c.send(iq);
+        const reply = await c.waitFor(new RegExp(`<iq[^>]*id=["']${id}["'][^]*?</iq>`));
+        assert.match(reply, /type=["']error["']/, id);
+        assert.match(reply, /<service-unavailable /, id);
+      }
+    } finally {
+      c.destroy();
     }
   });
 
