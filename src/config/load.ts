@@ -197,6 +197,10 @@ function validateModules(value: unknown, specs: Record<string, Spec>, ctx: Valid
     }
     if (!Object.hasOwn(specs, name) && Object.hasOwn(MONGOOSEIM_MODULES, name)) {
       // Accepted with its warning; nothing is started for it.
+      if (!isTable(opts)) {
+        problems.add(new ConfigError(p, `expected a table, got ${describe(opts)}`));
+        continue;
+      }
       validate(notImplemented(name, MONGOOSEIM_MODULES[name]!), opts, p, ctx);
       continue;
     }

@@ -78,7 +78,6 @@ export const MONGOOSEIM_MODULES: Readonly<Record<string, string>> = {
   mod_private: `private XML storage requests (XEP-0049) ${SU}`,
   mod_pubsub: `publish-subscribe and PEP (XEP-0060, XEP-0163) ${SU}`,
   mod_push_service_mongoosepush: 'push notifications through MongoosePush are not sent',
-  mod_event_pusher_push: 'push notifications (XEP-0357) are not sent',
   mod_register: `in-band registration requests (XEP-0077) ${SU}; accounts are made with petrel register`,
   mod_sic: `server IP check requests (XEP-0279) ${SU}`,
   mod_smart_markers: `smart markers requests ${SU}`,

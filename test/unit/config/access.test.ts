@@ -101,6 +101,7 @@ test('a rule Petrel cannot enforce is an error naming it', () => {
   assert.deepEqual(problems(BASE.replace('port = 5222', 'port = 5222\nshaper = "c2s_shaper"') + '[access]\nc2s_shaper = [{acl = "all", value = "turbo"}]\n'), [
     'access.c2s_shaper[0].value: "turbo" cannot be enforced here: listen.c2s[0].shaper needs the name of a [shaper.NAME] or "none"',
   ]);
+  assert.deepEqual(problems('modules.mod_vcard = 1\n' + BASE), ['modules.mod_vcard: expected a table, got the integer 1']);
   assert.match(problems(BASE + '[modules.mod_domain_isolation]\n')[0]!, /^modules\.mod_domain_isolation: not implemented, and refused because it stops messages between domains/);
 });
 
