@@ -11,7 +11,6 @@ import { NO_ROSTER, Presence } from './routing/presence.ts';
 import type { Roster } from './routing/types.ts';
 import { startC2SListener, type C2SListener, type C2SShared } from './c2s/listener.ts';
 import { AuthBans } from './c2s/auth-bans.ts';
-import { c2sMetrics } from './c2s/metrics.ts';
 import { WorkLimit } from './c2s/auth-work.ts';
 import { ConnectionLimits } from './c2s/connection-limits.ts';
 import { ensurePrivateDir, privateSecret } from './storage/data-dir.ts';
@@ -30,8 +29,11 @@ import { httpListenersOf } from './http/config.ts';
 import { HTTP_HANDLERS } from './http-handlers.ts';
 import { snapshotRoute } from './metrics/prometheus.ts';
 import { MetricsSampler } from './metrics/snapshot.ts';
+import { sessionMetrics } from './metrics/sessions.ts';
+import { C2SMetrics } from './c2s/metrics.ts';
 import { startControl, type ControlEvent } from './control.ts';
-import { makeJid } from './xmpp/jid.ts';
+import { makeJid, type JID } from './xmpp/jid.ts';
+import { AccessRules, numericValue } from './config/access.ts';
 import { PETREL_VERSION } from './version.ts';
 import { isMixedScript } from './xmpp/scripts.ts';
 
@@ -65,8 +67,24 @@ const WIRE_NAMES: Record<SaslMechanismName, WireMechanism> = {
   plain: 'PLAIN',
 };
 
+/**
+ * The server's logger. general.log_format "json" writes one JSON object per
+ * line; "text" (the default when stdout is a terminal) writes readable lines
+ * through pino-pretty, in pino's worker thread. Either way nothing is written
+ * synchronously on the message path: JSON goes through an asynchronous
+ * destination, text through the transport; both are flushed at exit.
+ */
 export function createLogger(config: PetrelConfig): Logger {
-  return pino({ level: LEVELS[config.general.loglevel], base: { pid: process.pid } });
+  const opts = { level: LEVELS[config.general.loglevel], base: { pid: process.pid } };
+  const format = config.general.log_format ?? (process.stdout.isTTY ? 'text' : 'json');
+  if (format === 'json') return pino(opts, pino.destination({ dest: 1, sync: false }));
+  return pino(
+    opts,
+    pino.transport({
+      target: 'pino-pretty',
+      options: { destination: 1, colorize: process.stdout.isTTY === true, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname' },
+    }),
+  );
 }
 
 /** `petrel register` / `unregister` changed an account while this server runs. */
@@ -106,6 +124,17 @@ function singleScriptLogins(users: UserStore, logger: Logger): UserStore {
   };
 }
 
+/**
+ * Bound sessions an account may have: MongooseIM's max_user_sessions access
+ * rule when [access] defines it (a number, or "infinity"; anything else means
+ * general.max_user_sessions), else general.max_user_sessions.
+ */
+function maxSessionsOf(config: PetrelConfig, access: AccessRules): number | ((jid: JID) => number) {
+  const dflt = config.general.max_user_sessions;
+  if (!Object.hasOwn(config.access, 'max_user_sessions')) return dflt;
+  return (jid) => numericValue(access.match('max_user_sessions', { local: jid.local, domain: jid.domain, resource: '' }), dflt);
+}
+
 export async function startServer(config: PetrelConfig): Promise<RunningServer> {
   const logger = createLogger(config);
   const stores = await openStores(config, { logger });
@@ -118,16 +147,20 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     logger.error({ what: 'hook_handler_failed', hook, owner, err: err instanceof Error ? err.stack : String(err) }, 'a hook handler threw; skipped'),
   );
   const hosts = config.general.hosts;
-  const sm = new SessionManager(config.general.max_user_sessions);
+  const access = new AccessRules(config.acl, config.access, hosts);
+  const sm = new SessionManager(maxSessionsOf(config, access));
   const router = new Router({ hosts, hooks, sm, users: stores.users, logger });
   // mod_roster's store is the roster presence follows; without the module, an empty one (see NO_ROSTER).
   const roster: Roster = (data.get('mod_roster') as RosterData | undefined)?.store ?? NO_ROSTER;
   const presence = new Presence({ router, sm, roster, users: stores.users, hooks, logger });
   router.presence = presence;
   const metrics: Registry = createMetricsRegistry();
+  // Every documented series exists from here, at zero (docs/metrics.md).
+  const c2sMetrics = new C2SMetrics(metrics, hosts);
+  sessionMetrics(metrics, sm, hosts);
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
   const ctx: ModuleContext = {
-    config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, features: new Set(),
+    config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, access, features: new Set(),
   };
 
   const instances: Array<{ name: string; inst: ModuleInstance }> = [];
@@ -164,7 +197,6 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     if (config.listen.http.length > 0) sampler.start();
     closers.push(async () => sampler.stop());
     const mechanisms = config.auth.sasl_mechanisms.map((m) => WIRE_NAMES[m]);
-    const c2sCounters = c2sMetrics(metrics);
     const g = config.general;
     const authBans = new AuthBans(g.max_auth_failures_per_ip, g.auth_ban_duration);
     const accountLocks = new AuthBans(g.max_auth_failures_per_account, g.account_lock_duration);
@@ -190,7 +222,8 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       hashWork,
       scramSecret,
       connections,
-      metrics: c2sCounters,
+      metrics: c2sMetrics,
+      access,
     };
     const http = await startHttpListeners(httpListenersOf(config), {
       handlers: HTTP_HANDLERS, ctx: { logger, metrics, c2s: shared }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],

@@ -19,7 +19,7 @@ const REFUSED = Symbol('c2s connection refused');
 type LimitedSocket = Socket & { [SLOT]?: string; [REFUSED]?: ConnectionRefusal };
 
 /** What the server gives every c2s listener; each listener adds its transport's part. */
-export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'loopbackOnlyPlaintextAuth' | 'maxRate' | 'released'>;
+export type C2SBase = Omit<C2SContext, 'framing' | 'framingLimits' | 'tlsRequired' | 'loopbackOnlyPlaintextAuth' | 'maxRate' | 'released' | 'accessRule' | 'rateFor'>;
 
 /** What the server shares with every listener of any transport: C2SBase without the listener's own limits. */
 export type C2SShared = Omit<C2SBase, 'limits'>;
@@ -35,7 +35,18 @@ export function acceptC2S(transport: Transport, ctx: C2SContext, sessions: Set<C
     new C2SSession(transport, ctx, refusalError(refused));
     return;
   }
-  sessions.add(new C2SSession(transport, ctx));
+  const session = new C2SSession(transport, ctx);
+  sessions.add(session);
+  ctx.metrics?.accepted.inc();
+  ctx.metrics?.open.inc();
+  ctx.logger.debug({ what: 'c2s_connection_accepted', session: session.id, remote: transport.remote }, 'connection accepted');
+}
+
+/** A session accepted by acceptC2S is over: every transport's listener calls this from its `released`. */
+export function releaseC2S(ctx: Pick<C2SContext, 'metrics' | 'logger'>, sessions: Set<C2SSession>, s: C2SSession): void {
+  if (!sessions.delete(s)) return;
+  ctx.metrics?.open.dec();
+  ctx.logger.debug({ what: 'c2s_connection_closed', session: s.id, remote: s.remote }, 'connection closed');
 }
 
 export interface C2SListener {
@@ -81,7 +92,18 @@ export async function startC2SListener(
 ): Promise<C2SListener> {
   const tlsOpts = tlsOptionsFor(cfg);
   const tls = tlsOpts === null ? null : createSecureContext(tlsOpts);
-  const maxRate = cfg.shaper === 'none' ? 0 : (shapers[cfg.shaper]?.max_rate ?? 0);
+  const rateOf = (name: string): number => (name === 'none' ? 0 : (shapers[name]?.max_rate ?? 0));
+  let maxRate = rateOf(cfg.shaper);
+  let rateFor: C2SContext['rateFor'];
+  const access = base.access;
+  if (cfg.shaper !== 'none' && !Object.hasOwn(shapers, cfg.shaper) && access?.has(cfg.shaper)) {
+    // The shaper is an access rule (MongooseIM's c2s_shaper): before
+    // authentication what it gives anyone (clauses for "all"), then the user's.
+    const rule = cfg.shaper;
+    const rateOfValue = (v: string | number): number => (typeof v === 'string' ? rateOf(v) : 0);
+    maxRate = rateOfValue(access.clauses(rule).find((c) => c.acl === 'all')?.value ?? 'none');
+    rateFor = (s) => rateOfValue(access.match(rule, s));
+  }
   const limits = listenerLimits(cfg);
   if (handshakeTimeoutOverride !== undefined) limits.handshakeTimeout = handshakeTimeoutOverride;
   const handshakeTimeout = limits.handshakeTimeout;
@@ -94,7 +116,9 @@ export async function startC2SListener(
     tlsRequired: cfg.tls?.mode === 'starttls_required',
     loopbackOnlyPlaintextAuth: !cfg.allow_plaintext_auth,
     maxRate,
-    released: (s) => sessions.delete(s),
+    accessRule: cfg.access,
+    rateFor,
+    released: (s) => releaseC2S(base, sessions, s),
   };
   const tcp: TcpOptions = { logger: base.logger, tls, handshakeTimeout };
   const starttls = tls !== null && cfg.tls?.mode !== 'tls';

@@ -33,7 +33,7 @@ export interface SaslContext {
   hashWork?: WorkLimit;
   /** Key of the SCRAM salts made up for unknown users (kept under the data directory, so stable across restarts). */
   scramSecret?: Buffer;
-  /** Counters of failures and refusals; absent: nothing is counted. */
+  /** Counters of authentications by host, and of failures and refusals by reason; absent: nothing is counted. */
   metrics?: C2SMetrics;
 }
 
@@ -212,9 +212,11 @@ export class SaslNegotiation {
           if (bans !== undefined && bans.bannedFor(this.#ip) > 0) return this.#addressBanned('');
           const locks = this.#ctx.accountLocks;
           if (locks !== undefined && exchange.account !== null && locks.bannedFor(exchange.account) > 0) return this.#accountLocked(exchange.account);
+          this.#ctx.metrics?.forHost(this.#domain).authSucceeded.inc();
           this.#ctx.logger.info({ what: 'c2s_auth_ok', session: this.#peer.id, user: step.username, domain: this.#domain, mechanism: sasl.mechanism, tls: this.#secure }, 'authenticated');
           return { kind: 'success', xml: `<success xmlns='${NS_SASL}'>${step.data ? step.data.toString('base64') : ''}</success>`, username: step.username };
         }
+        this.#ctx.metrics?.forHost(this.#domain).authFailed.inc();
         this.#ctx.logger.info({ what: 'c2s_auth_failed', session: this.#peer.id, remote: this.#peer.remote, mechanism: sasl.mechanism, condition: step.condition }, 'authentication failed');
         return this.#failure(step.condition, step.text, exchange.account);
       },

@@ -36,6 +36,8 @@ import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
 import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
 import { HOLD_BACKLOG, Shaper } from './shaper.ts';
+import type { AccessRules, AccessSubject } from '../config/access.ts';
+import { countElement, type HostC2SMetrics } from './metrics.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -53,6 +55,12 @@ export interface C2SContext extends SaslContext {
   framingLimits: FramingLimits;
   /** Bytes per second this listener's shaper allows each connection to send (0 = unlimited). */
   maxRate: number;
+  /** The [acl] and [access] sections. */
+  access?: AccessRules;
+  /** The listener's `access` rule: who may open a session ("all": anyone). */
+  accessRule?: string;
+  /** The listener's shaper as an access rule (MongooseIM's `c2s_shaper`): the rate for a user, after authentication. */
+  rateFor?: (s: AccessSubject) => number;
   /** Failed logins per client address, shared by all listeners; absent: no per-address limit. */
   authBans?: AuthBans;
   /** Open connections, server-wide and per address, shared by every c2s transport's listener; absent: no limit. */
@@ -135,6 +143,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * xmpp_presend_element hook (which buffers them), nothing is written.
    */
   #detached = false;
+  /** The metrics of the session's host (of "" until the stream names a served one). */
+  #m: HostC2SMetrics | undefined;
+  /** Bytes per second this connection may send (0 = unshaped); the listener's, or its rule's for the user. */
+  #maxRate: number;
   readonly id: number;
 
   jid!: JID;
@@ -154,6 +166,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#transport = transport;
     this.#ctx = ctx;
     this.id = ++sessionCounter;
+    this.#maxRate = ctx.maxRate;
+    this.#m = ctx.metrics?.forHost('');
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
@@ -249,8 +263,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   // --- the transport's events -----------------------------------------------
 
   onData(data: Uint8Array): void {
+    const metrics = this.#ctx.metrics;
+    if (metrics !== undefined) (this.#transport.secure ? metrics.tlsIn : metrics.tcpIn).inc(data.length);
     this.#framing.input(data);
-    const rate = this.#ctx.maxRate;
+    const rate = this.#maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
   }
 
@@ -299,6 +315,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if (!this.#ctx.hooks.run('xmpp_presend_element', this.#domain, { stream: this, el })) return;
     if (!this.connected) return;
     const s = this.#framing.stanza(el);
+    if (this.#m !== undefined) countElement(this.#m.out, el.name, el.attrs.type === 'error');
     // Messages are remembered until the transport has taken them (see onSlowReader).
     if (el.name === 'message') this.#output.message(el, s);
     else this.#output.write(s);
@@ -347,6 +364,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   #streamError(err: StreamError): void {
     if (this.#state === 'closed') return;
+    this.#ctx.metrics?.streamError(err.condition);
     this.#ctx.logger.info({ what: 'c2s_stream_error', session: this.id, remote: this.remote, condition: err.condition, text: err.text }, 'closing the stream with an error');
     // RFC 6120 §4.9.1.1: a stream header first if none was sent yet.
     this.#sendHeader();
@@ -397,6 +415,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#stopNegotiationTimer();
     this.#output.stop();
     this.#shaper?.stop();
+    if (wasBound) {
+      this.#m?.logouts.inc();
+      this.#ctx.logger.info({ what: 'c2s_session_ended', session: this.id, jid: this.jid.full, reason }, 'session ended');
+    }
     if (wasBound && this.#ctx.sm.unregister(this)) {
       this.#ctx.presence.sessionClosed(this);
       this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
@@ -454,7 +476,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const to = h.attrs.to;
     // RFC 6120 §4.7.1: 'to' names the service; without it, the default domain.
     const domain = to === undefined ? this.#ctx.defaultDomain : to.toLowerCase();
-    if (this.#domain === '') this.#domain = servedHost(this.#ctx.hosts, domain);
+    if (this.#domain === '') {
+      this.#domain = servedHost(this.#ctx.hosts, domain);
+      this.#m = this.#ctx.metrics?.forHost(this.#domain);
+    }
     const fault = this.#framing.headerFault(h);
     if (fault !== null) {
       this.#streamError(fault);
@@ -475,6 +500,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#headerSent = false;
     this.#sendHeader();
     this.#output.write(this.#features());
+    this.#m?.out.count.inc();
     if (this.#state === 'header') this.#state = 'auth';
     this.#armStateTimer();
   }
@@ -513,6 +539,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         return;
       }
     }
+    if (this.#m !== undefined) countElement(this.#m.in, el.name, el.attrs.type === 'error');
     switch (this.#state) {
       case 'auth':
         this.#armStateTimer();
@@ -592,12 +619,20 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   }
 
   #saslOutcome(o: SaslOutcome): void {
-    if (o.xml !== '') this.#output.write(o.xml);
+    if (o.xml !== '') {
+      this.#output.write(o.xml);
+      this.#m?.out.count.inc();
+    }
     if (o.kind === 'fatal') {
       this.#streamError(o.error);
     } else if (o.kind === 'success') {
       this.#sasl = null;
       this.#username = o.username;
+      const rateFor = this.#ctx.rateFor;
+      if (rateFor !== undefined) {
+        this.#maxRate = rateFor({ local: o.username, domain: this.#domain, resource: '' });
+        this.#shaper?.setRate(this.#maxRate);
+      }
       this.#state = 'bind';
       this.#armStateTimer();
       // RFC 6120 §6.4.6: the client opens a new stream. SASL outcomes that
@@ -626,6 +661,14 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       this.send(errorReply(iq, new StanzaError('bad-request', 'modify', 'invalid resource')));
       return;
     }
+    const rule = this.#ctx.accessRule;
+    if (rule !== undefined && rule !== 'all' && this.#ctx.access?.match(rule, { local: jid.local, domain: jid.domain, resource: jid.resource }) !== 'allow') {
+      // As MongooseIM: the listener's access rule refuses the session; the
+      // client may bind again (state_timeout still runs).
+      this.#ctx.logger.info({ what: 'forbidden_session', session: this.id, remote: this.remote, jid: jid.full, rule }, 'user not allowed to open a session');
+      this.send(errorReply(iq, new StanzaError('not-allowed', 'cancel', 'access denied by the listener\'s access rule')));
+      return;
+    }
     this.jid = jid;
     // The JID holds the user name from now on.
     this.#username = '';
@@ -636,6 +679,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
     reply.c('bind', { xmlns: NS_BIND }).c('jid').t(jid.full);
     this.send(reply);
+    this.#m?.logins.inc();
+    this.#ctx.logger.info({ what: 'c2s_resource_bound', session: this.id, remote: this.remote, jid: jid.full }, 'resource bound');
     this.#ctx.hooks.run('sm_register_connection', jid.domain, { jid });
   }
 
@@ -646,7 +691,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const entry = { ready: barrier === undefined, run };
     const pending = (this.#pending ??= []);
     pending.push(entry);
-    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#ctx.maxRate)).hold(HOLD_BACKLOG);
+    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_BACKLOG);
     if (barrier === undefined) {
       this.#drain();
       return;

@@ -36,6 +36,12 @@ export class Shaper {
     this.#at = performance.now();
   }
 
+  /** A new rate (the user's, once known); the budget is kept within it. */
+  setRate(rate: number): void {
+    this.#rate = rate;
+    this.#tokens = Math.min(this.#tokens, rate);
+  }
+
   /** Counts input just read; past the rate, reading stops until the budget has refilled. */
   received(bytes: number): void {
     const rate = this.#rate;

@@ -1,5 +1,7 @@
 // Loads a configuration with every section and module schema Petrel has.
 import { loadConfigFile, type LoadOptions } from '../config/load.ts';
+import { checkRule, type AccessValue } from '../config/access.ts';
+import { ErrorCollector } from '../config/schema.ts';
 import { httpListenerSpec } from '../http/config.ts';
 import { HTTP_HANDLERS } from '../http-handlers.ts';
 import type { PetrelConfig } from '../config/types.ts';
@@ -22,5 +24,26 @@ export function loadConfig(file: string | undefined): PetrelConfig {
   checkStores(config);
   // Across modules and sections: what a module needs elsewhere (a pool, a service module).
   checkModules(config);
+  checkNumericRules(config);
   return config;
+}
+
+const isLimit = (v: AccessValue): boolean => (typeof v === 'number' && v >= 1) || v === 'infinity';
+
+/**
+ * The numeric access rules Petrel enforces must give numbers it can
+ * enforce: max_user_sessions, and mod_offline's access_max_user_messages
+ * rule (max_user_offline_messages). A rule Petrel does not read
+ * (MAM, MUC, registration...) configures a feature it lacks and is left alone.
+ */
+function checkNumericRules(config: PetrelConfig): void {
+  const problems = new ErrorCollector();
+  for (const e of checkRule(config.access, 'max_user_sessions', 'max_user_sessions', 'a positive integer or "infinity"', isLimit, { mayBeMissing: true })) problems.add(e);
+  const offline = config.modules.mod_offline as { access_max_user_messages: string } | undefined;
+  if (offline !== undefined) {
+    const rule = offline.access_max_user_messages;
+    const where = 'modules.mod_offline.access_max_user_messages';
+    for (const e of checkRule(config.access, rule, where, 'a positive integer or "infinity"', isLimit, { mayBeMissing: true })) problems.add(e);
+  }
+  problems.throwIfAny();
 }

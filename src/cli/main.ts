@@ -1,6 +1,7 @@
 // The `petrel` command.
 import { parseArgs } from 'node:util';
 import { ConfigError, ignoredWarning } from '../config/schema.ts';
+import { missingWarning } from '../config/mongooseim.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { loadConfig } from './config.ts';
 import { registerFile, registerOne, RegisterError } from './register.ts';
@@ -136,6 +137,10 @@ async function main(argv: string[]): Promise<void> {
       for (const o of config.ignored) {
         server.logger.warn({ what: 'config_option_ignored', option: o.path, reason: o.reason }, ignoredWarning(o));
       }
+      // The MongooseIM features this file configures and Petrel lacks, together, one line each.
+      for (const f of config.missing) {
+        server.logger.warn({ what: 'config_feature_not_implemented', feature: f.feature, loses: f.loses, options: f.paths }, missingWarning(f));
+      }
       if (pending !== null) shutdown(pending);
       return;
     }
@@ -182,6 +187,7 @@ async function main(argv: string[]): Promise<void> {
       const config = checked.config;
       for (const w of config.warnings) process.stderr.write(`petrel: warning: ${w}\n`);
       for (const o of config.ignored) process.stderr.write(`petrel: warning: ${ignoredWarning(o)}\n`);
+      for (const f of config.missing) process.stderr.write(`petrel: warning: ${missingWarning(f)}\n`);
       const modules = Object.keys(config.modules);
       process.stdout.write(
         `${config.configPath}: OK (hosts: ${config.general.hosts.join(', ')}; ${config.listen.c2s.length} c2s listener(s); ` +

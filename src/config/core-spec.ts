@@ -10,9 +10,11 @@ import { isAbsolute, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkCertificatePair } from './certificates.ts';
 import {
-  ConfigError, ErrorCollector, bool, custom, describe, fail, int, list, path, section, str, validate,
+  ConfigError, ErrorCollector, bool, compat, custom, describe, fail, int, list, path, section, str, validate,
   type Spec, type SectionSpec,
 } from './schema.ts';
+import { noteMissing, notImplemented } from './mongooseim.ts';
+import { checkRule, type AccessClause } from './access.ts';
 import type { AuthConfig, C2SListenerConfig, C2STlsConfig, GeneralConfig, HttpListenerAddress, ShaperConfig } from './types.ts';
 
 const LOGLEVELS = ['none', 'emergency', 'alert', 'critical', 'error', 'warning', 'notice', 'info', 'debug', 'all'] as const;
@@ -105,6 +107,20 @@ const generalSpec: SectionSpec = section(
     max_c2s_connections_per_address: intOrInfinity(1, 100),
     // Not a MongooseIM option (it has none for this).
     refuse_mixed_script_localparts: bool({ default: false }),
+    // Petrel's own: how log lines are written ("text" by default on a terminal, else "json").
+    log_format: str({ oneOf: ['json', 'text'] }),
+    // MongooseIM's, with nothing to do in Petrel.
+    host_types: custom((value, p, ctx) => {
+      if (!Array.isArray(value)) fail(p, `expected an array, got ${describe(value)}`);
+      if (value.length > 0) noteMissing(ctx, 'host_types', 'the domains of these host types are not served (dynamic domains are not implemented); list served domains in general.hosts', p);
+      return value;
+    }),
+    registration_timeout: compat(custom((v) => v), 'in-band registration (mod_register) is not implemented'),
+    language: compat(str(), 'Petrel\'s error texts are in English'),
+    sm_backend: compat(str(), 'Petrel keeps sessions in memory'),
+    component_backend: compat(str(), 'Petrel has no external components'),
+    s2s_backend: compat(str(), 'Petrel has no s2s'),
+    http_server_name: compat(str(), 'Petrel sends no Server header'),
   },
   {
     required: ['hosts'],
@@ -170,6 +186,15 @@ export const SELF_SIGNED_KEYFILE = 'key.pem';
 const c2sTlsSpec = section(
   {
     mode: str({ oneOf: TLS_MODES, default: 'starttls' }),
+    // Client certificates (SASL EXTERNAL) are not implemented: Petrel asks for
+    // none, which is what "none" says; a file asking for them is refused
+    // rather than run without the check it expects.
+    verify_mode: custom((value, p) => {
+      if (value !== 'none') {
+        fail(p, `client certificate verification is not implemented; only "none" is accepted, got ${describe(value)}`);
+      }
+      return value;
+    }),
     certfile: path(),
     keyfile: path(),
     handshake_timeout: int({ min: 1, default: 10_000 }),
@@ -209,6 +234,8 @@ const c2sListenerSpec = section(
     ip_address: ipAddress,
     max_stanza_size: maxStanzaSize,
     shaper: str({ nonEmpty: true, default: 'none' }),
+    // MongooseIM's: the access rule that decides who may open a session here.
+    access: str({ nonEmpty: true, default: 'all' }),
     tls: c2sTlsSpec,
     // Limits against hostile or broken clients; see the Security section of the README.
     state_timeout: intOrInfinity(1, 30_000),
@@ -245,10 +272,14 @@ export function listenSpecWith(httpListener: Spec = noHttpListeners): SectionSpe
     {
       c2s: list(c2sListenerSpec, { default: [] }),
       http: list(httpListener, { default: [] }),
+      s2s: notImplemented('s2s', 'no federation: users cannot exchange stanzas with other servers, and the s2s port is not opened'),
+      component: notImplemented('listen.component', 'external components (XEP-0114) cannot connect; the port is not opened'),
+      service: notImplemented('listen.service', 'external services (XEP-0114) cannot connect; the port is not opened'),
     },
     {
       default: true,
-      process(l: { c2s: C2SListenerConfig[]; http: HttpListenerAddress[] }, p) {
+      process(raw: { c2s: C2SListenerConfig[]; http: HttpListenerAddress[] }, p) {
+        const l = { c2s: raw.c2s, http: raw.http };
         // Two listeners cannot share a port on overlapping addresses (MongooseIM
         // rejects the same in mongoose_listener_config:verify_unique_listeners).
         const taken: { ip: string; port: number; where: string }[] = [];
@@ -381,13 +412,29 @@ export const coreSections: Readonly<Record<'general' | 'listen' | 'auth' | 'shap
   shaper: shaperSpec,
 };
 
-/** Checks that need more than one section: every shaper a listener names must be defined. */
-export function crossCheckCore(cfg: { listen: { c2s: C2SListenerConfig[] }; shaper: Record<string, ShaperConfig> }): void {
+/**
+ * Checks that need more than one section: every shaper a listener names must
+ * be defined, either as [shaper.NAME] or as an access rule (such as
+ * MongooseIM's `c2s_shaper`) whose every value is a defined shaper or "none";
+ * every access rule a listener names must be defined and give only "allow"
+ * or "deny".
+ */
+export function crossCheckCore(cfg: {
+  listen: { c2s: C2SListenerConfig[] };
+  shaper: Record<string, ShaperConfig>;
+  access: Record<string, AccessClause[]>;
+}): void {
   const problems = new ErrorCollector();
   cfg.listen.c2s.forEach((l, i) => {
+    const where = `listen.c2s[${i}]`;
     if (l.shaper !== 'none' && !Object.hasOwn(cfg.shaper, l.shaper)) {
-      problems.add(new ConfigError(`listen.c2s[${i}].shaper`, `no shaper named ${JSON.stringify(l.shaper)}; define it as [shaper.${l.shaper}] or use "none"`));
+      if (Object.hasOwn(cfg.access, l.shaper)) {
+        for (const e of checkRule(cfg.access, l.shaper, `${where}.shaper`, 'the name of a [shaper.NAME] or "none"', (v) => v === 'none' || (typeof v === 'string' && Object.hasOwn(cfg.shaper, v)))) problems.add(e);
+      } else {
+        problems.add(new ConfigError(`${where}.shaper`, `no shaper named ${JSON.stringify(l.shaper)}; define it as [shaper.${l.shaper}] (or an access rule giving shaper names) or use "none"`));
+      }
     }
+    for (const e of checkRule(cfg.access, l.access, `${where}.access`, '"allow" or "deny"', (v) => v === 'allow' || v === 'deny')) problems.add(e);
   });
   problems.throwIfAny();
 }

@@ -10,6 +10,9 @@ import { parse, TomlError } from 'smol-toml';
 import { ConfigError, ErrorCollector, FAILED, describe, fail, isTable, keyPath, validate, type IgnoredOption, type Spec, type ValidateCtx } from './schema.ts';
 import { coreSections, crossCheckCore, listenSpecWith, withSelfSignedPaths } from './core-spec.ts';
 import type { PetrelConfig } from './types.ts';
+import { accessSpec, aclSpec } from './access.ts';
+import { MONGOOSEIM_MODULES, MONGOOSEIM_REFUSED_MODULES, MONGOOSEIM_SERVICES, notImplemented, type MissingFeature } from './mongooseim.ts';
+import { compat, custom, section } from './schema.ts';
 
 export interface LoadOptions {
   /** Specs of sections defined by higher layers: e.g. { outgoing_pools: spec } */
@@ -20,15 +23,31 @@ export interface LoadOptions {
   listeners?: { http?: Spec };
 }
 
-/** MongooseIM sections Petrel has no counterpart for, with the reason given to the operator. */
+/** MongooseIM sections Petrel refuses, with the reason given to the operator. */
 const MONGOOSEIM_ONLY_SECTIONS: Readonly<Record<string, string>> = {
-  s2s: 'Petrel has no s2s',
-  host_config: 'Petrel has no per-host configuration',
-  acl: 'Petrel has no access control lists',
-  access: 'Petrel has no access rules',
-  services: 'Petrel has no services',
-  internal_databases: 'Petrel keeps its state in general.data_dir',
-  instrumentation: 'Petrel exposes metrics through a [[listen.http]] mongoose_prometheus_handler',
+  host_config: 'per-host configuration is not implemented, and it can change access rules and authentication for a host, so it is refused',
+};
+
+const unknownService = custom((_v, p) => fail(p, `unknown service; MongooseIM's ${Object.keys(MONGOOSEIM_SERVICES).map((n) => JSON.stringify(n)).join(', ')} are accepted (not implemented)`));
+
+/** MongooseIM sections Petrel accepts besides its own: honoured, or accepted with what is lost. */
+const MONGOOSEIM_SECTIONS: Readonly<Record<string, Spec>> = {
+  acl: aclSpec,
+  access: accessSpec,
+  s2s: notImplemented('s2s', 'no federation: users cannot exchange stanzas with other servers, and the s2s port is not opened'),
+  services: section(
+    Object.fromEntries(Object.entries(MONGOOSEIM_SERVICES).map(([name, loses]) => [name, notImplemented(name, loses)])),
+    { wildcard: unknownService },
+  ),
+  internal_databases: compat(custom((v) => v), 'Petrel keeps its state in general.data_dir (or PostgreSQL), not in Mnesia or CETS'),
+  instrumentation: section(
+    {
+      // Honoured: the metrics are served by a [[listen.http]] mongoose_prometheus_handler.
+      prometheus: section({}),
+      log: notImplemented('instrumentation.log', 'metrics are not written to the log; read them from the Prometheus handler or with petrel metrics'),
+      exometer: notImplemented('instrumentation.exometer', 'no exometer reporters (Graphite...); scrape the Prometheus handler instead'),
+    },
+  ),
 };
 
 /** The environment variable that overrides general.data_dir for every command. */
@@ -128,7 +147,8 @@ function build(raw: Record<string, unknown>, configPath: string, opts: LoadOptio
 function validateParts(raw: Record<string, unknown>, configPath: string, opts: LoadOptions): ConfigParts {
   const configDir = dirname(configPath);
   const ignored: IgnoredOption[] = [];
-  const ctx: ValidateCtx = { configDir, warnings: [], ignored };
+  const missing: MissingFeature[] = [];
+  const ctx: ValidateCtx = { configDir, warnings: [], ignored, missing };
 
   for (const name of Object.keys(opts.sections)) {
     if (Object.hasOwn(coreSections, name) || name === 'modules') {
@@ -136,7 +156,7 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
     }
   }
   const problems = new ErrorCollector();
-  const known = new Set<string>([...Object.keys(coreSections), 'modules', 'outgoing_pools', ...Object.keys(opts.sections)]);
+  const known = new Set<string>([...Object.keys(coreSections), 'modules', 'outgoing_pools', ...Object.keys(MONGOOSEIM_SECTIONS), ...Object.keys(opts.sections)]);
   for (const key of Object.keys(raw)) {
     if (known.has(key)) continue;
     const why = Object.hasOwn(MONGOOSEIM_ONLY_SECTIONS, key) ? `${MONGOOSEIM_ONLY_SECTIONS[key]}; unknown section` : 'unknown section';
@@ -147,7 +167,13 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
   const listen = problems.run(() => validate(listenSpecWith(opts.listeners?.http), raw.listen, 'listen', ctx));
   const auth = problems.run(() => validate(coreSections.auth, raw.auth, 'auth', ctx));
   const shaper = problems.run(() => validate(coreSections.shaper, raw.shaper, 'shaper', ctx));
-  if (listen !== FAILED && shaper !== FAILED) problems.run(() => crossCheckCore({ listen, shaper }));
+  const mim: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(MONGOOSEIM_SECTIONS)) {
+    if (raw[name] !== undefined && spec.compat !== undefined) ignored.push({ path: name, reason: spec.compat });
+    if (raw[name] !== undefined || name === 'acl' || name === 'access') mim[name] = problems.run(() => validate(spec, raw[name], name, ctx));
+  }
+  const access = mim.access as PetrelConfig['access'] | typeof FAILED;
+  if (listen !== FAILED && shaper !== FAILED && access !== FAILED) problems.run(() => crossCheckCore({ listen, shaper, access }));
 
   const extras: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(opts.sections)) {
@@ -192,6 +218,9 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
     modules: modules as PetrelConfig['modules'],
     warnings: ctx.warnings,
     ignored,
+    missing,
+    acl: mim.acl as PetrelConfig['acl'],
+    access: access as PetrelConfig['access'],
   };
   return { configPath, configDir, config: deepFreeze(config), modules: config.modules, outgoing_pools: config.outgoing_pools, errors: [] };
 }
@@ -204,6 +233,19 @@ function validateModules(value: unknown, specs: Record<string, Spec>, ctx: Valid
   const problems = new ErrorCollector();
   for (const [name, opts] of Object.entries(value)) {
     const p = keyPath('modules', name);
+    if (!Object.hasOwn(specs, name) && Object.hasOwn(MONGOOSEIM_REFUSED_MODULES, name)) {
+      problems.add(new ConfigError(p, `not implemented, and refused because ${MONGOOSEIM_REFUSED_MODULES[name]}`));
+      continue;
+    }
+    if (!Object.hasOwn(specs, name) && Object.hasOwn(MONGOOSEIM_MODULES, name)) {
+      // Accepted with its warning; nothing is started for it.
+      if (!isTable(opts)) {
+        problems.add(new ConfigError(p, `expected a table, got ${describe(opts)}`));
+        continue;
+      }
+      validate(notImplemented(name, MONGOOSEIM_MODULES[name]!), opts, p, ctx);
+      continue;
+    }
     if (!Object.hasOwn(specs, name)) {
       problems.add(new ConfigError(p, `unknown module; Petrel has ${names.map((n) => JSON.stringify(n)).join(', ') || 'no modules'}`));
       continue;

@@ -104,6 +104,11 @@ export interface ValidateCtx {
    * reported in `warnings` (as ignoredWarning words them) instead.
    */
   ignored?: IgnoredOption[];
+  /**
+   * MongooseIM features the file configures and Petrel does not implement
+   * (see mongooseim.ts). Without this list they are reported in `warnings`.
+   */
+  missing?: import('./mongooseim.ts').MissingFeature[];
 }
 
 type Check = (value: unknown, path: string, ctx: ValidateCtx) => unknown;

@@ -3,6 +3,8 @@
 // with a default is always present (the schema fills it in); an optional
 // field is one that has no default and means something when absent.
 import type { IgnoredOption } from './schema.ts';
+import type { MissingFeature } from './mongooseim.ts';
+import type { AccessClause, AclPattern } from './access.ts';
 
 export type TlsMode = 'starttls' | 'starttls_required' | 'tls';
 
@@ -25,8 +27,10 @@ export interface C2SListenerConfig {
   ip_address: string;
   /** Bytes; 0 means no limit. */
   max_stanza_size: number;
-  /** Name of a [shaper.NAME] section, or "none". */
+  /** Name of a [shaper.NAME] section, of an access rule giving shaper names, or "none". */
   shaper: string;
+  /** Name of the access rule deciding who may open a session ("all": anyone). */
+  access: string;
   tls?: C2STlsConfig;
   // Limits against hostile or broken clients; 0 means no limit where noted.
   /** MongooseIM's: ms the server waits for the client at each step before binding (0 = no limit). */
@@ -99,6 +103,8 @@ export interface GeneralConfig {
    * Cyrillic а) at `petrel register` and at login.
    */
   refuse_mixed_script_localparts: boolean;
+  /** How log lines are written; absent: "text" on a terminal, "json" otherwise. */
+  log_format?: 'json' | 'text';
 }
 
 export interface ShaperConfig {
@@ -127,4 +133,10 @@ export interface PetrelConfig {
   warnings: string[];
   /** Compatibility options set in the file, which Petrel accepts and does not use (ignoredWarning words each). */
   ignored: IgnoredOption[];
+  /** MongooseIM features the file configures that Petrel does not implement (missingWarning words each). */
+  missing: MissingFeature[];
+  /** [acl]: access classes by name. */
+  acl: Record<string, AclPattern[]>;
+  /** [access]: access rules by name. */
+  access: Record<string, AccessClause[]>;
 }

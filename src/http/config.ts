@@ -10,6 +10,7 @@ import {
   type SectionSpec, type Spec, type ValidateCtx,
 } from '../config/schema.ts';
 import { ipAddressOption, port } from '../config/core-spec.ts';
+import { MONGOOSEIM_HTTP_HANDLERS, notImplemented } from '../config/mongooseim.ts';
 import type { HttpHandlerOptions, HttpHandlerRegistry, HttpListenerConfig, HttpTlsConfig } from './types.ts';
 import { checkCertificatePair } from '../config/certificates.ts';
 
@@ -121,6 +122,13 @@ export function httpListenerSpec(handlers: HttpHandlerRegistry<any>): SectionSpe
   const serves = `Petrel serves ${quoteList(names) || 'no HTTP handler'}`;
   const handlerItems: Record<string, Spec> = {};
   for (const name of names) handlerItems[name] = list(handlerSpec(name, handlers[name]!.configSpec), { nonEmpty: true });
+  // MongooseIM's other kinds: accepted with a warning saying what is not served; their routes are left out.
+  const missing = new Set<string>();
+  for (const [name, [feature, loses]] of Object.entries(MONGOOSEIM_HTTP_HANDLERS)) {
+    if (Object.hasOwn(handlerItems, name)) continue;
+    handlerItems[name] = notImplemented(feature, loses);
+    missing.add(name);
+  }
 
   return section(
     {
@@ -143,10 +151,12 @@ export function httpListenerSpec(handlers: HttpHandlerRegistry<any>): SectionSpe
       required: ['port'],
       process(l: RawListener, p: string, ctx: ValidateCtx): HttpListenerConfig {
         const ip = resolveAddress(l, p);
-        const present = Object.entries(l.handlers ?? {});
-        if (present.length === 0) {
+        const all = Object.entries(l.handlers ?? {});
+        if (all.length === 0) {
           fail(p, `no handler: add at least one [[listen.http.handlers.<kind>]] table; ${serves}`);
         }
+        // A listener whose handlers are all of kinds Petrel does not serve keeps no route and is not opened.
+        const present = all.filter(([name]) => !missing.has(name));
         checkUniqueRoutes(present, `${p}.handlers`);
         if (l.protocol.compress) {
           ctx.warnings.push(`${p}.protocol.compress: accepted for compatibility with MongooseIM; Petrel sends responses uncompressed`);
@@ -195,5 +205,6 @@ function checkUniqueRoutes(present: Array<[string, HttpHandlerOptions[]]>, p: st
  * types them by address only; this spec is what produced them.
  */
 export function httpListenersOf(config: { listen: { http: readonly unknown[] } }): readonly HttpListenerConfig[] {
-  return config.listen.http as readonly HttpListenerConfig[];
+  // Tables left with no handler (all of kinds Petrel does not serve) are not opened.
+  return (config.listen.http as readonly HttpListenerConfig[]).filter((l) => Object.keys(l.handlers).length > 0);
 }

@@ -34,11 +34,28 @@ export interface HostMetricsSnapshot {
   responseTime: HistogramSnapshot;
 }
 
+/** One series of a server metric, by its MongooseIM name. */
+export interface ServerMetricValue {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
 export interface MetricsSnapshot {
   /** ISO-8601. */
   takenAt: string;
   hosts: HostMetricsSnapshot[];
+  /** The server's own metrics in MongooseIM's names (SERVER_METRICS), current values. */
+  server?: ServerMetricValue[];
 }
+
+/** What `petrel metrics` lists of the server itself: MongooseIM's names, in this order (docs/metrics.md). */
+export const SERVER_METRICS = [
+  'sm_session_count', 'sm_unique_sessions_count', 'sm_session_logins', 'sm_session_logouts', 'c2s_auth_failed_count',
+  'xmpp_element_in_message_count', 'xmpp_element_in_iq_count', 'xmpp_element_in_presence_count', 'xmpp_element_in_error_count',
+  'xmpp_element_out_message_count', 'xmpp_element_out_iq_count', 'xmpp_element_out_presence_count', 'xmpp_element_out_error_count',
+  'tcp_data_in_byte_size', 'tls_data_in_byte_size',
+] as const;
 
 interface MetricValue { value: number; labels: Record<string, string | number>; metricName?: string }
 
@@ -137,7 +154,15 @@ export class MetricsSampler {
         responseTime: { n: sent.one, mean: count > 0 ? sum / count : null, percentiles },
       });
     }
-    return { takenAt: new Date(nowMs).toISOString(), hosts };
+    const server: ServerMetricValue[] = [];
+    for (const name of SERVER_METRICS) {
+      for (const v of await values(this.#registry, name)) {
+        const labels: Record<string, string> = {};
+        for (const [k, x] of Object.entries(v.labels)) if (k !== 'connection_type') labels[k] = String(x);
+        server.push({ name, labels, value: v.value });
+      }
+    }
+    return { takenAt: new Date(nowMs).toISOString(), hosts, server };
   }
 }
 
@@ -159,7 +184,23 @@ function pad(rows: string[][]): string {
  * type, named as in MongooseIM's documentation.
  */
 export function formatMetricsTable(s: MetricsSnapshot): string {
-  if (s.hosts.length === 0) return `No mod_event_pusher_http metrics yet (taken ${s.takenAt}).`;
+  const server = formatServerTable(s);
+  if (s.hosts.length === 0) return server + `No mod_event_pusher_http metrics yet (taken ${s.takenAt}).`;
+  return server + formatPusherTable(s);
+}
+
+/** The server's metrics by their MongooseIM Prometheus names, one row per series. */
+function formatServerTable(s: MetricsSnapshot): string {
+  if (s.server === undefined || s.server.length === 0) return '';
+  const rows: string[][] = [['Name', 'Labels', 'Value']];
+  for (const v of s.server) {
+    const labels = Object.entries(v.labels).map(([k, x]) => `${k}=${x}`).join(',') || '-';
+    rows.push([v.name, labels, String(v.value)]);
+  }
+  return pad(rows) + '\n\n';
+}
+
+function formatPusherTable(s: MetricsSnapshot): string {
   const rows: string[][] = [['Name', 'Type', 'Value']];
   for (const h of s.hosts) {
     const p = h.responseTime.percentiles;

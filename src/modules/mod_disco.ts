@@ -1,7 +1,7 @@
 // XEP-0030 Service Discovery for the served domains: who the server is
 // (identity) and what it supports (the features other modules put into
 // ctx.features). The server has no items of its own to list.
-import { section } from '../config/schema.ts';
+import { bool, compat, section } from '../config/schema.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
@@ -40,7 +40,10 @@ function checkRequest(req: IqRequest): void {
 
 export const definition: ModuleDefinition<DiscoOpts> = {
   name: 'mod_disco',
-  configSpec: section({}, { default: true }),
+  configSpec: section(
+    { users_can_see_hidden_services: compat(bool({ default: true }), 'Petrel lists no hidden services') },
+    { default: true },
+  ),
   create(ctx): ModuleInstance {
     return {
       iqHandlers: () => [

@@ -2,14 +2,15 @@
 // Messages; RFC 6121 §8.5.2.2.1). A chat or normal message to a local user
 // with no available resource is kept, stamped with a XEP-0203 delay, and
 // handed over when the user next sends available presence.
-import { int, section } from '../config/schema.ts';
+import { int, section, str } from '../config/schema.ts';
+import { numericValue } from '../config/access.ts';
+import { Counter, type Registry } from 'prom-client';
 import { STOP, type HookRegistration } from '../hooks/hooks.ts';
 import type { HookCatalogue } from '../hooks/catalogue.ts';
 import { parseElement } from '../xmpp/parse-element.ts';
 import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
 import { tryParseJid, type JID } from '../xmpp/jid.ts';
-import { Counter, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ModuleData, ModuleDefinition, ModuleInstance } from './types.ts';
 import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
@@ -20,6 +21,8 @@ export type { OfflineMessage, OfflineStore } from './mod_offline/store.ts';
 export interface OfflineOpts {
   /** Messages kept per user; the next one is bounced with resource-constraint. */
   max_messages: number;
+  /** Name of the access rule giving each user's limit. */
+  access_max_user_messages: string;
   /** Where messages are kept: "internal" (the embedded store) or "rdbms". */
   backend: StoreBackend;
 }
@@ -118,9 +121,31 @@ export interface OfflineData extends ModuleData {
   readonly store: OfflineStore;
 }
 
+/** Petrel's own (MongooseIM has no metric of mod_offline): messages stored, and refused because the user's store was full. */
+function offlineMetrics(registry: Registry, hosts: readonly string[]): { stored: Counter; refused: Counter } {
+  const make = (name: string, help: string) =>
+    (registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, labelNames: ['host_type'], registers: [registry] });
+  const stored = make('petrel_offline_messages_stored_total', 'messages stored for offline users');
+  const refused = make('petrel_offline_messages_refused_total', 'messages for offline users bounced with resource-constraint: the user\'s offline store was full');
+  for (const h of hosts) {
+    // Exported once incremented: inc(0) makes the series exist from start-up.
+    stored.labels({ host_type: h }).inc(0);
+    refused.labels({ host_type: h }).inc(0);
+  }
+  return { stored, refused };
+}
+
 export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
   name: 'mod_offline',
-  configSpec: section({ max_messages: int({ default: 100, min: 1 }), backend: storeBackendSpec() }, { default: true }),
+  configSpec: section(
+    {
+      max_messages: int({ default: 100, min: 1 }),
+      // MongooseIM's: the access rule giving each user's limit; max_messages applies where it gives no number.
+      access_max_user_messages: str({ nonEmpty: true, default: 'max_user_offline_messages' }),
+      backend: storeBackendSpec(),
+    },
+    { default: true },
+  ),
   async openData(stores, opts) {
     const store = await stores.open(OFFLINE_STORE, opts.backend, 'modules.mod_offline.backend');
     const onRemoved = (p: HookCatalogue['user_removed']) => {
@@ -153,6 +178,14 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       });
     };
 
+    const metrics = offlineMetrics(ctx.metrics, ctx.hosts);
+
+    /** MongooseIM's get_max_user_messages: the rule's number for the user, else max_messages (0 = no limit). */
+    const limitFor = (user: string, domain: string): number =>
+      ctx.access.has(opts.access_max_user_messages)
+        ? numericValue(ctx.access.match(opts.access_max_user_messages, { local: user, domain, resource: '' }), opts.max_messages)
+        : opts.max_messages;
+
     const onOfflineMessage = (p: HookCatalogue['offline_message']) => {
       const decision = offlineDecision(p.packet);
       if (decision === 'skip') return;
@@ -168,13 +201,16 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       enqueue(to.bare, async () => {
         try {
           const n = await store.count(user, domain);
-          if (n >= opts.max_messages) {
+          const limit = limitFor(user, domain);
+          if (limit > 0 && n >= limit) {
+            metrics.refused.labels({ host_type: domain }).inc();
             logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
             // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
             ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
             return;
           }
           await store.store(user, domain, { xml, from: from.full, timestamp });
+          metrics.stored.labels({ host_type: domain }).inc();
         } catch (err) {
           // Not kept: the sender is told, never left to believe it was.
           storeFailed(err, to.bare, [{ packet, from, to }]);

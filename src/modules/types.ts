@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import type { Hooks, HookRegistration } from '../hooks/hooks.ts';
 import type { ConfigError, Spec } from '../config/schema.ts';
 import type { PetrelConfig } from '../config/types.ts';
+import type { AccessRules } from '../config/access.ts';
 import type { StoreAccess, StoreBackend, UserStore } from '../storage/types.ts';
 import type { OutgoingPools } from '../outgoing/types.ts';
 
@@ -25,6 +26,8 @@ export interface ModuleContext {
   logger: Logger;
   metrics: Registry;
   pools: OutgoingPools;
+  /** The [acl] and [access] sections, evaluated as MongooseIM's acl:match_rule. */
+  access: AccessRules;
   /** Features announced in the server's disco#info (mod_disco reads it; modules add to it). */
   features: Set<string>;
 }

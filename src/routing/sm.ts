@@ -11,10 +11,11 @@ export interface ManagedSession extends SessionView {
 export class SessionManager implements SessionsApi {
   #byFull = new Map<string, ManagedSession>();
   #byBare = new Map<string, ManagedSession[]>();
-  #maxPerUser: number;
+  #maxPerUser: (jid: JID) => number;
 
-  constructor(maxPerUser = 10) {
-    this.#maxPerUser = maxPerUser;
+  /** `maxPerUser`: bound sessions an account may have (0 = no limit), a number or one per account. */
+  constructor(maxPerUser: number | ((jid: JID) => number) = 10) {
+    this.#maxPerUser = typeof maxPerUser === 'number' ? () => maxPerUser : maxPerUser;
   }
 
   /**
@@ -33,7 +34,8 @@ export class SessionManager implements SessionsApi {
       list = [];
       this.#byBare.set(s.jid.bare, list);
     }
-    while (this.#maxPerUser > 0 && list.length >= this.#maxPerUser) {
+    const max = this.#maxPerUser(s.jid);
+    while (max > 0 && list.length >= max) {
       const oldest = list[0]!;
       this.unregister(oldest);
       oldest.kick('conflict', 'too many sessions for this account; the oldest was replaced');
@@ -82,6 +84,11 @@ export class SessionManager implements SessionsApi {
 
   count(): number {
     return this.#byFull.size;
+  }
+
+  /** Accounts with at least one bound session. */
+  users(): number {
+    return this.#byBare.size;
   }
 
   all(): IterableIterator<ManagedSession> {

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Transport, TransportEvents } from '../transport.ts';
 import type { C2SContext, C2SSession } from '../session.ts';
-import { acceptC2S } from '../listener.ts';
+import { acceptC2S, releaseC2S } from '../listener.ts';
 
 /** RFC 7395 §3.1: the subprotocol a client must offer. */
 export const XMPP_SUBPROTOCOL = 'xmpp';
@@ -243,7 +243,7 @@ export interface WebSocketEndpoint {
 export function webSocketEndpoint(o: WebSocketEndpointOptions): WebSocketEndpoint {
   const sessions = new Set<C2SSession>();
   const sockets = new Set<WebSocket>();
-  const ctx: C2SContext = { ...o.ctx, released: (s) => sessions.delete(s) };
+  const ctx: C2SContext = { ...o.ctx, released: (s) => releaseC2S(o.ctx, sessions, s) };
   const wss = new WebSocketServer({
     noServer: true,
     clientTracking: false,

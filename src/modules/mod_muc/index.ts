@@ -66,8 +66,9 @@ function makeJidOrNull(local: string, domain: string, resource: string): JID | n
   }
 }
 
-/** Rules Petrel evaluates itself: "all" lets everyone in, "none" nobody. */
-const SIMPLE_RULES = new Set(['all', 'none']);
+/** Rules every configuration has: "all" lets everyone in, "none" nobody. */
+const BUILT_IN_RULES = new Set(['all', 'none']);
+const ACCESS_OPTIONS = ['access', 'access_create', 'access_admin', 'access_persistent'] as const;
 
 function notImplementedUnless(ok: (v: unknown) => boolean, what: string): Spec {
   return custom((value, p) => (ok(value) ? value : fail(p, `${what} is not implemented in Petrel; leave it at its default`)));
@@ -146,9 +147,6 @@ export const mucSpec: Spec = section(
   {
     default: true,
     process: (v, p) => {
-      for (const k of ['access', 'access_create', 'access_admin', 'access_persistent']) {
-        if (!SIMPLE_RULES.has(v[k])) fail(`${p}.${k}`, `access rule ${JSON.stringify(v[k])}: mod_muc evaluates only "all" and "none" so far; a rule it cannot enforce is refused`);
-      }
       if (v.default_room.max_users > v.max_users) fail(`${p}.default_room.max_users`, `is more than ${p}.max_users (${v.max_users})`);
       return v;
     },
@@ -159,9 +157,8 @@ export interface MucData extends ModuleData {
   readonly store: MucStore;
 }
 
-function ruleAllows(rule: string): boolean {
-  return rule === 'all';
-}
+/** Whether `rule` ([access], or "all" / "none") allows `jid`. */
+export type RuleCheck = (rule: string, jid: JID) => boolean;
 
 /** The service domain of each served host. */
 export function serviceDomains(pattern: string, hosts: readonly string[]): Map<string, string> {
@@ -182,8 +179,10 @@ export function createMuc(opts: MucOpts, deps: {
   addService(domain: string, handler: (from: JID, to: JID, packet: Element) => void): void;
   store: MucStore;
   logger: Logger;
+  allows: RuleCheck;
 }) {
   const log = deps.logger;
+  const ruleAllows = deps.allows;
   const services = new Map<string, Service>();
   /** Rooms each full JID occupies, and each bare JID's count of rooms. */
   const byFull = new Map<string, Set<Room>>();
@@ -258,7 +257,8 @@ export function createMuc(opts: MucOpts, deps: {
       maxSubject: opts.max_subject_length,
       adminThreshold: opts.max_users_admin_threshold,
     },
-    mayPersist: () => ruleAllows(opts.access_persistent),
+    mayPersist: (jid) => ruleAllows(opts.access_persistent, jid),
+    isServiceAdmin: (jid) => ruleAllows(opts.access_admin, jid),
   };
 
   const newRoom = (svc: Service, name: string, creator: JID): Room => {
@@ -307,7 +307,7 @@ export function createMuc(opts: MucOpts, deps: {
 
   const handle = (svc: Service, from: JID, to: JID, packet: Element) => {
     try {
-      if (!ruleAllows(opts.access)) throw new StanzaError('forbidden', 'auth', 'you may not use this service');
+      if (!ruleAllows(opts.access, from)) throw new StanzaError('forbidden', 'auth', 'you may not use this service');
       if (to.local === '') {
         if (packet.name === 'iq') return serviceIq(svc, from, packet);
         if (packet.name === 'message') throw new StanzaError('service-unavailable', 'cancel');
@@ -320,7 +320,7 @@ export function createMuc(opts: MucOpts, deps: {
           if (packet.name === 'presence' && packet.attrs.type === 'unavailable') return;
           throw new StanzaError('item-not-found', 'cancel', 'no such room');
         }
-        if (!ruleAllows(opts.access_create)) throw new StanzaError('not-allowed', 'cancel', 'you may not create rooms');
+        if (!ruleAllows(opts.access_create, from)) throw new StanzaError('not-allowed', 'cancel', 'you may not create rooms');
         if (opts.max_room_id > 0 && to.local.length > opts.max_room_id) throw new StanzaError('not-acceptable', 'modify', `room names are at most ${opts.max_room_id} characters`);
         if (svc.rooms.size >= opts.max_rooms) throw new StanzaError('resource-constraint', 'wait', 'this service holds as many rooms as it may');
         room = newRoom(svc, to.local, from);
@@ -378,6 +378,13 @@ export function createMuc(opts: MucOpts, deps: {
 export const definition: ModuleDefinition<MucOpts, MucData> = {
   name: NAME,
   configSpec: mucSpec,
+  // An access rule the module is given must exist: a rule it cannot find would otherwise deny (or allow) silently.
+  crossCheck(opts, config) {
+    for (const k of ACCESS_OPTIONS) {
+      const rule = opts[k];
+      if (!BUILT_IN_RULES.has(rule) && !Object.hasOwn(config.access, rule)) fail(`modules.mod_muc.${k}`, `no access rule ${JSON.stringify(rule)} in [access]`);
+    }
+  },
   async openData(stores, opts) {
     const store = await stores.open(MUC_STORE, opts.backend, 'modules.mod_muc.backend');
     return { backend: opts.backend, store, hooks: () => [] };
@@ -389,6 +396,7 @@ export const definition: ModuleDefinition<MucOpts, MucData> = {
       addService: (domain, h) => ctx.router.addService(domain, (from, to, packet) => h(from, to, packet)),
       store: data.store,
       logger: ctx.logger.child({ module: NAME }),
+      allows: (rule, jid) => rule === 'all' || (rule !== 'none' && ctx.access.match(rule, { local: jid.local, domain: jid.domain, resource: jid.resource }) === 'allow'),
     });
     await muc.load(muc.defaults);
     const gone = (p: HookCatalogue['sm_remove_connection'] | HookCatalogue['unset_presence']) => muc.sessionGone(p.jid);

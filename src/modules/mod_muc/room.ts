@@ -80,6 +80,8 @@ export interface RoomContext {
   limits: RoomLimits;
   /** May `jid` make the room persistent (access_persistent)? */
   mayPersist(jid: JID): boolean;
+  /** Is `jid` an administrator of the whole service (access_admin)? They act as owners of every room. */
+  isServiceAdmin(jid: JID): boolean;
 }
 
 interface Occupant {
@@ -136,7 +138,8 @@ export class Room {
   }
 
   affiliationOf(jid: JID): Affiliation {
-    return this.affiliations.get(jid.bare) ?? 'none';
+    const a = this.affiliations.get(jid.bare) ?? 'none';
+    return a !== 'owner' && this.#ctx.isServiceAdmin(jid) ? 'owner' : a;
   }
 
   /** A new room: its creator is its owner (§10.1). */

@@ -278,6 +278,19 @@ describe('the c2s session over an in-memory transport', () => {
     await t.waitFor('<invalid-mechanism/>', 3000);
   });
 
+  test('a shaper given by an access rule (c2s_shaper) shapes each user as the rule says once authenticated', async () => {
+    w = world();
+    // As `shaper = "c2s_shaper"` with [{acl = "admin" (bob), value = "none"}, {acl = "all", value = "normal"}]: before authentication, "normal" for everyone.
+    w.ctx.maxRate = 1_000_000;
+    w.ctx.rateFor = (s) => (s.local === 'bob' ? 0 : 1000);
+    const alice = await w.login('alice', 'phone');
+    const bob = await w.login('bob', 'phone');
+    alice.t.send(' '.repeat(1500));
+    assert.equal(alice.t.paused, true);
+    bob.t.send(' '.repeat(1500));
+    assert.equal(bob.t.paused, false);
+  });
+
   test('a client that does not take the next step within state_timeout gets connection-timeout', async () => {
     w = world({ stateTimeout: 150 });
     const { t, session } = w.connect();

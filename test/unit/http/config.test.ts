@@ -64,8 +64,8 @@ test('an http handler other than the registered ones is an unknown handler, and 
   rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n',
     'listen.http[0].handlers.mongoose_bosh_handler: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
   const more = httpHandlerRegistry({ ...HTTP_HANDLERS, test_echo: { configSpec: section({}), create: () => ({ request: () => {} }) } });
-  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_admin_api]]\nhost = "_"\npath = "/api"\n',
-    'listen.http[0].handlers.mongoose_admin_api: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler", "test_echo"',
+  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_xyz_api]]\nhost = "_"\npath = "/api"\n',
+    'listen.http[0].handlers.mongoose_xyz_api: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler", "test_echo"',
     undefined, { ...opts, listeners: { http: httpListenerSpec(more) } });
 });
 
@@ -153,4 +153,18 @@ test('a tls table makes an HTTPS listener; its files resolve against the config 
 
 test('without the HTTP layer\'s spec an http listener cannot be configured', () => {
   rejects('[[listen.http]]\nport = 9090\n' + PROMETHEUS, 'listen.http[0]: HTTP listeners are not available', undefined, { sections: {}, modules: {} });
+});
+
+test('MongooseIM handler kinds Petrel lacks are accepted with one warning per feature; a listener left with none of Petrel\'s is not opened', () => {
+  const c = load(HOSTS +
+    '[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n' +
+    '[[listen.http.handlers.mongoose_websocket_handler]]\nhost = "_"\npath = "/ws-xmpp"\n' +
+    '[[listen.http]]\nport = 9091\n' + PROMETHEUS + '[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n');
+  const served = httpListenersOf(c);
+  assert.deepEqual(served.map((l) => l.port), [9091]);
+  assert.deepEqual(Object.keys(served[0]!.handlers), ['mongoose_prometheus_handler']);
+  assert.deepEqual(c.missing.map((f) => [f.feature, f.paths]), [
+    ['BOSH', ['listen.http[0].handlers.mongoose_bosh_handler', 'listen.http[1].handlers.mongoose_bosh_handler']],
+    ['WebSocket', ['listen.http[0].handlers.mongoose_websocket_handler']],
+  ]);
 });

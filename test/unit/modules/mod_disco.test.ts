@@ -69,7 +69,10 @@ test('a disco request of type set is answered with bad-request', async () => {
   await assert.rejects(async () => h.handler(req), (err: unknown) => err instanceof StanzaError && err.condition === 'bad-request');
 });
 
-test('mod_disco takes no options and rejects unknown ones', () => {
-  assert.deepEqual(validate(disco.configSpec, {}, 'modules.mod_disco', vctx), {});
-  assert.throws(() => validate(disco.configSpec, { users_can_see_hidden_services: true }, 'modules.mod_disco', vctx), /modules\.mod_disco\.users_can_see_hidden_services: unknown option/);
+test('mod_disco accepts MongooseIM\'s users_can_see_hidden_services, which changes nothing, and rejects unknown options', () => {
+  assert.deepEqual(validate(disco.configSpec, {}, 'modules.mod_disco', vctx), { users_can_see_hidden_services: true });
+  const ignored: { path: string; reason: string }[] = [];
+  validate(disco.configSpec, { users_can_see_hidden_services: false }, 'modules.mod_disco', { ...vctx, ignored });
+  assert.deepEqual(ignored.map((o) => o.path), ['modules.mod_disco.users_can_see_hidden_services']);
+  assert.throws(() => validate(disco.configSpec, { extra_domains: [] }, 'modules.mod_disco', vctx), /modules\.mod_disco\.extra_domains: unknown option/);
 });

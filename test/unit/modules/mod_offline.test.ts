@@ -1,4 +1,5 @@
 import { test, describe, beforeEach, afterEach } from 'node:test';
+import { AccessRules } from '../../../src/config/access.ts';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -90,6 +91,7 @@ describe('the module', () => {
     const validated = validate(definition.configSpec, opts, 'modules.mod_offline', { configDir: dir, warnings: [] }) as OfflineOpts;
     const ctx: ModuleContext = {
       config: {} as PetrelConfig,
+      access: new AccessRules({}, {}, ['example.com']),
       hosts: ['example.com'],
       hooks,
       router: {
@@ -148,10 +150,10 @@ describe('the module', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('the max_messages option defaults to 100 and unknown options are rejected', () => {
+  test('max_messages defaults to 100, access_max_user_messages to MongooseIM\'s rule name, and unknown options are rejected', () => {
     const ctx = { configDir: '/', warnings: [] };
-    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100, backend: 'internal' });
-    assert.throws(() => validate(definition.configSpec, { access_max_user_messages: 'x' }, 'modules.mod_offline', ctx), /modules\.mod_offline\.access_max_user_messages/);
+    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100, access_max_user_messages: 'max_user_offline_messages', backend: 'internal' });
+    assert.throws(() => validate(definition.configSpec, { store_type: 'x' }, 'modules.mod_offline', ctx), /modules\.mod_offline\.store_type: unknown option/);
     assert.throws(() => validate(definition.configSpec, { max_messages: 0 }, 'modules.mod_offline', ctx), /max_messages/);
   });
 
