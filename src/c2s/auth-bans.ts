@@ -132,7 +132,11 @@ function ipv6Groups(text: string): number[] | null {
   return [...head, ...new Array<number>(fill).fill(0), ...tail];
 }
 
-/** True for an address (as clientAddress writes it) only this machine can have: 127.0.0.0/8 and ::1. */
-export function isLoopbackAddress(address: string): boolean {
-  return address.startsWith('127.') || address === '::1';
+/** Whether a socket's remote address (as Node gives it: IPv4-mapped, or IPv6 in any text form) is this machine's. */
+export function isLoopbackRemote(remote: string | undefined): boolean {
+  if (remote === undefined) return false;
+  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7).startsWith('127.');
+  if (!remote.includes(':')) return remote.startsWith('127.');
+  const g = ipv6Groups(remote);
+  return g !== null && g.slice(0, 7).every((x) => x === 0) && g[7] === 1;
 }

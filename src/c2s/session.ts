@@ -30,7 +30,7 @@ import { StreamError, StanzaError, errorReply, receivedStreamError, type StreamE
 import { JID, makeJid, tryParseJid } from '../xmpp/jid.ts';
 import { resourceprep } from '../xmpp/stringprep.ts';
 import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
-import { clientAddress, isLoopbackAddress, type AuthBans } from './auth-bans.ts';
+import { clientAddress, isLoopbackRemote, type AuthBans } from './auth-bans.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
@@ -172,7 +172,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
     transport.attach(this);
     const address = clientAddress(transport.remoteAddress);
-    this.#tlsRequired = ctx.tlsRequired || (ctx.loopbackOnlyPlaintextAuth === true && !isLoopbackAddress(address));
+    this.#tlsRequired = ctx.tlsRequired || (ctx.loopbackOnlyPlaintextAuth === true && !isLoopbackRemote(transport.remoteAddress));
     if (refused !== undefined) {
       this.#streamError(refused);
       return;

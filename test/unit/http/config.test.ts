@@ -61,8 +61,8 @@ test('an empty handler list is an error naming it', () => {
 });
 
 test('an http handler other than the registered ones is an unknown handler, and the error lists the known ones', () => {
-  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n',
-    'listen.http[0].handlers.mongoose_bosh_handler: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
+  rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_xyz_handler]]\nhost = "_"\npath = "/http-bind"\n',
+    'listen.http[0].handlers.mongoose_xyz_handler: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler"');
   const more = httpHandlerRegistry({ ...HTTP_HANDLERS, test_echo: { configSpec: section({}), create: () => ({ request: () => {} }) } });
   rejects('[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_xyz_api]]\nhost = "_"\npath = "/api"\n',
     'listen.http[0].handlers.mongoose_xyz_api: unknown handler; Petrel serves "mod_websockets", "mongoose_prometheus_handler", "mongoose_websocket_handler", "test_echo"',
