@@ -158,13 +158,13 @@ test('without the HTTP layer\'s spec an http listener cannot be configured', () 
 test('MongooseIM handler kinds Petrel lacks are accepted with one warning per feature; a listener left with none of Petrel\'s is not opened', () => {
   const c = load(HOSTS +
     '[[listen.http]]\nport = 5280\n[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n' +
-    '[[listen.http.handlers.mongoose_websocket_handler]]\nhost = "_"\npath = "/ws-xmpp"\n' +
+    '[[listen.http.handlers.mongoose_graphql_handler]]\nhost = "_"\npath = "/api/graphql"\n' +
     '[[listen.http]]\nport = 9091\n' + PROMETHEUS + '[[listen.http.handlers.mongoose_bosh_handler]]\nhost = "_"\npath = "/http-bind"\n');
   const served = httpListenersOf(c);
   assert.deepEqual(served.map((l) => l.port), [9091]);
   assert.deepEqual(Object.keys(served[0]!.handlers), ['mongoose_prometheus_handler']);
   assert.deepEqual(c.missing.map((f) => [f.feature, f.paths]), [
     ['BOSH', ['listen.http[0].handlers.mongoose_bosh_handler', 'listen.http[1].handlers.mongoose_bosh_handler']],
-    ['WebSocket', ['listen.http[0].handlers.mongoose_websocket_handler']],
+    ['GraphQL', ['listen.http[0].handlers.mongoose_graphql_handler']],
   ]);
 });
