@@ -27,7 +27,7 @@ import { httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
 import { encodePayload, encodePrefix } from './payload.ts';
 import { createHttpSender, outcomeOf, type HttpSenderHandler, type HttpSenderInit } from './sender.ts';
 import { createSigner, parseSecret, signedHeaders, type Signer } from './signing.ts';
-import { webhookId } from './webhook-id.ts';
+import { newWebhookId } from './webhook-id.ts';
 
 /**
  * The key under which a handler's events are stored: what makes a handler
@@ -265,9 +265,10 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     } catch (e) {
       return callbackFailed(h, acc, 'prepareHeaders/prepareBody', e);
     }
-    // A webhook-id the callback module set is kept, and is what signatures cover.
+    // A webhook-id the callback module set is kept, and is what signatures
+    // cover; otherwise the event gets one of the server's own, stored with it.
     const own = prep.id;
-    const id = own ?? webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
+    const id = own ?? newWebhookId();
     let stored: Promise<void> | void;
     if (h.durable !== null) {
       // Stored as the handler's prefix (path and headers, encoded once) and the body.

@@ -142,15 +142,14 @@ describe('mod_event_pusher with the default callback module', () => {
     await s.close();
   });
 
-  test('the same stanza pushed twice carries the same webhook-id', async () => {
+  test('two messages with the same stanza id, sender, recipient and body carry different webhook-ids', async () => {
     const s = await setup([handler()]);
     send(s.hooks, 'user_send_message', { type: 'chat', id: 'same' }, 'a');
     send(s.hooks, 'user_send_message', { type: 'chat', id: 'same' }, 'a');
     send(s.hooks, 'user_send_message', { type: 'chat', id: 'other' }, 'a');
     await until(3);
     const ids = received.map((r) => r.headers['webhook-id']);
-    assert.equal(ids[0], ids[1]);
-    assert.notEqual(ids[0], ids[2]);
+    assert.equal(new Set(ids).size, 3);
     await s.close();
   });
 
