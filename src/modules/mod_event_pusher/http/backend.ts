@@ -28,6 +28,7 @@ import { encodePayload, encodePrefix } from './payload.ts';
 import { createHttpSender, outcomeOf, type HttpSenderHandler, type HttpSenderInit } from './sender.ts';
 import { createSigner, parseSecret, signedHeaders, type Signer } from './signing.ts';
 import { newWebhookId } from './webhook-id.ts';
+import { logLimiter, type LogLimiter } from '../delivery/log-limit.ts';
 
 /**
  * The key under which a handler's events are stored: what makes a handler
@@ -138,10 +139,29 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   const metrics: HttpBackendMetrics = httpBackendMetrics(deps.metrics);
   for (const h of deps.hosts ?? []) metrics.forHost(h);
   const maxQueue = deps.maxQueue ?? DEFAULT_MAX_QUEUE;
-  let droppedSinceLog = 0;
-  let lastDropLog = 0;
-  /** Failed attempts that will be retried are logged at most once a second per handler. */
-  const retryLog = new Map<number, { last: number; suppressed: number }>();
+  /**
+   * Failed attempts that will be retried are logged at most once a second per
+   * handler; the others of that second are counted in a summary line
+   * (event_pusher_http_failed_suppressed) when it ends.
+   */
+  const retryLog = new Map<number, LogLimiter>();
+  const retryLimiter = (handler: number, hostType: string): LogLimiter => {
+    let l = retryLog.get(handler);
+    if (l === undefined) {
+      l = logLimiter((suppressed, windowMs) =>
+        log.warn({ what: 'event_pusher_http_failed_suppressed', handler, url: handlers[handler]!.url, host_type: hostType, suppressed, window_ms: windowMs },
+          `${suppressed} more failed HTTP notification(s) of this handler were not logged one by one; they will be retried`),
+      );
+      retryLog.set(handler, l);
+    }
+    return l;
+  };
+  /** Events the in-memory queue could not take: one line a second, the rest in its summary. */
+  let dropLine: { handler: number; reason: string } = { handler: 0, reason: '' };
+  const dropLog = logLimiter((dropped, windowMs) =>
+    log.warn({ what: 'event_pusher_http_dropped', handler: dropLine.handler, url: handlers[dropLine.handler]!.url, reason: dropLine.reason, dropped, window_ms: windowMs, max_queue: maxQueue },
+      'HTTP notifications dropped'),
+  );
 
   const onResult = (req: { handler: number; hostType: string; webhookId: string }, o: HttpOutcome, r?: AttemptReport) => {
     const m = metrics.forHost(req.hostType);
@@ -159,16 +179,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       extra = { attempt: r.attempt };
       if (r.nextAttemptInMs !== undefined) {
         extra.next_attempt_in_ms = r.nextAttemptInMs;
-        const now = Date.now();
-        const rl = retryLog.get(req.handler) ?? { last: 0, suppressed: 0 };
-        retryLog.set(req.handler, rl);
-        if (now - rl.last < 1000) {
-          rl.suppressed++;
-          return;
-        }
-        if (rl.suppressed > 0) extra.suppressed = rl.suppressed;
-        rl.last = now;
-        rl.suppressed = 0;
+        if (!retryLimiter(req.handler, req.hostType).admit()) return;
       }
     }
     const base = { what: 'event_pusher_http_failed', handler: req.handler, url: h.url, host_type: req.hostType, webhook_id: req.webhookId, ...extra };
@@ -182,13 +193,10 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     if (reason === 'outbox_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
     metrics.outcome(req.hostType, req.handler, 'dropped');
     // One line per second at most: a dead webhook under load would otherwise flood the log.
-    droppedSinceLog++;
-    const now = Date.now();
-    if (now - lastDropLog >= 1000) {
-      log.warn({ what: 'event_pusher_http_dropped', handler: req.handler, url: handlers[req.handler]!.url, reason, dropped: droppedSinceLog, max_queue: maxQueue },
+    dropLine = { handler: req.handler, reason };
+    if (dropLog.admit()) {
+      log.warn({ what: 'event_pusher_http_dropped', handler: req.handler, url: handlers[req.handler]!.url, reason, dropped: 1, max_queue: maxQueue },
         'HTTP notifications dropped');
-      droppedSinceLog = 0;
-      lastDropLog = now;
     }
   };
 
@@ -349,6 +357,8 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     async close() {
       // The outbox is mod_event_pusher's: it closes it after its backends.
       await Promise.all(handlers.map((h) => h.deliverer?.close()));
+      for (const l of retryLog.values()) l.flush();
+      dropLog.flush();
     },
   };
 }
