@@ -32,6 +32,8 @@ export interface BackendContext {
   hosts: readonly string[];
   /** The module's outbox (opened once the backends are created, if any handler is durable). */
   outbox: OutboxAccess;
+  /** Body bytes each best-effort (in-memory) queue may hold (best_effort_max_bytes). */
+  bestEffortMaxBytes: number;
 }
 
 export interface BackendInstance {

@@ -274,6 +274,11 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
       const r = await pool.query<{ handler: string; n: string }>('SELECT handler, COUNT(*) AS n FROM petrel_event_outbox GROUP BY handler');
       return new Map(r.rows.map((x) => [x.handler, Number(x.n)]));
     },
+    async bytes() {
+      await queue.settled();
+      const r = await pool.query<{ b: string }>('SELECT COALESCE(SUM(octet_length(payload)), 0) AS b FROM petrel_event_outbox');
+      return Number(r.rows[0]!.b);
+    },
     async close() {
       if (closed) return;
       closed = true;

@@ -133,6 +133,8 @@ export class OutboxTables {
       ),
       releaseAll: db.prepare('UPDATE event_outbox SET claimed = 0 WHERE claimed = 1'),
       depth: db.prepare('SELECT handler, COUNT(*) AS n FROM event_outbox GROUP BY handler'),
+      // length() of a BLOB reads its size from the record, not its content.
+      bytes: db.prepare('SELECT COALESCE(SUM(length(payload)), 0) AS b FROM event_outbox'),
       counts: db.prepare(
         `SELECT handler, COUNT(*) AS queued, SUM(claimed) AS in_flight,
                 SUM(CASE WHEN claimed = 0 AND attempts > 0 THEN 1 ELSE 0 END) AS retrying
@@ -195,6 +197,11 @@ export class OutboxTables {
     const out = new Map<string, number>();
     for (const r of this.#q.depth!.all() as Array<{ handler: string; n: number }>) out.set(r.handler, Number(r.n));
     return out;
+  }
+
+  /** Payload bytes of every row. */
+  bytes(): number {
+    return Number((this.#q.bytes!.get() as { b: number }).b);
   }
 
   counts(): Map<string, HandlerCounts> {

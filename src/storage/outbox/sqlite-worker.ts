@@ -22,6 +22,7 @@ export type OutboxRequest =
   | ({ type: 'write'; seq: number } & PackedBatch)
   | { type: 'claim'; seq: number; handler: string; now: number; limit: number }
   | { type: 'depth'; seq: number }
+  | { type: 'bytes'; seq: number }
   | { type: 'attach'; seq: number; url: string; init: unknown }
   | { type: 'ext'; seq: number; body: unknown }
   | { type: 'close'; seq: number };
@@ -146,6 +147,9 @@ port.on('message', (m: OutboxRequest) => {
         return;
       case 'depth':
         replyLater(m.seq, host.depth().then((d) => [...d]));
+        return;
+      case 'bytes':
+        replyLater(m.seq, extQueue.settled().then(() => tables.bytes()));
         return;
       case 'attach': {
         const seq = m.seq;

@@ -127,6 +127,10 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
       await queue.settled();
       return new Map(await request<Array<[string, number]>>({ type: 'depth' }));
     },
+    async bytes() {
+      await queue.settled();
+      return request<number>({ type: 'bytes' });
+    },
     async attach(url, init, onMessage) {
       onExt = onMessage;
       await request({ type: 'attach', url, init });

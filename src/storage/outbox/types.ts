@@ -32,6 +32,7 @@
 //   them. A row is claimed by one caller at a time, across processes for
 //   PostgreSQL. Rejects when the ops before it could not be written.
 // - depth(): rows per handler key, after the ops given before the call.
+// - bytes(): payload bytes of every row, after the ops given before the call.
 // - close(): writes what is pending (giving up on what fails), releases
 //   every claim of this store and closes; later appends reject.
 //
@@ -124,6 +125,8 @@ export interface OutboxStore {
   settle(op: SettleOp): void;
   claim(handler: string, now: number, limit: number): Promise<OutboxRow[]>;
   depth(): Promise<Map<string, number>>;
+  /** Payload bytes of every row (optional: a store without it is bounded by rows only). */
+  bytes?(): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -39,8 +39,8 @@ export interface EngineReporter {
   metrics: Pick<DeliveryMetrics, 'attempt' | 'retry' | 'deadLettered' | 'response'>;
   /** `gi`: the handler's position in the order of add(). */
   attempted(gi: number, item: DeliveryItem, result: SendResult, report: AttemptReport): void;
-  /** A row of handler `gi` left the outbox (delivered or dead-lettered). */
-  removed(gi: number): void;
+  /** Row `id` of handler `gi`, of `bytes` payload bytes, left the outbox (delivered or dead-lettered). */
+  removed(gi: number, id: number, bytes: number): void;
   log: SenderLog;
 }
 
@@ -167,7 +167,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
 
   const deadLetter = (s: HState, item: DeliveryItem, attempt: number, error: string, reason: NonNullable<AttemptReport['deadLettered']>) => {
     store.settle({ op: 'dead', id: item.id, attempts: attempt, error, at: now() });
-    rep.removed(s.gi);
+    rep.removed(s.gi, item.id, item.payload.byteLength);
     metrics.deadLettered(item.hostType, s.h.index, reason);
     log.warn(
       { what: 'event_pusher_dead_lettered', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, host_type: item.hostType, webhook_id: item.eventId, attempts: attempt, reason, error },
@@ -186,7 +186,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
     switch (r.kind) {
       case 'delivered':
         store.settle({ op: 'delivered', id: item.id });
-        rep.removed(s.gi);
+        rep.removed(s.gi, item.id, item.payload.byteLength);
         break;
       case 'final':
         report.deadLettered = 'final';

@@ -25,7 +25,7 @@ export type ThreadRequest = { type: 'start' } | { type: 'close'; graceMs: number
 // Codes of the flat report list; each is followed by a fixed number of fields.
 const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument ('' when none)
 const R_ATTEMPT = 1; // see pushAttempt
-const R_REMOVED = 2; // handler position
+const R_REMOVED = 2; // handler position, row id, payload bytes
 const R_LOG = 3; // level, JSON of the record, message
 
 const METRIC_CALLS = ['attempt', 'response', 'retry', 'deadLettered'] as const;
@@ -66,7 +66,8 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
         break;
       }
       case R_REMOVED:
-        rep.removed(r[i++] as number);
+        rep.removed(r[i] as number, r[i + 1] as number, r[i + 2] as number);
+        i += 3;
         break;
       case R_LOG: {
         const level = r[i] as 'warn' | 'error';
@@ -122,8 +123,8 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
       );
       later();
     },
-    removed: (gi) => {
-      out.push(R_REMOVED, gi);
+    removed: (gi, id, bytes) => {
+      out.push(R_REMOVED, gi, id, bytes);
       later();
     },
     log: {

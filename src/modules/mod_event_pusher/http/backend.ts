@@ -17,7 +17,7 @@ import type { Acc, Barrier, ChatEvent, PushEvent } from '../../../hooks/catalogu
 import { fail } from '../../../config/schema.ts';
 import { httpPoolOrigin } from '../../../outgoing/http.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
-import type { AttemptReport, DurableQueue, OutboxAccess } from '../delivery/types.ts';
+import type { AttemptReport, DurableQueue, EnqueueRefusal, OutboxAccess } from '../delivery/types.ts';
 import { DEFAULT_RETRY } from '../delivery/retry.ts';
 import type { HandlerOpts } from './config.ts';
 import type { CallbackModule, HttpHandlerOpts, PrepareArgs, ShouldMakeReqArgs } from './callback.ts';
@@ -49,6 +49,8 @@ export interface HttpBackendDeps {
   hosts?: readonly string[];
   /** Cap of the in-memory queue of each handler. */
   maxQueue?: number;
+  /** Cap of the body bytes in the in-memory queue of each handler (best_effort_max_bytes). */
+  maxQueueBytes?: number;
   /** mod_event_pusher's outbox; needed when a handler has at_least_once delivery. */
   outbox?: OutboxAccess;
 }
@@ -189,8 +191,8 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
 
   const onDropped = (req: { handler: number; hostType: string }, reason: string) => {
     metrics.forHost(req.hostType).failed.inc();
-    // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_write_failed).
-    if (reason === 'outbox_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
+    // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_user_full, event_pusher_outbox_write_failed).
+    if (reason === 'outbox_full' || reason === 'user_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
     metrics.outcome(req.hostType, req.handler, 'dropped');
     // One line per second at most: a dead webhook under load would otherwise flood the log.
     dropLine = { handler: req.handler, reason };
@@ -228,7 +230,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       if ((ho.delivery ?? 'at_least_once') === 'best_effort') {
         const s = signer;
         deliverer = createMemoryDeliverer({
-          pool, concurrency: Math.max(1, pool.workers), maxQueue, onResult, onDropped,
+          pool, concurrency: Math.max(1, pool.workers), maxQueue, maxQueueBytes: deps.maxQueueBytes, onResult, onDropped,
           headersFor: s === undefined ? undefined : (req) => signedHeaders(s, req.headers as Array<[string, string]>, req.webhookId, req.body, Date.now()),
         });
       } else {
@@ -279,6 +281,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     const id = own ?? newWebhookId();
     let stored: Promise<void> | void;
     if (h.durable !== null) {
+      let r: Promise<void> | EnqueueRefusal;
       // Stored as the handler's prefix (path and headers, encoded once) and the body.
       let prefix = prep.prefix;
       if (prefix === null) {
@@ -289,7 +292,13 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
         }
         if (h.hdr === prep) prep.prefix = prefix;
       }
-      stored = h.durable.enqueue(acc.hostType, id, encodePayload(prefix, payload));
+      r = h.durable.enqueue(acc.hostType, id, encodePayload(prefix, payload), event.from.bare);
+      if (typeof r === 'string') {
+        // The sender has used up its share: a message it is sending is bounced (index.ts).
+        if (r === 'user_full' && sync && event.direction === 'in') event.refused = r;
+        return undefined;
+      }
+      stored = r;
     } else {
       const pairs: Array<[string, string]> = own === undefined ? [...prep.pairs, ['webhook-id', id]] : prep.pairs;
       stored = h.deliverer!.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
