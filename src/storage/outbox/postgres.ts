@@ -195,6 +195,19 @@ async function inTransaction(pool: pg.Pool, all: pg.QueryConfig[]): Promise<pg.Q
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
 
+/**
+ * Whether a failed write says nothing about its rows: no answer at all (a
+ * client-side timeout, a lost connection: no SQLSTATE, or an errno code), or
+ * a SQLSTATE of connection trouble (08), a rolled-back transaction (40, e.g.
+ * a deadlock), too few resources (53), an operator's or the statement
+ * timeout's cancel (57), a system error (58), or a lock not available.
+ */
+export function pgTransient(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || code.length !== 5 || code.startsWith('E')) return true;
+  return /^(08|40|53|57|58)/.test(code) || code === '55P03';
+}
+
 /** Opens the outbox's own pool (a few connections named after their owner) and creates or migrates the tables. */
 export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOptions = {}): Promise<PostgresOutbox> {
   const owner = OWNER_PREFIX + randomBytes(8).toString('hex');
@@ -240,6 +253,7 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
     maxBytes: o.maxBytes,
     maxInFlight: 1,
     retryMs: o.retryMs,
+    transient: pgTransient,
     onWriteFailed: (err, rows, ops) =>
       o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the PostgreSQL outbox (${rows} event(s), ${ops} settle op(s); kept or tried again): ${err.message}`),
   });
