@@ -121,12 +121,17 @@ const DEAD = `
   INSERT INTO petrel_event_dead_letter (handler, host_type, event_id, payload, attempts, created_at, dead_at, last_error)
   SELECT handler, host_type, event_id, payload, a, created_at, t, e FROM d ORDER BY id`;
 
+// The rows are taken in order while the bytes before them are under $5
+// (octet_length reads a stored value's size, not the value).
 const CLAIM = `
   UPDATE petrel_event_outbox o SET claimed_by = $4
-  FROM (SELECT id FROM petrel_event_outbox
-        WHERE handler = $1 AND claimed_by IS NULL AND next_attempt_at <= $2
-        ORDER BY next_attempt_at, id LIMIT $3
-        FOR UPDATE SKIP LOCKED) d
+  FROM (SELECT id FROM (
+          SELECT id, SUM(octet_length(payload)) OVER (ORDER BY next_attempt_at, id) - octet_length(payload) AS before
+          FROM (SELECT id, payload, next_attempt_at FROM petrel_event_outbox
+                WHERE handler = $1 AND claimed_by IS NULL AND next_attempt_at <= $2
+                ORDER BY next_attempt_at, id LIMIT $3
+                FOR UPDATE SKIP LOCKED) c) w
+        WHERE before < $5) d
   WHERE o.id = d.id
   RETURNING o.id, o.handler, o.host_type, o.event_id, o.payload, o.attempts, o.created_at, o.next_attempt_at`;
 
@@ -275,10 +280,11 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
     sweep,
     append: (row) => queue.append(row),
     settle: (op) => queue.settle(op),
-    async claim(handler, now, limit) {
+    async claim(handler, now, limit, maxBytes) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
       await queue.settled();
-      const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim', text: CLAIM, values: [handler, now, limit, owner] });
+      const bound = maxBytes === undefined || maxBytes === Infinity ? Number.MAX_SAFE_INTEGER : maxBytes;
+      const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim_bounded', text: CLAIM, values: [handler, now, limit, owner, bound] });
       return r.rows
         .sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.id) - Number(b.id))
         .map(outboxRowOf);

@@ -124,6 +124,12 @@ export class OutboxTables {
          WHERE handler = ? AND claimed = 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`,
       ),
       claimOne: db.prepare('UPDATE event_outbox SET claimed = 1 WHERE id = ?'),
+      // The sizes first (length() reads no payload), so that a claim bounded by bytes loads only what it takes.
+      dueSizes: db.prepare(
+        `SELECT id, length(payload) AS len FROM event_outbox
+         WHERE handler = ? AND claimed = 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`,
+      ),
+      byId: db.prepare('SELECT id, handler, host_type, event_id, payload, attempts, created_at FROM event_outbox WHERE id = ?'),
       delete: db.prepare('DELETE FROM event_outbox WHERE id = ?'),
       retry: db.prepare('UPDATE event_outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, claimed = 0 WHERE id = ?'),
       release: db.prepare('UPDATE event_outbox SET claimed = 0 WHERE id = ?'),
@@ -179,10 +185,20 @@ export class OutboxTables {
     });
   }
 
-  claim(handler: string, now: number, limit: number): OutboxRow[] {
+  claim(handler: string, now: number, limit: number, maxBytes = Infinity): OutboxRow[] {
     const q = this.#q;
     return this.#tx(() => {
-      const rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(outboxRowOf);
+      let rows: OutboxRow[];
+      if (maxBytes === Infinity) rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(outboxRowOf);
+      else {
+        rows = [];
+        let bytes = 0;
+        for (const s of q.dueSizes!.all(handler, now, limit) as Array<{ id: number; len: number }>) {
+          if (bytes >= maxBytes) break;
+          bytes += Number(s.len);
+          rows.push(outboxRowOf(q.byId!.get(s.id) as unknown as RawRow));
+        }
+      }
       for (const r of rows) q.claimOne!.run(r.id);
       return rows;
     });

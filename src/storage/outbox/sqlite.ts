@@ -122,10 +122,10 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     releasedAtOpen: released,
     append: (row) => queue.append(row),
     settle: (op) => queue.settle(op),
-    async claim(handler, now, limit) {
+    async claim(handler, now, limit, maxBytes) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
       await queue.settled();
-      return request<OutboxRow[]>({ type: 'claim', handler, now, limit });
+      return request<OutboxRow[]>({ type: 'claim', handler, now, limit, maxBytes });
     },
     async depth() {
       await queue.settled();

@@ -1,4 +1,7 @@
-// Rows batched with a huge one are not refused because the store was held up:
+// One user's huge events cannot cost other users' events, on both stores.
+// A claim is bounded by payload bytes, so a page of huge rows is taken a few
+// at a time and never holds up the rows behind it. And rows batched with a
+// huge one are not refused because the store was held up:
 // while another connection keeps the outbox locked past the store's wait (the
 // statement timeout of PostgreSQL, the busy timeout of SQLite), a batch of
 // one user's huge event and other users' small ones fails, is split, and its
@@ -28,7 +31,26 @@ async function appendMixed(store: OutboxStore, n: number): Promise<{ small: Arra
   return { small: await Promise.all(small), huge: await huge };
 }
 
-describe('the PostgreSQL outbox held up past its statement timeout', { skip: reachable ? false : PG_UNREACHABLE }, () => {
+/** Ten rows of 1 MiB then ten small ones: claims bounded to 2.5 MiB take three huge rows at most each, and reach the small ones. */
+async function claimsByBytes(store: OutboxStore): Promise<void> {
+  const ids: number[] = [];
+  for (let i = 0; i < 10; i++) ids.push(await store.append(row(i, Buffer.alloc(1024 * 1024, 0x68))));
+  for (let i = 10; i < 20; i++) ids.push(await store.append(row(i, Buffer.from(`small ${i}`))));
+  const sizes: number[][] = [];
+  for (;;) {
+    const got = await store.claim('h', 1_000_000, 500, 2.5 * 1024 * 1024);
+    if (got.length === 0) break;
+    sizes.push(got.map((r) => r.payload.byteLength));
+  }
+  for (const page of sizes) {
+    // Rows are taken while the bytes before them are under the bound: at most one row past it.
+    assert.ok(page.slice(0, -1).reduce((a, b) => a + b, 0) < 2.5 * 1024 * 1024, `a claim of ${page.join(' + ')} bytes`);
+  }
+  assert.deepEqual(sizes.slice(0, 3).map((p) => p.length), [3, 3, 3]);
+  assert.equal(sizes.flat().length, 20);
+}
+
+describe('the PostgreSQL outbox with huge events', { skip: reachable ? false : PG_UNREACHABLE }, () => {
   let db: TestDatabase;
   before(async () => {
     db = await createTestDatabase();
@@ -37,7 +59,17 @@ describe('the PostgreSQL outbox held up past its statement timeout', { skip: rea
     await db?.drop();
   });
 
-  test('commits every row batched with a huge one once it answers again, none refused', async () => {
+  test('a claim takes no more payload bytes than its bound, so huge rows come a few at a time and the small ones after them are reached', async () => {
+    const store = await openPostgresOutbox(db.settings, { sweepMs: 60_000 });
+    try {
+      await claimsByBytes(store);
+    } finally {
+      await store.close();
+      await db.query('DELETE FROM petrel_event_outbox');
+    }
+  });
+
+  test('held up past its statement timeout, it commits every row batched with a huge one once it answers again, none refused', async () => {
     const settings = { ...db.settings, connection: { ...db.settings.connection, query_timeout: 200 } };
     const store = await openPostgresOutbox(settings, { sweepMs: 60_000, retryMs: 1000 });
     const locker = new pg.Client({ host: settings.connection.host, port: settings.connection.port, user: settings.connection.username, password: settings.connection.password, database: settings.connection.database });
@@ -60,11 +92,20 @@ describe('the PostgreSQL outbox held up past its statement timeout', { skip: rea
   });
 });
 
-describe('the SQLite outbox held up by another connection', () => {
+describe('the SQLite outbox with huge events', () => {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-bystander-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  test('commits every row batched with a huge one once the lock is gone, none refused', async () => {
+  test('a claim takes no more payload bytes than its bound, so huge rows come a few at a time and the small ones after them are reached', async () => {
+    const store = await openSqliteOutbox(join(dir, 'claims.sqlite'));
+    try {
+      await claimsByBytes(store);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('held up by another connection, it commits every row batched with a huge one once the lock is gone, none refused', async () => {
     const file = join(dir, 'outbox.sqlite');
     const store = await openSqliteOutbox(file, { retryMs: 1000 });
     const locker = new DatabaseSync(file);

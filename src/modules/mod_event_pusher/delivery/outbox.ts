@@ -278,7 +278,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     const key = x.h.key;
     // In the SQLite writer thread, the engine there decides whether the row is claimed.
     const loop = local;
-    const hot = loop !== null && loop.admit(key);
+    const hot = loop !== null && loop.admit(key, size);
     bump(key, 1, size);
     const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot };
     return store.append(row).then(
@@ -294,7 +294,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         }
       },
       (err: unknown) => {
-        loop?.writeFailed(key, hot);
+        loop?.writeFailed(key, hot, size);
         bump(key, -1, -size);
         if (share !== undefined) unshare(share, size);
         log.error({ what: 'event_pusher_outbox_write_failed', backend: x.h.backend, handler: x.h.index, webhook_id: eventId, err: String(err) },
@@ -311,6 +311,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     }),
     handlers: handlers.map((x) => x.h),
     pageSize: o.pageSize,
+    pageBytes: o.batch?.maxBytes,
     pollMs: o.pollMs,
   });
 
@@ -352,7 +353,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
             nudges = new Set();
           } else throw new Error('sender_thread = "worker" needs the SQLite outbox or PostgreSQL settings');
         } else {
-          const loop = createSendLoop({ store, reporter, pageSize: o.pageSize, pollMs: o.pollMs, now: o.now });
+          const loop = createSendLoop({ store, reporter, pageSize: o.pageSize, pageBytes: o.batch?.maxBytes, pollMs: o.pollMs, now: o.now });
           for (const x of handlers) loop.add(x.h, senders.get(x.h.backend)!.local());
           local = loop;
         }

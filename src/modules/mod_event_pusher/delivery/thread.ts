@@ -17,6 +17,7 @@ export interface ThreadInit {
   backends: Array<{ name: string; url: string; init: unknown }>;
   handlers: EngineHandler[];
   pageSize?: number;
+  pageBytes?: number;
   pollMs?: number;
 }
 
@@ -144,7 +145,7 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
     const mod = (await import(b.url)) as { createSender(init: unknown): BackendSender | Promise<BackendSender> };
     senders.set(b.name, await mod.createSender(b.init));
   }
-  const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pollMs: init.pollMs });
+  const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pageBytes: init.pageBytes, pollMs: init.pollMs });
   for (const h of init.handlers) {
     const s = senders.get(h.backend);
     if (s === undefined) throw new Error(`no sender for the ${h.backend} backend`);
@@ -155,13 +156,13 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
   return {
     beforeWrite(rows: NewOutboxRow[]) {
       hot.length = rows.length;
-      for (let i = 0; i < rows.length; i++) hot[i] = rows[i]!.claimed = loop.admit(rows[i]!.handler);
+      for (let i = 0; i < rows.length; i++) hot[i] = rows[i]!.claimed = loop.admit(rows[i]!.handler, rows[i]!.payload.byteLength);
     },
     afterWrite(rows: NewOutboxRow[], ids: number[]) {
       for (let i = 0; i < rows.length; i++) loop.written(rows[i]!.handler, rows[i]!, ids[i]!, hot[i]!);
     },
     writeFailed(rows: NewOutboxRow[]) {
-      for (let i = 0; i < rows.length; i++) loop.writeFailed(rows[i]!.handler, hot[i]!);
+      for (let i = 0; i < rows.length; i++) loop.writeFailed(rows[i]!.handler, hot[i]!, rows[i]!.payload.byteLength);
     },
     request(body: unknown) {
       const m = body as ThreadRequest;
