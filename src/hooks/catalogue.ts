@@ -41,6 +41,12 @@ export interface ChatEvent {
   /** chat | groupchat | headline | normal */
   type: string;
   packet: Element;
+  /**
+   * Set by a backend that refused to keep the event because its sender's
+   * share of the queue is used up; the translator then bounces a message the
+   * user is sending (resource-constraint) instead of routing it.
+   */
+  refused?: 'user_full';
 }
 
 export interface PresenceEvent {

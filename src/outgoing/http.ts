@@ -11,7 +11,7 @@ import { fail } from '../config/schema.ts';
 import type { HttpHeaders, HttpOutcome, HttpPool, HttpPoolConfig, HttpPoolTlsConfig } from './types.ts';
 import { joinPath, normalizePrefix } from './url.ts';
 
-/** Bytes of a response body kept for the caller (logs, diagnostics); the rest is read and dropped. */
+/** Bytes of a response body kept for the caller (logs, diagnostics), the rest read and dropped; of a 2xx, bytes read at most before the connection is closed. */
 const MAX_RESPONSE_BODY = 64 * 1024;
 /** Used when request_timeout = 0 (no request timeout) for the TCP/TLS handshake. */
 const DEFAULT_CONNECT_TIMEOUT = 10_000;
@@ -215,6 +215,14 @@ function callTimeoutError(ms: number): Error {
  * the same call_timeout, so that order is also the order of their deadlines,
  * and one timer sweeping the list from its head bounds them all (instead of
  * a timer or an AbortSignal per request).
+ *
+ * A 2xx answer is the outcome as soon as its status and headers arrive: the
+ * receiver has taken the request, and what its body says changes nothing.
+ * The body is then read and dropped so the connection can be used again, but
+ * only up to MAX_RESPONSE_BODY bytes and until the call's deadline: past
+ * either, the connection is closed. So a body that never ends, or is huge,
+ * neither holds a connection for long nor makes the request count as failed
+ * (which would send an accepted event again).
  */
 class Call implements Dispatcher.DispatchHandler {
   prev: Call | null = null;
@@ -228,7 +236,11 @@ class Call implements Dispatcher.DispatchHandler {
   #headers: Record<string, string | string[] | undefined> = {};
   #chunks: Buffer[] | null = null;
   #kept = 0;
+  /** The outcome was given (the caller's promise resolved). */
   #done = false;
+  /** A 2xx was given as the outcome; the rest of its body is read and dropped. */
+  #draining = false;
+  #drained = 0;
 
   constructor(list: CallList, t0: number, deadline: number, resolve: (o: HttpOutcome) => void) {
     this.#list = list;
@@ -237,14 +249,25 @@ class Call implements Dispatcher.DispatchHandler {
     this.#resolve = resolve;
   }
 
-  #finish(o: HttpOutcome): void {
+  /** Gives the outcome (once). */
+  #answer(o: HttpOutcome): void {
     if (this.#done) return;
     this.#done = true;
-    this.#list.remove(this);
     this.#resolve(o);
   }
 
-  /** call_timeout ran out: answer now, and stop the request if it has started. */
+  #finish(o: HttpOutcome): void {
+    this.#list.remove(this);
+    this.#answer(o);
+  }
+
+  /** Ends the request on its connection (which is closed). */
+  #abort(err: Error): void {
+    this.#list.remove(this);
+    this.#controller?.abort(err);
+  }
+
+  /** call_timeout ran out: answer now (unless a 2xx already was the answer), and stop the request if it has started. */
   expire(ms: number): void {
     const err = callTimeoutError(ms);
     this.#finish(classifyError(err));
@@ -260,9 +283,18 @@ class Call implements Dispatcher.DispatchHandler {
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     this.#status = statusCode;
     this.#headers = headers;
+    if (statusCode >= 200 && statusCode < 300) {
+      this.#draining = true;
+      this.#answer({ kind: 'ok', status: statusCode, headers, body: '', timeMs: performance.now() - this.t0 });
+    }
   }
 
   onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#draining) {
+      this.#drained += chunk.length;
+      if (this.#drained > MAX_RESPONSE_BODY) this.#abort(new Error('response body of a 2xx too large; connection closed'));
+      return;
+    }
     // Only a bounded prefix of the body is kept; the rest is read and dropped.
     if (this.#kept < MAX_RESPONSE_BODY) {
       (this.#chunks ??= []).push(chunk);
@@ -271,6 +303,7 @@ class Call implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (this.#draining) return this.#list.remove(this);
     const timeMs = performance.now() - this.t0;
     const chunks = this.#chunks;
     let text = '';

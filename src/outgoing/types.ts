@@ -81,6 +81,7 @@ export interface RdbmsPoolConfig extends PgPoolSettings {
 
 /** Every way an HTTP request can end, reduced to a fixed set. */
 export type HttpOutcome =
+  /** A 2xx, given as soon as its status and headers arrive: `body` is always "" (the rest of the answer is read and dropped). */
   | { kind: 'ok'; status: number; headers: Record<string, string | string[] | undefined>; body: string; timeMs: number }
   | { kind: 'http_status'; status: number; headers: Record<string, string | string[] | undefined>; body: string; timeMs: number }
   | { kind: 'timeout'; message: string }

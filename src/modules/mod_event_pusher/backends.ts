@@ -50,6 +50,8 @@ export interface BackendContext {
   features: Set<string>;
   /** What the backend's openData returned (`value`), when it has one. */
   data?: unknown;
+  /** Body bytes each best-effort (in-memory) queue may hold (best_effort_max_bytes). */
+  bestEffortMaxBytes: number;
 }
 
 /** What a backend's openData returns. */

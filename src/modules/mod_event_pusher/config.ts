@@ -16,6 +16,14 @@ export { DEFAULT_POOL_NAME, DEFAULT_CALLBACK_MODULE, DEFAULT_DELIVERY } from './
 
 /** Rows the outbox may hold, all handlers together, before new events are refused. */
 export const DEFAULT_OUTBOX_MAX_EVENTS = 1_000_000;
+/** Payload bytes the outbox may hold, all handlers together, before new events are refused (1 GiB). */
+export const DEFAULT_OUTBOX_MAX_BYTES = 1024 * 1024 * 1024;
+/** One sender's share: events waiting in the outbox, every handler together. */
+export const DEFAULT_OUTBOX_MAX_EVENTS_PER_USER = 100_000;
+/** One sender's share: payload bytes waiting in the outbox (100 MiB). */
+export const DEFAULT_OUTBOX_MAX_BYTES_PER_USER = 100 * 1024 * 1024;
+/** Body bytes each best-effort handler's in-memory queue may hold (64 MiB). */
+export const DEFAULT_BEST_EFFORT_MAX_BYTES = 64 * 1024 * 1024;
 /** The senders run in a thread of their own (the SQLite outbox's writer thread, or one with its own PostgreSQL connections). */
 export const DEFAULT_SENDER_THREAD: SenderThread = 'worker';
 
@@ -24,6 +32,14 @@ export interface EventPusherOpts {
   backends: Readonly<Record<string, unknown>>;
   /** Petrel: cap of the outbox (rows of every handler together). */
   outbox_max_events?: number;
+  /** Petrel: cap of the outbox in payload bytes (every handler together). */
+  outbox_max_bytes?: number;
+  /** Petrel: events of one sender waiting in the outbox at most. */
+  outbox_max_events_per_user?: number;
+  /** Petrel: payload bytes of one sender's events waiting in the outbox at most. */
+  outbox_max_bytes_per_user?: number;
+  /** Petrel: body bytes in each best_effort handler's in-memory queue at most. */
+  best_effort_max_bytes?: number;
   /** Petrel: where the outbox lives, "internal" (the embedded store, the default) or "rdbms" (PostgreSQL). */
   outbox_backend?: StoreBackend;
   /** Petrel: where the backends' senders run, "worker" (default) or "main". */
@@ -48,6 +64,10 @@ export const eventPusherSpec: Spec = section(
     backend: section(backendSpecs, { wildcard: unknownBackend }),
     ...moduleSpecs,
     outbox_max_events: int({ min: 1, default: DEFAULT_OUTBOX_MAX_EVENTS }),
+    outbox_max_bytes: int({ min: 1024, default: DEFAULT_OUTBOX_MAX_BYTES }),
+    outbox_max_events_per_user: int({ min: 1, default: DEFAULT_OUTBOX_MAX_EVENTS_PER_USER }),
+    outbox_max_bytes_per_user: int({ min: 1024, default: DEFAULT_OUTBOX_MAX_BYTES_PER_USER }),
+    best_effort_max_bytes: int({ min: 1024, default: DEFAULT_BEST_EFFORT_MAX_BYTES }),
     outbox_backend: storeBackendSpec(),
     sender_thread: str({ oneOf: ['worker', 'main'], default: DEFAULT_SENDER_THREAD }),
     outbox_batch_max_rows: int({ min: 1, default: DEFAULT_BATCH_MAX_ROWS }),
@@ -65,6 +85,10 @@ export const eventPusherSpec: Spec = section(
       return {
         backends,
         outbox_max_events: v.outbox_max_events,
+        outbox_max_bytes: v.outbox_max_bytes,
+        outbox_max_events_per_user: v.outbox_max_events_per_user,
+        outbox_max_bytes_per_user: v.outbox_max_bytes_per_user,
+        best_effort_max_bytes: v.best_effort_max_bytes,
         outbox_backend: v.outbox_backend,
         sender_thread: v.sender_thread,
         outbox_batch_max_rows: v.outbox_batch_max_rows,

@@ -13,7 +13,7 @@
 // type means normal, RFC 6121 §5.2.2) become chat events; error messages do not.
 import { Element } from '../../xmpp/xml.ts';
 import { STOP, type HookRegistration } from '../../hooks/hooks.ts';
-import type { Acc, Barrier, PushEvent } from '../../hooks/catalogue.ts';
+import type { Acc, Barrier, ChatEvent, PushEvent } from '../../hooks/catalogue.ts';
 import type { JID } from '../../xmpp/jid.ts';
 import type { IqHandlerSpec, ModuleContext, ModuleData, ModuleDefinition, ModuleInstance } from '../types.ts';
 import type { StoreAccess } from '../../storage/types.ts';
@@ -28,7 +28,10 @@ import { openPostgresOutbox } from '../../storage/outbox/postgres.ts';
 import type { OutboxStore } from '../../storage/outbox/types.ts';
 import type { PgPoolSettings } from '../../storage/postgres.ts';
 import { BACKENDS, type BackendData, type BackendInstance } from './backends.ts';
-import { DEFAULT_OUTBOX_MAX_EVENTS, DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts } from './config.ts';
+import {
+  DEFAULT_BEST_EFFORT_MAX_BYTES, DEFAULT_OUTBOX_MAX_BYTES, DEFAULT_OUTBOX_MAX_BYTES_PER_USER, DEFAULT_OUTBOX_MAX_EVENTS, DEFAULT_OUTBOX_MAX_EVENTS_PER_USER,
+  DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts,
+} from './config.ts';
 import { createDeliveryEngine } from './delivery/outbox.ts';
 import { deliveryMetrics } from './delivery/metrics.ts';
 import type { Logger } from 'pino';
@@ -106,6 +109,11 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
     logger,
     metrics: deliveryMetrics(ctx.metrics),
     maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,
+    maxBytes: opts.outbox_max_bytes ?? DEFAULT_OUTBOX_MAX_BYTES,
+    perUser: {
+      maxEvents: opts.outbox_max_events_per_user ?? DEFAULT_OUTBOX_MAX_EVENTS_PER_USER,
+      maxBytes: opts.outbox_max_bytes_per_user ?? DEFAULT_OUTBOX_MAX_BYTES_PER_USER,
+    },
   });
   const backends = new Map<string, BackendInstance>();
   try {
@@ -116,6 +124,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       backends.set(name, await def.create({
         pools: ctx.pools, configDir: ctx.config.configDir, logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: engine,
         config: ctx.config, sessions: ctx.sessions, features: ctx.features, data: data?.backends.get(name)?.value,
+        bestEffortMaxBytes: opts.best_effort_max_bytes ?? DEFAULT_BEST_EFFORT_MAX_BYTES,
       }, o));
     }
     await engine.start();
@@ -146,7 +155,15 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
       owner: NAME,
       handler: (p, barrier) => {
         const type = chatType(p.packet);
-        return type === undefined ? barrier : push(p.acc, { kind: 'chat', direction: 'in', from: p.from, to: p.to, type, packet: p.packet }, barrier);
+        if (type === undefined) return barrier;
+        const event: ChatEvent = { kind: 'chat', direction: 'in', from: p.from, to: p.to, type, packet: p.packet };
+        const r = push(p.acc, event, barrier);
+        if (event.refused === undefined) return r;
+        // The sender's share of the event queue is used up: the message is
+        // not routed without its event, and the sender is told, as when
+        // offline storage is full (RFC 6120 §8.3.3.18).
+        ctx.router.routeError(p.packet, p.from, p.to, 'resource-constraint', 'wait', 'the event queue is full for this sender: the message was not sent; try again later');
+        return STOP;
       },
     } satisfies HookRegistration<'user_send_message'>,
     {

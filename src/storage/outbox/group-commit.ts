@@ -15,8 +15,15 @@
 //   row the database refuses cannot fail the rows batched with it, and only
 //   a row that failed alone is refused (its append rejects, and the caller
 //   says so).
+// - a row that failed alone for a reason that is not its own (the store says
+//   which errors are transient: a statement timeout, a lock, a lost
+//   connection) is not refused at once: it waits retryMs (longer each time)
+//   and is tried again with the others that did, up to loneRetries times. So
+//   rows batched with one that made the store slow (a huge payload, a lock)
+//   are not refused for it; a row the database refuses for itself is.
 // A store that cannot be written at all therefore refuses each new row after
-// a few quick tries (about 2 log2(batch) writes), and keeps its settle ops.
+// a few tries (about 2 log2(batch) quick writes, then loneRetries spaced
+// ones), and keeps its settle ops.
 //
 // Settle ops alone do not make a batch at once: they wait for the next rows,
 // or settleDelayMs, or maxOps of them. Nobody waits for them except a claim
@@ -37,10 +44,15 @@ export interface GroupCommitOptions extends BatchLimits {
   retryMs?: number;
   /** A write failed; what it held is kept (ops), tried again or split (rows). */
   onWriteFailed?(err: Error, rows: number, ops: number): void;
+  /** Whether an error says nothing about the rows written (timeout, lock, connection): a row that failed alone with it is tried again later. */
+  transient?(err: Error): boolean;
+  /** Times a row that failed alone with a transient error is tried again before it is refused. */
+  loneRetries?: number;
 }
 
 export const DEFAULT_MAX_OPS = 4096;
 export const DEFAULT_RETRY_MS = 1000;
+export const DEFAULT_LONE_RETRIES = 3;
 
 interface Join {
   n: number;
@@ -53,7 +65,16 @@ interface Rows<R> {
   rows: R[];
   res: Array<(id: number) => void>;
   rej: Array<(e: Error) => void>;
+  /** Per row, the times it failed alone with a transient error (absent: none). */
+  tries?: number[];
 }
+
+const sliceRows = <R>(b: Rows<R>, from: number, to?: number): Rows<R> => ({
+  rows: b.rows.slice(from, to),
+  res: b.res.slice(from, to),
+  rej: b.rej.slice(from, to),
+  tries: b.tries?.slice(from, to),
+});
 
 const done = (j: Join) => {
   if (--j.n === 0) j.resolve();
@@ -69,6 +90,11 @@ export class GroupCommit<R, O> {
   readonly #maxOps: number;
   readonly #retryMs: number;
   readonly #onWriteFailed: GroupCommitOptions['onWriteFailed'];
+  readonly #transient: GroupCommitOptions['transient'];
+  readonly #loneRetries: number;
+  /** Rows that failed alone with a transient error, waiting to be tried again together. */
+  #parked: Rows<R> = { rows: [], res: [], rej: [], tries: [] };
+  #parkTimer: NodeJS.Timeout | null = null;
 
   #rows: R[] = [];
   #res: Array<(id: number) => void> = [];
@@ -106,6 +132,34 @@ export class GroupCommit<R, O> {
     this.#maxOps = o.maxOps ?? DEFAULT_MAX_OPS;
     this.#retryMs = o.retryMs ?? DEFAULT_RETRY_MS;
     this.#onWriteFailed = o.onWriteFailed;
+    this.#transient = o.transient;
+    this.#loneRetries = o.loneRetries ?? DEFAULT_LONE_RETRIES;
+  }
+
+  /** Parks a row that failed alone with a transient error; all parked rows are tried again together. */
+  #park(b: Rows<R>, tries: number): void {
+    const p = this.#parked;
+    p.rows.push(b.rows[0]!);
+    p.res.push(b.res[0]!);
+    p.rej.push(b.rej[0]!);
+    p.tries!.push(tries);
+    if (this.#parkTimer !== null) return;
+    this.#parkTimer = setTimeout(() => {
+      this.#parkTimer = null;
+      this.#unpark();
+      this.#pump();
+    }, this.#retryMs * tries);
+    this.#parkTimer.unref();
+  }
+
+  /** Parked rows go back to the front of the rows to try again. */
+  #unpark(): void {
+    if (this.#parkTimer !== null) clearTimeout(this.#parkTimer);
+    this.#parkTimer = null;
+    const p = this.#parked;
+    if (p.rows.length === 0) return;
+    this.#parked = { rows: [], res: [], rej: [], tries: [] };
+    this.#suspects.unshift(p);
   }
 
   get closed(): boolean {
@@ -166,6 +220,7 @@ export class GroupCommit<R, O> {
   /** Writes everything pending; gives up on what fails (the ops stay unwritten, failed rows are refused). */
   async drain(): Promise<void> {
     this.#draining = true;
+    this.#unpark();
     this.#failuresInDrain = 0;
     this.#opsAloneInDrain = false;
     this.#opsDue = true;
@@ -193,6 +248,10 @@ export class GroupCommit<R, O> {
     const err = new Error('outbox is closed');
     for (const f of this.#rej) f(err);
     for (const s of this.#suspects) for (const f of s.rej) f(err);
+    if (this.#parkTimer !== null) clearTimeout(this.#parkTimer);
+    this.#parkTimer = null;
+    for (const f of this.#parked.rej) f(err);
+    this.#parked = { rows: [], res: [], rej: [], tries: [] };
     for (const j of this.#opsJoins) j.reject(err);
     this.#rows = [];
     this.#res = [];
@@ -340,13 +399,12 @@ export class GroupCommit<R, O> {
             // The ops may be what failed: the rows are tried again on their own.
             this.#suspects.unshift(batch);
           } else if (n === 1) {
-            batch.rej[0]!(err);
+            const tries = (batch.tries?.[0] ?? 0) + 1;
+            if (!this.#draining && tries <= this.#loneRetries && this.#transient?.(err) === true) this.#park(batch, tries);
+            else batch.rej[0]!(err);
           } else {
             const h = n >> 1;
-            this.#suspects.unshift(
-              { rows: batch.rows.slice(0, h), res: batch.res.slice(0, h), rej: batch.rej.slice(0, h) },
-              { rows: batch.rows.slice(h), res: batch.res.slice(h), rej: batch.rej.slice(h) },
-            );
+            this.#suspects.unshift(sliceRows(batch, 0, h), sliceRows(batch, h));
           }
         }
         this.#pump();

@@ -121,12 +121,17 @@ const DEAD = `
   INSERT INTO petrel_event_dead_letter (handler, host_type, event_id, payload, attempts, created_at, dead_at, last_error)
   SELECT handler, host_type, event_id, payload, a, created_at, t, e FROM d ORDER BY id`;
 
+// The rows are taken in order while the bytes before them are under $5
+// (octet_length reads a stored value's size, not the value).
 const CLAIM = `
   UPDATE petrel_event_outbox o SET claimed_by = $4
-  FROM (SELECT id FROM petrel_event_outbox
-        WHERE handler = $1 AND claimed_by IS NULL AND next_attempt_at <= $2
-        ORDER BY next_attempt_at, id LIMIT $3
-        FOR UPDATE SKIP LOCKED) d
+  FROM (SELECT id FROM (
+          SELECT id, SUM(octet_length(payload)) OVER (ORDER BY next_attempt_at, id) - octet_length(payload) AS before
+          FROM (SELECT id, payload, next_attempt_at FROM petrel_event_outbox
+                WHERE handler = $1 AND claimed_by IS NULL AND next_attempt_at <= $2
+                ORDER BY next_attempt_at, id LIMIT $3
+                FOR UPDATE SKIP LOCKED) c) w
+        WHERE before < $5) d
   WHERE o.id = d.id
   RETURNING o.id, o.handler, o.host_type, o.event_id, o.payload, o.attempts, o.created_at, o.next_attempt_at`;
 
@@ -195,6 +200,19 @@ async function inTransaction(pool: pg.Pool, all: pg.QueryConfig[]): Promise<pg.Q
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
 
+/**
+ * Whether a failed write says nothing about its rows: no answer at all (a
+ * client-side timeout, a lost connection: no SQLSTATE, or an errno code), or
+ * a SQLSTATE of connection trouble (08), a rolled-back transaction (40, e.g.
+ * a deadlock), too few resources (53), an operator's or the statement
+ * timeout's cancel (57), a system error (58), or a lock not available.
+ */
+export function pgTransient(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || code.length !== 5 || code.startsWith('E')) return true;
+  return /^(08|40|53|57|58)/.test(code) || code === '55P03';
+}
+
 /** Opens the outbox's own pool (a few connections named after their owner) and creates or migrates the tables. */
 export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOptions = {}): Promise<PostgresOutbox> {
   const owner = OWNER_PREFIX + randomBytes(8).toString('hex');
@@ -240,6 +258,7 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
     maxBytes: o.maxBytes,
     maxInFlight: 1,
     retryMs: o.retryMs,
+    transient: pgTransient,
     onWriteFailed: (err, rows, ops) =>
       o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the PostgreSQL outbox (${rows} event(s), ${ops} settle op(s); kept or tried again): ${err.message}`),
   });
@@ -261,10 +280,11 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
     sweep,
     append: (row) => queue.append(row),
     settle: (op) => queue.settle(op),
-    async claim(handler, now, limit) {
+    async claim(handler, now, limit, maxBytes) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
       await queue.settled();
-      const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim', text: CLAIM, values: [handler, now, limit, owner] });
+      const bound = maxBytes === undefined || maxBytes === Infinity ? Number.MAX_SAFE_INTEGER : maxBytes;
+      const r = await pool.query<ClaimedRow>({ name: 'petrel_outbox_claim_bounded', text: CLAIM, values: [handler, now, limit, owner, bound] });
       return r.rows
         .sort((a, b) => Number(a.next_attempt_at) - Number(b.next_attempt_at) || Number(a.id) - Number(b.id))
         .map(outboxRowOf);
@@ -273,6 +293,11 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
       await queue.settled();
       const r = await pool.query<{ handler: string; n: string }>('SELECT handler, COUNT(*) AS n FROM petrel_event_outbox GROUP BY handler');
       return new Map(r.rows.map((x) => [x.handler, Number(x.n)]));
+    },
+    async bytes() {
+      await queue.settled();
+      const r = await pool.query<{ b: string }>('SELECT COALESCE(SUM(octet_length(payload)), 0) AS b FROM petrel_event_outbox');
+      return Number(r.rows[0]!.b);
     },
     async close() {
       if (closed) return;

@@ -124,6 +124,12 @@ export class OutboxTables {
          WHERE handler = ? AND claimed = 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`,
       ),
       claimOne: db.prepare('UPDATE event_outbox SET claimed = 1 WHERE id = ?'),
+      // The sizes first (length() reads no payload), so that a claim bounded by bytes loads only what it takes.
+      dueSizes: db.prepare(
+        `SELECT id, length(payload) AS len FROM event_outbox
+         WHERE handler = ? AND claimed = 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?`,
+      ),
+      byId: db.prepare('SELECT id, handler, host_type, event_id, payload, attempts, created_at FROM event_outbox WHERE id = ?'),
       delete: db.prepare('DELETE FROM event_outbox WHERE id = ?'),
       retry: db.prepare('UPDATE event_outbox SET attempts = ?, next_attempt_at = ?, last_error = ?, claimed = 0 WHERE id = ?'),
       release: db.prepare('UPDATE event_outbox SET claimed = 0 WHERE id = ?'),
@@ -133,6 +139,8 @@ export class OutboxTables {
       ),
       releaseAll: db.prepare('UPDATE event_outbox SET claimed = 0 WHERE claimed = 1'),
       depth: db.prepare('SELECT handler, COUNT(*) AS n FROM event_outbox GROUP BY handler'),
+      // length() of a BLOB reads its size from the record, not its content.
+      bytes: db.prepare('SELECT COALESCE(SUM(length(payload)), 0) AS b FROM event_outbox'),
       counts: db.prepare(
         `SELECT handler, COUNT(*) AS queued, SUM(claimed) AS in_flight,
                 SUM(CASE WHEN claimed = 0 AND attempts > 0 THEN 1 ELSE 0 END) AS retrying
@@ -177,10 +185,20 @@ export class OutboxTables {
     });
   }
 
-  claim(handler: string, now: number, limit: number): OutboxRow[] {
+  claim(handler: string, now: number, limit: number, maxBytes = Infinity): OutboxRow[] {
     const q = this.#q;
     return this.#tx(() => {
-      const rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(outboxRowOf);
+      let rows: OutboxRow[];
+      if (maxBytes === Infinity) rows = (q.due!.all(handler, now, limit) as unknown as RawRow[]).map(outboxRowOf);
+      else {
+        rows = [];
+        let bytes = 0;
+        for (const s of q.dueSizes!.all(handler, now, limit) as Array<{ id: number; len: number }>) {
+          if (bytes >= maxBytes) break;
+          bytes += Number(s.len);
+          rows.push(outboxRowOf(q.byId!.get(s.id) as unknown as RawRow));
+        }
+      }
       for (const r of rows) q.claimOne!.run(r.id);
       return rows;
     });
@@ -195,6 +213,11 @@ export class OutboxTables {
     const out = new Map<string, number>();
     for (const r of this.#q.depth!.all() as Array<{ handler: string; n: number }>) out.set(r.handler, Number(r.n));
     return out;
+  }
+
+  /** Payload bytes of every row. */
+  bytes(): number {
+    return Number((this.#q.bytes!.get() as { b: number }).b);
   }
 
   counts(): Map<string, HandlerCounts> {

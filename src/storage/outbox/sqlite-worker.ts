@@ -20,8 +20,9 @@ import { unpackBatch, type PackedBatch } from './packed.ts';
 
 export type OutboxRequest =
   | ({ type: 'write'; seq: number } & PackedBatch)
-  | { type: 'claim'; seq: number; handler: string; now: number; limit: number }
+  | { type: 'claim'; seq: number; handler: string; now: number; limit: number; maxBytes?: number }
   | { type: 'depth'; seq: number }
+  | { type: 'bytes'; seq: number }
   | { type: 'attach'; seq: number; url: string; init: unknown }
   | { type: 'ext'; seq: number; body: unknown }
   | { type: 'close'; seq: number };
@@ -40,7 +41,7 @@ export interface OutboxHost {
   /** Queued; written within SETTLE_DELAY_MS, kept and retried when a write fails. */
   settle(op: SettleOp): void;
   /** Writes the queued settle ops, then claims (see OutboxStore.claim). */
-  claim(handler: string, now: number, limit: number): Promise<OutboxRow[]>;
+  claim(handler: string, now: number, limit: number, maxBytes?: number): Promise<OutboxRow[]>;
   depth(): Promise<Map<string, number>>;
   /** Sends a message to the server thread (the `onMessage` given to attach). */
   post(message: unknown): void;
@@ -93,9 +94,9 @@ const extQueue = new GroupCommit<never, SettleOp>(
 
 const host: OutboxHost = {
   settle: (op) => extQueue.settle(op),
-  async claim(handler, now, limit) {
+  async claim(handler, now, limit, maxBytes) {
     await extQueue.settled();
-    return tables.claim(handler, now, limit);
+    return tables.claim(handler, now, limit, maxBytes);
   },
   async depth() {
     await extQueue.settled();
@@ -142,10 +143,13 @@ port.on('message', (m: OutboxRequest) => {
         break;
       }
       case 'claim':
-        replyLater(m.seq, host.claim(m.handler, m.now, m.limit));
+        replyLater(m.seq, host.claim(m.handler, m.now, m.limit, m.maxBytes));
         return;
       case 'depth':
         replyLater(m.seq, host.depth().then((d) => [...d]));
+        return;
+      case 'bytes':
+        replyLater(m.seq, extQueue.settled().then(() => tables.bytes()));
         return;
       case 'attach': {
         const seq = m.seq;

@@ -47,6 +47,9 @@ interface Pending {
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
 
+/** SQLITE_BUSY / SQLITE_LOCKED: another connection held the lock past the busy timeout; the rows are not at fault. */
+const sqliteTransient = (err: Error) => /\b(locked|busy)\b/i.test(err.message);
+
 /** Starts the writer thread on `file` (created, or its tables migrated, when needed). */
 export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}): Promise<SqliteOutbox> {
   const worker = new Worker(new URL('./sqlite-worker.ts', import.meta.url), {
@@ -109,6 +112,7 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
       maxBytes: o.maxBytes,
       maxInFlight: 2,
       retryMs: o.retryMs,
+      transient: sqliteTransient,
       onWriteFailed: (err, rows, ops) =>
         o.onWarning?.('event_pusher_outbox_write_failed', `could not write to the outbox (${rows} event(s), ${ops} settle op(s); kept or tried again): ${err.message}`),
     },
@@ -118,14 +122,18 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     releasedAtOpen: released,
     append: (row) => queue.append(row),
     settle: (op) => queue.settle(op),
-    async claim(handler, now, limit) {
+    async claim(handler, now, limit, maxBytes) {
       // Pending settle ops go first, so a row just rescheduled is seen as such.
       await queue.settled();
-      return request<OutboxRow[]>({ type: 'claim', handler, now, limit });
+      return request<OutboxRow[]>({ type: 'claim', handler, now, limit, maxBytes });
     },
     async depth() {
       await queue.settled();
       return new Map(await request<Array<[string, number]>>({ type: 'depth' }));
+    },
+    async bytes() {
+      await queue.settled();
+      return request<number>({ type: 'bytes' });
     },
     async attach(url, init, onMessage) {
       onExt = onMessage;

@@ -25,13 +25,16 @@
 //   forgotten while the store is open. Ops on one row are applied in the
 //   order they were given. Should the process die first, the event is sent
 //   again (at-least-once, same event id).
-// - claim(handler, now, limit): first waits until the ops given before the
-//   call are written (a row just rescheduled is seen as rescheduled), then
-//   takes up to `limit` rows of `handler` that are unclaimed and due at
-//   `now`, oldest due first (then by id), marks them claimed and returns
-//   them. A row is claimed by one caller at a time, across processes for
+// - claim(handler, now, limit, maxBytes): first waits until the ops given
+//   before the call are written (a row just rescheduled is seen as
+//   rescheduled), then takes up to `limit` rows of `handler` that are
+//   unclaimed and due at `now`, oldest due first (then by id), and no more
+//   than fit in `maxBytes` payload bytes (the first always goes: a row takes
+//   what is left of the bound as long as some is), marks them claimed and
+//   returns them. A row is claimed by one caller at a time, across processes for
 //   PostgreSQL. Rejects when the ops before it could not be written.
 // - depth(): rows per handler key, after the ops given before the call.
+// - bytes(): payload bytes of every row, after the ops given before the call.
 // - close(): writes what is pending (giving up on what fails), releases
 //   every claim of this store and closes; later appends reject.
 //
@@ -122,8 +125,10 @@ export interface OutboxStore {
   /** See the guarantees above. */
   append(row: NewOutboxRow): Promise<number>;
   settle(op: SettleOp): void;
-  claim(handler: string, now: number, limit: number): Promise<OutboxRow[]>;
+  claim(handler: string, now: number, limit: number, maxBytes?: number): Promise<OutboxRow[]>;
   depth(): Promise<Map<string, number>>;
+  /** Payload bytes of every row (optional: a store without it is bounded by rows only). */
+  bytes?(): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -58,14 +58,14 @@ describe('an http pool talking to a plain http server', () => {
   before(async () => { port = await listen(server); });
   after(() => { server.closeAllConnections(); server.close(); });
 
-  test('a 2xx answer is ok and the request carries method, path, headers and body', async () => {
+  test('a 2xx answer is ok once its status arrives (its body is not waited for) and the request carries method, path, headers and body', async () => {
     const pool = createHttpPool('p', poolConfig(`http://127.0.0.1:${port}`, { path_prefix: '/webservice' }));
     const out = await pool.post('/notifications', { 'content-type': 'application/x-www-form-urlencoded' }, 'a=b');
     await pool.close();
     assert.equal(out.kind, 'ok');
     if (out.kind !== 'ok') return;
     assert.equal(out.status, 200);
-    assert.equal(out.body, 'OK');
+    assert.equal(out.body, '');
     assert.ok(out.timeMs > 0);
     const last = seen.at(-1)!;
     assert.equal(last.method, 'POST');

@@ -6,7 +6,10 @@
 // EngineReporter, which in the sender thread forwards it to the server's.
 //
 // Memory stays bounded whatever the backlog: each handler keeps at most
-// `page` claimed rows in memory (being sent or waiting for a free slot). A
+// `page` claimed rows in memory (being sent or waiting for a free slot), and
+// at most `pageBytes` of their payloads (a claim takes no more than the room
+// left, one row at least), so a page of huge events neither fills memory nor
+// makes one claim too long to finish. A
 // failed attempt goes back to the table with its next time, and is claimed
 // again, a page at a time, when it is due; so is whatever a restart or
 // `petrel deliveries dead-letter replay` left there. A new event is claimed
@@ -19,7 +22,7 @@
 // Concurrency is per lane: the handlers of one backend sharing a lane (HTTP:
 // a pool) share its slots, taken in turn. Retries can overtake newer events,
 // so one handler's deliveries may arrive out of order.
-import type { NewOutboxRow, OutboxRow, OutboxStore } from '../../../storage/outbox/types.ts';
+import { DEFAULT_BATCH_MAX_BYTES, type NewOutboxRow, type OutboxRow, type OutboxStore } from '../../../storage/outbox/types.ts';
 import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import { backoffMs } from './retry.ts';
 import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SenderReport, SendResult } from './types.ts';
@@ -39,8 +42,8 @@ export interface EngineReporter {
   metrics: Pick<DeliveryMetrics, 'attempt' | 'retry' | 'deadLettered' | 'response'>;
   /** `gi`: the handler's position in the order of add(). */
   attempted(gi: number, item: DeliveryItem, result: SendResult, report: AttemptReport): void;
-  /** A row of handler `gi` left the outbox (delivered or dead-lettered). */
-  removed(gi: number): void;
+  /** Row `id` of handler `gi`, of `bytes` payload bytes, left the outbox (delivered or dead-lettered). */
+  removed(gi: number, id: number, bytes: number): void;
   /** What a backend's sender reported about itself (see SenderReport). */
   senderReport(backend: string, r: SenderReport): void;
   log: SenderLog;
@@ -50,18 +53,20 @@ export interface SendLoopOptions {
   store: Pick<OutboxStore, 'settle' | 'claim'>;
   reporter: EngineReporter;
   pageSize?: number;
+  /** Payload bytes of one handler's claimed rows held in memory at most (outbox_batch_max_bytes). */
+  pageBytes?: number;
   pollMs?: number;
   now?: () => number;
 }
 
 export interface SendLoop {
   add(h: EngineHandler, sender: BackendSender): void;
-  /** A new event of `key` is about to be written: whether it is claimed as it is (the handler has room). */
-  admit(key: string): boolean;
+  /** A new event of `key`, of `bytes` payload bytes, is about to be written: whether it is claimed as it is (the handler has room). */
+  admit(key: string, bytes: number): boolean;
   /** The event is committed as `id`; `hot` as admit answered. */
   written(key: string, row: NewOutboxRow, id: number, hot: boolean): void;
-  /** The event could not be written. */
-  writeFailed(key: string, hot: boolean): void;
+  /** The event, of `bytes` payload bytes, could not be written. */
+  writeFailed(key: string, hot: boolean, bytes: number): void;
   /** Rows of `key` were written unclaimed elsewhere: claim them when there is room. */
   nudge(key: string): void;
   /** Claims due rows now, then every pollMs. */
@@ -91,6 +96,8 @@ interface HState {
    * and what the claim brings beyond the page is released.
    */
   active: number;
+  /** Payload bytes of the rows counted in `active`. */
+  bytes: number;
   disabled: boolean;
   /** The last claim filled its page: more rows may be due. */
   more: boolean;
@@ -127,6 +134,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
   const metrics = rep.metrics;
   const now = o.now ?? Date.now;
   const page = Math.min(MAX_PAGE, Math.max(1, o.pageSize ?? MAX_PAGE));
+  const pageBytes = Math.max(1, o.pageBytes ?? DEFAULT_BATCH_MAX_BYTES);
   const pollMs = o.pollMs ?? DEFAULT_POLL_MS;
   const lanes = new Map<string, Lane>();
   const states: HState[] = [];
@@ -171,7 +179,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
 
   const deadLetter = (s: HState, item: DeliveryItem, attempt: number, error: string, reason: NonNullable<AttemptReport['deadLettered']>) => {
     store.settle({ op: 'dead', id: item.id, attempts: attempt, error, at: now() });
-    rep.removed(s.gi);
+    rep.removed(s.gi, item.id, item.payload.byteLength);
     metrics.deadLettered(item.hostType, s.label, reason);
     log.warn(
       { what: 'event_pusher_dead_lettered', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, host_type: item.hostType, webhook_id: item.eventId, attempts: attempt, reason, error },
@@ -182,6 +190,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
   const done = (s: HState, item: DeliveryItem, r: SendResult) => {
     s.lane.inFlight--;
     s.active--;
+    s.bytes -= item.payload.byteLength;
     if (closed) return;
     metrics.response(item.hostType, s.label, r.status);
     const attempt = item.attempts + 1;
@@ -190,7 +199,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
     switch (r.kind) {
       case 'delivered':
         store.settle({ op: 'delivered', id: item.id });
-        rep.removed(s.gi);
+        rep.removed(s.gi, item.id, item.payload.byteLength);
         break;
       case 'final':
         report.deadLettered = 'final';
@@ -241,7 +250,10 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
       { what: 'event_pusher_endpoint_gone', backend: s.h.backend, handler: s.h.index, ...s.h.logFields, webhook_id: item.eventId },
       'the endpoint is gone: nothing more is sent to it until the server restarts; its events stay in the outbox',
     );
-    for (const r of s.ready) store.settle({ op: 'release', id: r.id });
+    for (const r of s.ready) {
+      store.settle({ op: 'release', id: r.id });
+      s.bytes -= r.payload.byteLength;
+    }
     s.active -= s.ready.length;
     s.ready = [];
     if (s.wakeTimer !== null) clearTimeout(s.wakeTimer);
@@ -256,13 +268,16 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
       return;
     }
     const room = page - s.active;
-    if (room <= 0) return;
+    const byteRoom = pageBytes - s.bytes;
+    if (room <= 0 || byteRoom <= 0) return;
     s.claiming = true;
     s.reclaim = null;
-    store.claim(s.h.key, Math.max(now(), dueBy ?? 0), room).then(
+    store.claim(s.h.key, Math.max(now(), dueBy ?? 0), room, byteRoom).then(
       (rows) => {
         s.claiming = false;
-        s.more = rows.length === room;
+        let got = 0;
+        for (const r of rows) got += r.payload.byteLength;
+        s.more = rows.length === room || got >= byteRoom;
         if (closing) return;
         if (s.disabled) {
           for (const r of rows) store.settle({ op: 'release', id: r.id });
@@ -270,11 +285,15 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
         }
         // Events taken hot meanwhile may have used the room: what no longer
         // fits in the page goes back, to be claimed when there is room again.
-        const fit = Math.max(0, Math.min(rows.length, page - s.active));
+        let fit = 0;
+        while (fit < rows.length && s.active < page && (fit === 0 || s.bytes < pageBytes)) {
+          s.active++;
+          s.bytes += rows[fit]!.payload.byteLength;
+          s.ready.push(itemOf(s.h.index, rows[fit]!));
+          fit++;
+        }
         for (let i = fit; i < rows.length; i++) store.settle({ op: 'release', id: rows[i]!.id });
         if (fit < rows.length) s.more = true;
-        s.active += fit;
-        for (let i = 0; i < fit; i++) s.ready.push(itemOf(s.h.index, rows[i]!));
         pump(s.lane);
         if (s.reclaim !== null) claim(s, s.reclaim);
       },
@@ -319,16 +338,17 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
         lanes.set(laneKey, lane);
       }
       const s: HState = {
-        gi: states.length, h, label: handlerLabel(h), sender, lane, ready: [], active: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
+        gi: states.length, h, label: handlerLabel(h), sender, lane, ready: [], active: 0, bytes: 0, disabled: false, more: false, claiming: false, reclaim: null, wakeAt: 0, wakeTimer: null,
       };
       lane.handlers.push(s);
       states.push(s);
       byKey.set(h.key, s);
     },
-    admit(key) {
+    admit(key, bytes) {
       const s = byKey.get(key);
-      if (s === undefined || closing || s.disabled || s.active >= page) return false;
+      if (s === undefined || closing || s.disabled || s.active >= page || (s.active > 0 && s.bytes + bytes > pageBytes)) return false;
       s.active++;
+      s.bytes += bytes;
       return true;
     },
     written(key, row, id, hot) {
@@ -344,14 +364,18 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
         // Left claimed in the store only until close (which releases every claim) or released now.
         if (!closing) store.settle({ op: 'release', id });
         s.active--;
+        s.bytes -= row.payload.byteLength;
         return;
       }
       s.ready.push({ id, handler: s.h.index, hostType: row.hostType, eventId: row.eventId, payload: row.payload, attempts: 0, createdAt: row.createdAt });
       pump(s.lane);
     },
-    writeFailed(key, hot) {
+    writeFailed(key, hot, bytes) {
       const s = byKey.get(key);
-      if (s !== undefined && hot) s.active--;
+      if (s !== undefined && hot) {
+        s.active--;
+        s.bytes -= bytes;
+      }
     },
     nudge(key) {
       const s = byKey.get(key);

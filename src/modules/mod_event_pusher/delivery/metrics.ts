@@ -18,6 +18,8 @@ export const DELIVERY_RETRIES = 'petrel_event_pusher_delivery_retries_total';
 export const DEAD_LETTERED = 'petrel_event_pusher_dead_lettered_total';
 /** Events refused because the outbox held outbox_max_events rows. */
 export const OUTBOX_REJECTED = 'petrel_event_pusher_outbox_rejected_total';
+/** Events refused because their sender's share of the outbox was used up. */
+export const OUTBOX_USER_REJECTED = 'petrel_event_pusher_outbox_user_rejected_total';
 /** Every attempt's result: the HTTP status, or timeout / refused / tls / error when there was no answer. */
 export const DELIVERY_RESPONSES = 'petrel_event_pusher_delivery_responses_total';
 
@@ -33,6 +35,7 @@ export interface DeliveryMetrics {
   retry(hostType: string, handler: string): void;
   deadLettered(hostType: string, handler: string, reason: string): void;
   rejected(hostType: string, handler: string): void;
+  userRejected(hostType: string, handler: string): void;
   response(hostType: string, handler: string, status: string): void;
 }
 
@@ -48,7 +51,8 @@ export function deliveryMetrics(registry: Registry): DeliveryMetrics {
   const attempts = counter(DELIVERY_ATTEMPTS, 'Delivery attempts made from the outbox (first attempts and retries)', ['host_type', 'handler']);
   const retries = counter(DELIVERY_RETRIES, 'Failed attempts scheduled to be tried again', ['host_type', 'handler']);
   const dead = counter(DEAD_LETTERED, 'Events moved to the dead-letter table (reason: attempts, max_age, final)', ['host_type', 'handler', 'reason']);
-  const rejected = counter(OUTBOX_REJECTED, 'Events refused because the outbox was full (outbox_max_events)', ['host_type', 'handler']);
+  const rejected = counter(OUTBOX_REJECTED, 'Events refused because the outbox was full (outbox_max_events or outbox_max_bytes)', ['host_type', 'handler']);
+  const userRejected = counter(OUTBOX_USER_REJECTED, "Events refused because their sender's share of the outbox was used up (outbox_max_events_per_user or outbox_max_bytes_per_user)", ['host_type', 'handler']);
   const responses = counter(DELIVERY_RESPONSES, 'Results of delivery attempts: HTTP status, or timeout, refused, tls, error', ['host_type', 'handler', 'status']);
   // The per-attempt counters keep their children: labels() hashes its arguments on every call.
   const attemptChildren = new Map<string, { inc(): void }>();
@@ -71,6 +75,7 @@ export function deliveryMetrics(registry: Registry): DeliveryMetrics {
     retry: (ht, h) => retries.labels(ht, h).inc(),
     deadLettered: (ht, h, reason) => dead.labels(ht, h, reason).inc(),
     rejected: (ht, h) => rejected.labels(ht, h).inc(),
+    userRejected: (ht, h) => userRejected.labels(ht, h).inc(),
     response: (ht, h, status) => responseOf(ht, h, status).inc(),
   };
 }

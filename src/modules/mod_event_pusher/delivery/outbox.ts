@@ -4,8 +4,10 @@
 // when it runs out of attempts or of age (engine.ts).
 //
 // This is the server thread's half: it takes events (refusing them beyond
-// outbox_max_events), keeps the depth per handler, writes the rows, and puts
-// the sending half where sender_thread says:
+// outbox_max_events or outbox_max_bytes, and beyond a sender's share,
+// outbox_max_events_per_user / outbox_max_bytes_per_user), keeps the depth
+// per handler, writes the rows, and puts the sending half where
+// sender_thread says:
 // - "worker" with the SQLite outbox: in the outbox's writer thread, where the
 //   rows already are; new rows are claimed as they are written, and the
 //   sending work (dispatch, sockets, signing) leaves the routing thread;
@@ -23,7 +25,8 @@ import { createSendLoop, DEFAULT_POLL_MS, type EngineReporter, type SendLoop } f
 import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import type { PgThreadData } from './pg-thread.ts';
 import { applyReports, type ThreadInit, type ThreadRequest } from './thread.ts';
-import type { BackendSender, BackendSenderSpec, DurableQueue, EngineHandler, HandlerEvents, OutboxAccess } from './types.ts';
+import { logLimiter } from './log-limit.ts';
+import type { BackendSender, BackendSenderSpec, DurableQueue, EngineHandler, EnqueueRefusal, HandlerEvents, OutboxAccess } from './types.ts';
 
 export { MAX_PAGE, DEFAULT_POLL_MS } from './engine.ts';
 
@@ -44,6 +47,10 @@ export interface DeliveryEngineOptions {
   metrics: DeliveryMetrics;
   /** Rows of all handlers together beyond which new events are refused. */
   maxEvents: number;
+  /** Payload bytes of all rows together beyond which new events are refused. */
+  maxBytes?: number;
+  /** One sender's share: rows and payload bytes of its events waiting at most (every handler together). */
+  perUser?: { maxEvents: number; maxBytes: number };
   pollMs?: number;
   pageSize?: number;
   now?: () => number;
@@ -60,6 +67,13 @@ export interface DeliveryEngine extends OutboxAccess {
 interface Registered {
   h: EngineHandler;
   events: HandlerEvents;
+}
+
+/** What one sender has waiting in the outbox, of the events this server took. */
+interface Share {
+  owner: string;
+  rows: number;
+  bytes: number;
 }
 
 interface Channel {
@@ -127,8 +141,6 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
   let pollTimer: NodeJS.Timeout | null = null;
   let closing = false;
   let closed = false;
-  let rejectedSinceLog = 0;
-  let lastRejectLog = 0;
   /** The engine when it runs on this thread. */
   let local: SendLoop | null = null;
   /** How to reach the engine in a thread. */
@@ -137,18 +149,39 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
   let nudges: Set<string> | null = null;
   let nudgeScheduled = false;
 
-  const bump = (key: string, d: number) => {
+  /** Payload bytes in the outbox, kept up to date here and re-read with the depth. */
+  let totalBytes = 0;
+  let bytesSinceSync: number | null = null;
+  const maxBytes = o.maxBytes ?? Infinity;
+  /** Each sender's waiting events, and the share of each row this server wrote (by row id) until it leaves. */
+  const shares = new Map<string, Share>();
+  const rowShares = new Map<number, { share: Share; bytes: number }>();
+
+  const bump = (key: string, d: number, bytes: number) => {
     depth.set(key, (depth.get(key) ?? 0) + d);
     total += d;
+    totalBytes += bytes;
     if (sinceSync !== null) sinceSync.set(key, (sinceSync.get(key) ?? 0) + d);
+    if (bytesSinceSync !== null) bytesSinceSync += bytes;
+  };
+
+  const unshare = (share: Share, bytes: number) => {
+    share.rows--;
+    share.bytes -= bytes;
+    if (share.rows <= 0) shares.delete(share.owner);
   };
 
   const reporter: EngineReporter = {
     metrics: o.metrics,
     attempted: (gi, item, r, report) => handlers[gi]?.events.attempted(item, r, report),
-    removed: (gi) => {
+    removed: (gi, id, bytes) => {
       const x = handlers[gi];
-      if (x !== undefined) bump(x.h.key, -1);
+      if (x !== undefined) bump(x.h.key, -1, -bytes);
+      const s = rowShares.get(id);
+      if (s !== undefined) {
+        rowShares.delete(id);
+        unshare(s.share, s.bytes);
+      }
     },
     senderReport: (backend, r) => senders.get(backend)?.onReport?.(r),
     log,
@@ -157,18 +190,21 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
   const syncDepth = async () => {
     if (sinceSync !== null || store === null) return;
     sinceSync = new Map();
+    bytesSinceSync = 0;
     try {
-      const fresh = await store.depth();
+      const [fresh, bytes] = await Promise.all([store.depth(), store.bytes?.()]);
       const delta = sinceSync;
       depth.clear();
       total = 0;
       for (const [k, n] of fresh) depth.set(k, n);
       for (const [k, d] of delta) depth.set(k, (depth.get(k) ?? 0) + d);
       for (const n of depth.values()) total += n;
+      if (bytes !== undefined) totalBytes = bytes + bytesSinceSync;
     } catch (err) {
       if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', err: String(err) }, 'could not read the outbox depth');
     } finally {
       sinceSync = null;
+      bytesSinceSync = null;
     }
     for (const x of handlers) o.metrics.depth(handlerLabel(x.h), depth.get(x.h.key) ?? 0);
   };
@@ -179,18 +215,41 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     else for (const x of handlers) o.metrics.depth(handlerLabel(x.h), depth.get(x.h.key) ?? 0);
   };
 
-  const reject = (x: Registered, hostType: string, eventId: string) => {
+  // One line per second at most for each kind of refusal: at the cap, every
+  // message would log otherwise; the rest of each second is counted in a
+  // summary line when it ends.
+  let fullLine: { backend: string; handler: number } = { backend: '', handler: 0 };
+  const fullLog = logLimiter((rejected, windowMs) =>
+    log.warn({ what: 'event_pusher_outbox_full', backend: fullLine.backend, handler: fullLine.handler, rejected, window_ms: windowMs, outbox_max_events: o.maxEvents, outbox_max_bytes: o.maxBytes },
+      'the outbox is full: new events are not kept (messages are still routed)'),
+  );
+  let shareLine: { backend: string; handler: number; owner: string } = { backend: '', handler: 0, owner: '' };
+  const shareLog = logLimiter((rejected, windowMs) =>
+    log.warn({ what: 'event_pusher_outbox_user_full', backend: shareLine.backend, handler: shareLine.handler, user: shareLine.owner, rejected, window_ms: windowMs, ...perUserFields() },
+      "a sender's share of the outbox is used up: its new events are refused"),
+  );
+  const perUserFields = () => ({ outbox_max_events_per_user: o.perUser?.maxEvents, outbox_max_bytes_per_user: o.perUser?.maxBytes });
+
+  const reject = (x: Registered, hostType: string, eventId: string): EnqueueRefusal => {
     o.metrics.rejected(hostType, handlerLabel(x.h));
     x.events.dropped(hostType, eventId, 'outbox_full');
-    // One line per second at most: at the cap, every message would log otherwise.
-    rejectedSinceLog++;
-    const t = now();
-    if (t - lastRejectLog >= 1000) {
-      log.warn({ what: 'event_pusher_outbox_full', backend: x.h.backend, handler: x.h.index, rejected: rejectedSinceLog, outbox_max_events: o.maxEvents },
+    fullLine = { backend: x.h.backend, handler: x.h.index };
+    if (fullLog.admit()) {
+      log.warn({ what: 'event_pusher_outbox_full', backend: x.h.backend, handler: x.h.index, rejected: 1, outbox_max_events: o.maxEvents, outbox_max_bytes: o.maxBytes, events: total, bytes: totalBytes },
         'the outbox is full: new events are not kept (messages are still routed)');
-      rejectedSinceLog = 0;
-      lastRejectLog = t;
     }
+    return 'outbox_full';
+  };
+
+  const rejectShare = (x: Registered, hostType: string, eventId: string, owner: string): EnqueueRefusal => {
+    o.metrics.userRejected(hostType, handlerLabel(x.h));
+    x.events.dropped(hostType, eventId, 'user_full');
+    shareLine = { backend: x.h.backend, handler: x.h.index, owner };
+    if (shareLog.admit()) {
+      log.warn({ what: 'event_pusher_outbox_user_full', backend: x.h.backend, handler: x.h.index, user: owner, rejected: 1, ...perUserFields() },
+        "a sender's share of the outbox is used up: its new events are refused");
+    }
+    return 'user_full';
   };
 
   const sendNudges = () => {
@@ -201,17 +260,31 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     remote.request({ type: 'nudge', keys }).catch(() => {});
   };
 
-  const enqueue = (x: Registered, hostType: string, eventId: string, payload: Uint8Array): Promise<void> | void => {
-    if (closing || store === null) return x.events.dropped(hostType, eventId, 'closed');
-    if (total >= o.maxEvents) return reject(x, hostType, eventId);
+  const enqueue = (x: Registered, hostType: string, eventId: string, payload: Uint8Array, owner: string | undefined): Promise<void> | EnqueueRefusal => {
+    if (closing || store === null) {
+      x.events.dropped(hostType, eventId, 'closed');
+      return 'closed';
+    }
+    const size = payload.byteLength;
+    if (total >= o.maxEvents || (totalBytes + size > maxBytes && total > 0)) return reject(x, hostType, eventId);
+    let share: Share | undefined;
+    if (owner !== undefined && o.perUser !== undefined) {
+      share = shares.get(owner);
+      // A first event larger than the byte share still goes: the share bounds what waits, not one event.
+      if (share !== undefined && (share.rows >= o.perUser.maxEvents || share.bytes + size > o.perUser.maxBytes)) return rejectShare(x, hostType, eventId, owner);
+      if (share === undefined) shares.set(owner, (share = { owner, rows: 0, bytes: 0 }));
+      share.rows++;
+      share.bytes += size;
+    }
     const key = x.h.key;
     // In the SQLite writer thread, the engine there decides whether the row is claimed.
     const loop = local;
-    const hot = loop !== null && loop.admit(key);
-    bump(key, 1);
+    const hot = loop !== null && loop.admit(key, size);
+    bump(key, 1, size);
     const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot };
     return store.append(row).then(
       (id) => {
+        if (share !== undefined) rowShares.set(id, { share, bytes: size });
         if (loop !== null) loop.written(key, row, id, hot);
         else if (nudges !== null) {
           nudges.add(key);
@@ -222,8 +295,9 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         }
       },
       (err: unknown) => {
-        loop?.writeFailed(key, hot);
-        bump(key, -1);
+        loop?.writeFailed(key, hot, size);
+        bump(key, -1, -size);
+        if (share !== undefined) unshare(share, size);
         log.error({ what: 'event_pusher_outbox_write_failed', backend: x.h.backend, handler: x.h.index, webhook_id: eventId, err: String(err) },
           'could not write an event to the outbox; it is lost');
         x.events.dropped(hostType, eventId, 'store_error');
@@ -238,6 +312,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     }),
     handlers: handlers.map((x) => x.h),
     pageSize: o.pageSize,
+    pageBytes: o.batch?.maxBytes,
     pollMs: o.pollMs,
   });
 
@@ -251,7 +326,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       handlers.push(x);
       byKey.add(h.key);
       const q: DurableQueue = {
-        enqueue: (hostType, eventId, payload) => enqueue(x, hostType, eventId, payload),
+        enqueue: (hostType, eventId, payload, owner) => enqueue(x, hostType, eventId, payload, owner),
         get size() {
           return depth.get(h.key) ?? 0;
         },
@@ -279,7 +354,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
             nudges = new Set();
           } else throw new Error('sender_thread = "worker" needs the SQLite outbox or PostgreSQL settings');
         } else {
-          const loop = createSendLoop({ store, reporter, pageSize: o.pageSize, pollMs: o.pollMs, now: o.now });
+          const loop = createSendLoop({ store, reporter, pageSize: o.pageSize, pageBytes: o.batch?.maxBytes, pollMs: o.pollMs, now: o.now });
           const built = new Map<string, BackendSender>();
           for (const x of handlers) {
             const spec = senders.get(x.h.backend)!;
@@ -321,6 +396,8 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         log.error({ what: 'event_pusher_outbox_close_failed', err: String(err) }, 'the outbox sender did not stop cleanly');
       }
       closed = true;
+      fullLog.flush();
+      shareLog.flush();
       // Rows still claimed (waiting, or in flight past the grace) are released by the store.
       await store?.close();
     },

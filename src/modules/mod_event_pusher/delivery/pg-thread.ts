@@ -29,7 +29,7 @@ try {
   });
   const host: OutboxHost = {
     settle: (op) => store.settle(op),
-    claim: (h, now, limit) => store.claim(h, now, limit),
+    claim: (h, now, limit, maxBytes) => store.claim(h, now, limit, maxBytes),
     depth: () => store.depth(),
     post: (m) => port.postMessage({ ext: m }),
   };

@@ -17,6 +17,7 @@ export interface ThreadInit {
   backends: Array<{ name: string; url: string; init: unknown }>;
   handlers: EngineHandler[];
   pageSize?: number;
+  pageBytes?: number;
   pollMs?: number;
 }
 
@@ -25,7 +26,7 @@ export type ThreadRequest = { type: 'start' } | { type: 'close'; graceMs: number
 // Codes of the flat report list; each is followed by a fixed number of fields.
 const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument ('' when none)
 const R_ATTEMPT = 1; // see pushAttempt
-const R_REMOVED = 2; // handler position
+const R_REMOVED = 2; // handler position, row id, payload bytes
 const R_LOG = 3; // level, JSON of the record, message
 const R_SENDER = 4; // backend name, number of fields, the fields (a SenderReport)
 
@@ -67,7 +68,8 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
         break;
       }
       case R_REMOVED:
-        rep.removed(r[i++] as number);
+        rep.removed(r[i] as number, r[i + 1] as number, r[i + 2] as number);
+        i += 3;
         break;
       case R_SENDER: {
         const n = r[i + 1] as number;
@@ -129,8 +131,8 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
       );
       later();
     },
-    removed: (gi) => {
-      out.push(R_REMOVED, gi);
+    removed: (gi, id, bytes) => {
+      out.push(R_REMOVED, gi, id, bytes);
       later();
     },
     senderReport: (backend, fields) => {
@@ -154,7 +156,7 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
     const mod = (await import(b.url)) as { createSender(init: unknown, report: (r: SenderReport) => void): BackendSender | Promise<BackendSender> };
     senders.set(b.name, await mod.createSender(b.init, (r) => reporter.senderReport(b.name, r)));
   }
-  const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pollMs: init.pollMs });
+  const loop: SendLoop = createSendLoop({ store: host, reporter, pageSize: init.pageSize, pageBytes: init.pageBytes, pollMs: init.pollMs });
   for (const h of init.handlers) {
     const s = senders.get(h.backend);
     if (s === undefined) throw new Error(`no sender for the ${h.backend} backend`);
@@ -165,13 +167,13 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
   return {
     beforeWrite(rows: NewOutboxRow[]) {
       hot.length = rows.length;
-      for (let i = 0; i < rows.length; i++) hot[i] = rows[i]!.claimed = loop.admit(rows[i]!.handler);
+      for (let i = 0; i < rows.length; i++) hot[i] = rows[i]!.claimed = loop.admit(rows[i]!.handler, rows[i]!.payload.byteLength);
     },
     afterWrite(rows: NewOutboxRow[], ids: number[]) {
       for (let i = 0; i < rows.length; i++) loop.written(rows[i]!.handler, rows[i]!, ids[i]!, hot[i]!);
     },
     writeFailed(rows: NewOutboxRow[]) {
-      for (let i = 0; i < rows.length; i++) loop.writeFailed(rows[i]!.handler, hot[i]!);
+      for (let i = 0; i < rows.length; i++) loop.writeFailed(rows[i]!.handler, hot[i]!, rows[i]!.payload.byteLength);
     },
     request(body: unknown) {
       const m = body as ThreadRequest;

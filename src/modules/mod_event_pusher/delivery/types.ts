@@ -108,18 +108,27 @@ export interface AttemptReport {
 export interface HandlerEvents {
   /** After each attempt. */
   attempted(item: { handler: number; hostType: string; eventId: string }, result: SendResult, report: AttemptReport): void;
-  /** An event that could not be kept: outbox full (outbox_max_events), write refused, or closing. */
-  dropped(hostType: string, eventId: string, reason: 'outbox_full' | 'store_error' | 'closed'): void;
+  /**
+   * An event that could not be kept: outbox full (outbox_max_events or
+   * outbox_max_bytes), its sender's share used up (outbox_max_events_per_user
+   * or outbox_max_bytes_per_user), write refused, or closing.
+   */
+  dropped(hostType: string, eventId: string, reason: 'outbox_full' | 'user_full' | 'store_error' | 'closed'): void;
 }
+
+/** Why enqueue refused an event at once. */
+export type EnqueueRefusal = 'outbox_full' | 'user_full' | 'closed';
 
 /** A handler's way into the outbox, on the push_event path. */
 export interface DurableQueue {
   /**
    * Never blocks and never throws. Returns a promise that resolves once the
-   * event is committed (it never rejects; a refusal goes to `dropped`), or
-   * nothing when it was refused at once.
+   * event is committed (it never rejects; a refusal goes to `dropped`), or,
+   * when it was refused at once, why (also told to `dropped`). `owner` is
+   * the user whose share of the outbox the event counts against (the
+   * sender's bare JID); without one only the outbox's own bounds apply.
    */
-  enqueue(hostType: string, eventId: string, payload: Uint8Array): Promise<void> | void;
+  enqueue(hostType: string, eventId: string, payload: Uint8Array, owner?: string): Promise<void> | EnqueueRefusal;
   /** Events of the handler in the outbox. */
   readonly size: number;
 }

@@ -18,7 +18,7 @@ import { ConfigError, fail } from '../../../config/schema.ts';
 import type { ModuleCheckContext } from '../../types.ts';
 import { httpPoolOrigin } from '../../../outgoing/http.ts';
 import type { HttpOutcome, HttpPool, OutgoingPools } from '../../../outgoing/types.ts';
-import type { AttemptReport, DurableQueue, OutboxAccess } from '../delivery/types.ts';
+import type { AttemptReport, DurableQueue, EnqueueRefusal, OutboxAccess } from '../delivery/types.ts';
 import { DEFAULT_RETRY } from '../delivery/retry.ts';
 import type { HandlerOpts } from './config.ts';
 import type { CallbackModule, HttpHandlerOpts, PrepareArgs, ShouldMakeReqArgs } from './callback.ts';
@@ -28,7 +28,8 @@ import { httpBackendMetrics, type HttpBackendMetrics } from './metrics.ts';
 import { encodePayload, encodePrefix } from './payload.ts';
 import { createHttpSender, outcomeOf, type HttpSenderHandler, type HttpSenderInit } from './sender.ts';
 import { createSigner, parseSecret, signedHeaders, type Signer } from './signing.ts';
-import { webhookId } from './webhook-id.ts';
+import { newWebhookId } from './webhook-id.ts';
+import { logLimiter, type LogLimiter } from '../delivery/log-limit.ts';
 
 /**
  * The key under which a handler's events are stored: what makes a handler
@@ -73,6 +74,8 @@ export interface HttpBackendDeps {
   hosts?: readonly string[];
   /** Cap of the in-memory queue of each handler. */
   maxQueue?: number;
+  /** Cap of the body bytes in the in-memory queue of each handler (best_effort_max_bytes). */
+  maxQueueBytes?: number;
   /** mod_event_pusher's outbox; needed when a handler has at_least_once delivery. */
   outbox?: OutboxAccess;
 }
@@ -163,10 +166,29 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
   const metrics: HttpBackendMetrics = httpBackendMetrics(deps.metrics);
   for (const h of deps.hosts ?? []) metrics.forHost(h);
   const maxQueue = deps.maxQueue ?? DEFAULT_MAX_QUEUE;
-  let droppedSinceLog = 0;
-  let lastDropLog = 0;
-  /** Failed attempts that will be retried are logged at most once a second per handler. */
-  const retryLog = new Map<number, { last: number; suppressed: number }>();
+  /**
+   * Failed attempts that will be retried are logged at most once a second per
+   * handler; the others of that second are counted in a summary line
+   * (event_pusher_http_failed_suppressed) when it ends.
+   */
+  const retryLog = new Map<number, LogLimiter>();
+  const retryLimiter = (handler: number, hostType: string): LogLimiter => {
+    let l = retryLog.get(handler);
+    if (l === undefined) {
+      l = logLimiter((suppressed, windowMs) =>
+        log.warn({ what: 'event_pusher_http_failed_suppressed', handler, url: handlers[handler]!.url, host_type: hostType, suppressed, window_ms: windowMs },
+          `${suppressed} more failed HTTP notification(s) of this handler were not logged one by one; they will be retried`),
+      );
+      retryLog.set(handler, l);
+    }
+    return l;
+  };
+  /** Events the in-memory queue could not take: one line a second, the rest in its summary. */
+  let dropLine: { handler: number; reason: string } = { handler: 0, reason: '' };
+  const dropLog = logLimiter((dropped, windowMs) =>
+    log.warn({ what: 'event_pusher_http_dropped', handler: dropLine.handler, url: handlers[dropLine.handler]!.url, reason: dropLine.reason, dropped, window_ms: windowMs, max_queue: maxQueue },
+      'HTTP notifications dropped'),
+  );
 
   const onResult = (req: { handler: number; hostType: string; webhookId: string }, o: HttpOutcome, r?: AttemptReport) => {
     const m = metrics.forHost(req.hostType);
@@ -184,16 +206,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       extra = { attempt: r.attempt };
       if (r.nextAttemptInMs !== undefined) {
         extra.next_attempt_in_ms = r.nextAttemptInMs;
-        const now = Date.now();
-        const rl = retryLog.get(req.handler) ?? { last: 0, suppressed: 0 };
-        retryLog.set(req.handler, rl);
-        if (now - rl.last < 1000) {
-          rl.suppressed++;
-          return;
-        }
-        if (rl.suppressed > 0) extra.suppressed = rl.suppressed;
-        rl.last = now;
-        rl.suppressed = 0;
+        if (!retryLimiter(req.handler, req.hostType).admit()) return;
       }
     }
     const base = { what: 'event_pusher_http_failed', handler: req.handler, url: h.url, host_type: req.hostType, webhook_id: req.webhookId, ...extra };
@@ -203,17 +216,14 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
 
   const onDropped = (req: { handler: number; hostType: string }, reason: string) => {
     metrics.forHost(req.hostType).failed.inc();
-    // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_write_failed).
-    if (reason === 'outbox_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
+    // The outbox logs its own refusals (event_pusher_outbox_full, event_pusher_outbox_user_full, event_pusher_outbox_write_failed).
+    if (reason === 'outbox_full' || reason === 'user_full' || reason === 'store_error') return metrics.outcome(req.hostType, req.handler, reason);
     metrics.outcome(req.hostType, req.handler, 'dropped');
     // One line per second at most: a dead webhook under load would otherwise flood the log.
-    droppedSinceLog++;
-    const now = Date.now();
-    if (now - lastDropLog >= 1000) {
-      log.warn({ what: 'event_pusher_http_dropped', handler: req.handler, url: handlers[req.handler]!.url, reason, dropped: droppedSinceLog, max_queue: maxQueue },
+    dropLine = { handler: req.handler, reason };
+    if (dropLog.admit()) {
+      log.warn({ what: 'event_pusher_http_dropped', handler: req.handler, url: handlers[req.handler]!.url, reason, dropped: 1, max_queue: maxQueue },
         'HTTP notifications dropped');
-      droppedSinceLog = 0;
-      lastDropLog = now;
     }
   };
 
@@ -243,7 +253,7 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
       if ((ho.delivery ?? 'at_least_once') === 'best_effort') {
         const s = signer;
         deliverer = createMemoryDeliverer({
-          pool, concurrency: Math.max(1, pool.workers), maxQueue, onResult, onDropped,
+          pool, concurrency: Math.max(1, pool.workers), maxQueue, maxQueueBytes: deps.maxQueueBytes, onResult, onDropped,
           headersFor: s === undefined ? undefined : (req) => signedHeaders(s, req.headers as Array<[string, string]>, req.webhookId, req.body, Date.now()),
         });
       } else {
@@ -288,11 +298,13 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     } catch (e) {
       return callbackFailed(h, acc, 'prepareHeaders/prepareBody', e);
     }
-    // A webhook-id the callback module set is kept, and is what signatures cover.
+    // A webhook-id the callback module set is kept, and is what signatures
+    // cover; otherwise the event gets one of the server's own, stored with it.
     const own = prep.id;
-    const id = own ?? webhookId(event.from.full, event.to.full, event.packet.attrs.id ?? acc.ref, h.index, event.direction);
+    const id = own ?? newWebhookId();
     let stored: Promise<void> | void;
     if (h.durable !== null) {
+      let r: Promise<void> | EnqueueRefusal;
       // Stored as the handler's prefix (path and headers, encoded once) and the body.
       let prefix = prep.prefix;
       if (prefix === null) {
@@ -303,7 +315,13 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
         }
         if (h.hdr === prep) prep.prefix = prefix;
       }
-      stored = h.durable.enqueue(acc.hostType, id, encodePayload(prefix, payload));
+      r = h.durable.enqueue(acc.hostType, id, encodePayload(prefix, payload), event.from.bare);
+      if (typeof r === 'string') {
+        // The sender has used up its share: a message it is sending is bounced (index.ts).
+        if (r === 'user_full' && sync && event.direction === 'in') event.refused = r;
+        return undefined;
+      }
+      stored = r;
     } else {
       const pairs: Array<[string, string]> = own === undefined ? [...prep.pairs, ['webhook-id', id]] : prep.pairs;
       stored = h.deliverer!.enqueue({ handler: h.index, hostType: acc.hostType, path: h.opts.path, headers: pairs, body: payload, webhookId: id });
@@ -372,6 +390,8 @@ export async function createHttpBackend(deps: HttpBackendDeps, handlerOpts: read
     async close() {
       // The outbox is mod_event_pusher's: it closes it after its backends.
       await Promise.all(handlers.map((h) => h.deliverer?.close()));
+      for (const l of retryLog.values()) l.flush();
+      dropLog.flush();
     },
   };
 }

@@ -35,6 +35,8 @@ export interface MemoryDelivererOptions {
   concurrency: number;
   /** Requests kept waiting before new ones are dropped. */
   maxQueue: number;
+  /** Body bytes (UTF-16 code units of a string body) kept waiting before new requests are dropped; one request alone is always taken. */
+  maxQueueBytes?: number;
   onResult(req: DeliveryRequest, outcome: HttpOutcome): void;
   onDropped(req: DeliveryRequest, reason: 'queue_full' | 'closed'): void;
   /** The headers to send, computed when the request goes out (signatures carry the time of sending). */
@@ -43,11 +45,16 @@ export interface MemoryDelivererOptions {
 
 export const DEFAULT_MAX_QUEUE = 10_000;
 
+/** What a request's body costs the queue: bytes, or code units of a string (what it takes in memory). */
+const sizeOf = (req: DeliveryRequest) => (typeof req.body === 'string' ? req.body.length : req.body.byteLength);
+
 /** An in-memory FIFO drained by up to `concurrency` requests at a time. Bounded; lost on restart. */
 export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
   let queue: DeliveryRequest[] = [];
   let head = 0;
   let inFlight = 0;
+  let queuedBytes = 0;
+  const maxBytes = o.maxQueueBytes ?? Infinity;
   let closed = false;
   let idle: (() => void) | null = null;
 
@@ -55,6 +62,7 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
     while (inFlight < o.concurrency && head < queue.length) {
       const req = queue[head]!;
       queue[head++] = undefined as unknown as DeliveryRequest;
+      queuedBytes -= sizeOf(req);
       if (head > 1024 && head * 2 > queue.length) {
         queue = queue.slice(head);
         head = 0;
@@ -81,6 +89,9 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
     enqueue(req) {
       if (closed) return o.onDropped(req, 'closed');
       if (queue.length - head >= o.maxQueue) return o.onDropped(req, 'queue_full');
+      const size = sizeOf(req);
+      if (queuedBytes + size > maxBytes && queue.length > head) return o.onDropped(req, 'queue_full');
+      queuedBytes += size;
       queue.push(req);
       if (inFlight < o.concurrency) pump();
     },
@@ -96,6 +107,7 @@ export function createMemoryDeliverer(o: MemoryDelivererOptions): Deliverer {
       for (let i = head; i < queue.length; i++) o.onDropped(queue[i]!, 'closed');
       queue = [];
       head = 0;
+      queuedBytes = 0;
     },
   };
 }

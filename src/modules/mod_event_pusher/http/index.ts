@@ -14,7 +14,7 @@ export const httpBackend: BackendDefinition<HandlerOpts[]> = {
     for (const h of hosts) m.forHost(h);
   },
   create: (ctx, opts) =>
-    createHttpBackend({ pools: ctx.pools, configDir: ctx.configDir, logger: ctx.logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: ctx.outbox }, opts),
+    createHttpBackend({ pools: ctx.pools, configDir: ctx.configDir, logger: ctx.logger, metrics: ctx.metrics, hosts: ctx.hosts, outbox: ctx.outbox, maxQueueBytes: ctx.bestEffortMaxBytes }, opts),
   check: checkHttpBackend,
   deliveryRows: (opts) => opts.flatMap((h, index) => ((h.delivery ?? 'at_least_once') === 'at_least_once' ? [{ index, key: handlerKey(h) }] : [])),
 };

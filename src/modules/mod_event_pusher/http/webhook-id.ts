@@ -1,20 +1,35 @@
-// The `webhook-id` header (Standard Webhooks, "webhook-id"): the same event
-// delivered twice carries the same id, so a receiver can drop the repeat.
-// It is derived from what identifies one event for one handler: the stanza's
-// sender and recipient, its id (RFC 6120 §8.1.3; the server's own reference
-// of the stanza when the client gave none), the handler and the direction.
-// The recipient is part of it because a groupchat message fans out to many
-// recipients under one stanza id.
-import { hash } from 'node:crypto';
+// The `webhook-id` header (Standard Webhooks, "webhook-id"): one value per
+// event, allocated by the server when the event is taken, and stored with it
+// (the outbox row's event id), so that every attempt of that event, before
+// and after a restart, carries the same value, and a receiver can drop a
+// repeat by it.
+//
+// It is never derived from what a client chose: two messages with the same
+// stanza `id`, sender, recipient and body are two events and get two ids. An
+// id is a random 96-bit prefix drawn once per process (and again when its
+// counter wraps) followed by a counter, in base64url: unique across restarts
+// and across servers sharing one outbox, with no random draw per event.
+import { randomBytes } from 'node:crypto';
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+/** Six base64url digits of counter after the 16 of the prefix: `msg_` and 22 characters, as before. */
+const COUNTER_DIGITS = 6;
+const COUNTER_SPAN = 64 ** COUNTER_DIGITS;
 
-export function webhookId(from: string, to: string, stanzaId: string, handler: number, dir: string): string {
-  // 128 bits are plenty against collisions; base64url keeps the header token-safe.
-  // The id is the first 16 bytes of the SHA-256 in base64url: 21 characters
-  // carry bits 0-125, and the 22nd holds bits 126-127 followed by four zero
-  // bits (as the encoding of the 16 bytes alone would), so ids stay what
-  // earlier versions derived for the same event.
-  const full = hash('sha256', from + '\n' + to + '\n' + stanzaId + '\n' + handler + '\n' + dir, 'base64url');
-  return 'msg_' + full.slice(0, 21) + B64URL[B64URL.indexOf(full[21]!) & 0x30];
+let prefix = '';
+let counter = COUNTER_SPAN;
+
+/** A new event id: `msg_` followed by 22 base64url characters, never handed out before. */
+export function newWebhookId(): string {
+  if (counter >= COUNTER_SPAN) {
+    prefix = 'msg_' + randomBytes(12).toString('base64url');
+    counter = 0;
+  }
+  let n = counter++;
+  let digits = '';
+  for (let i = 0; i < COUNTER_DIGITS; i++) {
+    digits = B64URL[n % 64]! + digits;
+    n = Math.floor(n / 64);
+  }
+  return prefix + digits;
 }

@@ -18,7 +18,7 @@ import type { Registry } from 'prom-client';
 import { fail } from '../../../config/schema.ts';
 import type { Acc, Barrier, PushEvent } from '../../../hooks/catalogue.ts';
 import type { OutgoingPools } from '../../../outgoing/types.ts';
-import type { DurableQueue, OutboxAccess, SendResult } from '../delivery/types.ts';
+import type { DurableQueue, EnqueueRefusal, OutboxAccess, SendResult } from '../delivery/types.ts';
 import { DEFAULT_RETRY } from '../delivery/retry.ts';
 import { configuredExchanges, RABBIT_POOL_TAG, type ExchangeOpts, type MsgExchangeOpts, type RabbitOpts } from './config.ts';
 import { rabbitMetrics } from './metrics.ts';
@@ -113,8 +113,9 @@ export async function createRabbitBackend(deps: RabbitBackendDeps, opts: RabbitO
     onReport,
   });
 
-  const store = (acc: Acc, exchange: string, key: string, body: string): Promise<void> | void =>
-    queue.enqueue(acc.hostType, randomUUID(), encodeRabbitPayload(exchange, key, body));
+  /** The commit of the stored event, or the reason it was refused. */
+  const store = (acc: Acc, exchange: string, key: string, body: string, owner: string): Promise<void> | EnqueueRefusal =>
+    queue.enqueue(acc.hostType, randomUUID(), encodeRabbitPayload(exchange, key, body), owner);
 
   const chat = (x: MsgExchangeOpts | undefined, acc: Acc, event: Extract<PushEvent, { kind: 'chat' }>, barrier: Barrier): Barrier => {
     if (x === undefined) return barrier;
@@ -122,9 +123,14 @@ export async function createRabbitBackend(deps: RabbitBackendDeps, opts: RabbitO
     // Messages without a body (chat states, markers) are not published, as in MongooseIM.
     if (body === undefined) return barrier;
     const key = event.direction === 'in' ? `${event.from.bare}.${x.sent_topic}` : `${event.to.bare}.${x.recv_topic}`;
-    const stored = store(acc, x.name, key, chatMessage(event.from.full, event.to.full, body.text()));
+    const stored = store(acc, x.name, key, chatMessage(event.from.full, event.to.full, body.text()), event.from.bare);
+    if (typeof stored === 'string') {
+      // The sender has used up its share of the outbox: a message it is sending is bounced (index.ts).
+      if (stored === 'user_full' && event.direction === 'in') event.refused = stored;
+      return barrier;
+    }
     // Only a message a user sent can still be held.
-    if (stored === undefined || event.direction !== 'in') return barrier;
+    if (event.direction !== 'in') return barrier;
     return barrier === undefined ? stored : Promise.all([barrier, stored]);
   };
 
@@ -132,7 +138,7 @@ export async function createRabbitBackend(deps: RabbitBackendDeps, opts: RabbitO
     handle(acc: Acc, event: PushEvent, barrier: Barrier): Barrier {
       if (event.kind === 'presence') {
         const x = opts.presence_exchange;
-        if (x !== undefined) store(acc, x.name, event.jid.bare, presenceMessage(event.jid.full, event.status === 'online'));
+        if (x !== undefined) store(acc, x.name, event.jid.bare, presenceMessage(event.jid.full, event.status === 'online'), event.jid.bare);
         return barrier;
       }
       if (event.type === 'chat') return chat(opts.chat_msg_exchange, acc, event, barrier);

@@ -9,12 +9,16 @@ import { createDeliveryEngine } from '../../../../src/modules/mod_event_pusher/d
 import type { SendResult } from '../../../../src/modules/mod_event_pusher/delivery/types.ts';
 import { encodePayload, encodePrefix, payloadDecoder } from '../../../../src/modules/mod_event_pusher/http/payload.ts';
 import { RecentQuantiles } from '../../../../src/modules/mod_event_pusher/http/recent-quantiles.ts';
-import { webhookId } from '../../../../src/modules/mod_event_pusher/http/webhook-id.ts';
+import { newWebhookId } from '../../../../src/modules/mod_event_pusher/http/webhook-id.ts';
 
-test('the webhook-id of an event is the one earlier versions derived for it', () => {
-  // First 16 bytes of SHA-256("alice@localhost/phone\nbob@localhost\nm1\n0\nin"), base64url.
-  assert.equal(webhookId('alice@localhost/phone', 'bob@localhost', 'm1', 0, 'in'), 'msg_luvzQkRshbgnoyMvZ85BdA');
-  assert.notEqual(webhookId('alice@localhost/phone', 'bob@localhost', 'm1', 0, 'out'), 'msg_luvzQkRshbgnoyMvZ85BdA');
+test('every webhook-id the server allocates is new, in the msg_ and 22 base64url characters form', () => {
+  const ids = new Set<string>();
+  for (let i = 0; i < 10_000; i++) {
+    const id = newWebhookId();
+    assert.match(id, /^msg_[A-Za-z0-9_-]{22}$/);
+    ids.add(id);
+  }
+  assert.equal(ids.size, 10_000);
 });
 
 test('recent quantiles are exact below the sample size and forget what is older than the window', () => {
