@@ -33,7 +33,7 @@ import { NS_BIND, NS_SASL, NS_SESSION, NS_TLS } from '../xmpp/ns.ts';
 import { clientAddress, type AuthBans } from './auth-bans.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
-import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
+import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './output.ts';
 import { HOLD_BACKLOG, Shaper } from './shaper.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
@@ -208,12 +208,73 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- output ---------------------------------------------------------------
 
-  send(el: Element): void {
+  /**
+   * Writes a stanza to the client. Others' stanzas (those whose `from` is
+   * another user) are bounded twice: one whose serialised form is longer
+   * than max_output_buffer is never written, and while the client's output
+   * waits, others may fill only their share of the cap (Output.admits). A
+   * stanza refused either way goes back to its sender as a stanza error
+   * (resource-constraint), or is dropped when it is presence, a result or
+   * an error; the client itself is never cut off for what others send.
+   * `held` marks a stanza the server kept for the user (offline messages):
+   * its sender has nothing to do with the pace, and the caller paces it.
+   */
+  send(el: Element, held = false): void {
     if (this.#state === 'closed') return;
-    const s = this.#framing.stanza(el);
+    const sender = held ? '' : this.#otherSender(el);
+    const isMessage = el.name === 'message';
+    if (sender !== '') {
+      const s = this.#framing.stanza(el, this.#ctx.limits.maxOutputBuffer);
+      if (s === null) {
+        this.#refuse(el, sender, 'the stanza is too large once serialised');
+        return;
+      }
+      if (!this.#output.admits(sender, s.length)) {
+        this.#refuse(el, sender, 'the recipient is not reading fast enough');
+        return;
+      }
+      this.#output.foreign(isMessage ? el : null, sender, s);
+      return;
+    }
+    // The session's own output (results of its requests, pushes, what the
+    // server kept for it): bounded by what made it (the roster's limits, the
+    // offline store's); what is too large to build at once goes in pieces.
+    const framing = this.#framing;
+    const s = framing.stanzaPieces === undefined ? framing.stanza(el) : framing.stanza(el, OUTPUT_CHUNK);
+    if (s === null) {
+      framing.stanzaPieces!(el, OUTPUT_CHUNK, (piece) => this.#output.write(piece));
+      if (isMessage) this.#output.message(el, '');
+      return;
+    }
     // Messages are remembered until the transport has taken them (see onSlowReader).
-    if (el.name === 'message') this.#output.message(el, s);
+    if (isMessage) this.#output.message(el, s);
     else this.#output.write(s);
+  }
+
+  /** The bare JID of the other user a stanza comes from, or '' for the server's and the user's own. */
+  #otherSender(el: Element): string {
+    if (this.#state !== 'bound') return '';
+    const from = el.attrs.from;
+    if (from === undefined || from === '' || from === this.#domain) return '';
+    const slash = from.indexOf('/');
+    const bare = slash === -1 ? from : from.slice(0, slash);
+    return bare === this.jid.bare || bare === this.#domain ? '' : bare;
+  }
+
+  /** Another party's stanza that is not written: a request or message gets an error back, anything else is dropped. */
+  #refuse(el: Element, sender: string, text: string): void {
+    const type = el.attrs.type;
+    this.#ctx.logger.debug({ what: 'c2s_output_refused', session: this.id, jid: this.jid.full, sender, name: el.name, reason: text }, 'a stanza from another party was not written');
+    const bounce = el.name === 'message' ? type !== 'error' : el.name === 'iq' && (type === 'get' || type === 'set');
+    if (!bounce) return;
+    const from = tryParseJid(el.attrs.from ?? '');
+    if (from === null) return;
+    this.#ctx.router.routeError(el, from, this.jid, 'resource-constraint', 'wait', text);
+  }
+
+  /** Resolves true once everything written so far has been taken by the transport, false if the session ends first. */
+  drained(): Promise<boolean> {
+    return this.#output.drained();
   }
 
   #sendHeader(): void {

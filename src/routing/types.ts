@@ -23,7 +23,14 @@ export interface SessionView {
   interested: boolean;
   /** The last available presence it sent, stamped with its full JID. */
   presence: Element | null;
-  send(el: Element): void;
+  /**
+   * Writes a stanza to the client. `held`: a stanza the server kept for the
+   * user (an offline message), written whatever others' share of the output
+   * (the caller paces it with `drained`).
+   */
+  send(el: Element, held?: boolean): void;
+  /** Resolves true once everything sent so far has been taken by the connection, false if the session ends first. */
+  drained?(): Promise<boolean>;
 }
 
 export interface SessionsApi {
