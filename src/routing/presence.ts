@@ -6,7 +6,8 @@ import type { Hooks } from '../hooks/hooks.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { Roster, RosterItem } from './types.ts';
 import { Element } from '../xmpp/xml.ts';
-import { parseJid, type JID } from '../xmpp/jid.ts';
+import { tryParseJid, type JID } from '../xmpp/jid.ts';
+import { StanzaError, errorReply } from '../xmpp/errors.ts';
 import { inbound as subInbound, outbound as subOutbound, NONE, type SubState, type SubType } from './roster-state.ts';
 import { pushRosterItem } from './roster-items.ts';
 import type { Router, PresenceHandler } from './router.ts';
@@ -24,6 +25,18 @@ export const NO_ROSTER: Roster = Object.freeze({
   getItem: async () => null,
   setItem: async () => {},
 });
+
+/**
+ * Stanzas a broadcast routes before it lets the event loop run others' work:
+ * a user with a large roster sending presence in a loop must not hold up
+ * everyone else's traffic for the whole broadcast.
+ */
+const BROADCAST_CHUNK = 64;
+
+/** Lets the event loop run what waits (I/O included) before going on. */
+function yieldToOthers(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 const SUB_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 
@@ -61,7 +74,11 @@ export class Presence implements PresenceHandler {
       return;
     }
     if (type !== undefined && SUB_TYPES.has(type)) {
-      this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch(this.#fail);
+      this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch((err: unknown) => {
+        // A limit of the roster (mod_roster's max_items): the user is told.
+        if (err instanceof StanzaError) session.send(errorReply(packet, err));
+        else this.#fail(err);
+      });
       return;
     }
     // Directed presence, probes and errors go as they are.
@@ -88,11 +105,15 @@ export class Presence implements PresenceHandler {
       session.available = false;
       session.presence = null;
     }
+    // The roster is bounded (mod_roster's max_items), and routed in chunks.
     const roster = await this.#roster.getRoster(me.local, me.domain);
+    let routed = 0;
     // To contacts subscribed to the user (from/both), RFC 6121 §4.2.2 / §4.5.2.
     for (const item of roster) {
       if (item.subscription !== 'from' && item.subscription !== 'both') continue;
-      const to = parseJid(item.jid);
+      const to = tryParseJid(item.jid);
+      if (to === null) continue;
+      if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
       const copy = packet.clone();
       copy.attrs.from = me.full;
       copy.attrs.to = to.full;
@@ -111,7 +132,9 @@ export class Presence implements PresenceHandler {
       // user's other resources' presence to the new one.
       for (const item of roster) {
         if (item.subscription !== 'to' && item.subscription !== 'both') continue;
-        const to = parseJid(item.jid);
+        const to = tryParseJid(item.jid);
+        if (to === null) continue;
+        if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
         const probe = new Element('presence', { type: 'probe', from: me.bare, to: to.bare });
         this.#router.route(me.bareJid(), to, probe);
       }
@@ -212,7 +235,14 @@ export class Presence implements PresenceHandler {
     let next: RosterItem | null = null;
     if (r.changed) {
       next = withState(item, contact.bare, r.state);
-      await this.#roster.setItem(user.local, user.domain, next);
+      try {
+        await this.#roster.setItem(user.local, user.domain, next);
+      } catch (err) {
+        if (!(err instanceof StanzaError)) throw err;
+        // The user's roster is full: a stranger's request is not kept.
+        this.#logger.info({ what: 'presence_roster_full', user: user.bare, contact: contact.bare, type }, 'a subscription stanza was dropped: the roster is full');
+        return;
+      }
       // A request alone does not put a contact on the roster (§3.1.3): only existing items are pushed.
       if (item !== null || next.subscription !== 'none' || next.ask !== null) pushRosterItem(this.#sm, user.bare, next);
     }

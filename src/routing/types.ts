@@ -86,7 +86,8 @@ export interface RosterItem {
  * NO_ROSTER (src/routing/presence.ts).
  */
 export interface Roster {
-  getRoster(user: string, domain: string): Promise<RosterItem[]>;
+  /** The user's roster, in the order of the contacts' JIDs; at most `limit` items when given. */
+  getRoster(user: string, domain: string, limit?: number): Promise<RosterItem[]>;
   getItem(user: string, domain: string, contact: string): Promise<RosterItem | null>;
   setItem(user: string, domain: string, item: RosterItem): Promise<void>;
 }
