@@ -20,6 +20,10 @@ export interface HostileOptions {
   /** Defines [shaper.normal] with this max_rate; the listener uses it. */
   shaperRate?: number;
   users?: Array<[string, string]>;
+  /** Keys of [modules.mod_roster]. */
+  roster?: Record<string, TomlValue>;
+  /** More TOML, appended as is (an [outgoing_pools.rdbms.default] pool). */
+  extraToml?: string;
 }
 
 function toml(v: TomlValue): string {
@@ -38,9 +42,10 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   if (o.shaperRate !== undefined) t += '  shaper = "normal"\n';
   if (o.tls !== undefined) t += `  [listen.c2s.tls]\n${keys(o.tls, '    ')}`;
   t += '\n[auth]\n  [auth.password]\n    format = "scram"\n    scram_iterations = 4096\n  [auth.internal]\n\n';
-  t += '[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n';
+  t += `[modules.mod_roster]\n${keys(o.roster, '  ')}[modules.mod_disco]\n[modules.mod_ping]\n`;
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
+  if (o.extraToml !== undefined) t += '\n' + o.extraToml + '\n';
   const configPath = join(dir, 'petrel.toml');
   await writeFile(configPath, t);
   const p = new Petrel(dir, configPath, [port], 'localhost');
