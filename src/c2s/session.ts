@@ -269,7 +269,9 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if (!bounce) return;
     const from = tryParseJid(el.attrs.from ?? '');
     if (from === null) return;
-    this.#ctx.router.routeError(el, from, this.jid, 'resource-constraint', 'wait', text);
+    // The error carries the stanza's addresses and id, not its payload: the
+    // payload is what was too large, and would be refused on the way back.
+    this.#ctx.router.routeError(new Element(el.name, el.attrs), from, this.jid, 'resource-constraint', 'wait', text);
   }
 
   /** Resolves true once everything written so far has been taken by the transport, false if the session ends first. */
