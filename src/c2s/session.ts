@@ -34,7 +34,7 @@ import { clientAddress, type AuthBans } from './auth-bans.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
 import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './output.ts';
-import { HOLD_BACKLOG, Shaper } from './shaper.ts';
+import { HOLD_BACKLOG, HOLD_SLICE, Shaper } from './shaper.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -89,6 +89,15 @@ export function framingLimits(maxStanzaSize: number, limits: C2SLimits): Framing
 
 export type SessionState = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
 
+/**
+ * Bytes of one read a bound session handles per turn of the event loop; the
+ * rest waits for the next turn, with reading held meanwhile. A read can be
+ * 64 KiB of stanzas that are each costly to prepare (long JIDs that need
+ * Unicode normalisation): handled at once, it would hold every other
+ * connection's traffic for that long.
+ */
+const INPUT_SLICE = 8192;
+
 /** Routing steps allowed to wait before the transport stops being read. */
 const PENDING_PAUSE = 256;
 
@@ -116,6 +125,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * batch; only their routing waits.
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
+  /** The rest of a large read, handled a slice per turn (null: none waiting). */
+  #slices: Uint8Array[] | null = null;
   readonly id: number;
 
   jid!: JID;
@@ -184,9 +195,54 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   // --- the transport's events -----------------------------------------------
 
   onData(data: Uint8Array): void {
-    this.#framing.input(data);
     const rate = this.#ctx.maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
+    if (this.#slices !== null) this.#slices.push(data);
+    else this.#input(data);
+  }
+
+  /**
+   * Hands `data` to the framing, a slice per turn once bound (INPUT_SLICE).
+   * Before binding the whole read goes at once: a stream restart (STARTTLS,
+   * SASL) drops the rest of the read it happened in, so a read must not be
+   * cut there.
+   */
+  #input(data: Uint8Array): void {
+    if (this.#state !== 'bound' || data.length <= INPUT_SLICE) {
+      this.#framing.input(data);
+      return;
+    }
+    this.#framing.input(data.subarray(0, INPUT_SLICE));
+    if ((this.#state as SessionState) === 'closed') return;
+    this.#slices = [data.subarray(INPUT_SLICE)];
+    (this.#shaper ??= new Shaper(this.#transport, this.#ctx.maxRate)).hold(HOLD_SLICE);
+    setImmediate(C2SSession.#nextSlice, this);
+  }
+
+  static #nextSlice(s: C2SSession): void {
+    const slices = s.#slices;
+    if (slices === null || s.#state === 'closed') {
+      s.#slices = null;
+      return;
+    }
+    const next = slices[0]!;
+    if (next.length > INPUT_SLICE) {
+      slices[0] = next.subarray(INPUT_SLICE);
+      s.#framing.input(next.subarray(0, INPUT_SLICE));
+    } else {
+      slices.shift();
+      s.#framing.input(next);
+    }
+    if ((s.#state as SessionState) === 'closed') {
+      s.#slices = null;
+      return;
+    }
+    if (slices.length > 0) {
+      setImmediate(C2SSession.#nextSlice, s);
+      return;
+    }
+    s.#slices = null;
+    s.#shaper?.release(HOLD_SLICE);
   }
 
   onEnd(): void {
