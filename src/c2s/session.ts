@@ -125,6 +125,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * batch; only their routing waits.
    */
   #pending: Array<{ ready: boolean; run: () => void }> | null = null;
+  /** A presence broadcast of this session still running: later routing steps wait for it. */
+  #busy: Promise<void> | null = null;
   /** The rest of a large read, handled a slice per turn (null: none waiting). */
   #slices: Uint8Array[] | null = null;
   readonly id: number;
@@ -610,7 +612,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const pending = this.#pending;
     if (pending === null) return;
     let i = 0;
-    while (i < pending.length && pending[i]!.ready) {
+    while (i < pending.length && pending[i]!.ready && this.#busy === null) {
       if (this.#state === 'closed') break;
       pending[i++]!.run();
     }
@@ -668,14 +670,24 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       if (r === STOP) return;
       barrier = r;
     }
-    if (this.#pending === null && barrier === undefined) this.#route(el, to, acc);
+    if (this.#pending === null && barrier === undefined && this.#busy === null) this.#route(el, to, acc);
     else this.#enqueue(barrier, () => this.#route(el, to, acc));
   }
 
   #route(el: Element, to: JID | null, acc: Acc): void {
     const me = this.jid;
     if (el.name === 'message') this.#ctx.router.route(me, acc.to, el, acc);
-    else if (el.name === 'presence') this.#ctx.presence.outbound(this, el, to, acc);
+    else if (el.name === 'presence') {
+      const busy = this.#ctx.presence.outbound(this, el, to, acc);
+      if (busy !== undefined) {
+        // Later stanzas are routed once this one's broadcast has ended.
+        this.#busy = busy;
+        busy.then(() => {
+          if (this.#busy === busy) this.#busy = null;
+          this.#drain();
+        });
+      }
+    }
     else if (to === null) this.#ctx.router.handleOwnIq(me, el, this);
     else this.#ctx.router.route(me, to, el, acc);
   }

@@ -66,23 +66,30 @@ export class Presence implements PresenceHandler {
 
   #fail = (err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed');
 
-  /** A presence stanza a local client sent (RFC 6121 §4.2, §4.4, §3.x outbound). `from` is its full JID. */
-  outbound(session: PresenceSession, packet: Element, to: JID | null, acc: Acc): void {
+  /**
+   * A presence stanza a local client sent (RFC 6121 §4.2, §4.4, §3.x
+   * outbound). `from` is its full JID. Returns, for a broadcast or a
+   * subscription change, the promise of its end: the session routes nothing
+   * more of the client's until then, so a client sending presence in a loop
+   * has one broadcast running at a time, and its reading stops once its
+   * backlog is full, instead of piling up work for the whole server.
+   */
+  outbound(session: PresenceSession, packet: Element, to: JID | null, acc: Acc): Promise<void> | undefined {
     const type = packet.attrs.type;
     if (to === null || (to.bare === session.jid.bare && to.resource === '' && type !== undefined && !SUB_TYPES.has(type))) {
-      if (type === undefined || type === 'unavailable') this.#broadcast(session, packet, type === undefined).catch(this.#fail);
-      return;
+      if (type === undefined || type === 'unavailable') return this.#broadcast(session, packet, type === undefined).catch(this.#fail);
+      return undefined;
     }
     if (type !== undefined && SUB_TYPES.has(type)) {
-      this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch((err: unknown) => {
+      return this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch((err: unknown) => {
         // A limit of the roster (mod_roster's max_items): the user is told.
         if (err instanceof StanzaError) session.send(errorReply(packet, err));
         else this.#fail(err);
       });
-      return;
     }
     // Directed presence, probes and errors go as they are.
     this.#router.route(session.jid, to, packet, acc);
+    return undefined;
   }
 
   /** The session ends: an available session broadcasts unavailable (RFC 6121 §4.5.2). */
