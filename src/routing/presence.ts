@@ -121,7 +121,7 @@ export class Presence implements PresenceHandler {
       const to = tryParseJid(item.jid);
       if (to === null) continue;
       if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
-      const copy = packet.clone();
+      const copy = addressed(packet);
       copy.attrs.from = me.full;
       copy.attrs.to = to.full;
       this.#router.route(me, to, copy);
@@ -129,7 +129,7 @@ export class Presence implements PresenceHandler {
     // To the user's own available resources, this one included.
     for (const s of this.#sm.byBare(me.bare)) {
       if (!s.available && s !== session) continue;
-      const copy = packet.clone();
+      const copy = addressed(packet);
       copy.attrs.from = me.full;
       copy.attrs.to = s.jid.full;
       this.#router.deliver(s, me, copy, this.#router.newAcc(me, s.jid, copy));
@@ -147,7 +147,7 @@ export class Presence implements PresenceHandler {
       }
       for (const s of this.#sm.byBare(me.bare)) {
         if (s === session || !s.available || s.presence === null) continue;
-        const copy = s.presence.clone();
+        const copy = addressed(s.presence);
         copy.attrs.from = s.jid.full;
         copy.attrs.to = me.full;
         session.send(copy);
@@ -186,7 +186,7 @@ export class Presence implements PresenceHandler {
       return;
     }
     for (const s of sessions) {
-      const copy = s.presence!.clone();
+      const copy = addressed(s.presence!);
       copy.attrs.from = s.jid.full;
       copy.attrs.to = contact.bare;
       this.#router.route(s.jid, contact, copy);
@@ -224,7 +224,7 @@ export class Presence implements PresenceHandler {
       return;
     }
     for (const s of sessions) {
-      const copy = s.presence!.clone();
+      const copy = addressed(s.presence!);
       copy.attrs.from = s.jid.full;
       copy.attrs.to = from.full;
       this.#router.route(s.jid, from, copy);
@@ -273,6 +273,17 @@ export class Presence implements PresenceHandler {
       }
     }
   }
+}
+
+/**
+ * A copy of a presence stanza to address to one recipient: its own
+ * attributes, the children shared. A broadcast makes one per contact, and a
+ * deep copy would cost the whole stanza's tree each time (up to
+ * max_stanza_size of elements, times max_items); routed stanzas are never
+ * changed below their top element.
+ */
+function addressed(packet: Element): Element {
+  return new Element(packet.name, packet.attrs, packet.children);
 }
 
 function stateOfItem(item: RosterItem | null): SubState {
