@@ -45,6 +45,8 @@ export class Conn {
   /** Set once logged in: receives every later chunk as text. */
   onText: ((text: string) => void) | null = null;
   closed = false;
+  /** The TCP socket (null over WebSocket), for writers that wait for 'drain'. */
+  socket: Socket | null = null;
 
   private constructor(send: (s: string) => void, kill: () => void, framed: boolean) {
     this.#send = send;
@@ -54,6 +56,7 @@ export class Conn {
 
   static tcp(socket: Socket): Conn {
     const c = new Conn((s) => socket.write(s), () => socket.destroy(), false);
+    c.socket = socket;
     socket.setEncoding('utf8');
     socket.setNoDelay(true);
     socket.on('data', (text: string) => c.#received(text));

@@ -3,7 +3,7 @@
 // whatever slices the bytes arrive, `</stream:stream>` ends it. The streaming
 // parser (xmpp/stream-parser.ts) does the reading; a stream restart is a new
 // parser. Used by the TCP transport, plain or TLS.
-import { escapeAttr, serialize, type Element } from '../xmpp/xml.ts';
+import { escapeAttr, serialize, serializeBounded, serializePieces, type Element } from '../xmpp/xml.ts';
 import { StreamError, type StreamErrorCondition } from '../xmpp/errors.ts';
 import { StreamParser, type StreamHeader, type StreamParserEvents } from '../xmpp/stream-parser.ts';
 import { NS_CLIENT, NS_STREAM } from '../xmpp/ns.ts';
@@ -69,8 +69,12 @@ export class ByteStreamFraming implements Framing, StreamParserEvents {
     return '<stream:features>' + children + '</stream:features>';
   }
 
-  stanza(el: Element): string {
-    return serialize(el);
+  stanza(el: Element, max?: number): string | null {
+    return max === undefined ? serialize(el) : serializeBounded(el, max);
+  }
+
+  stanzaPieces(el: Element, piece: number, emit: (s: string) => void): void {
+    serializePieces(el, piece, emit);
   }
 
   error(err: StreamError): string {

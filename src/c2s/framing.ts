@@ -65,8 +65,18 @@ export interface Framing {
   open(from: string, id: string): string;
   /** The <stream:features/> element around `children` (RFC 6120 §4.3.2). */
   features(children: string): string;
-  /** A stanza or other first-level element, serialised for this framing. */
-  stanza(el: Element): string;
+  /**
+   * A stanza or other first-level element, serialised for this framing; null
+   * when that is longer than `max` code units (then no more than about `max`
+   * is built).
+   */
+  stanza(el: Element, max?: number): string | null;
+  /**
+   * The same, handed to `emit` in pieces of about `piece` code units each,
+   * for output too large to build as one string (a roster result). A framing
+   * whose transport takes one element per write does not offer it.
+   */
+  stanzaPieces?(el: Element, piece: number, emit: (s: string) => void): void;
   /** A stream error (RFC 6120 §4.9); the session closes the stream right after it. */
   error(err: StreamError): string;
   /** The server's end of the stream (RFC 6120 §4.4; RFC 7395 §3.6). */

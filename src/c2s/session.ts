@@ -34,8 +34,8 @@ import { clientAddress, isLoopbackRemote, type AuthBans } from './auth-bans.ts';
 import type { ConnectionLimits } from './connection-limits.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
-import { Output, rerouteUndelivered, type OutputEvents } from './output.ts';
-import { HOLD_BACKLOG, Shaper } from './shaper.ts';
+import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './output.ts';
+import { HOLD_BACKLOG, HOLD_SLICE, Shaper } from './shaper.ts';
 import type { AccessRules, AccessSubject } from '../config/access.ts';
 import { countElement, type HostC2SMetrics } from './metrics.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
@@ -108,6 +108,15 @@ export function framingLimits(maxStanzaSize: number, limits: C2SLimits): Framing
 
 export type SessionState = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
 
+/**
+ * Bytes of one read a bound session handles per turn of the event loop; the
+ * rest waits for the next turn, with reading held meanwhile. A read can be
+ * 64 KiB of stanzas that are each costly to prepare (long JIDs that need
+ * Unicode normalisation): handled at once, it would hold every other
+ * connection's traffic for that long.
+ */
+const INPUT_SLICE = 8192;
+
 /** Routing steps allowed to wait before the transport stops being read. */
 const PENDING_PAUSE = 256;
 
@@ -147,6 +156,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   #m: HostC2SMetrics | undefined;
   /** Bytes per second this connection may send (0 = unshaped); the listener's, or its rule's for the user. */
   #maxRate: number;
+  /** A presence broadcast of this session still running: later routing steps wait for it. */
+  #busy: Promise<void> | null = null;
+  /** The rest of a large read, handled a slice per turn (null: none waiting). */
+  #slices: Uint8Array[] | null = null;
   readonly id: number;
 
   jid!: JID;
@@ -265,9 +278,54 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   onData(data: Uint8Array): void {
     const metrics = this.#ctx.metrics;
     if (metrics !== undefined) (this.#transport.secure ? metrics.tlsIn : metrics.tcpIn).inc(data.length);
-    this.#framing.input(data);
     const rate = this.#maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
+    if (this.#slices !== null) this.#slices.push(data);
+    else this.#input(data);
+  }
+
+  /**
+   * Hands `data` to the framing, a slice per turn once bound (INPUT_SLICE).
+   * Before binding the whole read goes at once: a stream restart (STARTTLS,
+   * SASL) drops the rest of the read it happened in, so a read must not be
+   * cut there.
+   */
+  #input(data: Uint8Array): void {
+    if (this.#state !== 'bound' || data.length <= INPUT_SLICE) {
+      this.#framing.input(data);
+      return;
+    }
+    this.#framing.input(data.subarray(0, INPUT_SLICE));
+    if ((this.#state as SessionState) === 'closed') return;
+    this.#slices = [data.subarray(INPUT_SLICE)];
+    (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_SLICE);
+    setImmediate(C2SSession.#nextSlice, this);
+  }
+
+  static #nextSlice(s: C2SSession): void {
+    const slices = s.#slices;
+    if (slices === null || s.#state === 'closed') {
+      s.#slices = null;
+      return;
+    }
+    const next = slices[0]!;
+    if (next.length > INPUT_SLICE) {
+      slices[0] = next.subarray(INPUT_SLICE);
+      s.#framing.input(next.subarray(0, INPUT_SLICE));
+    } else {
+      slices.shift();
+      s.#framing.input(next);
+    }
+    if ((s.#state as SessionState) === 'closed') {
+      s.#slices = null;
+      return;
+    }
+    if (slices.length > 0) {
+      setImmediate(C2SSession.#nextSlice, s);
+      return;
+    }
+    s.#slices = null;
+    s.#shaper?.release(HOLD_SLICE);
   }
 
   onEnd(): void {
@@ -308,17 +366,87 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- output ---------------------------------------------------------------
 
-  send(el: Element): void {
+  /**
+   * Writes a stanza to the client. Others' stanzas (those whose `from` is
+   * another user) are bounded twice: one whose serialised form is longer
+   * than max_output_buffer is never written, and while the client's output
+   * waits, others may fill only their share of the cap (Output.admits). A
+   * stanza refused either way goes back to its sender as a stanza error
+   * (resource-constraint), or is dropped when it is presence, a result or
+   * an error; the client itself is never cut off for what others send.
+   * `held` marks a stanza the server kept for the user (offline messages):
+   * its sender has nothing to do with the pace, and the caller paces it.
+   */
+  send(el: Element, held = false): void {
     if (this.#state === 'closed') return;
+    const sender = held ? '' : this.#otherSender(el);
+    const isMessage = el.name === 'message';
+    // Another party's stanza is bounded before anything keeps it (the hooks
+    // below may buffer it for resumption): too large once serialised, or
+    // past the others' share of a client that is not reading, it goes back.
+    let foreign: string | null = null;
+    if (sender !== '' && this.connected) {
+      const f = this.#framing.stanza(el, this.#ctx.limits.maxOutputBuffer);
+      if (f === null) {
+        this.#refuse(el, sender, 'the stanza is too large once serialised');
+        return;
+      }
+      if (!this.#output.admits(sender, f.length)) {
+        this.#refuse(el, sender, 'the recipient is not reading fast enough');
+        return;
+      }
+      foreign = f;
+    }
     // A handler may keep the stanza for later (client state indication) or,
     // for a session without a connection, only buffer it (stream management).
     if (!this.#ctx.hooks.run('xmpp_presend_element', this.#domain, { stream: this, el })) return;
     if (!this.connected) return;
-    const s = this.#framing.stanza(el);
     if (this.#m !== undefined) countElement(this.#m.out, el.name, el.attrs.type === 'error');
+    if (foreign !== null) {
+      this.#output.foreign(isMessage ? el : null, sender, foreign);
+      return;
+    }
+    // The session's own output (results of its requests, pushes, what the
+    // server kept for it): bounded by what made it (the roster's limits, the
+    // offline store's); what is too large to build at once goes in pieces.
+    const framing = this.#framing;
+    const s = framing.stanzaPieces === undefined ? framing.stanza(el) : framing.stanza(el, OUTPUT_CHUNK);
+    if (s === null) {
+      framing.stanzaPieces!(el, OUTPUT_CHUNK, (piece) => this.#output.write(piece));
+      if (isMessage) this.#output.message(el, '');
+      return;
+    }
     // Messages are remembered until the transport has taken them (see onSlowReader).
-    if (el.name === 'message') this.#output.message(el, s);
+    if (isMessage) this.#output.message(el, s);
     else this.#output.write(s);
+  }
+
+  /** The bare JID of the other user a stanza comes from, or '' for the server's and the user's own. */
+  #otherSender(el: Element): string {
+    if (this.#state !== 'bound') return '';
+    const from = el.attrs.from;
+    if (from === undefined || from === '' || from === this.#domain) return '';
+    const slash = from.indexOf('/');
+    const bare = slash === -1 ? from : from.slice(0, slash);
+    return bare === this.jid.bare || bare === this.#domain ? '' : bare;
+  }
+
+  /** Another party's stanza that is not written: a request or message gets an error back, anything else is dropped. */
+  #refuse(el: Element, sender: string, text: string): void {
+    const type = el.attrs.type;
+    this.#ctx.logger.debug({ what: 'c2s_output_refused', session: this.id, jid: this.jid.full, sender, name: el.name, reason: text }, 'a stanza from another party was not written');
+    const bounce = el.name === 'message' ? type !== 'error' : el.name === 'iq' && (type === 'get' || type === 'set');
+    if (!bounce) return;
+    const from = tryParseJid(el.attrs.from ?? '');
+    if (from === null) return;
+    // The error carries the stanza's addresses and id, not its payload: the
+    // payload is what was too large, and would be refused on the way back.
+    this.#ctx.router.routeError(new Element(el.name, el.attrs), from, this.jid, 'resource-constraint', 'wait', text);
+  }
+
+  /** Resolves true once everything written so far has been taken by the transport, false if the session ends first. */
+  drained(): Promise<boolean> {
+    return this.#output.drained();
   }
 
   #sendHeader(): void {
@@ -438,7 +566,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   writeNonza(el: Element): void {
     if (this.#state === 'closed' || this.#detached) return;
-    this.#output.write(this.#framing.stanza(el));
+    // Without a bound, stanza() always gives the text.
+    this.#output.write(this.#framing.stanza(el)!);
   }
 
   takeOver(old: C2SStream): boolean {
@@ -713,7 +842,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const pending = this.#pending;
     if (pending === null) return;
     let i = 0;
-    while (i < pending.length && pending[i]!.ready) {
+    while (i < pending.length && pending[i]!.ready && this.#busy === null) {
       if (this.#state === 'closed') break;
       pending[i++]!.run();
     }
@@ -771,14 +900,24 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       if (r === STOP) return;
       barrier = r;
     }
-    if (this.#pending === null && barrier === undefined) this.#route(el, to, acc);
+    if (this.#pending === null && barrier === undefined && this.#busy === null) this.#route(el, to, acc);
     else this.#enqueue(barrier, () => this.#route(el, to, acc));
   }
 
   #route(el: Element, to: JID | null, acc: Acc): void {
     const me = this.jid;
     if (el.name === 'message') this.#ctx.router.route(me, acc.to, el, acc);
-    else if (el.name === 'presence') this.#ctx.presence.outbound(this, el, to, acc);
+    else if (el.name === 'presence') {
+      const busy = this.#ctx.presence.outbound(this, el, to, acc);
+      if (busy !== undefined) {
+        // Later stanzas are routed once this one's broadcast has ended.
+        this.#busy = busy;
+        busy.then(() => {
+          if (this.#busy === busy) this.#busy = null;
+          this.#drain();
+        });
+      }
+    }
     else if (to === null) this.#ctx.router.handleOwnIq(me, el, this);
     else this.#ctx.router.route(me, to, el, acc);
   }

@@ -7,7 +7,9 @@
 //   the budget refills, so TCP flow control slows the sender down instead
 //   of the server buffering (as MongooseIM's shaper does);
 // - the session's routing backlog: too many stanzas waiting behind a hook
-//   barrier (the outbox write) stop reading until it drains.
+//   barrier (the outbox write) stop reading until it drains;
+// - the session's input slices: a large read is handled a slice per turn,
+//   and no more is read until the last slice is.
 //
 // Created only for a session that needs it (a shaped listener, or a backlog
 // that grew), so an idle unshaped connection carries none.
@@ -16,6 +18,8 @@ import type { Transport } from './transport.ts';
 /** The reasons reading is held, as bits. */
 export const HOLD_RATE = 1;
 export const HOLD_BACKLOG = 2;
+/** The rest of a large read waits for the next turn (the session's input slices). */
+export const HOLD_SLICE = 8;
 /** Once stopped, nothing resumes reading. */
 const HOLD_STOPPED = 4;
 

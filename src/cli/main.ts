@@ -133,6 +133,13 @@ async function main(argv: string[]): Promise<void> {
       };
       process.on('SIGINT', () => shutdown('SIGINT'));
       process.on('SIGTERM', () => shutdown('SIGTERM'));
+      // A promise some path forgot to handle is a bug to log, not a reason to
+      // drop every connection: Node would otherwise exit on it.
+      process.on('unhandledRejection', (reason: unknown) => {
+        const err = reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+        if (server !== null) server.logger.error({ what: 'unhandled_rejection', err }, 'a rejected promise was not handled; the server goes on');
+        else process.stderr.write(`petrel: unhandled rejection: ${err}\n`);
+      });
       server = await startServer(config);
       for (const o of config.ignored) {
         server.logger.warn({ what: 'config_option_ignored', option: o.path, reason: o.reason }, ignoredWarning(o));

@@ -27,6 +27,9 @@ export interface OfflineOpts {
   backend: StoreBackend;
 }
 
+/** Code units of stored messages handed to a session before waiting for its connection to take them. */
+const OFFLINE_BATCH = 32_768;
+
 /** Runs before handlers that would otherwise bounce the message (MongooseIM's mod_offline uses 50 too). */
 const PRIORITY = 50;
 
@@ -253,7 +256,22 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
         }
         return;
       }
-      for (const m of messages) {
+      // Handed over a bounded batch at a time, the next once the connection
+      // has taken the last: however much is stored, the client's output never
+      // holds more than a batch, so a client that reads is never dropped as a
+      // slow reader while it drains its store (and has nothing sent twice).
+      let batch = 0;
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!;
+        if (batch > 0 && batch + m.xml.length > OFFLINE_BATCH && target.drained !== undefined) {
+          batch = 0;
+          if (!(await target.drained())) {
+            // The session ended: what it was not given is kept for next time.
+            for (const rest of messages.slice(i)) await store.store(jid.local, jid.domain, rest);
+            return;
+          }
+        }
+        batch += m.xml.length;
         let el: Element;
         try {
           el = parseElement(m.xml);
@@ -261,7 +279,7 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
           logger.error({ what: 'offline_message_unreadable', user: jid.bare, err }, 'a stored offline message could not be parsed');
           continue;
         }
-        target.send(el);
+        target.send(el, true);
       }
       logger.debug({ what: 'offline_delivered', jid: jid.full, count: messages.length }, 'offline messages delivered');
     };

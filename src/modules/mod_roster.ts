@@ -4,7 +4,7 @@
 import type { HookRegistration } from '../hooks/hooks.ts';
 import type { HookCatalogue } from '../hooks/catalogue.ts';
 import type { ModuleData, ModuleDefinition } from './types.ts';
-import { section } from '../config/schema.ts';
+import { int, section } from '../config/schema.ts';
 import { Element } from '../xmpp/xml.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { tryParseJid } from '../xmpp/jid.ts';
@@ -12,18 +12,19 @@ import { NS_ROSTER } from '../xmpp/ns.ts';
 import { itemElement, pushRosterItem } from '../routing/roster-items.ts';
 import type { RosterItem } from '../routing/types.ts';
 import { storeBackendSpec, type StoreBackend } from '../storage/select.ts';
-import { ROSTER_STORE, type RosterStore } from './mod_roster/store.ts';
+import { ROSTER_STORE } from './mod_roster/store.ts';
+import { boundedRoster, checkItemLimits, type BoundedRosterStore, type RosterLimits } from './mod_roster/limits.ts';
 
 export type { RosterStore } from './mod_roster/store.ts';
 
-export interface RosterOpts {
+export interface RosterOpts extends RosterLimits {
   /** Where the roster is kept: "internal" (the embedded store) or "rdbms". */
   backend: StoreBackend;
 }
 
 /** The roster's store; server.ts hands `store` to routing's Presence as its Roster. */
 export interface RosterData extends ModuleData {
-  readonly store: RosterStore;
+  readonly store: BoundedRosterStore;
 }
 
 /** MongooseIM's mod_roster removes the roster late in remove_user; the order among modules does not matter here. */
@@ -31,9 +32,15 @@ const PRIORITY = 50;
 
 export const definition: ModuleDefinition<RosterOpts, RosterData> = {
   name: 'mod_roster',
-  configSpec: section({ backend: storeBackendSpec() }),
+  configSpec: section({
+    backend: storeBackendSpec(),
+    max_items: int({ default: 1000, min: 1, max: 100_000 }),
+    max_name_length: int({ default: 256, min: 1, max: 65_536 }),
+    max_groups: int({ default: 32, min: 0, max: 1000 }),
+    max_group_length: int({ default: 256, min: 1, max: 65_536 }),
+  }),
   async openData(stores, opts) {
-    const store = await stores.open(ROSTER_STORE, opts.backend, 'modules.mod_roster.backend');
+    const store = boundedRoster(await stores.open(ROSTER_STORE, opts.backend, 'modules.mod_roster.backend'), opts);
     const onRemoved = (p: HookCatalogue['user_removed']) => {
       p.removals.push(store.removeUser(p.user, p.server));
     };
@@ -42,8 +49,9 @@ export const definition: ModuleDefinition<RosterOpts, RosterData> = {
     ] satisfies [HookRegistration<'user_removed'>];
     return { backend: opts.backend, store, hooks: () => hooks };
   },
-  create(ctx, _opts, data) {
+  create(ctx, opts, data) {
     const roster = data.store;
+    roster.logger = ctx.logger;
     return {
       iqHandlers: () => [
         {
@@ -84,11 +92,13 @@ export const definition: ModuleDefinition<RosterOpts, RosterData> = {
               return undefined;
             }
             const groups = el.getChildren('group').map((g) => g.text());
+            const name = el.attrs.name ?? null;
+            checkItemLimits(name, groups, opts);
             if (new Set(groups).size !== groups.length) throw new StanzaError('bad-request', 'modify', 'duplicate group');
             if (groups.some((g) => g === '')) throw new StanzaError('not-acceptable', 'modify', 'empty group name');
             const next: RosterItem = {
               jid: bare,
-              name: el.attrs.name ?? null,
+              name,
               groups,
               subscription: existing?.subscription ?? 'none',
               ask: existing?.ask ?? null,

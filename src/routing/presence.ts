@@ -6,7 +6,8 @@ import type { Hooks } from '../hooks/hooks.ts';
 import type { UserStore } from '../storage/types.ts';
 import type { Roster, RosterItem } from './types.ts';
 import { Element } from '../xmpp/xml.ts';
-import { parseJid, type JID } from '../xmpp/jid.ts';
+import { tryParseJid, type JID } from '../xmpp/jid.ts';
+import { StanzaError, errorReply } from '../xmpp/errors.ts';
 import { inbound as subInbound, outbound as subOutbound, NONE, type SubState, type SubType } from './roster-state.ts';
 import { pushRosterItem } from './roster-items.ts';
 import type { Router, PresenceHandler } from './router.ts';
@@ -24,6 +25,18 @@ export const NO_ROSTER: Roster = Object.freeze({
   getItem: async () => null,
   setItem: async () => {},
 });
+
+/**
+ * Stanzas a broadcast routes before it lets the event loop run others' work:
+ * a user with a large roster sending presence in a loop must not hold up
+ * everyone else's traffic for the whole broadcast.
+ */
+const BROADCAST_CHUNK = 64;
+
+/** Lets the event loop run what waits (I/O included) before going on. */
+function yieldToOthers(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 const SUB_TYPES = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 
@@ -53,19 +66,30 @@ export class Presence implements PresenceHandler {
 
   #fail = (err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed');
 
-  /** A presence stanza a local client sent (RFC 6121 §4.2, §4.4, §3.x outbound). `from` is its full JID. */
-  outbound(session: PresenceSession, packet: Element, to: JID | null, acc: Acc): void {
+  /**
+   * A presence stanza a local client sent (RFC 6121 §4.2, §4.4, §3.x
+   * outbound). `from` is its full JID. Returns, for a broadcast or a
+   * subscription change, the promise of its end: the session routes nothing
+   * more of the client's until then, so a client sending presence in a loop
+   * has one broadcast running at a time, and its reading stops once its
+   * backlog is full, instead of piling up work for the whole server.
+   */
+  outbound(session: PresenceSession, packet: Element, to: JID | null, acc: Acc): Promise<void> | undefined {
     const type = packet.attrs.type;
     if (to === null || (to.bare === session.jid.bare && to.resource === '' && type !== undefined && !SUB_TYPES.has(type))) {
-      if (type === undefined || type === 'unavailable') this.#broadcast(session, packet, type === undefined).catch(this.#fail);
-      return;
+      if (type === undefined || type === 'unavailable') return this.#broadcast(session, packet, type === undefined).catch(this.#fail);
+      return undefined;
     }
     if (type !== undefined && SUB_TYPES.has(type)) {
-      this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch(this.#fail);
-      return;
+      return this.#subscriptionOut(session.jid, to.bareJid(), type as SubType, packet).catch((err: unknown) => {
+        // A limit of the roster (mod_roster's max_items): the user is told.
+        if (err instanceof StanzaError) session.send(errorReply(packet, err));
+        else this.#fail(err);
+      });
     }
     // Directed presence, probes and errors go as they are.
     this.#router.route(session.jid, to, packet, acc);
+    return undefined;
   }
 
   /** The session ends: an available session broadcasts unavailable (RFC 6121 §4.5.2). */
@@ -88,12 +112,16 @@ export class Presence implements PresenceHandler {
       session.available = false;
       session.presence = null;
     }
+    // The roster is bounded (mod_roster's max_items), and routed in chunks.
     const roster = await this.#roster.getRoster(me.local, me.domain);
+    let routed = 0;
     // To contacts subscribed to the user (from/both), RFC 6121 §4.2.2 / §4.5.2.
     for (const item of roster) {
       if (item.subscription !== 'from' && item.subscription !== 'both') continue;
-      const to = parseJid(item.jid);
-      const copy = packet.clone();
+      const to = tryParseJid(item.jid);
+      if (to === null) continue;
+      if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
+      const copy = addressed(packet);
       copy.attrs.from = me.full;
       copy.attrs.to = to.full;
       this.#router.route(me, to, copy);
@@ -101,7 +129,7 @@ export class Presence implements PresenceHandler {
     // To the user's own available resources, this one included.
     for (const s of this.#sm.byBare(me.bare)) {
       if (!s.available && s !== session) continue;
-      const copy = packet.clone();
+      const copy = addressed(packet);
       copy.attrs.from = me.full;
       copy.attrs.to = s.jid.full;
       this.#router.deliver(s, me, copy, this.#router.newAcc(me, s.jid, copy));
@@ -111,13 +139,15 @@ export class Presence implements PresenceHandler {
       // user's other resources' presence to the new one.
       for (const item of roster) {
         if (item.subscription !== 'to' && item.subscription !== 'both') continue;
-        const to = parseJid(item.jid);
+        const to = tryParseJid(item.jid);
+        if (to === null) continue;
+        if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
         const probe = new Element('presence', { type: 'probe', from: me.bare, to: to.bare });
         this.#router.route(me.bareJid(), to, probe);
       }
       for (const s of this.#sm.byBare(me.bare)) {
         if (s === session || !s.available || s.presence === null) continue;
-        const copy = s.presence.clone();
+        const copy = addressed(s.presence);
         copy.attrs.from = s.jid.full;
         copy.attrs.to = me.full;
         session.send(copy);
@@ -156,7 +186,7 @@ export class Presence implements PresenceHandler {
       return;
     }
     for (const s of sessions) {
-      const copy = s.presence!.clone();
+      const copy = addressed(s.presence!);
       copy.attrs.from = s.jid.full;
       copy.attrs.to = contact.bare;
       this.#router.route(s.jid, contact, copy);
@@ -194,7 +224,7 @@ export class Presence implements PresenceHandler {
       return;
     }
     for (const s of sessions) {
-      const copy = s.presence!.clone();
+      const copy = addressed(s.presence!);
       copy.attrs.from = s.jid.full;
       copy.attrs.to = from.full;
       this.#router.route(s.jid, from, copy);
@@ -212,7 +242,14 @@ export class Presence implements PresenceHandler {
     let next: RosterItem | null = null;
     if (r.changed) {
       next = withState(item, contact.bare, r.state);
-      await this.#roster.setItem(user.local, user.domain, next);
+      try {
+        await this.#roster.setItem(user.local, user.domain, next);
+      } catch (err) {
+        if (!(err instanceof StanzaError)) throw err;
+        // The user's roster is full: a stranger's request is not kept.
+        this.#logger.info({ what: 'presence_roster_full', user: user.bare, contact: contact.bare, type }, 'a subscription stanza was dropped: the roster is full');
+        return;
+      }
       // A request alone does not put a contact on the roster (§3.1.3): only existing items are pushed.
       if (item !== null || next.subscription !== 'none' || next.ask !== null) pushRosterItem(this.#sm, user.bare, next);
     }
@@ -236,6 +273,17 @@ export class Presence implements PresenceHandler {
       }
     }
   }
+}
+
+/**
+ * A copy of a presence stanza to address to one recipient: its own
+ * attributes, the children shared. A broadcast makes one per contact, and a
+ * deep copy would cost the whole stanza's tree each time (up to
+ * max_stanza_size of elements, times max_items); routed stanzas are never
+ * changed below their top element.
+ */
+function addressed(packet: Element): Element {
+  return new Element(packet.name, packet.attrs, packet.children);
 }
 
 function stateOfItem(item: RosterItem | null): SubState {

@@ -32,13 +32,20 @@ export interface SessionView {
   interested: boolean;
   /** The last available presence it sent, stamped with its full JID. */
   presence: Element | null;
-  send(el: Element): void;
   /**
    * Ends a session whose connection is found dead, without a stream error;
    * its messages not yet handed to the connection, and any sent to the user
    * afterwards, are routed again (another resource, else offline storage).
    */
   disconnect(reason: string): void;
+  /**
+   * Writes a stanza to the client. `held`: a stanza the server kept for the
+   * user (an offline message), written whatever others' share of the output
+   * (the caller paces it with `drained`).
+   */
+  send(el: Element, held?: boolean): void;
+  /** Resolves true once everything sent so far has been taken by the connection, false if the session ends first. */
+  drained?(): Promise<boolean>;
 }
 
 export interface SessionsApi {
@@ -94,7 +101,8 @@ export interface RosterItem {
  * NO_ROSTER (src/routing/presence.ts).
  */
 export interface Roster {
-  getRoster(user: string, domain: string): Promise<RosterItem[]>;
+  /** The user's roster, in the order of the contacts' JIDs; at most `limit` items when given. */
+  getRoster(user: string, domain: string, limit?: number): Promise<RosterItem[]>;
   getItem(user: string, domain: string, contact: string): Promise<RosterItem | null>;
   setItem(user: string, domain: string, item: RosterItem): Promise<void>;
 }

@@ -103,15 +103,65 @@ export function startTag(name: string, attrs: Record<string, string>, selfClose 
 /** Iterative serialiser: a deep tree cannot overflow the call stack. */
 export function serialize(root: Element): string {
   let out = '';
+  serializeInto(root, Infinity, (s) => {
+    out = s;
+  });
+  return out;
+}
+
+/**
+ * The serialised form of `root`, or null as soon as it is longer than `max`
+ * code units: escaping can make output several times longer than the input
+ * it came from (an apostrophe in an attribute becomes `&apos;`), so a bound
+ * on what was read is no bound on what would be written. At most `max` plus
+ * one node's worth is built before it gives up.
+ */
+export function serializeBounded(root: Element, max: number): string | null {
+  let out: string | null = '';
+  const complete = serializeInto(root, max, (s, done) => {
+    out = done ? s : null;
+  });
+  return complete ? out : null;
+}
+
+/**
+ * Serialises `root` as successive pieces handed to `emit`, each about
+ * `piece` code units (one node's text can make a piece longer), so that a
+ * large result is never built as one string.
+ */
+export function serializePieces(root: Element, piece: number, emit: (s: string) => void): void {
+  serializeInto(root, Infinity, (s) => {
+    if (s !== '') emit(s);
+  }, piece);
+}
+
+/**
+ * The serialiser behind the three above. Without `piece`, `sink` gets the
+ * whole output once (done = true), or a prefix once it passed `max` (done =
+ * false, and the result is false). With `piece`, `sink` gets each piece.
+ */
+function serializeInto(root: Element, max: number, sink: (s: string, done: boolean) => void, piece = Infinity): boolean {
+  let out = '';
   const stack: Array<Node | { close: string }> = [root];
   while (stack.length > 0) {
     const item = stack.pop()!;
-    if (typeof item === 'string') { out += escapeText(item); continue; }
-    if (!(item instanceof Element)) { out += item.close; continue; }
-    if (item.children.length === 0) { out += startTag(item.name, item.attrs, true); continue; }
-    out += startTag(item.name, item.attrs);
-    stack.push({ close: '</' + item.name + '>' });
-    for (let i = item.children.length - 1; i >= 0; i--) stack.push(item.children[i]!);
+    if (typeof item === 'string') out += escapeText(item);
+    else if (!(item instanceof Element)) out += item.close;
+    else if (item.children.length === 0) out += startTag(item.name, item.attrs, true);
+    else {
+      out += startTag(item.name, item.attrs);
+      stack.push({ close: '</' + item.name + '>' });
+      for (let i = item.children.length - 1; i >= 0; i--) stack.push(item.children[i]!);
+    }
+    if (out.length > max) {
+      sink(out, false);
+      return false;
+    }
+    if (out.length >= piece) {
+      sink(out, false);
+      out = '';
+    }
   }
-  return out;
+  sink(out, true);
+  return true;
 }

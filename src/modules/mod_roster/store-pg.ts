@@ -27,10 +27,14 @@ function itemOf(r: RosterRow): RosterItem {
 export function pgRosterStore(pool: pg.Pool): RosterStore {
   const columns = 'contact, name, subscription, ask, pending_in, groups';
   return {
-    async getRoster(user, domain) {
+    async getRoster(user, domain, limit) {
       const r = await q<RosterRow>(pool, 'roster_get',
-        `SELECT ${columns} FROM petrel_roster WHERE domain = $1 AND username = $2 ORDER BY contact`, [domain, user]);
+        `SELECT ${columns} FROM petrel_roster WHERE domain = $1 AND username = $2 ORDER BY contact LIMIT $3`, [domain, user, limit ?? null]);
       return r.rows.map(itemOf);
+    },
+    async count(user, domain) {
+      const r = await q<{ n: string }>(pool, 'roster_count', 'SELECT count(*) AS n FROM petrel_roster WHERE domain = $1 AND username = $2', [domain, user]);
+      return Number(r.rows[0]!.n);
     },
     async getItem(user, domain, contact) {
       const r = await q<RosterRow>(pool, 'roster_get_item',

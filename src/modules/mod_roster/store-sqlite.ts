@@ -19,13 +19,24 @@ function itemOf(row: RosterRow): RosterItem {
     subscription: row.subscription as RosterItem['subscription'],
     ask: row.ask === 'subscribe' ? 'subscribe' : null,
     pendingIn: row.pending_in !== 0,
-    groups: JSON.parse(row.groups) as string[],
+    groups: groupsOf(row.groups),
   };
+}
+
+/** The stored groups; a value that is not a JSON list of strings (written by hand) reads as none. */
+function groupsOf(json: string): string[] {
+  try {
+    const v: unknown = JSON.parse(json);
+    return Array.isArray(v) ? v.filter((g): g is string => typeof g === 'string') : [];
+  } catch {
+    return [];
+  }
 }
 
 export function sqliteRosterStore(db: DatabaseSync): RosterStore {
   const columns = 'contact, name, subscription, ask, pending_in, groups';
-  const list = db.prepare(`SELECT ${columns} FROM roster WHERE domain = ? AND user = ? ORDER BY contact`);
+  const list = db.prepare(`SELECT ${columns} FROM roster WHERE domain = ? AND user = ? ORDER BY contact LIMIT ?`);
+  const size = db.prepare('SELECT count(*) AS n FROM roster WHERE domain = ? AND user = ?');
   const one = db.prepare(`SELECT ${columns} FROM roster WHERE domain = ? AND user = ? AND contact = ?`);
   const set = db.prepare(
     `INSERT INTO roster (user, domain, contact, name, subscription, ask, pending_in, groups)
@@ -37,8 +48,11 @@ export function sqliteRosterStore(db: DatabaseSync): RosterStore {
   const removeOne = db.prepare('DELETE FROM roster WHERE domain = ? AND user = ? AND contact = ?');
   const removeAll = db.prepare('DELETE FROM roster WHERE domain = ? AND user = ?');
   return {
-    async getRoster(user, domain) {
-      return (list.all(domain, user) as unknown as RosterRow[]).map(itemOf);
+    async getRoster(user, domain, limit) {
+      return (list.all(domain, user, limit ?? -1) as unknown as RosterRow[]).map(itemOf);
+    },
+    async count(user, domain) {
+      return Number((size.get(domain, user) as { n: number }).n);
     },
     async getItem(user, domain, contact) {
       const row = one.get(domain, user, contact) as RosterRow | undefined;

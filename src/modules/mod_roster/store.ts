@@ -8,6 +8,8 @@ import { pgRosterStore } from './store-pg.ts';
 
 /** The roster routing reads (routing/types.ts Roster), plus what the module itself changes. */
 export interface RosterStore extends Roster {
+  /** Items on the user's roster. */
+  count(user: string, domain: string): Promise<number>;
   removeItem(user: string, domain: string, contact: string): Promise<void>;
   /** Deletes the user's whole roster (user_removed); the items of others that name the user stay, as in MongooseIM. */
   removeUser(user: string, domain: string): Promise<void>;

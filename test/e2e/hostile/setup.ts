@@ -26,7 +26,9 @@ export interface HostileOptions {
   metricsPort?: number;
   /** Keys of [modules.mod_ping]. */
   ping?: Record<string, TomlValue>;
-  /** More TOML (other modules), appended as is. */
+  /** Keys of [modules.mod_roster]. */
+  roster?: Record<string, TomlValue>;
+  /** More TOML (other modules, an [outgoing_pools.rdbms.default] pool), appended as is. */
   extraToml?: string;
 }
 
@@ -46,7 +48,7 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   if (o.shaperRate !== undefined) t += '  shaper = "normal"\n';
   if (o.tls !== undefined) t += `  [listen.c2s.tls]\n${keys(o.tls, '    ')}`;
   t += '\n[auth]\n  [auth.password]\n    format = "scram"\n    scram_iterations = 4096\n  [auth.internal]\n\n';
-  t += `[modules.mod_roster]\n[modules.mod_disco]\n[modules.mod_ping]\n${keys(o.ping, '  ')}`;
+  t += `[modules.mod_roster]\n${keys(o.roster, '  ')}[modules.mod_disco]\n[modules.mod_ping]\n${keys(o.ping, '  ')}`;
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
   if (o.metricsPort !== undefined) {

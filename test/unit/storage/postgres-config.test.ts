@@ -90,7 +90,7 @@ test('[auth.rdbms] alone selects the rdbms method', () => {
 
 test('"mnesia", MongooseIM\'s default backend, is the embedded store', () => {
   const { config, stores } = load(HOSTS + '[modules.mod_roster]\nbackend = "mnesia"\n[modules.mod_offline]\nbackend = "internal"\n');
-  assert.deepEqual(config.modules.mod_roster, { backend: 'internal' });
+  assert.equal((config.modules.mod_roster as { backend: string }).backend, 'internal');
   assert.equal(stores.mod_offline, 'internal');
 });
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { ROSTER_STORE, type RosterStore } from '../../../../src/modules/mod_roster/store.ts';
 import type { RosterItem } from '../../../../src/routing/types.ts';
 import { onEachBackend } from '../../storage/backends.ts';
+import { boundedRoster } from '../../../../src/modules/mod_roster/limits.ts';
 
 const item = (jid: string, over: Partial<RosterItem> = {}): RosterItem => ({
   jid, name: null, subscription: 'none', ask: null, pendingIn: false, groups: [], ...over,
@@ -79,5 +80,25 @@ onEachBackend('the roster store', (b) => {
     await roster.setItem('alice', 'example.com', item('bob@example.com', { subscription: 'both' }));
     const again = await (await b.reopen()).open(ROSTER_STORE, b.kind, 'modules.mod_roster.backend');
     assert.deepEqual(await again.getRoster('alice', 'example.com'), [item('bob@example.com', { subscription: 'both' })]);
+  });
+
+  test('a roster stored over the limits is read cut to them: max_items items, names cut, over-long groups left out', async () => {
+    const l = { max_items: 5, max_name_length: 8, max_groups: 2, max_group_length: 4 };
+    for (let i = 0; i < 12; i++) {
+      await roster.setItem('big', 'example.com', item(`c${String(i).padStart(2, '0')}@example.com`, { name: '"'.repeat(100), groups: ['ok', 'far too long', 'g2', 'g3'], subscription: 'from' }));
+    }
+    assert.equal(await roster.count('big', 'example.com'), 12);
+    const bounded = boundedRoster(roster, l);
+    const got = await bounded.getRoster('big', 'example.com');
+    assert.deepEqual(got.map((i) => i.jid), ['c00', 'c01', 'c02', 'c03', 'c04'].map((c) => `${c}@example.com`));
+    for (const i of got) {
+      assert.equal(i.name, '"'.repeat(8));
+      assert.deepEqual(i.groups, ['ok', 'g2']);
+    }
+    assert.deepEqual((await bounded.getItem('big', 'example.com', 'c07@example.com'))?.groups, ['ok', 'g2']);
+    // Full: a new contact is refused, an existing one can still change.
+    await assert.rejects(bounded.setItem('big', 'example.com', item('new@example.com')), /not-allowed/);
+    await bounded.setItem('big', 'example.com', item('c03@example.com', { name: 'Three' }));
+    assert.equal((await roster.getItem('big', 'example.com', 'c03@example.com'))?.name, 'Three');
   });
 });
