@@ -7,10 +7,9 @@ import { ConfigError } from '../config/schema.ts';
 import { loadConfigParts } from '../config/load.ts';
 import type { PetrelConfig } from '../config/types.ts';
 import { MODULES, resolveModules } from '../modules/registry.ts';
-import { checkStores } from '../modules/storage.ts';
 import { RDBMS_POOL_TAG } from '../storage/select.ts';
 import { openPgPool } from '../storage/postgres.ts';
-import { loadOptions } from './config.ts';
+import { crossCheck, loadOptions } from './config.ts';
 
 export interface CheckResult {
   /** The validated configuration, when the schema found nothing wrong. */
@@ -45,7 +44,7 @@ export async function moduleProblems(
 export async function checkConfig(file: string | undefined, o: { connect?: boolean } = {}): Promise<CheckResult> {
   const parts = loadConfigParts(file, loadOptions());
   const errors = [...parts.errors];
-  if (parts.config !== undefined) collect(errors, () => checkStores(parts.config!));
+  if (parts.config !== undefined) collect(errors, () => crossCheck(parts.config!));
   if (parts.modules !== undefined) {
     // An unreadable pools section names no pool: its own errors are reported, not one per handler.
     const httpPools = parts.outgoing_pools === undefined ? null : new Set(Object.keys(parts.outgoing_pools.http));

@@ -20,12 +20,17 @@ export function loadOptions(): LoadOptions {
 
 export function loadConfig(file: string | undefined): PetrelConfig {
   const config = loadConfigFile(file, loadOptions());
+  crossCheck(config);
+  return config;
+}
+
+/** The rules across sections and modules; throws a ConfigError naming the option. */
+export function crossCheck(config: PetrelConfig): void {
   // Across sections: a store set to "rdbms" (the accounts' or a module's) needs the rdbms pool.
   checkStores(config);
   // Across modules and sections: what a module needs elsewhere (a pool, a service module).
   checkModules(config);
   checkNumericRules(config);
-  return config;
 }
 
 const isLimit = (v: AccessValue): boolean => (typeof v === 'number' && v >= 1) || v === 'infinity';

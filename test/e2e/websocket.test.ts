@@ -400,17 +400,24 @@ describe('the limits of a WebSocket handler', () => {
     await c.closed;
   });
 
-  test('a WebSocket client that stops reading is disconnected past max_output_buffer', async () => {
+  test("a WebSocket client that stops reading is not cut off by another user's flood, which comes back to its sender; past max_output_buffer of its own output it is disconnected", async () => {
     const reader = await rawLogin(url('/small'), 'frank', 'pw-frank', 'stalled');
     reader.ws.pause();
     const sender = await rawLogin(url('/small'), 'erin', 'pw-erin', 'flood');
     const body = 'q'.repeat(4000);
-    const gone = reader.closed;
-    let stop = false;
-    void gone.then(() => (stop = true));
-    for (let i = 0; i < 4000 && !stop; i++) {
+    let kicked = false;
+    void limited.waitForLog((l) => l.what === 'c2s_slow_reader' && String(l.jid).startsWith('frank@localhost/stalled'), 60_000).then(() => (kicked = true), () => {});
+    const bounced = () => sender.messages.some((m) => m.includes('<resource-constraint'));
+    for (let i = 0; i < 20_000 && !bounced(); i++) {
       sender.send(`<message xmlns='jabber:client' to='frank@localhost/stalled' type='chat' id='f${i}'><body>${body}</body></message>`);
       if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+    }
+    await sender.waitFor((m) => m.includes('<resource-constraint'), 20_000);
+    assert.equal(kicked, false, "the reader is not disconnected for another user's traffic");
+    // Its own requests, whose answers it does not read, take it past the cap.
+    for (let i = 0; i < 200_000 && !kicked; i++) {
+      reader.send(`<iq xmlns='jabber:client' type='get' id='p${i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 2));
     }
     await limited.waitForLog((l) => l.what === 'c2s_slow_reader' && String(l.jid).startsWith('frank@localhost/stalled'), 20_000);
     reader.ws.terminate();

@@ -8,7 +8,8 @@ import { execFile } from 'node:child_process';
 import { connect as netConnect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { connect as amqpConnect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import { freePort, startPetrel, type Petrel } from '../helpers/server.ts';
+import { rm } from 'node:fs/promises';
+import { freePort, preparePetrel, startPetrel, type Petrel } from '../helpers/server.ts';
 import { connect, isMessage, xml } from '../helpers/client.ts';
 import { prometheusToml, sampleValue, scrape, waitForSample } from './helpers.ts';
 
@@ -108,6 +109,17 @@ test('a rabbit backend without the event_pusher pool is refused at start, naming
     (e: Error) => e.message,
   );
   assert.match(r, /modules\.mod_event_pusher\.rabbit.*outgoing_pools\.rabbit\.event_pusher/s);
+});
+
+test('check-config refuses a rabbit backend without the event_pusher pool, as start does', async () => {
+  const p = await preparePetrel({ extraToml: '[modules.mod_event_pusher.rabbit.presence_exchange]\n' });
+  try {
+    const r = await p.cli(['check-config']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /modules\.mod_event_pusher\.rabbit: needs the RabbitMQ pool \[outgoing_pools\.rabbit\.event_pusher\]/);
+  } finally {
+    await rm(p.dir, { recursive: true, force: true });
+  }
 });
 
 describe('mod_event_pusher_rabbit', { skip: available ? false : 'RabbitMQ is not running on 127.0.0.1:5672' }, () => {

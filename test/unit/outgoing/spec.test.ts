@@ -30,7 +30,7 @@ test('a pool with only a host gets MongooseIM\'s defaults', () => {
 });
 
 test('a missing outgoing_pools section means no pools', () => {
-  assert.deepEqual(run({}), { http: {} });
+  assert.deepEqual(run({}), { http: {}, rabbit: {} });
 });
 
 test('the documented example pool is accepted as written', () => {
