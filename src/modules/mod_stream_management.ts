@@ -13,7 +13,8 @@
 //                         routed again, as to a user without this session (another resource or
 //                         offline storage, through the router's offline_message path)
 import { randomBytes } from 'node:crypto';
-import { bool, custom, describe, fail, int, section, validate } from '../config/schema.ts';
+import { bool, int, section } from '../config/schema.ts';
+import { intOrInfinity } from '../config/core-spec.ts';
 import type { C2SStream } from '../hooks/catalogue.ts';
 import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
 import { NS_SM } from '../xmpp/ns.ts';
@@ -43,23 +44,10 @@ export interface StreamManagementOpts {
   max_resumable_sessions: number;
 }
 
-/** MongooseIM's int_or_infinity: "infinity" means no limit and is stored as 0. */
-function intOrInfinity(dflt: number) {
-  const n = int({ min: 1 });
-  return custom(
-    (value, p, ctx) => {
-      if (value === 'infinity') return 0;
-      if (typeof value === 'string') fail(p, `expected a positive integer or "infinity", got ${describe(value)}`);
-      return validate(n, value, p, ctx);
-    },
-    { default: dflt },
-  );
-}
-
 const spec = section(
   {
     buffer: bool({ default: true }),
-    buffer_max: intOrInfinity(100),
+    buffer_max: intOrInfinity(1, 100),
     ack: bool({ default: true }),
     ack_freq: int({ min: 1, default: 1 }),
     resume_timeout: int({ min: 1, default: 600 }),

@@ -5,7 +5,7 @@
 // and subject) are kept in the module's store (`backend`) and loaded at
 // start; temporary rooms live until their last occupant leaves.
 import type { Logger } from 'pino';
-import { bool, compat, custom, describe, fail, int, list, section, str, validate, type Spec } from '../../config/schema.ts';
+import { bool, compat, custom, fail, int, list, section, str, type Spec } from '../../config/schema.ts';
 import type { HookCatalogue } from '../../hooks/catalogue.ts';
 import type { HookRegistration } from '../../hooks/hooks.ts';
 import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
@@ -14,6 +14,7 @@ import { makeJid, parseJid, type JID } from '../../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../../xmpp/ns.ts';
 import { Element } from '../../xmpp/xml.ts';
 import type { ModuleData, ModuleDefinition, ModuleInstance } from '../types.ts';
+import { intOrInfinity } from '../../config/core-spec.ts';
 import { NS_MUC, Room, type Affiliation, type RoomConfig, type RoomContext, type PersistedRoom } from './room.ts';
 import { MUC_STORE, type MucStore } from './store.ts';
 
@@ -43,19 +44,6 @@ export interface MucOpts {
   history_max_bytes: number;
   /** Petrel: longest room subject, in characters. */
   max_subject_length: number;
-}
-
-/** MongooseIM's int_or_infinity: "infinity" (no limit) is kept as 0. */
-function intOrInfinity(dflt: number | 'infinity'): Spec {
-  const n = int({ min: 0 });
-  return custom(
-    (value, p, ctx) => {
-      if (value === 'infinity') return 0;
-      if (typeof value === 'string') fail(p, `expected a non-negative integer or "infinity", got ${describe(value)}`);
-      return validate(n, value, p, ctx);
-    },
-    { default: dflt === 'infinity' ? 0 : dflt },
-  );
 }
 
 function makeJidOrNull(local: string, domain: string, resource: string): JID | null {
@@ -124,9 +112,9 @@ export const mucSpec: Spec = section(
     access_persistent: str({ nonEmpty: true, default: 'all' }),
     history_size: int({ min: 0, default: 20 }),
     room_shaper: notImplementedUnless((v) => v === 'none', 'room_shaper'),
-    max_room_id: intOrInfinity('infinity'),
-    max_room_name: intOrInfinity('infinity'),
-    max_room_desc: intOrInfinity('infinity'),
+    max_room_id: intOrInfinity(0, 0),
+    max_room_name: intOrInfinity(0, 0),
+    max_room_desc: intOrInfinity(0, 0),
     min_message_interval: notImplementedUnless((v) => v === 0, 'min_message_interval'),
     min_presence_interval: notImplementedUnless((v) => v === 0, 'min_presence_interval'),
     max_users: int({ min: 1, default: 200 }),
@@ -136,9 +124,9 @@ export const mucSpec: Spec = section(
     max_user_conferences: int({ min: 0, default: 10 }),
     http_auth_pool: notImplementedUnless((v) => v === 'none', 'http_auth_pool (password checks by HTTP)'),
     load_permanent_rooms_at_startup: compat(bool({ default: false }), 'Petrel loads every persistent room at start'),
-    hibernate_timeout: compat(intOrInfinity(90000), 'a room without occupants costs no process in Petrel'),
-    hibernated_room_check_interval: compat(intOrInfinity('infinity'), 'a room without occupants costs no process in Petrel'),
-    hibernated_room_timeout: compat(intOrInfinity('infinity'), 'a room without occupants costs no process in Petrel'),
+    hibernate_timeout: compat(intOrInfinity(0, 90000), 'a room without occupants costs no process in Petrel'),
+    hibernated_room_check_interval: compat(intOrInfinity(0, 0), 'a room without occupants costs no process in Petrel'),
+    hibernated_room_timeout: compat(intOrInfinity(0, 0), 'a room without occupants costs no process in Petrel'),
     default_room: defaultRoom,
     max_rooms: int({ min: 1, default: 10_000 }),
     history_max_bytes: int({ min: 0, default: 262_144 }),

@@ -6,7 +6,7 @@
 // no presence in a room. Rooms and blocking lists live in the module's store.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { bool, compat, custom, describe, fail, int, list, section, str, validate, type Spec } from '../../config/schema.ts';
+import { bool, compat, custom, describe, fail, int, list, section, str, type Spec } from '../../config/schema.ts';
 import type { HookCatalogue } from '../../hooks/catalogue.ts';
 import type { HookRegistration } from '../../hooks/hooks.ts';
 import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
@@ -15,6 +15,7 @@ import { parseJid, type JID } from '../../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../../xmpp/ns.ts';
 import { Element } from '../../xmpp/xml.ts';
 import type { ModuleData, ModuleDefinition, ModuleInstance, SessionsApi } from '../types.ts';
+import { intOrInfinity } from '../../config/core-spec.ts';
 import { MUC_LIGHT_STORE, type MucLightStore } from './store.ts';
 
 const NAME = 'mod_muc_light';
@@ -59,19 +60,6 @@ export interface MucLightOpts {
   max_rooms: number;
 }
 
-/** MongooseIM's int_or_infinity, "infinity" kept as 0; Petrel's own default where MongooseIM's is unbounded. */
-function intOrInfinity(dflt: number): Spec {
-  const n = int({ min: 1 });
-  return custom(
-    (value, p, ctx) => {
-      if (value === 'infinity') return 0;
-      if (typeof value === 'string') fail(p, `expected a positive integer or "infinity", got ${describe(value)}`);
-      return validate(n, value, p, ctx);
-    },
-    { default: dflt },
-  );
-}
-
 const schemaItem = custom((v, p) => {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(p, `expected a table, got ${describe(v)}`);
   const t = v as Record<string, unknown>;
@@ -94,12 +82,12 @@ export const mucLightSpec: Spec = section(
     backend: storeBackendSpec(),
     cache_affs: compat(section({ module: str(), strategy: str(), time_to_live: custom((v) => v), number_of_segments: int() }), 'affiliations are in memory on the node already'),
     equal_occupants: bool({ default: false }),
-    rooms_per_user: intOrInfinity(1000),
+    rooms_per_user: intOrInfinity(1, 1000),
     blocking: bool({ default: true }),
     all_can_configure: bool({ default: false }),
     all_can_invite: bool({ default: false }),
-    max_occupants: intOrInfinity(1000),
-    rooms_per_page: intOrInfinity(10),
+    max_occupants: intOrInfinity(1, 1000),
+    rooms_per_page: intOrInfinity(1, 10),
     rooms_in_rosters: compat(bool({ default: false }), 'rooms are not added to rosters; clients list them with disco#items on the service'),
     allow_multiple_owners: bool({ default: false }),
     promote_on_last_owner_leave: bool({ default: true }),

@@ -2,7 +2,7 @@
 // mod_push_service_mongoosepush:config_spec/0), plus Petrel's `retry`, the
 // policy of the outbox that carries its requests.
 import { int, section, str, type Spec } from '../../config/schema.ts';
-import { DEFAULT_RETRY, type RetryPolicy } from '../mod_event_pusher/delivery/retry.ts';
+import { retrySpec, type RetryPolicy } from '../mod_event_pusher/delivery/retry.ts';
 
 export const NAME = 'mod_push_service_mongoosepush';
 export const DEFAULT_API_VERSION = 'v3';
@@ -22,15 +22,7 @@ export const mongoosePushSpec: Spec = section(
     pool_name: str({ nonEmpty: true }),
     api_version: str({ oneOf: ['v2', 'v3'], default: DEFAULT_API_VERSION }),
     max_http_connections: int({ min: 0, default: DEFAULT_MAX_HTTP_CONNECTIONS }),
-    retry: section(
-      {
-        max_attempts: int({ min: 1, default: DEFAULT_RETRY.max_attempts }),
-        initial_delay: int({ min: 0, default: DEFAULT_RETRY.initial_delay }),
-        max_delay: int({ min: 0, default: DEFAULT_RETRY.max_delay }),
-        max_age: int({ min: 1, default: DEFAULT_RETRY.max_age }),
-      },
-      { default: true },
-    ),
+    retry: retrySpec(),
   },
   { required: ['pool_name'] },
 );

@@ -27,7 +27,7 @@ test('mod_stream_management has MongooseIM defaults and takes "infinity" for buf
 
 test('mod_stream_management refuses bad values and unknown keys, naming the option', () => {
   const p = 'modules.mod_stream_management';
-  assert.throws(() => validate(sm.configSpec, { buffer_max: 'lots' }, p, vctx()), /modules\.mod_stream_management\.buffer_max: expected a positive integer or "infinity"/);
+  assert.throws(() => validate(sm.configSpec, { buffer_max: 'lots' }, p, vctx()), /modules\.mod_stream_management\.buffer_max: expected an integer of at least 1 or "infinity"/);
   assert.throws(() => validate(sm.configSpec, { ack_freq: 0 }, p, vctx()), /modules\.mod_stream_management\.ack_freq/);
   assert.throws(() => validate(sm.configSpec, { resume_timeout: -1 }, p, vctx()), /modules\.mod_stream_management\.resume_timeout/);
   assert.throws(() => validate(sm.configSpec, { stale_h: { geriatrics: 1 } }, p, vctx()), /modules\.mod_stream_management\.stale_h\.geriatrics: unknown option/);

@@ -1,6 +1,8 @@
 // When to try a failed delivery again: the retry policy of a handler, the
 // same for every backend (the backend says whether a failure is worth a
 // retry, and may ask for a longer wait).
+import { int, section, type Spec } from '../../../config/schema.ts';
+
 export interface RetryPolicy {
   /** Every attempt counts, the first included. */
   max_attempts: number;
@@ -12,6 +14,19 @@ export interface RetryPolicy {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({ max_attempts: 8, initial_delay: 1000, max_delay: 300_000, max_age: 86_400_000 });
+
+/** The `retry` table of a handler or service that delivers through the outbox, with DEFAULT_RETRY's values. */
+export function retrySpec(): Spec {
+  return section(
+    {
+      max_attempts: int({ min: 1, default: DEFAULT_RETRY.max_attempts }),
+      initial_delay: int({ min: 0, default: DEFAULT_RETRY.initial_delay }),
+      max_delay: int({ min: 0, default: DEFAULT_RETRY.max_delay }),
+      max_age: int({ min: 1, default: DEFAULT_RETRY.max_age }),
+    },
+    { default: true },
+  );
+}
 
 /**
  * Exponential backoff with full jitter: a uniformly random wait between 0 and

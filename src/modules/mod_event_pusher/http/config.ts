@@ -9,10 +9,10 @@
 // mod_event_pusher_http:handler_config_spec/0, plus Petrel's delivery
 // options (delivery, retry, signing) whose defaults keep a MongooseIM
 // configuration working as written.
-import { custom, describe, fail, int, isTable, list, section, str, validate } from '../../../config/schema.ts';
+import { custom, describe, fail, isTable, list, section, str, validate } from '../../../config/schema.ts';
 import type { Spec } from '../../../config/schema.ts';
 import type { HttpHandlerOpts } from './callback.ts';
-import { DEFAULT_RETRY, type RetryPolicy } from '../delivery/retry.ts';
+import { retrySpec, type RetryPolicy } from '../delivery/retry.ts';
 import { parseSecret } from './signing.ts';
 
 export const DEFAULT_POOL_NAME = 'http_pool';
@@ -43,15 +43,7 @@ const handlerSection = section({
   path: str({ default: '' }),
   callback_module: str({ nonEmpty: true, default: DEFAULT_CALLBACK_MODULE }),
   delivery: str({ oneOf: ['at_least_once', 'best_effort'], default: DEFAULT_DELIVERY }),
-  retry: section(
-    {
-      max_attempts: int({ min: 1, default: DEFAULT_RETRY.max_attempts }),
-      initial_delay: int({ min: 0, default: DEFAULT_RETRY.initial_delay }),
-      max_delay: int({ min: 0, default: DEFAULT_RETRY.max_delay }),
-      max_age: int({ min: 1, default: DEFAULT_RETRY.max_age }),
-    },
-    { default: true },
-  ),
+  retry: retrySpec(),
   signing: section({ secrets: list(str({ check: checkSecret }), { nonEmpty: true }) }, { required: ['secrets'] }),
 });
 
