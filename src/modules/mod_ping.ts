@@ -70,14 +70,14 @@ export const definition: ModuleDefinition<PingOpts> = {
         },
       },
     ];
-    if (!opts.send_pings) return { iqHandlers };
-
+    // Declared whether or not the server pings, so that dashboards see the series (at zero) either way.
     const responses = counter(ctx.metrics, PING_RESPONSE, 'Answers to the server\'s pings');
     const timeouts = counter(ctx.metrics, PING_RESPONSE_TIMEOUT, 'Server pings left unanswered for ping_req_timeout');
     for (const h of ctx.hosts) {
       responses.inc({ host_type: h }, 0);
       timeouts.inc({ host_type: h }, 0);
     }
+    if (!opts.send_pings) return { iqHandlers };
     const interval = opts.ping_interval * 1000;
     const timeout = opts.ping_req_timeout * 1000;
     /** Bound sessions by full JID. */

@@ -42,6 +42,11 @@ function metricsToml(httpPort: number): string {
     '  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n\n' +
     '[outgoing_pools.http.http_pool]\n  connection.host = "http://127.0.0.1:9"\n\n' +
     '[modules.mod_event_pusher.backend.http]\n  path = "/events"\n\n' +
+    // The rabbit backend's metrics exist with no broker: its connection is tried at a closed port.
+    '[outgoing_pools.rabbit.event_pusher]\n  connection.host = "127.0.0.1"\n  connection.port = 9\n\n' +
+    '[modules.mod_event_pusher.rabbit.presence_exchange]\n\n' +
+    '[modules.mod_event_pusher.push]\n\n' +
+    '[modules.mod_csi]\n\n' +
     '[instrumentation.prometheus]\n'
   );
 }
