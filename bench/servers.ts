@@ -78,6 +78,11 @@ export function petrelConfig(o: { port: number; dataDir: string; push: PetrelPus
   hosts = ["localhost"]
   loglevel = "warning"
   data_dir = ${JSON.stringify(o.dataDir)}
+  # The load generator opens every connection from one address, many at once:
+  # no per-address or server-wide connection cap, no cap on hashing at login.
+  max_c2s_connections = "infinity"
+  max_c2s_connections_per_address = "infinity"
+  max_concurrent_password_hashing = "infinity"
 
 [[listen.c2s]]
   port = ${o.port}
