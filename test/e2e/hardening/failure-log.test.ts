@@ -48,11 +48,15 @@ test('after a burst of failed attempts the log has a summary line counting those
     // Every failure is in the log: one by one or counted in a summary.
     const one = () => server.logs.filter((l) => l.what === 'event_pusher_http_failed').length;
     const counted = () => one() + server.logs.filter((l) => l.what === 'event_pusher_http_failed_suppressed').reduce((n, l) => n + Number(l.suppressed), 0);
+    // Backoff has full jitter: now and then an event's second attempt comes at once, so
+    // the attempts are those the webhook received, at least one per event.
+    const attempts = () => hook.on('/events').length;
     const t0 = Date.now();
-    while (counted() < BURST && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 100));
+    while (counted() < attempts() && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 100));
     assert.ok(one() >= 1, 'the first failure is logged at once');
     assert.ok(Number(summary.suppressed) >= 1);
-    assert.equal(counted(), BURST);
+    assert.ok(attempts() >= BURST);
+    assert.equal(counted(), attempts());
   } finally {
     await alice.close();
     await bob.close();

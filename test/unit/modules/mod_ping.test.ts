@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { Registry } from 'prom-client';
 import assert from 'node:assert/strict';
 import { definition as ping } from '../../../src/modules/mod_ping.ts';
 import { validate } from '../../../src/config/schema.ts';
@@ -12,7 +13,7 @@ const NO_PINGS = { send_pings: false, ping_interval: 60, ping_req_timeout: 32, t
 
 test('mod_ping answers a ping to the server with an empty result and announces urn:xmpp:ping', async () => {
   const features = new Set<string>();
-  const inst = await ping.create({ features, hosts: ['example.com'] } as unknown as ModuleContext, NO_PINGS);
+  const inst = await ping.create({ features, hosts: ['example.com'], metrics: new Registry() } as unknown as ModuleContext, NO_PINGS);
   assert.ok(features.has('urn:xmpp:ping'));
   const payload = new Element('ping', { xmlns: 'urn:xmpp:ping' });
   const iq = new Element('iq', { type: 'get', id: 'p1', to: 'example.com' }).append(payload);
@@ -25,7 +26,7 @@ test('mod_ping answers a ping to the server with an empty result and announces u
 });
 
 test('a ping of type set is answered with bad-request', async () => {
-  const inst = await ping.create({ features: new Set(), hosts: ['example.com'] } as unknown as ModuleContext, NO_PINGS);
+  const inst = await ping.create({ features: new Set(), hosts: ['example.com'], metrics: new Registry() } as unknown as ModuleContext, NO_PINGS);
   const payload = new Element('ping', { xmlns: 'urn:xmpp:ping' });
   const iq = new Element('iq', { type: 'set', id: 'p2', to: 'example.com' }).append(payload);
   const h = inst.iqHandlers!()[0]!;
