@@ -547,9 +547,17 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       this.#m?.logouts.inc();
       this.#ctx.logger.info({ what: 'c2s_session_ended', session: this.id, jid: this.jid.full, reason }, 'session ended');
     }
-    if (wasBound && this.#ctx.sm.unregister(this)) {
-      this.#ctx.presence.sessionClosed(this);
-      this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
+    if (wasBound) {
+      // A session replaced in the table is gone from it already. Replaced by
+      // another resource (max_user_sessions), it still leaves as any other
+      // does: its contacts see it unavailable and modules drop what they
+      // kept for it (rooms). A successor with the same full JID (a login
+      // with its resource, a stream management resumption) takes its place.
+      const replaced = !this.#ctx.sm.unregister(this);
+      if (!replaced || this.#ctx.sm.byFull(this.jid.full) === undefined) {
+        this.#ctx.presence.sessionClosed(this);
+        this.#ctx.hooks.run('sm_remove_connection', this.jid.domain, { jid: this.jid, reason });
+      }
     }
     // Also for a session replaced in the table: what it still holds is routed again.
     if (wasBound) this.#ctx.hooks.run('c2s_terminate', this.jid.domain, { stream: this, reason });

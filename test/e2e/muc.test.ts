@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startPetrel, type Petrel } from './helpers/server.ts';
+import { readFile, writeFile } from 'node:fs/promises';
+import { preparePetrel, startPetrel, type Petrel } from './helpers/server.ts';
 import { connect, xml, type TestClient, type XmlElement } from './helpers/client.ts';
 import { restart } from './delivery/helpers.ts';
 import { handlersToml, poolToml, Webhook } from './pusher/helpers.ts';
@@ -299,4 +300,37 @@ test('slixmpp (a real client) joins a room, speaks, and reads what an occupant a
   } finally {
     await alice!.close();
   }
+});
+
+describe('a session replaced by a newer one', () => {
+  let capped: Petrel;
+
+  before(async () => {
+    capped = await preparePetrel({ users: [['alice', 'pw'], ['bob', 'pw']], extraToml: '[modules.mod_muc]\n' });
+    const toml = await readFile(capped.configPath, 'utf8');
+    await writeFile(capped.configPath, toml.replace('[general]\n', '[general]\n  max_user_sessions = 1\n'));
+    await capped.start();
+  });
+
+  after(async () => {
+    await capped?.dispose();
+  });
+
+  test('leaves its rooms: past max_user_sessions the replaced session is no longer an occupant', async () => {
+    const alice = await connect({ port: capped.port }, 'alice', 'pw');
+    const first = await connect({ port: capped.port }, 'bob', 'pw', { resource: 'first' });
+    let second: TestClient | undefined;
+    try {
+      await join(alice, 'replaced', 'A');
+      await join(first, 'replaced', 'B');
+      const left = alice.waitFor(presenceFrom(`replaced@${SERVICE}/B`, 'unavailable'), 10_000, "B's unavailable presence");
+      second = await connect({ port: capped.port }, 'bob', 'pw', { resource: 'second' });
+      await first.disconnected;
+      await left;
+      // The room no longer sends to the replaced session: a new occupant named B can join.
+      assert.deepEqual(statusCodes(await join(second, 'replaced', 'B')), ['110']);
+    } finally {
+      await Promise.all([alice, first, second].map((c) => c?.close()));
+    }
+  });
 });

@@ -128,24 +128,26 @@ describe('mod_stream_management', () => {
   });
 
   test('a resumed session keeps its carbons, and the presence held while it was inactive comes on the new connection', async () => {
+    // Under a loaded machine (other test files run beside this one) a reconnection can take a while.
+    const SLOW = 30_000;
     const phone = await connect(server, 'gina', 'pw-gina', { resource: 'phone' });
     open.push(phone);
     // IQs by hand: @xmpp/client 0.14 does not count the IQ results its iqCaller
     // takes in its stream-management h, so the server would rightly send them again.
     const iq = async (id: string, payload: ReturnType<typeof xml>, to?: string) => {
       await phone.send(xml('iq', { type: payload.name === 'ping' ? 'get' : 'set', id, ...(to === undefined ? {} : { to }) }, payload));
-      await phone.waitFor((el) => el.name === 'iq' && el.attrs.id === id);
+      await phone.waitFor((el) => el.name === 'iq' && el.attrs.id === id, SLOW);
     };
     await iq('carbons-on', xml('enable', { xmlns: 'urn:xmpp:carbons:2' }));
     await phone.available();
     const laptop = await connect(server, 'gina', 'pw-gina', { resource: 'laptop' });
     open.push(laptop);
     await laptop.available();
-    await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid);
+    await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid, SLOW);
     await phone.send(xml('inactive', { xmlns: 'urn:xmpp:csi:0' }));
     await iq('sync', xml('ping', { xmlns: 'urn:xmpp:ping' }), 'localhost');
     await laptop.send(xml('presence', {}, xml('status', {}, 'held')));
-    await laptop.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid && el.getChildText('status') === 'held');
+    await laptop.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid && el.getChildText('status') === 'held', SLOW);
 
     const sm = (phone.xmpp as unknown as { streamManagement: { on(e: string, f: () => void): void } }).streamManagement;
     (phone.xmpp.reconnect as unknown as { start(): void }).start();
@@ -156,15 +158,15 @@ describe('mod_stream_management', () => {
     const bob = await connect(server, 'bob', 'pw-bob', { resource: 'carbons' });
     open.push(bob);
     await bob.message(laptop.jid, 'for the laptop');
-    await laptop.waitFor((el) => el.getChildText('body') === 'for the laptop');
+    await laptop.waitFor((el) => el.getChildText('body') === 'for the laptop', SLOW);
     await resumed;
-    const carbon = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined);
+    const carbon = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined, SLOW);
     assert.equal(carbon.getChild('received')!.getChild('forwarded')!.getChild('message')!.getChildText('body'), 'for the laptop');
-    const held = await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid);
+    const held = await phone.waitFor((el) => el.name === 'presence' && el.attrs.from === laptop.jid, SLOW);
     assert.equal(held.getChildText('status'), 'held');
     // Carbons are still on for the resumed session.
     await bob.message(laptop.jid, 'after the resumption');
-    const again = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined);
+    const again = await phone.waitFor((el) => el.getChild('received', 'urn:xmpp:carbons:2') !== undefined, SLOW);
     assert.equal(again.getChild('received')!.getChild('forwarded')!.getChild('message')!.getChildText('body'), 'after the resumption');
     // Nothing came twice: every presence and IQ result the phone got after enabling is there once.
     const seen = phone.take((el) => el.name === 'presence' || el.name === 'iq').map(String);
