@@ -232,6 +232,16 @@ export class StreamManagement {
    * that sent it (`from`) ended, when h acknowledges more than was sent.
    */
   #applyAck(from: C2SStream, st: SmState, h: number): boolean {
+    // An h behind one already acknowledged (by less than half the counter's
+    // range, so not a wrap-around) says nothing new: it is ignored, as a
+    // stale answer. Some client libraries reset their count late, after the
+    // first stanzas of the stream were already counted and acknowledged;
+    // ending the stream for that would cut off a working client.
+    const behind = hDistance(h, st.acked);
+    if (behind > 0 && behind < MOD / 2) {
+      this.#logger.debug({ what: 'sm_handled_count_behind', session: from.id, h, acked: st.acked }, 'the client acknowledged fewer stanzas than it had before; ignored');
+      return true;
+    }
     const newly = hDistance(st.acked, h);
     const unacked = hDistance(st.acked, st.outH);
     if (newly > unacked) {
