@@ -113,6 +113,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
     highBytes,
     lowBytes: opts.outbox_low_water_bytes ?? Math.floor(highBytes * DEFAULT_LOW_WATER_FRACTION),
     maxBytes,
+    maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,
     perUser,
     logger,
     registry: ctx.metrics,

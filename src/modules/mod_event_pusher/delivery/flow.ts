@@ -5,8 +5,9 @@
 // no events waiting are never slowed.
 //
 // Two marks in payload bytes, every handler together: past
-// outbox_high_water_bytes the outbox is "high" until it is back below
-// outbox_low_water_bytes. While high, a user who enqueues an event is
+// outbox_high_water_bytes (or half of outbox_max_events) the outbox is
+// "high" until it is back below outbox_low_water_bytes (and a quarter of
+// outbox_max_events). While high, a user who enqueues an event is
 // throttled when its share is among the heavy ones: at least the average
 // share (bytes waiting / users with events waiting) scaled by how much room
 // is left before outbox_max_bytes, so the heaviest senders stop first, and
@@ -45,6 +46,8 @@ export interface FlowOptions {
   lowBytes: number;
   /** outbox_max_bytes. */
   maxBytes: number;
+  /** outbox_max_events: the outbox is high at half of it too, and low again below a quarter. */
+  maxEvents?: number;
   /** The per-user bounds (outbox_max_events_per_user, outbox_max_bytes_per_user), when there are. */
   perUser?: { maxEvents: number; maxBytes: number };
   /** Stops or resumes reading every connection of a user (bare JID). */
@@ -54,12 +57,12 @@ export interface FlowOptions {
 }
 
 export interface FlowControl {
-  /** After an event of `size` bytes of `share` was counted; `totalBytes`/`users`: the outbox's bytes and the users with events waiting. */
-  enqueued(share: FlowShare, size: number, totalBytes: number, users: number): void;
+  /** After an event of `size` bytes of `share` was counted; `totalBytes`/`totalRows`/`users`: the outbox's bytes and events, and the users with events waiting. */
+  enqueued(share: FlowShare, size: number, totalBytes: number, totalRows: number, users: number): void;
   /** After an event of `share` (undefined: a row this server did not count) left (`gone`: it was the user's last waiting event). */
-  removed(share: FlowShare | undefined, size: number, gone: boolean, totalBytes: number): void;
+  removed(share: FlowShare | undefined, size: number, gone: boolean, totalBytes: number, totalRows: number): void;
   /** The byte count was re-read from the store. */
-  synced(totalBytes: number): void;
+  synced(totalBytes: number, totalRows: number): void;
   /** Payload bytes in the outbox, for the gauge (read at scrape time). */
   bytes(read: () => number): void;
   /** Reads everyone again and flushes the log summaries (shutdown). */
@@ -82,6 +85,12 @@ export function createFlowControl(o: FlowOptions): FlowControl {
   const userLowRows = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxEvents / 4);
   const userLowBytes = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxBytes / 4);
   const span = Math.max(1, o.maxBytes - o.highBytes);
+  const maxRows = o.maxEvents ?? Infinity;
+  const highRows = Math.max(1, Math.floor(maxRows / 2));
+  const lowRows = Math.floor(maxRows / 4);
+  const rowSpan = Math.max(1, maxRows - highRows);
+  const isHigh = (bytes: number, rows: number) => bytes >= o.highBytes || rows >= highRows;
+  const isLow = (bytes: number, rows: number) => bytes < o.lowBytes && rows < lowRows;
 
   const gauge = getOrCreate(o.registry, THROTTLED_USERS, () => new Gauge({
     name: THROTTLED_USERS,
@@ -142,7 +151,7 @@ export function createFlowControl(o: FlowOptions): FlowControl {
   };
 
   return {
-    enqueued(share, size, totalBytes, users) {
+    enqueued(share, size, totalBytes, totalRows, users) {
       sharedBytes += size;
       if (share.throttled === true) {
         // Its connections were paused, yet it sends: a session bound (or
@@ -153,21 +162,21 @@ export function createFlowControl(o: FlowOptions): FlowControl {
       }
       if (share.rows >= userHighRows || share.bytes >= userHighBytes) return start(share, totalBytes, 'user_share');
       if (!high) {
-        if (totalBytes < o.highBytes) return;
+        if (!isHigh(totalBytes, totalRows)) return;
         high = true;
       }
       // Heavy: at least the average share, less so as the outbox nears its bound.
-      const room = Math.max(0, Math.min(1, (o.maxBytes - totalBytes) / span));
+      const room = Math.max(0, Math.min(1, (o.maxBytes - totalBytes) / span, Number.isFinite(maxRows) ? (maxRows - totalRows) / rowSpan : 1));
       if (share.bytes * users >= sharedBytes * room) start(share, totalBytes, 'high_water');
     },
-    removed(share, size, gone, totalBytes) {
+    removed(share, size, gone, totalBytes, totalRows) {
       sharedBytes -= size;
-      if (high && totalBytes < o.lowBytes) lowReached(totalBytes);
+      if (high && isLow(totalBytes, totalRows)) lowReached(totalBytes);
       if (share !== undefined && share.throttled === true && (gone || (!high && ownLow(share)))) end(share, totalBytes);
     },
-    synced(totalBytes) {
-      if (high && totalBytes < o.lowBytes) lowReached(totalBytes);
-      else if (!high && totalBytes >= o.highBytes) high = true;
+    synced(totalBytes, totalRows) {
+      if (high && isLow(totalBytes, totalRows)) lowReached(totalBytes);
+      else if (!high && isHigh(totalBytes, totalRows)) high = true;
     },
     bytes(read) {
       readBytes = read;

@@ -178,7 +178,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     share.bytes -= bytes;
     const gone = share.rows <= 0;
     if (gone) shares.delete(share.owner);
-    flow?.removed(share, bytes, gone, totalBytes);
+    flow?.removed(share, bytes, gone, totalBytes, total);
   };
 
   const reporter: EngineReporter = {
@@ -191,7 +191,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       if (s !== undefined) {
         rowShares.delete(id);
         unshare(s.share, s.bytes);
-      } else flow?.removed(undefined, 0, false, totalBytes);
+      } else flow?.removed(undefined, 0, false, totalBytes, total);
     },
     senderReport: (backend, r) => senders.get(backend)?.onReport?.(r),
     log,
@@ -211,7 +211,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       for (const n of depth.values()) total += n;
       if (bytes !== undefined) {
         totalBytes = bytes + bytesSinceSync;
-        flow?.synced(totalBytes);
+        flow?.synced(totalBytes, total);
       }
     } catch (err) {
       if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', err: String(err) }, 'could not read the outbox depth');
@@ -294,7 +294,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     const loop = local;
     const hot = loop !== null && loop.admit(key, size);
     bump(key, 1, size);
-    if (share !== undefined) flow?.enqueued(share, size, totalBytes, shares.size);
+    if (share !== undefined) flow?.enqueued(share, size, totalBytes, total, shares.size);
     const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot };
     return store.append(row).then(
       (id) => {

@@ -10,7 +10,7 @@ import { createFlowControl, THROTTLED_USERS, THROTTLE_TOTAL, type FlowShare } fr
 type Share = { owner: string; rows: number; bytes: number; throttled?: boolean };
 
 /** A flow control and a little outbox beside it: shares per user, total bytes. */
-function setup(o: { high?: number; low?: number; max?: number; perUser?: { maxEvents: number; maxBytes: number } } = {}) {
+function setup(o: { high?: number; low?: number; max?: number; maxEvents?: number; perUser?: { maxEvents: number; maxBytes: number } } = {}) {
   const calls: Array<[string, boolean]> = [];
   const registry = new Registry();
   const lines: Array<Record<string, unknown>> = [];
@@ -19,6 +19,7 @@ function setup(o: { high?: number; low?: number; max?: number; perUser?: { maxEv
     highBytes: o.high ?? 1000,
     lowBytes: o.low ?? 500,
     maxBytes: o.max ?? 10_000,
+    maxEvents: o.maxEvents,
     perUser: o.perUser,
     throttle: (owner, on) => calls.push([owner, on]),
     logger,
@@ -26,13 +27,15 @@ function setup(o: { high?: number; low?: number; max?: number; perUser?: { maxEv
   });
   const shares = new Map<string, Share>();
   let total = 0;
+  let rows = 0;
   const add = (owner: string, bytes: number) => {
     let s = shares.get(owner);
     if (s === undefined) shares.set(owner, (s = { owner, rows: 0, bytes: 0 }));
     s.rows++;
     s.bytes += bytes;
     total += bytes;
-    flow.enqueued(s as FlowShare, bytes, total, shares.size);
+    rows++;
+    flow.enqueued(s as FlowShare, bytes, total, rows, shares.size);
   };
   const remove = (owner: string, bytes: number) => {
     const s = shares.get(owner)!;
@@ -41,7 +44,8 @@ function setup(o: { high?: number; low?: number; max?: number; perUser?: { maxEv
     total -= bytes;
     const gone = s.rows <= 0;
     if (gone) shares.delete(owner);
-    flow.removed(s as FlowShare, bytes, gone, total);
+    rows--;
+    flow.removed(s as FlowShare, bytes, gone, total, rows);
   };
   const gauge = async () => (await registry.getSingleMetric(THROTTLED_USERS)!.get()).values[0]?.value;
   const count = async () => (await registry.getSingleMetric(THROTTLE_TOTAL)!.get()).values[0]?.value;
@@ -112,6 +116,19 @@ describe('flow control', () => {
     assert.equal(f.calls.length, 1);
     f.remove('alice', 10);
     assert.deepEqual(f.calls.at(-1), ['alice', false]);
+  });
+
+  test('half of outbox_max_events makes the outbox high as its bytes do', () => {
+    const f = setup({ high: 1_000_000, low: 500_000, max: 2_000_000, maxEvents: 20 });
+    for (let i = 0; i < 9; i++) f.add('alice', 10);
+    assert.deepEqual(f.calls, []);
+    f.add('alice', 10);
+    assert.deepEqual(f.calls, [['alice', true]]);
+    // Read again below a quarter of the events.
+    for (let i = 0; i < 5; i++) f.remove('alice', 10);
+    assert.deepEqual(f.calls, [['alice', true]]);
+    f.remove('alice', 10);
+    assert.deepEqual(f.calls, [['alice', true], ['alice', false]]);
   });
 
   test('a throttled user that still sends is paused again (a session bound since)', () => {
