@@ -16,6 +16,9 @@
 // share reaches half of outbox_max_events_per_user or
 // outbox_max_bytes_per_user, so that its own share is not refused either.
 //
+// With outbox_high_water_bytes = outbox_max_bytes flow control is off:
+// nobody is throttled, only the refusals remain.
+//
 // A throttled user is read again when the outbox is back below low water
 // (and its share below a quarter of its bounds), or when none of its events
 // is waiting any more. Everything is decided on enqueue and on settle, with
@@ -84,6 +87,7 @@ export function createFlowControl(o: FlowOptions): FlowControl {
   const userHighBytes = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxBytes / 2);
   const userLowRows = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxEvents / 4);
   const userLowBytes = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxBytes / 4);
+  const off = o.highBytes >= o.maxBytes;
   const span = Math.max(1, o.maxBytes - o.highBytes);
   const maxRows = o.maxEvents ?? Infinity;
   const highRows = Math.max(1, Math.floor(maxRows / 2));
@@ -152,6 +156,7 @@ export function createFlowControl(o: FlowOptions): FlowControl {
 
   return {
     enqueued(share, size, totalBytes, totalRows, users) {
+      if (off) return;
       sharedBytes += size;
       if (share.throttled === true) {
         // Its connections were paused, yet it sends: a session bound (or
@@ -170,11 +175,13 @@ export function createFlowControl(o: FlowOptions): FlowControl {
       if (share.bytes * users >= sharedBytes * room) start(share, totalBytes, 'high_water');
     },
     removed(share, size, gone, totalBytes, totalRows) {
+      if (off) return;
       sharedBytes -= size;
       if (high && isLow(totalBytes, totalRows)) lowReached(totalBytes);
       if (share !== undefined && share.throttled === true && (gone || (!high && ownLow(share)))) end(share, totalBytes);
     },
     synced(totalBytes, totalRows) {
+      if (off) return;
       if (high && isLow(totalBytes, totalRows)) lowReached(totalBytes);
       else if (!high && isHigh(totalBytes, totalRows)) high = true;
     },

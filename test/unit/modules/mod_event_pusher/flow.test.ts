@@ -131,6 +131,12 @@ describe('flow control', () => {
     assert.deepEqual(f.calls, [['alice', true], ['alice', false]]);
   });
 
+  test('with the high-water mark at outbox_max_bytes nobody is throttled, not even past half of a share', () => {
+    const f = setup({ high: 10_000, low: 500, max: 10_000, perUser: { maxEvents: 4, maxBytes: 1_000_000 } });
+    for (let i = 0; i < 200; i++) f.add('alice', 100);
+    assert.deepEqual(f.calls, []);
+  });
+
   test('a throttled user that still sends is paused again (a session bound since)', () => {
     const f = setup();
     for (let i = 0; i < 10; i++) f.add('alice', 100);
