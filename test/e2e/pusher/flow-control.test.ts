@@ -19,12 +19,16 @@ const SLACK = 256 * 1024;
 const FLOOD = 3000;
 /** About 200 bytes of body: the flood is some 700 KB of events, many times the high-water mark plus the slack. */
 const PAD = 'x'.repeat(200);
+/** The WebSocket listener's idle timeout; alice stays throttled longer than this. */
+const WS_IDLE_MS = 1500;
 
 function flowToml(hookOrigin: string, httpPort: number, metricsPort: number): string {
   return (
     prometheusToml(metricsPort) +
     `[[listen.http]]\n  port = ${httpPort}\n  ip_address = "127.0.0.1"\n` +
-    '  [[listen.http.handlers.mongoose_websocket_handler]]\n    host = "_"\n    path = "/ws-xmpp"\n\n' +
+    // A short idle timeout, kept off by the server's pings for the clients it reads: a
+    // connection that is not read must not count as idle.
+    `  [[listen.http.handlers.mongoose_websocket_handler]]\n    host = "_"\n    path = "/ws-xmpp"\n    timeout = ${WS_IDLE_MS}\n    ping_rate = 300\n\n` +
     // Timeouts far above the test: held requests stay in flight, never retried (so never sent twice).
     poolToml({ tag: 'http_pool', host: hookOrigin, workers: 4, request_timeout: 600_000, call_timeout: 600_000 }) +
     '[modules.mod_event_pusher]\n' +
@@ -115,6 +119,10 @@ for (const transport of ['tcp', 'ws'] as const) {
       }
       const during = await scrape(metricsPort);
       assert.equal(sampleValue(during, 'petrel_event_pusher_throttled_users'), 1, 'carol was not throttled');
+      // Held past the idle timeout, alice's connection stays: the server is not reading her, she is not idle.
+      await new Promise((r) => setTimeout(r, WS_IDLE_MS + 1000));
+      assert.equal(alice.xmpp.status, 'online', 'alice is still connected');
+      assert.equal(sampleValue(await scrape(metricsPort), 'petrel_event_pusher_throttled_users'), 1, 'alice is still throttled');
 
       // The web service recovers: everything is delivered, exactly once, and alice is read again.
       answering = true;
