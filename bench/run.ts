@@ -13,8 +13,15 @@
 //   --idle=1000,10000    idle connection counts for the memory figure
 //   --workers=50         outgoing HTTP pool workers (pusher on)
 //   --sink-seconds=3     duration of each sink ceiling run
-//   --phases=sink,off,on,paced,idle   which phases to run (also besteffort: the pusher
-//                                     with delivery = "best_effort", to show the outbox's cost)
+//   --phases=sink,off,on,paced,idle,overload,fairness   which phases to run (also besteffort: the
+//                                     pusher with delivery = "best_effort", to show the outbox's cost)
+//   --overload-seconds=60  seconds of the overload phase: a webhook answering after 50 ms,
+//                        ten times the load its pool takes (flow control, bench/overload.ts)
+//   --overload-workers=10  pool workers of the overload phase (its webhook takes 20 a second each)
+//   --overload-high-water=1048576  outbox_high_water_bytes of the overload and fairness phases
+//                        (outbox_low_water_bytes: half of it)
+//   --fairness-seconds=10  seconds of the fairness phase: one user flooding at full speed
+//                        while paced pairs send --rate msg/s in all
 //   --server=petrel      petrel | ejabberd | both
 //   --transport=tcp      tcp | ws | tcp,ws: how the load generator's clients connect to Petrel; with
 //                        ws, the same phases run again with every client over XMPP over WebSocket
@@ -32,6 +39,7 @@ import { cpuMs, freePort, memKiB, now, percentiles, sleep, type Percentiles } fr
 import { registerUsers } from './register.ts';
 import { REPO, WS_PATH, ejabberdHasPostLog, ejabberdMissing, startEjabberd, startPetrel, type ServerHandle } from './servers.ts';
 import { summariseProfile, type ProfileEntry } from './profile-summary.ts';
+import { fairnessPhase, overloadPhase, type FlowPhaseOptions } from './overload.ts';
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),
@@ -46,6 +54,10 @@ const { values: flags } = parseArgs({
     workers: { type: 'string' },
     'sink-seconds': { type: 'string' },
     phases: { type: 'string' },
+    'overload-seconds': { type: 'string' },
+    'overload-workers': { type: 'string' },
+    'overload-high-water': { type: 'string' },
+    'fairness-seconds': { type: 'string' },
     server: { type: 'string' },
     transport: { type: 'string' },
     'cpu-prof': { type: 'boolean' },
@@ -86,7 +98,11 @@ const P = {
     .sort((a, b) => a - b),
   workers: Math.floor(num('workers', 50)),
   sinkMs: num('sink-seconds', 3) * 1000,
-  phases: new Set(opt('phases', 'sink,off,on,paced,idle').split(',')),
+  phases: new Set(opt('phases', 'sink,off,on,paced,idle,overload,fairness').split(',')),
+  overloadSeconds: num('overload-seconds', 60),
+  overloadWorkers: Math.floor(num('overload-workers', 10)),
+  overloadHighWater: Math.floor(num('overload-high-water', 1024 * 1024)),
+  fairnessSeconds: num('fairness-seconds', 10),
   server: opt('server', 'petrel'),
   transports: opt('transport', 'tcp').split(',').filter((t) => t !== ''),
   cpuProf: flags['cpu-prof'] === true || process.env.BENCH_CPU_PROF === '1',
@@ -422,6 +438,16 @@ async function benchPetrel(ctx: Ctx) {
     const summaries = files.map((f) => summariseProfile(join(profDir, f), 25));
     res.profile = { files: files.map((f) => join(profDir, f)), top: summaries[0] ?? null, threads: summaries };
   }
+  const flowOpts: FlowPhaseOptions = { dir: ctx.dir, dataDir: ctx.dataDir, password: PASSWORD, pairs: P.n, log };
+  const high = P.overloadHighWater;
+  if (P.phases.has('overload')) {
+    res.overload = await overloadPhase(flowOpts, { seconds: P.overloadSeconds, workers: P.overloadWorkers, delayMs: 50, flooders: 4, highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), pacedRate: 50 });
+    log(`petrel overload: ${JSON.stringify(res.overload)}`);
+  }
+  if (P.phases.has('fairness')) {
+    res.fairness = await fairnessPhase(flowOpts, { seconds: P.fairnessSeconds, workers: P.workers, rate: P.rate, pacedPairs: Math.min(P.n - 1, 20), highWaterBytes: high, lowWaterBytes: Math.floor(high / 2) });
+    log(`petrel fairness: ${JSON.stringify(res.fairness)}`);
+  }
   res.pusherAvailable = pusherAvailable;
   if (withWs) res.websocket = await websocketPhases(ctx, petrel);
   return res;
@@ -512,6 +538,12 @@ function targets(petrel: any, sinkCeiling: any) {
   add(`RSS per idle connection (${idleMax?.connections ?? '-'})`, '<= 16', idleMax?.kibPerConnection, 'KiB', (v) => v <= 16);
   const cost = on && off ? Math.round((1 - on.deliveredPerSec / off.deliveredPerSec) * 1000) / 10 : null;
   add('throughput lost to the pusher', '<= 40', cost, '%', (v) => v <= 40);
+  const ov = petrel?.overload;
+  add('events lost under overload', '= 0', ov?.eventsLost, '', (v) => v === 0);
+  add('outbox max / high-water mark under overload', 'info', ov?.outboxMaxOverHighWater, 'x', () => true);
+  add('p99 of users not pushed, under overload', 'info', ov?.otherUsersLatencyMs?.p99, 'ms', () => true);
+  add('events lost, fairness', '= 0', petrel?.fairness?.eventsLost, '', (v) => v === 0);
+  add(`p99 of the others beside a flooder at ${P.rate} msg/s`, 'info', petrel?.fairness?.othersLatencyMs?.p99, 'ms', () => true);
   const frac = on?.postsPerSec && ceiling ? Math.round((on.postsPerSec / ceiling) * 1000) / 10 : null;
   add('pushes/s as a share of the sink ceiling', 'info', frac, '%', () => true);
   return rows;

@@ -35,7 +35,7 @@ import type { ConnectionLimits } from './connection-limits.ts';
 import type { Transport, TransportEvents } from './transport.ts';
 import type { Framing, FramingEvents, FramingFactory, FramingLimits, StreamHeader } from './framing.ts';
 import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './output.ts';
-import { HOLD_BACKLOG, HOLD_SLICE, Shaper } from './shaper.ts';
+import { HOLD_BACKLOG, HOLD_FLOW, HOLD_SLICE, Shaper } from './shaper.ts';
 import type { AccessRules, AccessSubject } from '../config/access.ts';
 import { countElement, type HostC2SMetrics } from './metrics.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
@@ -442,6 +442,13 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     // The error carries the stanza's addresses and id, not its payload: the
     // payload is what was too large, and would be refused on the way back.
     this.#ctx.router.routeError(new Element(el.name, el.attrs), from, this.jid, 'resource-constraint', 'wait', text);
+  }
+
+  /** Stops (true) or resumes (false) reading this session's input for the event pusher's flow control; idempotent. */
+  throttle(on: boolean): void {
+    if (this.#state === 'closed') return;
+    if (on) (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_FLOW);
+    else this.#shaper?.release(HOLD_FLOW);
   }
 
   /** Resolves true once everything written so far has been taken by the transport, false if the session ends first. */

@@ -9,7 +9,10 @@
 // - the session's routing backlog: too many stanzas waiting behind a hook
 //   barrier (the outbox write) stop reading until it drains;
 // - the session's input slices: a large read is handled a slice per turn,
-//   and no more is read until the last slice is.
+//   and no more is read until the last slice is;
+// - the event pusher's flow control: a user whose events wait in an outbox
+//   past its high-water mark is not read until the outbox drains
+//   (mod_event_pusher/delivery/flow.ts).
 //
 // Created only for a session that needs it (a shaped listener, or a backlog
 // that grew), so an idle unshaped connection carries none.
@@ -20,6 +23,8 @@ export const HOLD_RATE = 1;
 export const HOLD_BACKLOG = 2;
 /** The rest of a large read waits for the next turn (the session's input slices). */
 export const HOLD_SLICE = 8;
+/** The event pusher's outbox is past its high-water mark and this user's events are waiting (SessionView.throttle). */
+export const HOLD_FLOW = 16;
 /** Once stopped, nothing resumes reading. */
 const HOLD_STOPPED = 4;
 

@@ -46,6 +46,13 @@ export interface SessionView {
   send(el: Element, held?: boolean): void;
   /** Resolves true once everything sent so far has been taken by the connection, false if the session ends first. */
   drained?(): Promise<boolean>;
+  /**
+   * Stops (true) or resumes (false) reading the client's input, for flow
+   * control (the event pusher's outbox past its high-water mark); the
+   * client is then slowed by TCP's or the WebSocket's own flow control.
+   * Idempotent; absent where there is no connection to pause.
+   */
+  throttle?(on: boolean): void;
 }
 
 export interface SessionsApi {

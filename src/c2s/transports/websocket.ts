@@ -66,6 +66,8 @@ export class WebSocketTransport implements Transport {
   readonly #timeout: number;
   /** Date.now() of the last thing read: the idle timer checks it rather than being reset per message. */
   #lastSeen = Date.now();
+  /** Reading is paused (shaper, flow control): the client cannot be seen, so it is not idle meanwhile. */
+  #paused = false;
   #idleTimer: NodeJS.Timeout | null = null;
   #pingTimer: NodeJS.Timeout | null = null;
   #written: ((err?: Error) => void) | null = null;
@@ -150,10 +152,14 @@ export class WebSocketTransport implements Transport {
   }
 
   pause(): void {
+    this.#paused = true;
     this.#ws.pause();
   }
 
   resume(): void {
+    this.#paused = false;
+    // The time spent paused does not count as idle.
+    this.#lastSeen = Date.now();
     this.#ws.resume();
   }
 
@@ -180,7 +186,7 @@ export class WebSocketTransport implements Transport {
   }
 
   static #idleCheck(t: WebSocketTransport): void {
-    const idle = Date.now() - t.#lastSeen;
+    const idle = t.#paused ? 0 : Date.now() - t.#lastSeen;
     if (idle < t.#timeout) {
       t.#idleTimer = setTimeout(WebSocketTransport.#idleCheck, t.#timeout - idle, t);
       t.#idleTimer.unref();

@@ -22,6 +22,10 @@ export const DEFAULT_OUTBOX_MAX_BYTES = 1024 * 1024 * 1024;
 export const DEFAULT_OUTBOX_MAX_EVENTS_PER_USER = 100_000;
 /** One sender's share: payload bytes waiting in the outbox (100 MiB). */
 export const DEFAULT_OUTBOX_MAX_BYTES_PER_USER = 100 * 1024 * 1024;
+/** The high-water mark of flow control when none is set: this fraction of outbox_max_bytes (128 MiB of the default 1 GiB). */
+export const DEFAULT_HIGH_WATER_FRACTION = 1 / 8;
+/** The low-water mark when none is set: this fraction of the high-water mark. */
+export const DEFAULT_LOW_WATER_FRACTION = 1 / 2;
 /** Body bytes each best-effort handler's in-memory queue may hold (64 MiB). */
 export const DEFAULT_BEST_EFFORT_MAX_BYTES = 64 * 1024 * 1024;
 /** The senders run in a thread of their own (the SQLite outbox's writer thread, or one with its own PostgreSQL connections). */
@@ -38,6 +42,10 @@ export interface EventPusherOpts {
   outbox_max_events_per_user?: number;
   /** Petrel: payload bytes of one sender's events waiting in the outbox at most. */
   outbox_max_bytes_per_user?: number;
+  /** Petrel: payload bytes in the outbox past which the senders whose events wait are not read (flow control). */
+  outbox_high_water_bytes?: number;
+  /** Petrel: payload bytes in the outbox below which throttled senders are read again. */
+  outbox_low_water_bytes?: number;
   /** Petrel: body bytes in each best_effort handler's in-memory queue at most. */
   best_effort_max_bytes?: number;
   /** Petrel: where the outbox lives, "internal" (the embedded store, the default) or "rdbms" (PostgreSQL). */
@@ -48,6 +56,22 @@ export interface EventPusherOpts {
   outbox_batch_max_rows?: number;
   /** Petrel: payload bytes in one outbox transaction at most. */
   outbox_batch_max_bytes?: number;
+}
+
+/** The flow-control marks, set or derived, checked: low < high <= outbox_max_bytes. */
+function waterMarks(v: { outbox_max_bytes?: number; outbox_high_water_bytes?: number; outbox_low_water_bytes?: number }, p: string): { high: number; low: number } {
+  const max = v.outbox_max_bytes ?? DEFAULT_OUTBOX_MAX_BYTES;
+  const highSet = v.outbox_high_water_bytes;
+  const high = highSet ?? Math.floor(max * DEFAULT_HIGH_WATER_FRACTION);
+  if (high > max) fail(`${p}.outbox_high_water_bytes`, `${high} is above outbox_max_bytes (${max}): the high-water mark must be at most outbox_max_bytes`);
+  const lowSet = v.outbox_low_water_bytes;
+  const low = lowSet ?? Math.floor(high * DEFAULT_LOW_WATER_FRACTION);
+  if (low >= high) {
+    fail(`${p}.outbox_low_water_bytes`, highSet === undefined
+      ? `${low} is not below the high-water mark (${high}, an eighth of outbox_max_bytes when outbox_high_water_bytes is not set): the low-water mark must be below it`
+      : `${low} is not below outbox_high_water_bytes (${high}): the low-water mark must be below it`);
+  }
+  return { high, low };
 }
 
 const unknownBackend = custom((_v, p) => fail(p, unknownBackendMessage(p.slice(p.lastIndexOf('.') + 1))));
@@ -67,6 +91,9 @@ export const eventPusherSpec: Spec = section(
     outbox_max_bytes: int({ min: 1024, default: DEFAULT_OUTBOX_MAX_BYTES }),
     outbox_max_events_per_user: int({ min: 1, default: DEFAULT_OUTBOX_MAX_EVENTS_PER_USER }),
     outbox_max_bytes_per_user: int({ min: 1024, default: DEFAULT_OUTBOX_MAX_BYTES_PER_USER }),
+    // No default here: derived from outbox_max_bytes (waterMarks).
+    outbox_high_water_bytes: int({ min: 1 }),
+    outbox_low_water_bytes: int({ min: 0 }),
     best_effort_max_bytes: int({ min: 1024, default: DEFAULT_BEST_EFFORT_MAX_BYTES }),
     outbox_backend: storeBackendSpec(),
     sender_thread: str({ oneOf: ['worker', 'main'], default: DEFAULT_SENDER_THREAD }),
@@ -76,7 +103,8 @@ export const eventPusherSpec: Spec = section(
   {
     wildcard: unknownBackend,
     default: true,
-    process: (v): EventPusherOpts => {
+    process: (v, p): EventPusherOpts => {
+      const marks = waterMarks(v, p);
       const backends: Record<string, unknown> = {};
       for (const b of Object.values(BACKENDS)) {
         const o = b.combine(v.backend?.[b.name], v[b.name]);
@@ -88,6 +116,8 @@ export const eventPusherSpec: Spec = section(
         outbox_max_bytes: v.outbox_max_bytes,
         outbox_max_events_per_user: v.outbox_max_events_per_user,
         outbox_max_bytes_per_user: v.outbox_max_bytes_per_user,
+        outbox_high_water_bytes: marks.high,
+        outbox_low_water_bytes: marks.low,
         best_effort_max_bytes: v.best_effort_max_bytes,
         outbox_backend: v.outbox_backend,
         sender_thread: v.sender_thread,

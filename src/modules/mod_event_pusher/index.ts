@@ -30,9 +30,10 @@ import type { PgPoolSettings } from '../../storage/postgres.ts';
 import { BACKENDS, type BackendData, type BackendInstance } from './backends.ts';
 import {
   DEFAULT_BEST_EFFORT_MAX_BYTES, DEFAULT_OUTBOX_MAX_BYTES, DEFAULT_OUTBOX_MAX_BYTES_PER_USER, DEFAULT_OUTBOX_MAX_EVENTS, DEFAULT_OUTBOX_MAX_EVENTS_PER_USER,
-  DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts,
+  DEFAULT_HIGH_WATER_FRACTION, DEFAULT_LOW_WATER_FRACTION, DEFAULT_SENDER_THREAD, eventPusherSpec, type EventPusherOpts,
 } from './config.ts';
 import { createDeliveryEngine } from './delivery/outbox.ts';
+import { createFlowControl } from './delivery/flow.ts';
 import { deliveryMetrics } from './delivery/metrics.ts';
 import type { Logger } from 'pino';
 
@@ -101,6 +102,26 @@ export async function openEventPusherData(stores: StoreAccess, opts: EventPusher
 export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpts, data?: EventPusherData): Promise<ModuleInstance & { backends: ReadonlyMap<string, BackendInstance> }> {
   const logger = ctx.logger.child({ module: NAME });
   const store = opts.outbox_backend === 'rdbms' ? outboxOpener(ctx.config, opts, logger) : undefined;
+  const maxBytes = opts.outbox_max_bytes ?? DEFAULT_OUTBOX_MAX_BYTES;
+  const perUser = {
+    maxEvents: opts.outbox_max_events_per_user ?? DEFAULT_OUTBOX_MAX_EVENTS_PER_USER,
+    maxBytes: opts.outbox_max_bytes_per_user ?? DEFAULT_OUTBOX_MAX_BYTES_PER_USER,
+  };
+  const highBytes = opts.outbox_high_water_bytes ?? Math.floor(maxBytes * DEFAULT_HIGH_WATER_FRACTION);
+  const sessions = ctx.sessions;
+  const flow = createFlowControl({
+    highBytes,
+    lowBytes: opts.outbox_low_water_bytes ?? Math.floor(highBytes * DEFAULT_LOW_WATER_FRACTION),
+    maxBytes,
+    maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,
+    perUser,
+    logger,
+    registry: ctx.metrics,
+    // The events' owner is a sender on this node: its sessions are here.
+    throttle: (owner, on) => {
+      for (const s of sessions.byBare(owner)) s.throttle?.(on);
+    },
+  });
   const engine = createDeliveryEngine({
     open: () => (store ?? outboxOpener(ctx.config, opts, logger)).open(),
     pgSettings: store?.pg,
@@ -109,11 +130,9 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
     logger,
     metrics: deliveryMetrics(ctx.metrics),
     maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,
-    maxBytes: opts.outbox_max_bytes ?? DEFAULT_OUTBOX_MAX_BYTES,
-    perUser: {
-      maxEvents: opts.outbox_max_events_per_user ?? DEFAULT_OUTBOX_MAX_EVENTS_PER_USER,
-      maxBytes: opts.outbox_max_bytes_per_user ?? DEFAULT_OUTBOX_MAX_BYTES_PER_USER,
-    },
+    maxBytes,
+    perUser,
+    flow,
   });
   const backends = new Map<string, BackendInstance>();
   try {

@@ -1,7 +1,10 @@
 // The outbox is bounded by bytes as well as events, and one user cannot fill
 // it for everyone: past a sender's share its messages bounce with
 // resource-constraint (the sender is told, the message is not routed), while
-// other users' messages and events go on. The in-memory queue of a
+// other users' messages and events go on. These are the last resort: flow
+// control (test/e2e/pusher/flow-control.test.ts), which would slow the
+// sender down before, is off here (outbox_high_water_bytes =
+// outbox_max_bytes). The in-memory queue of a
 // best_effort handler is bounded by bytes too. Both outbox stores, a real
 // server process, real clients, a real webhook, metrics scraped over HTTP.
 import { after, before, describe, test } from 'node:test';
@@ -80,7 +83,7 @@ ${moduleOptions}
     const sample = async (name: string) => sampleValue(await scrape(metricsPort), name, { host_type: 'localhost', handler: '0' }) ?? 0;
 
     test("past a sender's share of events its messages bounce with resource-constraint, and other senders' messages and events go on", async () => {
-      const s = await start('  outbox_max_events_per_user = 3');
+      const s = await start('  outbox_max_events_per_user = 3\n  outbox_high_water_bytes = 1073741824');
       const [alice, mallory, bob] = [await login(s, 'alice'), await login(s, 'mallory'), await login(s, 'bob')];
       for (let i = 0; i < 3; i++) {
         await send(mallory, bob.jid, `m${i}`, `flood ${i}`);
@@ -106,7 +109,7 @@ ${moduleOptions}
     });
 
     test("past a sender's share of bytes its messages bounce, and a small message of another sender is still taken", async () => {
-      const s = await start('  outbox_max_bytes_per_user = 4096');
+      const s = await start('  outbox_max_bytes_per_user = 4096\n  outbox_high_water_bytes = 1073741824');
       const [alice, mallory, bob] = [await login(s, 'alice'), await login(s, 'mallory'), await login(s, 'bob')];
       const big = 'b'.repeat(3000);
       await send(mallory, bob.jid, 'big0', big);
@@ -120,7 +123,7 @@ ${moduleOptions}
     });
 
     test('past outbox_max_bytes new events are refused with a metric and a log line, and messages are still routed', async () => {
-      const s = await start('  outbox_max_bytes = 8192');
+      const s = await start('  outbox_max_bytes = 8192\n  outbox_high_water_bytes = 8192');
       const [alice, bob] = [await login(s, 'alice'), await login(s, 'bob')];
       const body = 'c'.repeat(3000);
       for (let i = 0; i < 4; i++) {

@@ -26,6 +26,7 @@ import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import type { PgThreadData } from './pg-thread.ts';
 import { applyReports, type ThreadInit, type ThreadRequest } from './thread.ts';
 import { logLimiter } from './log-limit.ts';
+import type { FlowControl } from './flow.ts';
 import type { BackendSender, BackendSenderSpec, DurableQueue, EngineHandler, EnqueueRefusal, HandlerEvents, OutboxAccess } from './types.ts';
 
 export { MAX_PAGE, DEFAULT_POLL_MS } from './engine.ts';
@@ -51,6 +52,8 @@ export interface DeliveryEngineOptions {
   maxBytes?: number;
   /** One sender's share: rows and payload bytes of its events waiting at most (every handler together). */
   perUser?: { maxEvents: number; maxBytes: number };
+  /** Slows the senders whose events wait past the high-water mark (flow.ts); needs perUser, which keeps the shares. */
+  flow?: FlowControl;
   pollMs?: number;
   pageSize?: number;
   now?: () => number;
@@ -74,6 +77,8 @@ interface Share {
   owner: string;
   rows: number;
   bytes: number;
+  /** Kept by the flow control. */
+  throttled?: boolean;
 }
 
 interface Channel {
@@ -165,10 +170,15 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     if (bytesSinceSync !== null) bytesSinceSync += bytes;
   };
 
+  const flow = o.flow;
+  flow?.bytes(() => totalBytes);
+
   const unshare = (share: Share, bytes: number) => {
     share.rows--;
     share.bytes -= bytes;
-    if (share.rows <= 0) shares.delete(share.owner);
+    const gone = share.rows <= 0;
+    if (gone) shares.delete(share.owner);
+    flow?.removed(share, bytes, gone, totalBytes, total);
   };
 
   const reporter: EngineReporter = {
@@ -181,7 +191,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       if (s !== undefined) {
         rowShares.delete(id);
         unshare(s.share, s.bytes);
-      }
+      } else flow?.removed(undefined, 0, false, totalBytes, total);
     },
     senderReport: (backend, r) => senders.get(backend)?.onReport?.(r),
     log,
@@ -199,7 +209,10 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       for (const [k, n] of fresh) depth.set(k, n);
       for (const [k, d] of delta) depth.set(k, (depth.get(k) ?? 0) + d);
       for (const n of depth.values()) total += n;
-      if (bytes !== undefined) totalBytes = bytes + bytesSinceSync;
+      if (bytes !== undefined) {
+        totalBytes = bytes + bytesSinceSync;
+        flow?.synced(totalBytes, total);
+      }
     } catch (err) {
       if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', err: String(err) }, 'could not read the outbox depth');
     } finally {
@@ -281,6 +294,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     const loop = local;
     const hot = loop !== null && loop.admit(key, size);
     bump(key, 1, size);
+    if (share !== undefined) flow?.enqueued(share, size, totalBytes, total, shares.size);
     const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot };
     return store.append(row).then(
       (id) => {
@@ -396,6 +410,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         log.error({ what: 'event_pusher_outbox_close_failed', err: String(err) }, 'the outbox sender did not stop cleanly');
       }
       closed = true;
+      flow?.close();
       fullLog.flush();
       shareLog.flush();
       // Rows still claimed (waiting, or in flight past the grace) are released by the store.

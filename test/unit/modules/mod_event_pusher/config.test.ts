@@ -84,7 +84,7 @@ test('an empty handler gets every default', () => {
 
 test('a module with no backend has no handlers', () => {
   assert.deepEqual(opts(`[modules.mod_event_pusher]`), {
-    backends: {}, outbox_max_events: 1_000_000, outbox_max_bytes: 1_073_741_824, outbox_max_events_per_user: 100_000, outbox_max_bytes_per_user: 104_857_600, best_effort_max_bytes: 67_108_864, outbox_backend: 'internal', sender_thread: 'worker', outbox_batch_max_rows: 512, outbox_batch_max_bytes: 4_194_304,
+    backends: {}, outbox_max_events: 1_000_000, outbox_max_bytes: 1_073_741_824, outbox_max_events_per_user: 100_000, outbox_max_bytes_per_user: 104_857_600, outbox_high_water_bytes: 134_217_728, outbox_low_water_bytes: 67_108_864, best_effort_max_bytes: 67_108_864, outbox_backend: 'internal', sender_thread: 'worker', outbox_batch_max_rows: 512, outbox_batch_max_bytes: 4_194_304,
   });
 });
 
