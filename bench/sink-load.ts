@@ -2,15 +2,16 @@
 // the sink as fast as an undici Pool with keep-alive allows, on a given
 // number of connections, for a fixed time. Its own process, so that it runs
 // like the server's HTTP client does and not inside the runner.
-// Arguments: <url> <connections> <durationMs>
+// Arguments: <url> <connections> <durationMs> [pipelining]
 import { Pool } from 'undici';
 import { now, cpuMs } from './common.ts';
 
-const [url, connArg, durArg] = process.argv.slice(2);
+const [url, connArg, durArg, pipeArg] = process.argv.slice(2);
+const pipelining = Math.max(1, Number(pipeArg ?? 1));
 const connections = Number(connArg);
 const durationMs = Number(durArg);
 const u = new URL(url!);
-const pool = new Pool(u.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000 });
+const pool = new Pool(u.origin, { connections, pipelining, keepAliveTimeout: 60_000 });
 const headers = { 'content-type': 'application/x-www-form-urlencoded' };
 
 let done = 0;
@@ -34,9 +35,9 @@ async function worker(): Promise<void> {
   }
 }
 
-// Two requests queued per connection keep every connection busy between responses.
-await Promise.all(Array.from({ length: connections * 2 }, () => worker()));
+// Twice the requests a connection can carry at once keep every connection busy between responses.
+await Promise.all(Array.from({ length: connections * pipelining * 2 }, () => worker()));
 const elapsed = now() - t0;
 const cpu = cpuMs(process.pid) - cpu0;
 await pool.close();
-process.stdout.write(JSON.stringify({ connections, requests: done, failed, elapsedMs: elapsed, rps: (done * 1000) / elapsed, clientCpuMs: cpu }) + '\n');
+process.stdout.write(JSON.stringify({ connections, pipelining, requests: done, failed, elapsedMs: elapsed, rps: (done * 1000) / elapsed, clientCpuMs: cpu }) + '\n');

@@ -63,6 +63,7 @@ const connection = section(
     host: str({ nonEmpty: true, check: checkHostUrl }),
     path_prefix: str({ nonEmpty: true, default: '/' }),
     request_timeout: int({ min: 0, default: 2000 }),
+    pipelining: int({ min: 1, max: 128, default: 1 }),
     tls,
   },
   { required: ['host'] },
