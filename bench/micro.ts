@@ -1,6 +1,8 @@
 // Micro-benchmarks of the pieces on the message path, each as operations per
 // second: stream parsing, JID preparation, form encoding, hook dispatch,
-// serialisation, and the per-push extras (webhook id, response-time metrics).
+// serialisation, the per-push extras (webhook id, response-time metrics), and
+// the benchmark sink's request reader. The outgoing HTTP pool has its own,
+// asynchronous one: bench/micro-http.ts.
 // `node bench/micro.ts [--ms=600] [--only=NAME]` or `npm run bench -- --micro`.
 import { parseArgs } from 'node:util';
 import { Registry } from 'prom-client';
@@ -9,6 +11,7 @@ import { Element, serialize } from '../src/xmpp/xml.ts';
 import { parseJid } from '../src/xmpp/jid.ts';
 import { Hooks, STOP } from '../src/hooks/hooks.ts';
 import { formBody } from '../src/modules/mod_event_pusher/http/form.ts';
+import { RequestReader } from './http-responder.ts';
 import { newWebhookId } from '../src/modules/mod_event_pusher/http/webhook-id.ts';
 import { httpBackendMetrics } from '../src/modules/mod_event_pusher/http/metrics.ts';
 import type { Acc } from '../src/hooks/catalogue.ts';
@@ -160,6 +163,20 @@ bench('form: URLSearchParams (plain ASCII fields)', (n) => {
 });
 bench('form: formBody (plain ASCII fields)', (n) => {
   for (let i = 0; i < n; i++) sink += formBody(FORM_ASCII).length;
+});
+
+// --- the sink's request reader (bench/http-responder.ts) ---------------------------
+
+const REQ_BODY = 'author=s1&server=localhost&receiver=r1&message=bx0q1x+Hi%21+Are+we+still+on+for+lunch+tomorrow+at+noon%3F+Let+me+know.';
+const ONE_REQ = Buffer.from(`POST /webservice/notifications HTTP/1.1\r\nhost: 127.0.0.1:8000\r\ncontent-type: application/x-www-form-urlencoded\r\nwebhook-id: msg_2x1bTzQlqYQyT8aE0dRk4g\r\ncontent-length: ${REQ_BODY.length}\r\n\r\n${REQ_BODY}`, 'latin1');
+const EIGHT_REQ = Buffer.concat(Array(8).fill(ONE_REQ));
+const reader = new RequestReader();
+if (reader.push(EIGHT_REQ).length !== 8 || reader.pending !== 0) throw new Error('the request reader does not read the sample requests');
+bench('sink: read 1 request from a chunk', (n) => {
+  for (let i = 0; i < n; i++) sink += reader.push(ONE_REQ).length;
+});
+bench('sink: read 8 pipelined requests from a chunk (per request)', (n) => {
+  for (let i = 0; i < n; i += 8) sink += reader.push(EIGHT_REQ).length;
 });
 
 // --- hooks --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import { Pool } from 'undici';
 import type { buildConnector, Dispatcher } from 'undici';
 import { fail } from '../config/schema.ts';
 import type { HttpHeaders, HttpOutcome, HttpPool, HttpPoolConfig, HttpPoolTlsConfig } from './types.ts';
-import { joinPath, normalizePrefix } from './url.ts';
+import { DEFAULT_PIPELINING, joinPath, normalizePrefix } from './url.ts';
 import { createWriteCoalescer } from './coalesce.ts';
 
 /** Bytes of a response body kept for the caller (logs, diagnostics), the rest read and dropped; of a 2xx, bytes read at most before the connection is closed. */
@@ -380,7 +380,7 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
   const tlsPlan = planTls(https ? conn.tls : undefined, `outgoing_pools.http.${tag}.connection.tls`);
   const requestTimeout = conn.request_timeout;
   const connectTimeout = requestTimeout > 0 ? requestTimeout : DEFAULT_CONNECT_TIMEOUT;
-  const pipelining = conn.pipelining ?? 1;
+  const pipelining = conn.pipelining ?? DEFAULT_PIPELINING;
   // With pipelining, the requests of a burst share each connection's write.
   const coalescer = pipelining > 1 ? createWriteCoalescer() : null;
   const pool = new Pool(origin, {
