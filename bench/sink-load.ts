@@ -25,7 +25,8 @@ async function worker(): Promise<void> {
   while (now() < deadline) {
     const body = `author=s1&server=localhost&receiver=r1&message=bx0q${seq++}x+Hi%21+Are+we+still+on+for+lunch+tomorrow+at+noon%3F+Let+me+know.`;
     try {
-      const res = await pool.request({ path: u.pathname, method: 'POST', headers, body });
+      // undici pipelines only requests marked idempotent and non-blocking (as Petrel's pool marks them).
+      const res = await pool.request({ path: u.pathname, method: 'POST', headers, body, ...(pipelining > 1 ? { idempotent: true, blocking: false } : {}) });
       await res.body.dump();
       if (res.statusCode < 300) done++;
       else failed++;
