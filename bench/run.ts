@@ -295,15 +295,19 @@ interface PacedResult {
   missingPosts: number | null;
   serverCpuUtil: number;
   cpuMsPer1000Messages: number;
+  /** The server's threads over the paced run: CPU-ms, share of a core, CPU-ms per 1,000 messages. */
+  threads: Array<{ thread: string; cpuMs: number; util: number; per1000: number }>;
 }
 
 async function paced(server: ServerHandle, gen: Child, sink: Child): Promise<PacedResult> {
   await sink.ask({ cmd: 'reset' });
   sink.tell({ cmd: 'record', on: true });
   const c0 = cpuMs(server.pid);
+  const th0 = threadCpuMs(server.pid);
   const t0 = now();
   const g = await gen.ask({ cmd: 'paced', rate: P.rate, durationMs: P.pacedMs, drainMs: 5000 }, P.pacedMs * 2 + 30_000);
   const c1 = cpuMs(server.pid);
+  const th1 = threadCpuMs(server.pid);
   const t1 = now();
   let sendToPost: Percentiles | null = null;
   let missing: number | null = null;
@@ -332,6 +336,7 @@ async function paced(server: ServerHandle, gen: Child, sink: Child): Promise<Pac
     missingPosts: missing,
     serverCpuUtil: Math.round(((c1 - c0) / (t1 - t0)) * 1000) / 1000,
     cpuMsPer1000Messages: Math.round(((c1 - c0) / (sent / 1000)) * 10) / 10,
+    threads: threadCpuDelta(th0, th1).map((t) => ({ ...t, util: Math.round((t.cpuMs / (t1 - t0)) * 1000) / 1000, per1000: Math.round((t.cpuMs / (sent / 1000)) * 10) / 10 })),
   };
 }
 
