@@ -1,7 +1,7 @@
 // Pieces shared by the benchmark processes: one clock for all of them, free
 // ports, /proc readings and percentiles.
 import { createServer } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 /**
@@ -51,6 +51,41 @@ export function cpuMs(pid: number): number {
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
   return ((utime + stime) * 1000) / clockTicks();
+}
+
+/**
+ * CPU time (user + system, ms) of each thread of a process, keyed
+ * `<name>#<tid>` (/proc/<pid>/task/<tid>/stat): the main thread carries the
+ * process's name, worker threads and libuv's pool their own.
+ */
+export function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ms = ((Number(rest[11]) + Number(rest[12])) * 1000) / clockTicks();
+      out.set(`${comm}#${tid}`, ms);
+    } catch {}
+  }
+  return out;
+}
+
+/** Per-thread CPU between two threadCpuMs readings, the busiest first, threads under `minMs` left out. */
+export function threadCpuDelta(a: Map<string, number>, b: Map<string, number>, minMs = 50): Array<{ thread: string; cpuMs: number }> {
+  const rows: Array<{ thread: string; cpuMs: number }> = [];
+  for (const [k, v] of b) {
+    const d = v - (a.get(k) ?? 0);
+    if (d >= minMs) rows.push({ thread: k, cpuMs: Math.round(d) });
+  }
+  return rows.sort((x, y) => y.cpuMs - x.cpuMs);
 }
 
 /** VmRSS and VmHWM of a process, in KiB. */

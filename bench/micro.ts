@@ -1,20 +1,25 @@
 // Micro-benchmarks of the pieces on the message path, each as operations per
 // second: stream parsing, JID preparation, form encoding, hook dispatch,
-// serialisation, and the per-push extras (webhook id, response-time metrics).
+// serialisation, the per-push extras (webhook id, response-time metrics), and
+// the benchmark sink's request reader. The outgoing HTTP pool has its own,
+// asynchronous one: bench/micro-http.ts.
 // `node bench/micro.ts [--ms=600] [--only=NAME]` or `npm run bench -- --micro`.
 import { parseArgs } from 'node:util';
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import { StreamParser } from '../src/xmpp/stream-parser.ts';
 import { Element, serialize } from '../src/xmpp/xml.ts';
 import { parseJid } from '../src/xmpp/jid.ts';
 import { Hooks, STOP } from '../src/hooks/hooks.ts';
 import { formBody } from '../src/modules/mod_event_pusher/http/form.ts';
+import { RequestReader } from './http-responder.ts';
 import { newWebhookId } from '../src/modules/mod_event_pusher/http/webhook-id.ts';
 import { httpBackendMetrics } from '../src/modules/mod_event_pusher/http/metrics.ts';
 import type { Acc } from '../src/hooks/catalogue.ts';
 import { encodePayload, encodePrefix, payloadDecoder } from '../src/modules/mod_event_pusher/http/payload.ts';
 import { packBatch, unpackBatch } from '../src/storage/outbox/packed.ts';
 import { GroupCommit } from '../src/storage/outbox/group-commit.ts';
+import { metricCounter } from '../src/modules/mod_event_pusher/delivery/thread.ts';
+import { deliveryMetrics } from '../src/modules/mod_event_pusher/delivery/metrics.ts';
 import type { NewOutboxRow, SettleOp } from '../src/storage/outbox/types.ts';
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
@@ -162,6 +167,20 @@ bench('form: formBody (plain ASCII fields)', (n) => {
   for (let i = 0; i < n; i++) sink += formBody(FORM_ASCII).length;
 });
 
+// --- the sink's request reader (bench/http-responder.ts) ---------------------------
+
+const REQ_BODY = 'author=s1&server=localhost&receiver=r1&message=bx0q1x+Hi%21+Are+we+still+on+for+lunch+tomorrow+at+noon%3F+Let+me+know.';
+const ONE_REQ = Buffer.from(`POST /webservice/notifications HTTP/1.1\r\nhost: 127.0.0.1:8000\r\ncontent-type: application/x-www-form-urlencoded\r\nwebhook-id: msg_2x1bTzQlqYQyT8aE0dRk4g\r\ncontent-length: ${REQ_BODY.length}\r\n\r\n${REQ_BODY}`, 'latin1');
+const EIGHT_REQ = Buffer.concat(Array(8).fill(ONE_REQ));
+const reader = new RequestReader();
+if (reader.push(EIGHT_REQ).length !== 8 || reader.pending !== 0) throw new Error('the request reader does not read the sample requests');
+bench('sink: read 1 request from a chunk', (n) => {
+  for (let i = 0; i < n; i++) sink += reader.push(ONE_REQ).length;
+});
+bench('sink: read 8 pipelined requests from a chunk (per request)', (n) => {
+  for (let i = 0; i < n; i += 8) sink += reader.push(EIGHT_REQ).length;
+});
+
 // --- hooks --------------------------------------------------------------------------
 
 {
@@ -210,8 +229,13 @@ bench('newWebhookId (process prefix and a counter)', (n) => {
   bench('response-time metrics observe (histogram + 60 s reservoir)', (n) => {
     for (let i = 0; i < n; i++) m.observe(300 + (i & 1023));
   });
-  bench('sent counter inc', (n) => {
+  // batchedInc: added up, one prom-client inc per piece of work (the microtask runs after the bench).
+  bench('sent counter inc (batchedInc)', (n) => {
     for (let i = 0; i < n; i++) m.sent.inc();
+  });
+  const child = new Counter({ name: 'micro_plain_total', help: 'h', labelNames: ['host_type'], registers: [] }).labels('localhost');
+  bench('counter inc, prom-client child (labels checked and hashed each time)', (n) => {
+    for (let i = 0; i < n; i++) child.inc();
   });
 }
 bench('AbortSignal.timeout(5000)', (n) => {
@@ -293,6 +317,43 @@ bench('AbortSignal.timeout(5000)', (n) => {
   const noop = () => {};
   bench('outbox GroupCommit.append (sync part: promise + batch bookkeeping)', (n) => {
     for (let i = 0; i < n; i++) q.append(rows[i & 511]!).then(noop, noop);
+  });
+}
+
+// --- the sender thread's reports (delivery/thread.ts) ----------------------------------
+
+{
+  // 512 delivered pushes of one handler: each makes two metric calls (attempt, response).
+  // Per call, as the records were: five list entries each, cloned, and one counter inc each
+  // on the server's thread. Counted (metricCounter): one record per label set per turn.
+  const metrics = deliveryMetrics(new Registry());
+  const perTurn = 512;
+  bench('sender reports per push: a record and an inc per metric call', (n) => {
+    for (let done = 0; done < n; done += perTurn) {
+      const out: Array<string | number> = [];
+      for (let i = 0; i < perTurn; i++) out.push(0, 0, 'localhost', '0', '', 0, 1, 'localhost', '0', '204');
+      const got = structuredClone(out);
+      for (let i = 0; i < got.length; i += 5) {
+        if (got[i + 1] === 0) metrics.attempt(got[i + 2] as string, got[i + 3] as string);
+        else metrics.response(got[i + 2] as string, got[i + 3] as string, got[i + 4] as string);
+      }
+    }
+  });
+  bench('sender reports per push: counted per turn (metricCounter)', (n) => {
+    for (let done = 0; done < n; done += perTurn) {
+      const c = metricCounter();
+      for (let i = 0; i < perTurn; i++) {
+        c.add(0, 'localhost', '0', '');
+        c.add(1, 'localhost', '0', '204');
+      }
+      const out: Array<string | number> = [];
+      c.drainInto(out);
+      const got = structuredClone(out);
+      for (let i = 0; i < got.length; i += 6) {
+        if (got[i + 1] === 0) metrics.attempt(got[i + 2] as string, got[i + 3] as string, got[i + 5] as number);
+        else metrics.response(got[i + 2] as string, got[i + 3] as string, got[i + 4] as string, got[i + 5] as number);
+      }
+    }
   });
 }
 

@@ -12,6 +12,8 @@
 //   --paced-duration=10  seconds (paced)
 //   --idle=1000,10000    idle connection counts for the memory figure
 //   --workers=50         outgoing HTTP pool workers (pusher on)
+//   --pipelining=N       the pool's connection.pipelining (pusher on); absent: the option is not written (its default)
+//   --sink=raw           raw | node: the sink's HTTP implementation (bench/sink.ts)
 //   --sink-seconds=3     duration of each sink ceiling run
 //   --phases=sink,off,on,paced,idle,overload,fairness   which phases to run (also besteffort: the
 //                                     pusher with delivery = "best_effort", to show the outbox's cost)
@@ -35,7 +37,7 @@ import { mkdtempSync, rmSync, writeFileSync, readdirSync, mkdirSync, chmodSync }
 import { tmpdir, cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuMs, freePort, memKiB, now, percentiles, sleep, type Percentiles } from './common.ts';
+import { cpuMs, freePort, memKiB, now, percentiles, sleep, threadCpuDelta, threadCpuMs, type Percentiles } from './common.ts';
 import { registerUsers } from './register.ts';
 import { REPO, WS_PATH, ejabberdHasPostLog, ejabberdMissing, startEjabberd, startPetrel, type ServerHandle } from './servers.ts';
 import { summariseProfile, type ProfileEntry } from './profile-summary.ts';
@@ -52,6 +54,8 @@ const { values: flags } = parseArgs({
     'paced-duration': { type: 'string' },
     idle: { type: 'string' },
     workers: { type: 'string' },
+    pipelining: { type: 'string' },
+    sink: { type: 'string' },
     'sink-seconds': { type: 'string' },
     phases: { type: 'string' },
     'overload-seconds': { type: 'string' },
@@ -97,6 +101,8 @@ const P = {
     .map(Number)
     .sort((a, b) => a - b),
   workers: Math.floor(num('workers', 50)),
+  pipelining: opt('pipelining', '') === '' ? undefined : Math.floor(num('pipelining', 1)),
+  sink: opt('sink', 'raw'),
   sinkMs: num('sink-seconds', 3) * 1000,
   phases: new Set(opt('phases', 'sink,off,on,paced,idle,overload,fairness').split(',')),
   overloadSeconds: num('overload-seconds', 60),
@@ -107,6 +113,7 @@ const P = {
   transports: opt('transport', 'tcp').split(',').filter((t) => t !== ''),
   cpuProf: flags['cpu-prof'] === true || process.env.BENCH_CPU_PROF === '1',
 };
+if (P.sink !== 'raw' && P.sink !== 'node') throw new Error('--sink is raw or node');
 if (!['petrel', 'ejabberd', 'both'].includes(P.server)) throw new Error('--server is petrel, ejabberd or both');
 if (P.transports.length === 0 || P.transports.some((t) => t !== 'tcp' && t !== 'ws')) throw new Error('--transport is tcp, ws or tcp,ws');
 const PASSWORD = 'bench-secret';
@@ -119,8 +126,8 @@ const log = (s: string) => process.stderr.write(`[bench] ${s}\n`);
 class Child {
   proc: ChildProcess;
   #queue: Array<(m: any) => void> = [];
-  constructor(file: string) {
-    this.proc = fork(join(REPO, file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(file: string, args: string[] = []) {
+    this.proc = fork(join(REPO, file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (m) => {
       const w = this.#queue.shift();
       if (w) w(m);
@@ -178,9 +185,9 @@ async function sinkSettle(sink: Child, quietMs: number, maxMs: number, expect = 
   return last;
 }
 
-function runSinkLoad(url: string, connections: number, ms: number): Promise<any> {
+function runSinkLoad(url: string, connections: number, ms: number, pipelining: number): Promise<any> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(REPO, 'bench/sink-load.ts'), url, String(connections), String(ms)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(REPO, 'bench/sink-load.ts'), url, String(connections), String(ms), String(pipelining)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     const t = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
@@ -198,12 +205,15 @@ function runSinkLoad(url: string, connections: number, ms: number): Promise<any>
 async function sinkCeiling(sink: Child, sinkPort: number) {
   const url = `http://127.0.0.1:${sinkPort}/webservice/notifications`;
   const out: Record<string, unknown> = {};
-  for (const c of [1, 4]) {
+  const runs: Array<[string, number, number]> = [['conn1', 1, 1], ['conn4', 4, 1]];
+  if (P.pipelining !== undefined && P.pipelining > 1) runs.push([`conn4pipe${P.pipelining}`, 4, P.pipelining]);
+  for (const [name, c, pipe] of runs) {
     await sink.ask({ cmd: 'reset' });
-    const r = await runSinkLoad(url, c, P.sinkMs);
-    const sinkCpu = cpuMs(sink.proc.pid!);
-    out[`conn${c}`] = { rps: Math.round(r.rps), requests: r.requests, failed: r.failed, clientCpuMs: Math.round(r.clientCpuMs), sinkCpuMsTotal: Math.round(sinkCpu) };
-    log(`sink ceiling on ${c} connection(s): ${Math.round(r.rps)} POST/s`);
+    const s0 = cpuMs(sink.proc.pid!);
+    const r = await runSinkLoad(url, c, P.sinkMs, pipe);
+    const sinkCpu = cpuMs(sink.proc.pid!) - s0;
+    out[name] = { rps: Math.round(r.rps), requests: r.requests, failed: r.failed, clientCpuMs: Math.round(r.clientCpuMs), sinkCpuMs: Math.round(sinkCpu), sinkCpuMsPer1000: Math.round((sinkCpu / (r.requests / 1000)) * 10) / 10 };
+    log(`sink ceiling on ${c} connection(s), pipelining ${pipe}: ${Math.round(r.rps)} POST/s, sink ${out[name] && (out[name] as any).sinkCpuMsPer1000} CPU-ms per 1,000`);
   }
   return out;
 }
@@ -226,6 +236,8 @@ interface SaturationResult {
   serverCpuUtil: number;
   cpuMsPer1000Delivered: number;
   cpuMsPer1000Pushed: number | null;
+  /** The server's threads during the measured window: CPU-ms, and per 1,000 pushed (or delivered without the pusher). */
+  threads: Array<{ thread: string; cpuMs: number; util: number; per1000: number }>;
   loadgenCpuUtil: number;
   sinkCpuUtil: number;
   totals: { sent: number; delivered: number; pushedAfterDrain: number | null; stanzaErrors: number };
@@ -248,6 +260,7 @@ async function saturation(server: ServerHandle, gen: Child, sink: Child): Promis
   const g0 = await gen.ask({ cmd: 'count' });
   const s0 = await sinkCount(sink);
   const c0 = cpuMs(server.pid);
+  const th0 = threadCpuMs(server.pid);
   const gc0 = cpuMs(gen.proc.pid!);
   const sc0 = cpuMs(sink.proc.pid!);
   const t0 = now();
@@ -255,6 +268,7 @@ async function saturation(server: ServerHandle, gen: Child, sink: Child): Promis
   const g1 = await gen.ask({ cmd: 'count' });
   const s1 = await sinkCount(sink);
   const c1 = cpuMs(server.pid);
+  const th1 = threadCpuMs(server.pid);
   const gc1 = cpuMs(gen.proc.pid!);
   const sc1 = cpuMs(sink.proc.pid!);
   const t1 = now();
@@ -277,6 +291,7 @@ async function saturation(server: ServerHandle, gen: Child, sink: Child): Promis
     serverCpuUtil: r(cpu / wall, 1000),
     cpuMsPer1000Delivered: r(cpu / (deliveredIn / 1000), 10),
     cpuMsPer1000Pushed: server.pushing && postsIn > 0 ? r(cpu / (postsIn / 1000), 10) : null,
+    threads: threadCpuDelta(th0, th1).map((t) => ({ ...t, util: r(t.cpuMs / wall, 1000), per1000: r(t.cpuMs / ((server.pushing && postsIn > 0 ? postsIn : deliveredIn) / 1000), 10) })),
     loadgenCpuUtil: r((gc1 - gc0) / wall, 1000),
     sinkCpuUtil: r((sc1 - sc0) / wall, 1000),
     totals: { sent: end.sent, delivered: end.delivered, pushedAfterDrain, stanzaErrors: end.errors },
@@ -296,15 +311,19 @@ interface PacedResult {
   missingPosts: number | null;
   serverCpuUtil: number;
   cpuMsPer1000Messages: number;
+  /** The server's threads over the paced run: CPU-ms, share of a core, CPU-ms per 1,000 messages. */
+  threads: Array<{ thread: string; cpuMs: number; util: number; per1000: number }>;
 }
 
 async function paced(server: ServerHandle, gen: Child, sink: Child): Promise<PacedResult> {
   await sink.ask({ cmd: 'reset' });
   sink.tell({ cmd: 'record', on: true });
   const c0 = cpuMs(server.pid);
+  const th0 = threadCpuMs(server.pid);
   const t0 = now();
   const g = await gen.ask({ cmd: 'paced', rate: P.rate, durationMs: P.pacedMs, drainMs: 5000 }, P.pacedMs * 2 + 30_000);
   const c1 = cpuMs(server.pid);
+  const th1 = threadCpuMs(server.pid);
   const t1 = now();
   let sendToPost: Percentiles | null = null;
   let missing: number | null = null;
@@ -333,6 +352,7 @@ async function paced(server: ServerHandle, gen: Child, sink: Child): Promise<Pac
     missingPosts: missing,
     serverCpuUtil: Math.round(((c1 - c0) / (t1 - t0)) * 1000) / 1000,
     cpuMsPer1000Messages: Math.round(((c1 - c0) / (sent / 1000)) * 10) / 10,
+    threads: threadCpuDelta(th0, th1).map((t) => ({ ...t, util: Math.round((t.cpuMs / (t1 - t0)) * 1000) / 1000, per1000: Math.round((t.cpuMs / (sent / 1000)) * 10) / 10 })),
   };
 }
 
@@ -402,7 +422,7 @@ async function benchPetrel(ctx: Ctx) {
   const petrel = (name: string, push: boolean, prof: boolean, delivery?: 'best_effort') => async () => {
     const port = await freePort();
     const wsPort = withWs ? await freePort() : undefined;
-    return startPetrel({ dir: ctx.dir, name, port, wsPort, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers, delivery } : null, cpuProfDir: prof ? profDir : undefined });
+    return startPetrel({ dir: ctx.dir, name, port, wsPort, dataDir: ctx.dataDir, push: push ? { sinkPort: ctx.sinkPort, workers: P.workers, pipelining: P.pipelining, delivery } : null, cpuProfDir: prof ? profDir : undefined });
   };
   let pusherAvailable = true;
   if (!P.transports.includes('tcp')) {
@@ -527,7 +547,7 @@ function targets(petrel: any, sinkCeiling: any) {
   const pacedOn = petrel?.pusherOn?.paced;
   const idle = petrel?.idle?.steps as Array<{ connections: number; kibPerConnection: number }> | undefined;
   const idleMax = idle?.[idle.length - 1];
-  const ceiling = sinkCeiling ? Math.max(sinkCeiling.conn1?.rps ?? 0, sinkCeiling.conn4?.rps ?? 0) : null;
+  const ceiling = sinkCeiling ? Math.max(...Object.values(sinkCeiling as Record<string, { rps?: number }>).map((c) => c.rps ?? 0)) : null;
   const rows: Array<{ name: string; target: string; value: number | null; unit: string; pass: boolean | null }> = [];
   const add = (name: string, tgt: string, value: number | null | undefined, unit: string, ok: (v: number) => boolean) =>
     rows.push({ name, target: tgt, value: value ?? null, unit, pass: value === null || value === undefined ? null : ok(value) });
@@ -592,7 +612,7 @@ async function main(): Promise<void> {
   chmodSync(dir, 0o755);
   const dataDir = join(dir, 'data');
   log(`working directory ${dir}`);
-  const sink = new Child('bench/sink.ts');
+  const sink = new Child('bench/sink.ts', [P.sink]);
   const { port: sinkPort } = await sink.ready();
   const result: Record<string, any> = { machine: machine(), params: { ...P, phases: [...P.phases] } };
   const ctx: Ctx = { dir, dataDir, sink, sinkPort };

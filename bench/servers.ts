@@ -68,6 +68,8 @@ function tail(file: string, lines = 15): string {
 export interface PetrelPush {
   sinkPort: number;
   workers: number;
+  /** connection.pipelining of the pool; not written when absent (the option's default). */
+  pipelining?: number;
   /** The handler's delivery mode; the default (the durable outbox) when absent. */
   delivery?: 'at_least_once' | 'best_effort';
   /** A callback module next to the config file (its name without .ts); the default module when absent. */
@@ -123,7 +125,7 @@ ${o.wsPort === undefined ? '' : `
     host = "http://127.0.0.1:${o.push.sinkPort}"
     path_prefix = "/webservice"
     request_timeout = 2000
-
+${o.push.pipelining !== undefined ? `    pipelining = ${o.push.pipelining}\n` : ''}
 [modules.mod_event_pusher.backend.http]
   pool_name = "http_pool"
   path = "/notifications"

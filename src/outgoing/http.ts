@@ -9,7 +9,8 @@ import { Pool } from 'undici';
 import type { buildConnector, Dispatcher } from 'undici';
 import { fail } from '../config/schema.ts';
 import type { HttpHeaders, HttpOutcome, HttpPool, HttpPoolConfig, HttpPoolTlsConfig } from './types.ts';
-import { joinPath, normalizePrefix } from './url.ts';
+import { DEFAULT_PIPELINING, joinPath, normalizePrefix } from './url.ts';
+import { createWriteCoalescer } from './coalesce.ts';
 
 /** Bytes of a response body kept for the caller (logs, diagnostics), the rest read and dropped; of a 2xx, bytes read at most before the connection is closed. */
 const MAX_RESPONSE_BODY = 64 * 1024;
@@ -148,7 +149,7 @@ function connectTimeoutError(host: string, port: number, ms: number): Error {
  * sends SNI and cannot accept a self-signed peer while still checking the
  * host name, both of which MongooseIM's options can ask for.
  */
-function makeConnector(plan: TlsPlan, connectTimeout: number): buildConnector.connector {
+function makeConnector(plan: TlsPlan, connectTimeout: number, onConnected?: (socket: net.Socket) => void): buildConnector.connector {
   return (opts, callback) => {
     let cb: buildConnector.Callback | null = callback;
     const finish = (err: Error | null, socket: net.Socket | tls.TLSSocket | null) => {
@@ -159,7 +160,10 @@ function makeConnector(plan: TlsPlan, connectTimeout: number): buildConnector.co
       if (err !== null) {
         socket?.destroy();
         c(err, null);
-      } else c(null, socket!);
+      } else {
+        onConnected?.(socket!);
+        c(null, socket!);
+      }
     };
     const https = opts.protocol === 'https:';
     const port = opts.port !== '' ? Number(opts.port) : https ? 443 : 80;
@@ -376,14 +380,17 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
   const tlsPlan = planTls(https ? conn.tls : undefined, `outgoing_pools.http.${tag}.connection.tls`);
   const requestTimeout = conn.request_timeout;
   const connectTimeout = requestTimeout > 0 ? requestTimeout : DEFAULT_CONNECT_TIMEOUT;
+  const pipelining = conn.pipelining ?? DEFAULT_PIPELINING;
+  // With pipelining, the requests of a burst share each connection's write.
+  const coalescer = pipelining > 1 ? createWriteCoalescer() : null;
   const pool = new Pool(origin, {
     connections: cfg.workers,
-    pipelining: 1,
+    pipelining,
     // 0 turns undici's timeouts off, which is what request_timeout = 0 means here.
     headersTimeout: requestTimeout,
     bodyTimeout: requestTimeout,
     keepAliveTimeout: 30_000,
-    connect: makeConnector(tlsPlan, connectTimeout),
+    connect: makeConnector(tlsPlan, connectTimeout, coalescer === null ? undefined : (sock) => coalescer.track(sock)),
   });
   const maxPending = cfg.max_worker_queue_len !== undefined ? cfg.workers * (cfg.max_worker_queue_len + 1) : Infinity;
   let closed = false;
@@ -414,7 +421,13 @@ export function createHttpPool(tag: string, cfg: HttpPoolConfig): HttpPool {
         sweeper.unref();
       }
       try {
-        pool.dispatch({ path: joinPath(prefix, path), method: 'POST', headers: toUndiciHeaders(headers), body }, call);
+        if (coalescer !== null) {
+          coalescer.hold();
+          // A webhook delivery may be sent twice anyway (at-least-once, with the
+          // same webhook-id), so it can be pipelined, and its answer is quick:
+          // undici pipelines only idempotent, non-blocking requests.
+          pool.dispatch({ path: joinPath(prefix, path), method: 'POST', headers: toUndiciHeaders(headers), body, idempotent: true, blocking: false }, call);
+        } else pool.dispatch({ path: joinPath(prefix, path), method: 'POST', headers: toUndiciHeaders(headers), body }, call);
       } catch (err) {
         call.onResponseError(null, err as Error);
       }

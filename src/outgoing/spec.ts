@@ -7,9 +7,10 @@
 import { bool, compat, custom, describe, fail, int, list, path, section, str } from '../config/schema.ts';
 import type { Spec } from '../config/schema.ts';
 import { RDBMS_POOL_TAG } from '../storage/select.ts';
-import { checkHostUrl } from './url.ts';
+import { checkHostUrl, DEFAULT_PIPELINING } from './url.ts';
 
 const POOL_SCOPES = ['global', 'host_type', 'host'] as const;
+
 const POOL_STRATEGIES = [
   'best_worker',
   'random_worker',
@@ -63,6 +64,7 @@ const connection = section(
     host: str({ nonEmpty: true, check: checkHostUrl }),
     path_prefix: str({ nonEmpty: true, default: '/' }),
     request_timeout: int({ min: 0, default: 2000 }),
+    pipelining: int({ min: 1, max: 128, default: DEFAULT_PIPELINING }),
     tls,
   },
   { required: ['host'] },

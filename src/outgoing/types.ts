@@ -39,6 +39,8 @@ export interface HttpPoolConfig {
     path_prefix: string;
     /** Milliseconds. */
     request_timeout: number;
+    /** Requests in flight at once on one connection (HTTP/1.1 pipelining); 1: one at a time. */
+    pipelining?: number;
     tls?: HttpPoolTlsConfig;
   };
 }

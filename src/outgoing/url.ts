@@ -55,3 +55,11 @@ export function checkHostUrl(host: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Requests in flight at once on one HTTP connection (connection.pipelining,
+ * Petrel's option). Several requests share each write, which on loopback
+ * and on a busy sender costs far less than a write per request; a slow
+ * answer delays at most the requests queued behind it on its connection.
+ */
+export const DEFAULT_PIPELINING = 8;

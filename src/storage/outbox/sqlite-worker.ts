@@ -34,6 +34,8 @@ export interface OutboxWorkerData {
   file: string;
   /** PRAGMA synchronous for this connection. */
   synchronous: 'NORMAL' | 'FULL';
+  /** PRAGMA wal_autocheckpoint for this connection (pages); absent: SQLite's default. */
+  autocheckpoint?: number;
 }
 
 /** What an outbox thread offers an extension: claims and settles on the store, and a channel to the server's thread. */
@@ -69,6 +71,8 @@ try {
   db.exec(`PRAGMA busy_timeout = ${OUTBOX_BUSY_TIMEOUT_MS}`);
   db.exec('PRAGMA journal_mode = WAL');
   db.exec(`PRAGMA synchronous = ${data.synchronous}`);
+  // The checkpoints are sqlite-checkpointer.ts's; this one is only a safety net.
+  if (data.autocheckpoint !== undefined) db.exec(`PRAGMA wal_autocheckpoint = ${Math.max(0, Math.floor(data.autocheckpoint))}`);
   tables = new OutboxTables(db);
   const released = tables.releaseAll();
   port.postMessage({ seq: 0, ok: true, value: { released } } satisfies OutboxReply);

@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import { GroupCommit } from './group-commit.ts';
 import type { OutboxReply, OutboxRequest, OutboxWorkerData } from './sqlite-worker.ts';
+import type { CheckpointerData } from './sqlite-checkpointer.ts';
 import { packBatch } from './packed.ts';
 import type { BatchLimits, NewOutboxRow, OutboxRow, OutboxStore, SettleOp } from './types.ts';
 
@@ -19,6 +20,12 @@ export interface SqliteOutboxOptions extends BatchLimits {
   synchronous?: 'NORMAL' | 'FULL';
   /** ms before settle ops whose write failed are tried again. */
   retryMs?: number;
+  /**
+   * ms between the checkpoints of the checkpointer thread
+   * (sqlite-checkpointer.ts; DEFAULT_CHECKPOINT_MS); 0: none, the writer
+   * thread checkpoints inside its commits as SQLite does by default.
+   */
+  checkpointMs?: number;
   /** A write failed, or the thread reported a problem. */
   onWarning?(what: string, message: string): void;
 }
@@ -47,13 +54,48 @@ interface Pending {
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
 
+/** How often the checkpointer thread copies the write-ahead log back into the database. */
+export const DEFAULT_CHECKPOINT_MS = 100;
+/**
+ * The writer's own automatic checkpoint while the checkpointer runs, in
+ * pages (SQLite's default is 1,000): reached only if the checkpointer falls
+ * far behind, so that the log stays bounded even then.
+ */
+const WRITER_AUTOCHECKPOINT_PAGES = 20_000;
+
+/** Starts the checkpointer thread on `file`; resolves once its connection is open. */
+async function startCheckpointer(file: string, intervalMs: number, warn: (message: string) => void): Promise<{ close(): Promise<void> }> {
+  const w = new Worker(new URL('./sqlite-checkpointer.ts', import.meta.url), { workerData: { file, intervalMs } satisfies CheckpointerData });
+  let lastError = '';
+  await new Promise<void>((resolve, reject) => {
+    w.once('message', () => resolve());
+    w.once('error', reject);
+  });
+  w.on('message', (m: { error?: string }) => {
+    // One line per distinct error: a checkpoint that keeps failing the same way is said once.
+    if (m.error !== undefined && m.error !== lastError) warn(`the outbox checkpointer could not checkpoint (the writer's own checkpoints bound the log meanwhile): ${(lastError = m.error)}`);
+  });
+  w.on('error', (err) => warn(`the outbox checkpointer thread failed (the writer checkpoints on its own from now on): ${String(err)}`));
+  w.unref();
+  return {
+    async close() {
+      const exited = new Promise<void>((r) => w.once('exit', () => r()));
+      w.postMessage('close');
+      const t = setTimeout(() => void w.terminate(), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
 /** SQLITE_BUSY / SQLITE_LOCKED: another connection held the lock past the busy timeout; the rows are not at fault. */
 const sqliteTransient = (err: Error) => /\b(locked|busy)\b/i.test(err.message);
 
 /** Starts the writer thread on `file` (created, or its tables migrated, when needed). */
 export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}): Promise<SqliteOutbox> {
+  const checkpointMs = file === ':memory:' ? 0 : (o.checkpointMs ?? DEFAULT_CHECKPOINT_MS);
   const worker = new Worker(new URL('./sqlite-worker.ts', import.meta.url), {
-    workerData: { file, synchronous: o.synchronous ?? 'NORMAL' } satisfies OutboxWorkerData,
+    workerData: { file, synchronous: o.synchronous ?? 'NORMAL', autocheckpoint: checkpointMs > 0 ? WRITER_AUTOCHECKPOINT_PAGES : undefined } satisfies OutboxWorkerData,
   });
   const pending = new Map<number, Pending>();
   let seq = 0;
@@ -89,6 +131,15 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     if (!closed || pending.size > 0) fatal(new Error(`outbox writer thread exited (code ${code})`));
   });
   const { released } = await ready;
+  // After the writer's open: the file exists and is in WAL mode.
+  let checkpointer: { close(): Promise<void> } | null = null;
+  if (checkpointMs > 0) {
+    try {
+      checkpointer = await startCheckpointer(file, checkpointMs, (m) => o.onWarning?.('event_pusher_outbox_checkpoint_failed', m));
+    } catch (err) {
+      o.onWarning?.('event_pusher_outbox_checkpoint_failed', `the outbox checkpointer thread did not start (the writer checkpoints on its own): ${String(err)}`);
+    }
+  }
 
   const request = <T>(m: Unsequenced<OutboxRequest>, transfer?: ArrayBuffer[]): Promise<T> => {
     if (broken !== null) return Promise.reject(broken);
@@ -145,6 +196,7 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
       await queue.drain();
       queue.close();
       closed = true;
+      await checkpointer?.close();
       try {
         if (broken === null) await request({ type: 'close' });
       } finally {

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHttpPool } from '../../../src/outgoing/http.ts';
@@ -111,7 +111,7 @@ describe('an http pool talking to a plain http server', () => {
   });
 
   test('call_timeout also ends a call still waiting for a connection', async () => {
-    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { request_timeout: 0 }), workers: 1, call_timeout: 150 });
+    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { request_timeout: 0, pipelining: 1 }), workers: 1, call_timeout: 150 });
     const t0 = performance.now();
     const outs = await Promise.all([pool.post('/slow', {}, 'x'), pool.post('/slow', {}, 'y')]);
     const took = performance.now() - t0;
@@ -125,6 +125,48 @@ describe('an http pool talking to a plain http server', () => {
     assert.equal(pool.url('/notifications'), 'https://localhost:8000/webservice/notifications');
     assert.equal(pool.baseUrl, 'https://localhost:8000/webservice');
     void pool.close();
+  });
+});
+
+describe('an http pool with pipelining', () => {
+  // Answers nothing until `want` requests are on one connection, then all of them at once.
+  const want = 3;
+  const perSocket: number[] = [];
+  const server = net.createServer((sock) => {
+    const i = perSocket.push(0) - 1;
+    let text = '';
+    sock.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      const n = text.split('POST ').length - 1;
+      if (n > perSocket[i]!) perSocket[i] = n;
+      if (n === want) sock.write('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n'.repeat(want));
+    });
+    sock.on('error', () => {});
+  });
+  let port = 0;
+  before(async () => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(() => server.close());
+
+  test('requests share one connection before the first is answered, and each gets its own answer', async () => {
+    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { pipelining: want }), workers: 1, call_timeout: 3000 });
+    const outs = await Promise.all(Array.from({ length: want }, (_, i) => pool.post('/n', [['content-type', 'text/plain']], `event ${i}`)));
+    await pool.close();
+    assert.deepEqual(outs.map((o) => o.kind), Array(want).fill('ok'));
+    assert.deepEqual(perSocket, [want]);
+  });
+
+  test('with pipelining = 1 a connection carries one request at a time', async () => {
+    perSocket.length = 0;
+    const pool = createHttpPool('p', { ...poolConfig(`http://127.0.0.1:${port}`, { pipelining: 1, request_timeout: 0 }), workers: 1, call_timeout: 300 });
+    const outs = await Promise.all(Array.from({ length: want }, (_, i) => pool.post('/n', {}, `event ${i}`)));
+    await pool.close();
+    // The server waits for three requests that never come together: every call times out.
+    assert.deepEqual(outs.map((o) => o.kind), Array(want).fill('timeout'));
+    // A timed-out call closes its connection; no connection ever held two requests.
+    assert.equal(Math.max(...perSocket), 1);
   });
 });
 

@@ -25,7 +25,7 @@ test('a pool with only a host gets MongooseIM\'s defaults', () => {
     workers: 10,
     strategy: 'best_worker',
     call_timeout: 5000,
-    connection: { host: 'http://localhost:8000', path_prefix: '/', request_timeout: 2000 },
+    connection: { host: 'http://localhost:8000', path_prefix: '/', request_timeout: 2000, pipelining: 8 },
   });
 });
 
@@ -55,6 +55,12 @@ test('the deprecated scope "host" is read as "host_type"', () => {
 
 test('another pool type is an error naming its path', () => {
   throwsAt({ redis: { default: {} } }, 'outgoing_pools.redis', /Petrel has no redis pools/);
+});
+
+test('pipelining outside 1..128 is an error naming its path', () => {
+  throwsAt({ http: { p: { connection: { host: 'http://h', pipelining: 0 } } } }, 'outgoing_pools.http.p.connection.pipelining');
+  throwsAt({ http: { p: { connection: { host: 'http://h', pipelining: 129 } } } }, 'outgoing_pools.http.p.connection.pipelining');
+  assert.equal(run({ http: { p: { connection: { host: 'http://h', pipelining: 1 } } } }).http.p!.connection.pipelining, 1);
 });
 
 test('a pool without a host is an error naming the host path', () => {

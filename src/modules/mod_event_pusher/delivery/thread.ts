@@ -8,6 +8,8 @@
 // What the server's thread must see (metrics, attempts for the backends'
 // counters and logs, depth changes, log lines) is gathered into one flat list
 // of strings and numbers and posted once per tick; applyReports replays it there.
+// The engine's metric calls are counted per label set over the tick and sent
+// as counts (metricCounter), not one record per call.
 import type { NewOutboxRow } from '../../../storage/outbox/types.ts';
 import type { OutboxExtension, OutboxHost } from '../../../storage/outbox/sqlite-worker.ts';
 import { createSendLoop, type EngineReporter, type SendLoop } from './engine.ts';
@@ -24,7 +26,7 @@ export interface ThreadInit {
 export type ThreadRequest = { type: 'start' } | { type: 'close'; graceMs: number } | { type: 'nudge'; keys: string[] };
 
 // Codes of the flat report list; each is followed by a fixed number of fields.
-const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument ('' when none)
+const R_METRIC = 0; // index in METRIC_CALLS, host type, handler, third argument ('' when none), count
 const R_ATTEMPT = 1; // see pushAttempt
 const R_REMOVED = 2; // handler position, row id, payload bytes
 const R_LOG = 3; // level, JSON of the record, message
@@ -44,11 +46,21 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
   const r = m as Array<string | number>;
   for (let i = 0; i < r.length; ) {
     switch (r[i++]) {
-      case R_METRIC:
-        // attempt and retry ignore the third argument.
-        rep.metrics[METRIC_CALLS[r[i] as number]!](r[i + 1] as string, r[i + 2] as string, r[i + 3] as string);
-        i += 4;
+      case R_METRIC: {
+        const ht = r[i + 1] as string;
+        const h = r[i + 2] as string;
+        const third = r[i + 3] as string;
+        const n = r[i + 4] as number;
+        const m = rep.metrics;
+        switch (METRIC_CALLS[r[i] as number]) {
+          case 'attempt': m.attempt(ht, h, n); break;
+          case 'response': m.response(ht, h, third, n); break;
+          case 'retry': m.retry(ht, h, n); break;
+          case 'deadLettered': m.deadLettered(ht, h, third, n); break;
+        }
+        i += 5;
         break;
+      }
       case R_ATTEMPT: {
         const gi = r[i] as number;
         const kind = KINDS[r[i + 4] as number]!;
@@ -91,12 +103,56 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Metric calls counted per label set until drained: a turn that makes
+ * thousands of attempts sends one record per (call, host type, handler,
+ * status) instead of one per attempt, and the server's thread increments
+ * each counter once by the count.
+ */
+export interface MetricCounter {
+  add(call: number, hostType: string, handler: string, third: string): void;
+  /** Appends one R_METRIC record per label set counted since the last drain, and forgets them. */
+  drainInto(out: Array<string | number>): void;
+}
+
+export function metricCounter(): MetricCounter {
+  type Count = { call: number; ht: string; h: string; third: string; n: number };
+  // Nested by call, third argument, host type and handler: no key is built per call.
+  let byCall: Array<Map<string, Map<string, Map<string, Count>>> | undefined> = [];
+  let any = false;
+  return {
+    add(call, ht, h, third) {
+      let a = byCall[call];
+      if (a === undefined) byCall[call] = a = new Map();
+      let b = a.get(third);
+      if (b === undefined) a.set(third, (b = new Map()));
+      let c = b.get(ht);
+      if (c === undefined) b.set(ht, (c = new Map()));
+      const x = c.get(h);
+      if (x === undefined) c.set(h, { call, ht, h, third, n: 1 });
+      else x.n++;
+      any = true;
+    },
+    drainInto(out) {
+      if (!any) return;
+      for (const a of byCall) {
+        if (a === undefined) continue;
+        for (const b of a.values()) for (const c of b.values()) for (const x of c.values()) out.push(R_METRIC, x.call, x.ht, x.h, x.third, x.n);
+      }
+      byCall = [];
+      any = false;
+    },
+  };
+}
+
 /** Runs the engine on `host`'s store; what it reports goes to `host.post`. Called in the thread by SqliteOutbox.attach or pg-thread.ts. */
 export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit): Promise<OutboxExtension> {
   let out: Array<string | number> = [];
   let scheduled = false;
+  const counted = metricCounter();
   const flush = () => {
     scheduled = false;
+    counted.drainInto(out);
     if (out.length === 0) return;
     const batch = out;
     out = [];
@@ -109,7 +165,7 @@ export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit):
     }
   };
   const metric = (call: number, ht: string, h: string, third: string) => {
-    out.push(R_METRIC, call, ht, h, third);
+    counted.add(call, ht, h, third);
     later();
   };
 

@@ -9,6 +9,7 @@
 // any HTTP answer, even a 500, as sent).
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { RecentQuantiles } from './recent-quantiles.ts';
+import { batchedInc } from '../delivery/metrics.ts';
 
 export const SENT_COUNT = 'mod_event_pusher_http_sent_count';
 export const SENT_FAILURE_COUNT = 'mod_event_pusher_http_sent_failure_count';
@@ -93,8 +94,8 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
         const t = time.labels(labels);
         const r = recent.labels(hostType);
         m = {
-          sent: sent.labels(labels),
-          failed: failed.labels(labels),
+          sent: batchedInc(sent.labels(labels)),
+          failed: batchedInc(failed.labels(labels)),
           observe(us) {
             t.observe(us);
             r.observe(us);
@@ -107,7 +108,7 @@ export function httpBackendMetrics(registry: Registry): HttpBackendMetrics {
     outcome(hostType, handler, outcome) {
       const key = hostType + '\0' + handler + '\0' + outcome;
       let c = outcomes.get(key);
-      if (c === undefined) outcomes.set(key, (c = responses.labels(hostType, String(handler), outcome)));
+      if (c === undefined) outcomes.set(key, (c = batchedInc(responses.labels(hostType, String(handler), outcome))));
       c.inc();
     },
   };
