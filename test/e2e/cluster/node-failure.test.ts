@@ -4,7 +4,7 @@
 // offline storage and delivered at their next login.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, isMessage, settle, xml, type TestClient } from '../helpers/client.ts';
+import { connect, isMessage, settle, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
 import { natsReachable, NATS_UNREACHABLE, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
 
@@ -58,7 +58,7 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     const toFull = await alice.message(bobJid, 'to the full JID of a dead session');
     const toBare = await carol.message(bob.bare, 'to the bare JID of a dead session');
 
-    const isUnavailable = (el: { name: string; attrs: Record<string, string> }) => el.name === 'presence' && el.attrs.from === bobJid && el.attrs.type === 'unavailable';
+    const isUnavailable = (el: XmlElement) => el.name === 'presence' && el.attrs.from === bobJid && el.attrs.type === 'unavailable';
     await alice.waitFor(isUnavailable, 15_000, 'Bob\'s unavailable presence');
     await carol.waitFor(isUnavailable, 15_000, 'Bob\'s unavailable presence');
     // Once: nothing more of the kind is queued after a round trip each way.
