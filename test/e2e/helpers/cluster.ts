@@ -38,6 +38,8 @@ export interface ClusterOptions {
   requestTimeout?: number;
   /** More TOML for every node (modules...), appended as is. */
   extraToml?: string;
+  /** More TOML for node `i` (0-based) alone. */
+  extraTomlFor?: (i: number) => string | Promise<string>;
   /** Options of the test server helper, for every node. */
   petrel?: Omit<PetrelOptions, 'extraToml' | 'users'>;
 }
@@ -107,7 +109,7 @@ export async function startTestCluster(o: ClusterOptions): Promise<TestCluster> 
         clusterToml(base, {
           db: o.db, clusterName, nodeName: `node${i + 1}`,
           interval: o.heartbeatInterval ?? 200, timeout: o.heartbeatTimeout ?? 1500, request: o.requestTimeout ?? 1000,
-        }) + (o.extraToml === undefined ? '' : `\n${o.extraToml}\n`),
+        }) + (o.extraToml === undefined ? '' : `\n${o.extraToml}\n`) + (o.extraTomlFor === undefined ? '' : `\n${await o.extraTomlFor(i)}\n`),
       );
       nodes.push(p);
     }
