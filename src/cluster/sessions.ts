@@ -32,6 +32,9 @@ function fromJson(j: ElementJson | string): Node {
   return new Element(j.name, j.attrs, j.children.map(fromJson));
 }
 
+/** Sessions per snapshot page. */
+const SNAPSHOT_PAGE = 200;
+
 /** FNV-1a, 32 bits: cheap and well spread, enough to pick a room's node. */
 function fnv1a(s: string): number {
   let h = 0x811c9dc5;
@@ -121,6 +124,8 @@ interface PeerState {
   /** Events that came before the snapshot. */
   early: SessionEvent[];
   sessions: Map<string, RemoteSession>;
+  /** Settles when the first snapshot is in (or failed). */
+  ready?: Promise<void>;
 }
 
 export interface ClusterMetrics {
@@ -189,12 +194,14 @@ export class ClusterSessions implements SessionObserver {
     bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson }) => this.#onDeliver(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
-    bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), () => this.#snapshot(), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
     bus.onReconnect = () => this.#resyncAll();
     await this.#o.discovery.join();
     this.#sm.observer = this;
     await this.#beat();
+    // The peers' sessions are in the table before the first login here.
+    await Promise.all([...this.#peers.values()].map((p) => p.ready));
     this.#o.router.forwardToService = (from, to, packet) => this.#forwardToService(from, to, packet);
     const tick = () => {
       if (this.#stopped) return;
@@ -249,7 +256,7 @@ export class ClusterSessions implements SessionObserver {
     const p: PeerState = { node, incarnation, synced: false, early: [], sessions: new Map() };
     this.#peers.set(key, p);
     this.#logger.info({ what: 'cluster_node_joined', node, incarnation }, 'a cluster node is seen');
-    this.#sync(p);
+    p.ready = this.#sync(p);
     return p;
   }
 
@@ -269,32 +276,52 @@ export class ClusterSessions implements SessionObserver {
    * the others are added or updated, then the events that came meanwhile
    * apply, those newer than the snapshot only.
    */
-  #sync(p: PeerState): void {
+  #sync(p: PeerState): Promise<void> {
     const key = `${p.node}/${p.incarnation}`;
-    this.#bus.request(this.#bus.nodeSubject(p.node, 'snapshot'), {}, this.#o.requestTimeout).then(
-      (reply) => {
-        if (this.#peers.get(key) !== p) return;
-        const snap = reply as unknown as Snapshot & { ok: boolean };
-        // Its node answers as another incarnation: this one is gone (its row times out).
-        if (snap.i !== p.incarnation) return;
-        const now = new Set(snap.sessions.map((s) => s.jid));
-        for (const [full, rs] of p.sessions) {
-          if (now.has(full)) continue;
-          p.sessions.delete(full);
-          this.#remoteEnded(rs, 'gone from its node');
-        }
-        for (const s of snap.sessions) this.#apply(p, 'bound', s);
-        for (const e of p.early) if (e.q > snap.q) this.#apply(p, e.op, e.s);
-        p.early = [];
-        p.synced = true;
-      },
-      (err: unknown) => {
-        // Asked again at the next heartbeat.
-        if (this.#peers.get(key) === p && !p.synced && p.sessions.size === 0) this.#peers.delete(key);
-        else if (this.#peers.get(key) === p && !p.synced) setTimeout(() => this.#peers.get(key) === p && this.#sync(p), this.#o.heartbeatInterval).unref();
-        this.#logger.warn({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node did not send its sessions');
-      },
-    );
+    const seen = new Set<string>();
+    let q = -1;
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const page = (after: string | null): void => {
+      this.#bus.request(this.#bus.nodeSubject(p.node, 'snapshot'), { after }, this.#o.requestTimeout).then(
+        (reply) => {
+          if (this.#peers.get(key) !== p) return done();
+          const snap = reply as unknown as Snapshot & { ok: boolean; next: string | null };
+          // Its node answers as another incarnation: this one is gone (its row times out).
+          if (snap.i !== p.incarnation) return done();
+          // Events after the first page's sequence number apply on top: they carry whole states.
+          if (q < 0) q = snap.q;
+          for (const s of snap.sessions) {
+            seen.add(s.jid);
+            this.#apply(p, 'bound', s);
+          }
+          if (snap.next !== null) {
+            page(snap.next);
+            return;
+          }
+          for (const [full, rs] of p.sessions) {
+            if (seen.has(full)) continue;
+            p.sessions.delete(full);
+            this.#remoteEnded(rs, 'gone from its node');
+          }
+          for (const e of p.early) if (e.q > q) this.#apply(p, e.op, e.s);
+          p.early = [];
+          p.synced = true;
+          done();
+        },
+        (err: unknown) => {
+          done();
+          // Asked again at the next heartbeat.
+          if (this.#peers.get(key) === p && !p.synced && p.sessions.size === 0) this.#peers.delete(key);
+          else if (this.#peers.get(key) === p && !p.synced) setTimeout(() => this.#peers.get(key) === p && this.#sync(p), this.#o.heartbeatInterval).unref();
+          this.#logger.warn({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node did not send its sessions');
+        },
+      );
+    };
+    page(null);
+    return finished;
   }
 
   /**
@@ -339,10 +366,23 @@ export class ClusterSessions implements SessionObserver {
     this.#publish('ended', s);
   }
 
-  #snapshot(): Snapshot & { ok: true } {
+  /**
+   * One page of this node's sessions, in the order of their full JIDs from
+   * `after` on: a page stays far below NATS's payload limit (1 MB by
+   * default) whatever the number of sessions, and sessions that come and go
+   * between two pages shift nothing (their events cover them).
+   */
+  #snapshot(after: string | null): Snapshot & { ok: true; next: string | null } {
+    const fulls: string[] = [];
+    for (const s of this.#sm.all()) if (s.clusterNode === undefined && (after === null || s.jid.full > after)) fulls.push(s.jid.full);
+    fulls.sort();
+    const take = fulls.slice(0, SNAPSHOT_PAGE);
     const sessions: SessionInfo[] = [];
-    for (const s of this.#sm.all()) if (s.clusterNode === undefined) sessions.push(this.#info(s));
-    return { ok: true, i: this.#o.incarnation, q: this.#seq, sessions };
+    for (const f of take) {
+      const s = this.#sm.byFull(f);
+      if (s !== undefined) sessions.push(this.#info(s));
+    }
+    return { ok: true, i: this.#o.incarnation, q: this.#seq, sessions, next: fulls.length > take.length ? take[take.length - 1]! : null };
   }
 
   // --- the others' sessions -------------------------------------------------

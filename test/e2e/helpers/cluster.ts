@@ -38,6 +38,10 @@ export interface ClusterOptions {
   requestTimeout?: number;
   /** More TOML for every node (modules...), appended as is. */
   extraToml?: string;
+  /** Lines added to every node's [general] section. */
+  general?: string;
+  /** Nodes started by startTestCluster (default: all); start the others with node(i).start(). */
+  startNow?: number;
   /** More TOML for node `i` (0-based) alone. */
   extraTomlFor?: (i: number) => string | Promise<string>;
   /** Options of the test server helper, for every node. */
@@ -45,9 +49,9 @@ export interface ClusterOptions {
 }
 
 /** A node's TOML: the test server's with every store in PostgreSQL and the cluster's sections. */
-export function clusterToml(base: string, o: { db: TestDatabase; clusterName: string; nodeName: string; interval: number; timeout: number; request: number }): string {
+export function clusterToml(base: string, o: { db: TestDatabase; clusterName: string; nodeName: string; interval: number; timeout: number; request: number; general?: string }): string {
   return base
-    .replace(/(data_dir = "data"\n)/, '$1  sm_backend = "cets"\n')
+    .replace(/(data_dir = "data"\n)/, `$1  sm_backend = "cets"\n${o.general === undefined ? '' : o.general.replace(/^/gm, '  ') + '\n'}`)
     .replace('[auth.internal]', '[auth.rdbms]')
     .replace('[modules.mod_roster]\n', '[modules.mod_roster]\n  backend = "rdbms"\n')
     .replace('[modules.mod_offline]\n', '[modules.mod_offline]\n  backend = "rdbms"\n') +
@@ -108,12 +112,12 @@ export async function startTestCluster(o: ClusterOptions): Promise<TestCluster> 
         p.configPath,
         clusterToml(base, {
           db: o.db, clusterName, nodeName: `node${i + 1}`,
-          interval: o.heartbeatInterval ?? 200, timeout: o.heartbeatTimeout ?? 1500, request: o.requestTimeout ?? 1000,
+          interval: o.heartbeatInterval ?? 200, timeout: o.heartbeatTimeout ?? 1500, request: o.requestTimeout ?? 1000, general: o.general,
         }) + (o.extraToml === undefined ? '' : `\n${o.extraToml}\n`) + (o.extraTomlFor === undefined ? '' : `\n${await o.extraTomlFor(i)}\n`),
       );
       nodes.push(p);
     }
-    for (const p of nodes) await p.start();
+    for (const p of nodes.slice(0, o.startNow ?? nodes.length)) await p.start();
   } catch (err) {
     await cluster.dispose();
     throw err;
