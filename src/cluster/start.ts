@@ -63,6 +63,16 @@ export async function startCluster(
     await pool.end();
     throw err;
   }
+  // Accounts and module data kept in a node's own SQLite file are that node's alone.
+  const local = [
+    ...(config.auth.methods.includes('rdbms') ? [] : ['auth.methods']),
+    ...Object.entries(config.modules)
+      .filter(([, o]) => typeof o === 'object' && o !== null && (o as { backend?: unknown }).backend !== undefined && !['rdbms'].includes(String((o as { backend?: unknown }).backend)))
+      .map(([name]) => `modules.${name}.backend`),
+  ];
+  if (local.length > 0) {
+    deps.logger.warn({ what: 'cluster_store_not_shared', options: local }, 'these stores are this node\'s own, not shared with the cluster: set them to "rdbms"');
+  }
   deps.logger.info({ what: 'cluster_started', node, incarnation, cluster: cets.cluster_name, nodes: sessions.liveNodes }, 'this node joined the cluster');
   return {
     node,
