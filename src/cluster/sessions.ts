@@ -232,7 +232,16 @@ export class ClusterSessions implements SessionObserver {
       this.#logger.error({ what: 'cluster_heartbeat_failed', err: String(err) }, 'the heartbeat could not be written to PostgreSQL');
       return;
     }
-    if (r.rejoined) this.#logger.warn({ what: 'cluster_node_rejoined', node: this.node }, 'this node had been taken for dead; it is back in the node table');
+    if (r.rejoined) {
+      this.#logger.warn({ what: 'cluster_node_rejoined', node: this.node }, 'this node had been taken for dead; it is back in the node table');
+      // The others ask for this node's sessions when they see its row again; the users' contacts, told they left, hear that they are here.
+      for (const s of [...this.#sm.all()]) {
+        if (s.clusterNode === undefined) this.#publish('bound', s);
+      }
+      for (const s of [...this.#sm.all()]) {
+        if (s.clusterNode === undefined) this.#o.presence.announce(s).catch((err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed'));
+      }
+    }
     // Dead nodes whose row this node deleted: their cleanup is this node's.
     for (const d of r.won) this.#nodeDown(d.node_name, d.incarnation, true);
     const live = new Set<string>();
@@ -301,6 +310,8 @@ export class ClusterSessions implements SessionObserver {
             page(snap.next);
             return;
           }
+          // Sessions of events newer than the snapshot are those events' to settle.
+          for (const e of p.early) if (e.q > q) seen.add(e.s.jid);
           for (const [full, rs] of p.sessions) {
             if (seen.has(full)) continue;
             p.sessions.delete(full);
@@ -395,10 +406,9 @@ export class ClusterSessions implements SessionObserver {
     }
     const key = `${m.n}/${m.i}`;
     const p = this.#peers.get(key) ?? this.#peer(m.n, m.i);
-    if (!p.synced) {
-      p.early.push(m);
-      return;
-    }
+    // Events carry whole states, so one applies at once even before the
+    // snapshot; it is kept to apply again over the snapshot if newer.
+    if (!p.synced) p.early.push(m);
     this.#apply(p, m.op, m.s);
   }
 

@@ -103,9 +103,9 @@ describe('two nodes of one cluster', { skip }, () => {
   test('presence crosses nodes: broadcasts, probes at login, and unavailable at logout', async () => {
     const alice = await login(0, 'alice');
     const bob = await login(1, 'bob');
-    await seen(alice, bob);
     await alice.available();
     await bob.available();
+    await seen(alice, bob);
     await befriend(alice, bob);
     await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === bob.jid && el.attrs.type === undefined);
     await bob.waitFor((el) => el.name === 'presence' && el.attrs.from === alice.jid && el.attrs.type === undefined);

@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, isMessage, settle, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
+import { pidOf } from '../delivery/helpers.ts';
 import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
 
@@ -32,7 +33,7 @@ describe('a cluster of three nodes losing one', { skip }, () => {
   before(async () => {
     db = await createTestDatabase();
     cluster = await startTestCluster({ nodes: 3, db, heartbeatInterval: 200, heartbeatTimeout: 1500, requestTimeout: 1000 });
-    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol']]);
+    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dan', 'pw-dan']]);
     for (let i = 0; i < 3; i++) await cluster.waitForNodes(i, 3);
   });
 
@@ -46,10 +47,11 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     const alice = await login(0, 'alice');
     const bob = await login(1, 'bob');
     const carol = await login(2, 'carol');
+    // Available first: the headlines of seen() follow the presence changes on the bus.
+    for (const c of [alice, bob, carol]) await c.available();
     await seen(alice, bob);
     await seen(carol, bob);
     await seen(alice, carol);
-    for (const c of [alice, bob, carol]) await c.available();
     await befriend(alice, bob);
     await befriend(carol, bob);
     await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === bob.jid && el.attrs.type === undefined);
@@ -79,5 +81,25 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     const back = await login(0, 'bob');
     await back.available();
     for (const id of [toFull, toBare, later]) await back.waitFor(isMessage(id), 10_000, `offline message ${id}`);
+  });
+
+  test('a node paused past the heartbeat timeout comes back: its users are available again and reachable', async () => {
+    const alice = clients.find((c) => c.bare === 'alice@localhost')!;
+    const dan = await login(2, 'dan');
+    await dan.available();
+    await seen(alice, dan);
+    await befriend(alice, dan);
+    await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === dan.jid && el.attrs.type === undefined);
+    const pid = pidOf(cluster.node(2));
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === dan.jid && el.attrs.type === 'unavailable', 15_000, 'Dan\'s unavailable presence');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === dan.jid && el.attrs.type === undefined, 15_000, 'Dan\'s presence again');
+    await seen(alice, dan);
+    const id = await alice.message(dan.jid, 'welcome back');
+    await dan.waitFor(isMessage(id));
   });
 });
