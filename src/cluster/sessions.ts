@@ -428,8 +428,10 @@ export class ClusterSessions implements SessionObserver {
     }
     const wasAvailable = rs.available;
     rs.update(info);
-    // Gone unavailable and still bound: the rooms served here let go of it, as for a local session.
-    if (wasAvailable && !rs.available) this.#o.hooks.run('unset_presence', rs.jid.domain, { jid: rs.jid, status: '' });
+    // Gone unavailable and still bound: the rooms served here let go of it,
+    // as for a local session. Not through unset_presence, which its own node
+    // ran (the event pusher would tell it once per node).
+    if (wasAvailable && !rs.available) this.#o.hooks.run('sm_remove_connection', rs.jid.domain, { jid: rs.jid, reason: 'unavailable on its node' });
     // Back in the table after a failed delivery, unless it was asked to end.
     if (!rs.ending && this.#sm.byFull(info.jid) !== rs) this.#sm.addRemote(rs);
   }
