@@ -823,6 +823,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- an established session: stanzas into the hooks and the router -------
 
+  routed(): Promise<void> | undefined {
+    if (this.#pending === null && this.#busy === null) return undefined;
+    return new Promise<void>((resolve) => this.#enqueue(undefined, resolve));
+  }
+
   /** Queues a routing step behind those already waiting; `barrier` must settle first. */
   #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
     const entry = { ready: barrier === undefined, run };

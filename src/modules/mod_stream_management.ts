@@ -135,8 +135,12 @@ export class StreamManagement {
   /** Cross-node deliveries (a cluster): an <a/> counts a stanza once it reached its recipient's node. */
   #sessions: SessionsApi | undefined;
 
-  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi) {
+  /** general.sm_backend = "cets": stanzas may be delivered by other nodes. */
+  #clustered: boolean;
+
+  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi, clustered = false) {
     this.#sessions = sessions;
+    this.#clustered = clustered;
     this.#opts = opts;
     this.#hooks = hooks;
     this.#router = router;
@@ -200,7 +204,7 @@ export class StreamManagement {
           // cluster.request_timeout. On one node nothing is ever in flight.
           const h = st.inH;
           const answer = () => stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(h) }));
-          const wait = stream.state === 'bound' ? this.#sessions?.settled?.(stream.jid.full) : undefined;
+          const wait = this.#clustered && stream.state === 'bound' ? this.#inFlight(stream) : undefined;
           if (wait === undefined && st.answering === null) answer();
           else {
             // Answers leave in the order of the requests, so h never goes back.
@@ -221,6 +225,18 @@ export class StreamManagement {
         break;
     }
     return STOP;
+  }
+
+  /**
+   * What an <a/> waits for in a cluster: the client's stanzas still queued
+   * in its session (behind the event pusher's commit, a presence broadcast)
+   * routed, then their cross-node deliveries acknowledged or routed again.
+   */
+  #inFlight(stream: C2SStream): Promise<void> | undefined {
+    const queued = stream.routed?.();
+    const full = stream.jid.full;
+    if (queued === undefined) return this.#sessions?.settled?.(full);
+    return queued.then(() => this.#sessions?.settled?.(full));
   }
 
   #enable(stream: C2SStream, el: Element): void {
@@ -423,7 +439,7 @@ export const definition: ModuleDefinition<StreamManagementOpts> = {
   name: 'mod_stream_management',
   configSpec: spec,
   create(ctx, opts): ModuleInstance {
-    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger, ctx.sessions);
+    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger, ctx.sessions, ctx.config.general.sm_backend === 'cets');
     return {
       hooks: () => sm.hooks(),
       start: () => sm.start(),
