@@ -28,7 +28,10 @@ export class Bus {
   /** Called once the connection is back after a loss. */
   onReconnect: (() => void) | null = null;
 
-  private constructor(nc: NatsConnection, cluster: string, node: string) {
+  #logger: Logger;
+
+  private constructor(nc: NatsConnection, cluster: string, node: string, logger: Logger) {
+    this.#logger = logger;
     this.#nc = nc;
     this.cluster = cluster;
     this.node = node;
@@ -41,7 +44,7 @@ export class Bus {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
     });
-    const bus = new Bus(nc, cluster, node);
+    const bus = new Bus(nc, cluster, node, logger);
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') logger.warn({ what: 'cluster_bus_disconnected', server: String(s.data) }, 'the cluster bus (NATS) connection was lost; reconnecting');
@@ -62,8 +65,13 @@ export class Bus {
     return `petrel.${this.cluster}.sessions`;
   }
 
+  /** Fire and forget; a failure (the connection closed, a payload past the server's limit) is logged, never thrown at the caller. */
   publish(subject: string, data: unknown): void {
-    this.#nc.publish(subject, enc.encode(JSON.stringify(data)));
+    try {
+      this.#nc.publish(subject, enc.encode(JSON.stringify(data)));
+    } catch (err) {
+      this.#logger.error({ what: 'cluster_publish_failed', subject, err: String(err) }, 'a cluster message could not be published');
+    }
   }
 
   /** Resolves with the reply; rejects with BusUnreachable when there is none in `timeoutMs`. */
@@ -98,7 +106,12 @@ export class Bus {
           onError(e);
           reply = { ok: false, error: String(e) };
         }
-        if (m.reply !== undefined && m.reply !== '') m.respond(enc.encode(JSON.stringify(reply ?? { ok: true })));
+        if (m.reply === undefined || m.reply === '') return;
+        try {
+          m.respond(enc.encode(JSON.stringify(reply ?? { ok: true })));
+        } catch (e) {
+          onError(e);
+        }
       },
     });
     this.#subs.push(sub);

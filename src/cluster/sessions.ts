@@ -329,7 +329,10 @@ export class ClusterSessions implements SessionObserver {
           else if (this.#peers.get(key) === p && !p.synced) setTimeout(() => this.#peers.get(key) === p && this.#sync(p), this.#o.heartbeatInterval).unref();
           this.#logger.warn({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node did not send its sessions');
         },
-      );
+      ).catch((err: unknown) => {
+        done();
+        this.#logger.error({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node\'s sessions could not be applied');
+      });
     };
     page(null);
     return finished;
@@ -456,7 +459,7 @@ export class ClusterSessions implements SessionObserver {
         if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
       },
       (err: unknown) => this.#undelivered(rs, el, err instanceof BusUnreachable ? err.code : String(err)),
-    );
+    ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'));
     const from = el.attrs.from;
     if (from !== undefined) this.#sm.track(from, sent);
   }
@@ -514,7 +517,7 @@ export class ClusterSessions implements SessionObserver {
         this.#logger.info({ what: 'cluster_service_forward_failed', node: owner, room: to.bare, err: String(err) }, 'a room\'s node did not take a stanza; served here');
         this.#o.router.serveLocally(from, to, packet);
       },
-    );
+    ).catch((err: unknown) => this.#logger.error({ what: 'service_failed', domain: to.domain, err: String(err) }, 'a service failed on a stanza'));
     return true;
   }
 

@@ -100,10 +100,11 @@ export class SessionManager implements SessionsApi {
     }
     set.add(p);
     const s = set;
-    void p.finally(() => {
+    const done = () => {
       s.delete(p);
       if (s.size === 0 && m.get(from) === s) m.delete(from);
-    });
+    };
+    p.then(done, done);
   }
 
   settled(full: string): Promise<void> | undefined {
