@@ -31,7 +31,7 @@ const USAGE = `usage:
   petrel register --file CSV [-c FILE]            create the accounts of CSV (lines user,domain,password;
                                                   - for stdin) in one transaction: all or none
   petrel unregister USER DOMAIN [-c FILE]         remove an account and its data
-  petrel check-config [--connect] [-c FILE]       validate a configuration file (--connect: PostgreSQL too)
+  petrel check-config [--connect] [-c FILE]       validate a configuration file (--connect: PostgreSQL and the cluster bus too)
   petrel cert generate [-c FILE]                  make a new self-signed certificate for the hosts
   petrel cert show [-c FILE]                      the self-signed certificate's files and SHA-256 fingerprint
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, tempDir } from '../helpers/server.ts';
+import { freePort, runCli, tempDir } from '../helpers/server.ts';
+import { createTestDatabase, pgReachable, PG_UNREACHABLE } from '../postgres/db.ts';
 
 async function withConfig(toml: string, fn: (file: string) => Promise<void>): Promise<void> {
   const dir = await tempDir();
@@ -63,4 +64,21 @@ test('petrel cluster says a single node has no cluster', async () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /single node: general\.sm_backend is not "cets"/);
   });
+});
+
+test('check-config --connect names cluster.bus when nothing answers there', { skip: (await pgReachable()) ? false : PG_UNREACHABLE }, async () => {
+  const db = await createTestDatabase();
+  try {
+    const port = await freePort();
+    const toml = `${GENERAL}  sm_backend = "cets"\n[auth.rdbms]\n${db.toml}\n[internal_databases.cets]\n  cluster_name = "t_check"\n[cluster]\n  bus = "nats://127.0.0.1:${port}"\n`;
+    await withConfig(toml, async (file) => {
+      const plain = await runCli(['check-config', '-c', file]);
+      assert.equal(plain.code, 0, plain.stderr);
+      const r = await runCli(['check-config', '--connect', '-c', file]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /cluster\.bus: cannot connect/);
+    });
+  } finally {
+    await db.drop();
+  }
 });
