@@ -138,9 +138,13 @@ export class StreamManagement {
   /** general.sm_backend = "cets": stanzas may be delivered by other nodes. */
   #clustered: boolean;
 
-  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi, clustered = false) {
+  /** The longest an <a/> waits in a cluster: a routing step, then cluster.request_timeout. */
+  #clusterWaitMs: number;
+
+  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi, clusterRequestTimeout?: number) {
     this.#sessions = sessions;
-    this.#clustered = clustered;
+    this.#clustered = clusterRequestTimeout !== undefined;
+    this.#clusterWaitMs = (clusterRequestTimeout ?? 0) + 5000;
     this.#opts = opts;
     this.#hooks = hooks;
     this.#router = router;
@@ -235,8 +239,18 @@ export class StreamManagement {
   #inFlight(stream: C2SStream): Promise<void> | undefined {
     const queued = stream.routed?.();
     const full = stream.jid.full;
-    if (queued === undefined) return this.#sessions?.settled?.(full);
-    return queued.then(() => this.#sessions?.settled?.(full));
+    const wait = queued === undefined ? this.#sessions?.settled?.(full) : queued.then(() => this.#sessions?.settled?.(full));
+    if (wait === undefined) return undefined;
+    // Bounded: a session that ends (its queue is dropped) or is resumed
+    // elsewhere must not hold the answers of its successor.
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.#clusterWaitMs);
+      timer.unref();
+      void wait.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   #enable(stream: C2SStream, el: Element): void {
@@ -439,7 +453,7 @@ export const definition: ModuleDefinition<StreamManagementOpts> = {
   name: 'mod_stream_management',
   configSpec: spec,
   create(ctx, opts): ModuleInstance {
-    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger, ctx.sessions, ctx.config.general.sm_backend === 'cets');
+    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger, ctx.sessions, ctx.config.general.sm_backend === 'cets' ? ctx.config.cluster?.request_timeout ?? 2000 : undefined);
     return {
       hooks: () => sm.hooks(),
       start: () => sm.start(),
