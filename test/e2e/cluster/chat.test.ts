@@ -182,4 +182,17 @@ describe('two nodes of one cluster', { skip }, () => {
     assert.ok(henry.errors.some((e) => (e as { condition?: string }).condition === 'not-authorized'), 'the session ended with not-authorized');
     await closeAll();
   });
+
+  test('a login with the resource of a session on the other node replaces that session', async () => {
+    const first = await login(0, 'erin', 'phone');
+    const watcher = await login(1, 'alice');
+    await seen(watcher, first);
+    const second = await login(1, 'erin', 'phone');
+    await first.disconnected;
+    assert.ok(first.errors.some((e) => (e as { condition?: string }).condition === 'conflict'), 'the first session ended with a conflict stream error');
+    await seen(watcher, second);
+    const id = await watcher.message('erin@localhost/phone', 'to the new session');
+    await second.waitFor(isMessage(id));
+    await closeAll();
+  });
 });
