@@ -170,6 +170,9 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
   const auth = problems.run(() => validate(coreSections.auth, raw.auth, 'auth', ctx));
   const shaper = problems.run(() => validate(coreSections.shaper, raw.shaper, 'shaper', ctx));
   const cluster = problems.run(() => validate(clusterSpec, raw.cluster ?? {}, 'cluster', ctx));
+  if (raw.cluster !== undefined && general !== FAILED && (general as PetrelConfig['general']).sm_backend !== 'cets') {
+    ctx.warnings.push('cluster: this section is read only with general.sm_backend = "cets"; this node runs alone');
+  }
   const mim: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(MONGOOSEIM_SECTIONS)) {
     if (raw[name] !== undefined && spec.compat !== undefined) ignored.push({ path: name, reason: spec.compat });
