@@ -102,8 +102,8 @@ export class RemoteSession implements ManagedSession {
     this.presence = s.presence === null ? null : (fromJson(s.presence) as Element);
   }
 
-  send(el: Element): void {
-    this.#cluster.deliverRemote(this, el);
+  send(el: Element, _held?: boolean, ref?: string): void {
+    this.#cluster.deliverRemote(this, el, ref);
   }
 
   kick(condition: string, text?: string): void {
@@ -192,7 +192,7 @@ export class ClusterSessions implements SessionObserver {
     const bus = this.#bus;
     const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
     bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
-    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson; ref?: string }) => this.#onDeliver(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
@@ -452,9 +452,9 @@ export class ClusterSessions implements SessionObserver {
   // --- deliveries ------------------------------------------------------------
 
   /** Asks the session's node to deliver; without an acknowledgement the stanza is routed again. */
-  deliverRemote(rs: RemoteSession, el: Element): void {
+  deliverRemote(rs: RemoteSession, el: Element, ref?: string): void {
     this.#o.metrics.remoteDeliveries.inc();
-    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el) }, this.#o.requestTimeout).then(
+    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el), ref }, this.#o.requestTimeout).then(
       (reply) => {
         if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
       },
@@ -474,12 +474,15 @@ export class ClusterSessions implements SessionObserver {
     this.#o.router.route(from, to, el);
   }
 
-  #onDeliver(m: { to: string; el: ElementJson }): { ok: boolean } {
+  #onDeliver(m: { to: string; el: ElementJson; ref?: string }): { ok: boolean } {
     const s = this.#sm.byFull(m.to);
     if (s === undefined || s.clusterNode !== undefined) return { ok: false };
     const el = fromJson(m.el) as Element;
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
-    this.#o.router.deliver(s, from, el, this.#o.router.newAcc(from, s.jid, el));
+    const acc = this.#o.router.newAcc(from, s.jid, el);
+    // One routed stanza keeps one reference on every node (carbons count the resources it reached by it).
+    if (typeof m.ref === 'string') acc.ref = m.ref;
+    this.#o.router.deliver(s, from, el, acc);
     return { ok: true };
   }
 

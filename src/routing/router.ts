@@ -132,7 +132,7 @@ export class Router implements RouterApi {
   deliver(session: SessionView, from: JID, packet: Element, acc: Acc): boolean {
     // Another node's session: its node runs the hook when it delivers.
     if (session.clusterNode !== undefined) {
-      session.send(packet);
+      session.send(packet, false, acc.ref);
       return true;
     }
     if (!this.#hooks.run('filter_local_packet', session.jid.domain, { acc, from, to: session.jid, packet })) return false;

@@ -47,9 +47,11 @@ export interface SessionView {
   /**
    * Writes a stanza to the client. `held`: a stanza the server kept for the
    * user (an offline message), written whatever others' share of the output
-   * (the caller paces it with `drained`).
+   * (the caller paces it with `drained`). `ref`: the routing's reference
+   * (Acc.ref), which another node's session takes along so that its node's
+   * hooks see one routed stanza as one, whatever the number of resources.
    */
-  send(el: Element, held?: boolean): void;
+  send(el: Element, held?: boolean, ref?: string): void;
   /** Resolves true once everything sent so far has been taken by the connection, false if the session ends first. */
   drained?(): Promise<boolean>;
 }
