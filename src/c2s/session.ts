@@ -830,6 +830,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- an established session: stanzas into the hooks and the router -------
 
+  routed(): Promise<void> | undefined {
+    if (this.#pending === null && this.#busy === null) return undefined;
+    return new Promise<void>((resolve) => this.#enqueue(undefined, resolve));
+  }
+
   /** Queues a routing step behind those already waiting; `barrier` must settle first. */
   #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
     const entry = { ready: barrier === undefined, run };
@@ -903,7 +908,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         this.send(new Element('iq', { type: 'result', id: el.attrs.id, from: this.#domain }));
         return;
       }
-      if (to === null && type === 'get' && el.getChild('query', 'jabber:iq:roster') !== undefined) this.interested = true;
+      if (to === null && type === 'get' && el.getChild('query', 'jabber:iq:roster') !== undefined && !this.interested) {
+        this.interested = true;
+        this.#ctx.sm.changed(this);
+      }
     }
     const target = to ?? (name === 'iq' ? null : me.bareJid());
     const acc = this.#ctx.router.newAcc(me, target ?? me.bareJid(), el);

@@ -9,6 +9,7 @@ import type { PetrelConfig } from '../config/types.ts';
 import { MODULES, resolveModules } from '../modules/registry.ts';
 import { RDBMS_POOL_TAG } from '../storage/select.ts';
 import { openPgPool } from '../storage/postgres.ts';
+import { connect as connectNats } from 'nats';
 import { crossCheck, loadOptions } from './config.ts';
 
 export interface CheckResult {
@@ -60,6 +61,15 @@ export async function checkConfig(file: string | undefined, o: { connect?: boole
       } catch (err) {
         errors.push(new ConfigError(`outgoing_pools.rdbms.${RDBMS_POOL_TAG}.connection`, (err as Error).message));
       }
+    }
+  }
+  const cluster = parts.config?.cluster;
+  if (o.connect && parts.config?.general.sm_backend === 'cets' && cluster?.bus !== undefined && errors.length === 0) {
+    try {
+      const nc = await connectNats({ servers: cluster.bus.split(','), timeout: 5000, reconnect: false, name: 'petrel check-config' });
+      await nc.close();
+    } catch (err) {
+      errors.push(new ConfigError('cluster.bus', `cannot connect: ${(err as Error).message}`));
     }
   }
   for (const e of errors) e.file ??= parts.configPath;

@@ -99,6 +99,12 @@ export interface C2SStream {
    * state that allows it.
    */
   takeOver(old: C2SStream): boolean;
+  /**
+   * Settles once every stanza received so far has been routed (some wait
+   * for a hook's barrier, or behind a presence broadcast); undefined when
+   * none waits. Never settles if the session ends first.
+   */
+  routed?(): Promise<void> | undefined;
 }
 
 export interface HookCatalogue {

@@ -99,6 +99,29 @@ export class Presence implements PresenceHandler {
     this.#broadcast(session, el, false).catch(this.#fail);
   }
 
+  /**
+   * Sends an available session's presence again to the contacts subscribed
+   * to it: a cluster node that was taken for dead (its users' contacts were
+   * told they went unavailable) is back with the same sessions.
+   */
+  async announce(session: PresenceSession): Promise<void> {
+    const presence = session.presence;
+    if (!session.available || presence === null) return;
+    const me = session.jid;
+    const roster = await this.#roster.getRoster(me.local, me.domain);
+    let routed = 0;
+    for (const item of roster) {
+      if (item.subscription !== 'from' && item.subscription !== 'both') continue;
+      const to = tryParseJid(item.jid);
+      if (to === null) continue;
+      if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
+      const copy = addressed(presence);
+      copy.attrs.from = me.full;
+      copy.attrs.to = to.full;
+      this.#router.route(me, to, copy);
+    }
+  }
+
   async #broadcast(session: PresenceSession, packet: Element, available: boolean): Promise<void> {
     const me = session.jid;
     const initial = available && !session.available;
@@ -112,6 +135,7 @@ export class Presence implements PresenceHandler {
       session.available = false;
       session.presence = null;
     }
+    this.#sm.changed(session);
     // The roster is bounded (mod_roster's max_items), and routed in chunks.
     const roster = await this.#roster.getRoster(me.local, me.domain);
     let routed = 0;

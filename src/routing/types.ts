@@ -25,6 +25,12 @@ export type ServiceHandler = (from: JID, to: JID, packet: Element, acc: Acc) => 
 /** A session as other parts of the server see it. */
 export interface SessionView {
   jid: JID;
+  /**
+   * The node of a session of another node of the cluster (a RemoteSession
+   * proxy; undefined for this node's own): `send` asks that node to
+   * deliver, which runs its hooks.
+   */
+  readonly clusterNode?: string;
   priority: number;
   /** Has sent initial presence and not gone unavailable. */
   available: boolean;
@@ -41,9 +47,11 @@ export interface SessionView {
   /**
    * Writes a stanza to the client. `held`: a stanza the server kept for the
    * user (an offline message), written whatever others' share of the output
-   * (the caller paces it with `drained`).
+   * (the caller paces it with `drained`). `ref`: the routing's reference
+   * (Acc.ref), which another node's session takes along so that its node's
+   * hooks see one routed stanza as one, whatever the number of resources.
    */
-  send(el: Element, held?: boolean): void;
+  send(el: Element, held?: boolean, ref?: string): void;
   /** Resolves true once everything sent so far has been taken by the connection, false if the session ends first. */
   drained?(): Promise<boolean>;
   /**
@@ -60,6 +68,12 @@ export interface SessionsApi {
   byBare(bare: string): SessionView[];
   byFull(full: string): SessionView | undefined;
   count(): number;
+  /**
+   * Settles once the cross-node deliveries of stanzas from `full` started so
+   * far are acknowledged (or routed again); undefined when none waits.
+   * XEP-0198: the handled count waits for it.
+   */
+  settled?(full: string): Promise<void> | undefined;
 }
 
 export interface IqRequest {

@@ -1,0 +1,547 @@
+// The replicated session table (general.sm_backend = "cets"). Each node
+// publishes the events of its own sessions (bound, changed, ended) on the
+// bus and keeps a RemoteSession proxy of every other node's session in its
+// SessionManager, so that routing (RFC 6121 priority, bare-JID delivery,
+// max_user_sessions, presence broadcasts and probes, roster pushes) works
+// over the cluster's sessions as it does over one node's. A node learns a
+// peer's sessions from a snapshot it asks for, then from the peer's events;
+// the events carry a sequence number so that those racing the snapshot
+// apply once. A delivery to a proxy is a request to its node, acknowledged
+// once that node has handed the stanza to the session; without an answer
+// (no responders, timeout) the stanza is routed as if the session were
+// gone: another resource, else offline storage.
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Hooks } from '../hooks/hooks.ts';
+import type { Router } from '../routing/router.ts';
+import type { Presence } from '../routing/presence.ts';
+import type { ManagedSession, SessionManager, SessionObserver } from '../routing/sm.ts';
+import { Element, type Node } from '../xmpp/xml.ts';
+import { parseJid, tryParseJid, type JID } from '../xmpp/jid.ts';
+import { BusUnreachable, type Bus } from './bus.ts';
+import type { Discovery } from './discovery.ts';
+
+type ElementJson = { name: string; attrs: Record<string, string>; children: Array<ElementJson | string> };
+
+function toJson(el: Element): ElementJson {
+  return el as unknown as ElementJson;
+}
+
+function fromJson(j: ElementJson | string): Node {
+  if (typeof j === 'string') return j;
+  return new Element(j.name, j.attrs, j.children.map(fromJson));
+}
+
+/** Sessions per snapshot page. */
+const SNAPSHOT_PAGE = 200;
+
+/** FNV-1a, 32 bits: cheap and well spread, enough to pick a room's node. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** What a node tells of one of its sessions. */
+interface SessionInfo {
+  jid: string;
+  priority: number;
+  available: boolean;
+  interested: boolean;
+  presence: ElementJson | null;
+}
+
+interface SessionEvent {
+  /** Node, incarnation, sequence number. */
+  n: string;
+  i: string;
+  q: number;
+  op: 'bound' | 'changed' | 'ended';
+  s: SessionInfo;
+}
+
+interface NodeDown {
+  n: string;
+  i: string;
+  op: 'node_down';
+}
+
+interface Snapshot {
+  i: string;
+  q: number;
+  sessions: SessionInfo[];
+}
+
+/** Another node's session, as routing sees it. */
+export class RemoteSession implements ManagedSession {
+  readonly clusterNode: string;
+  readonly incarnation: string;
+  jid: JID;
+  priority = 0;
+  available = false;
+  interested = false;
+  presence: Element | null = null;
+  /** Asked to end: a late event does not bring it back. */
+  ending = false;
+  #cluster: ClusterSessions;
+
+  constructor(cluster: ClusterSessions, node: string, incarnation: string, jid: JID) {
+    this.#cluster = cluster;
+    this.clusterNode = node;
+    this.incarnation = incarnation;
+    this.jid = jid;
+  }
+
+  update(s: SessionInfo): void {
+    this.priority = s.priority;
+    this.available = s.available;
+    this.interested = s.interested;
+    this.presence = s.presence === null ? null : (fromJson(s.presence) as Element);
+  }
+
+  send(el: Element, _held?: boolean, ref?: string): void {
+    this.#cluster.deliverRemote(this, el, ref);
+  }
+
+  kick(condition: string, text?: string): void {
+    this.ending = true;
+    this.#cluster.kickRemote(this, condition, text, false);
+  }
+
+  disconnect(reason: string): void {
+    this.ending = true;
+    this.#cluster.kickRemote(this, 'connection-timeout', reason, true);
+  }
+}
+
+interface PeerState {
+  node: string;
+  incarnation: string;
+  synced: boolean;
+  /** Events that came before the snapshot. */
+  early: SessionEvent[];
+  sessions: Map<string, RemoteSession>;
+  /** Settles when the first snapshot is in (or failed). */
+  ready?: Promise<void>;
+}
+
+export interface ClusterMetrics {
+  remoteDeliveries: Counter;
+  remoteDeliveryFailures: Counter;
+}
+
+/** The cluster's metrics (docs/metrics.md), registered on every node so that they exist from the start. */
+export function clusterMetrics(registry: Registry, liveNodes: () => number): ClusterMetrics {
+  new Gauge({ name: 'petrel_cluster_nodes', help: 'live nodes of the cluster this node sees, itself included (1 without a cluster)', registers: [registry], collect() { this.set(liveNodes()); } });
+  return {
+    remoteDeliveries: new Counter({ name: 'petrel_cluster_remote_deliveries_total', help: 'stanzas handed to another node for one of its sessions', registers: [registry] }),
+    remoteDeliveryFailures: new Counter({
+      name: 'petrel_cluster_remote_delivery_failures_total',
+      help: 'deliveries to another node not acknowledged (no responders, timeout, session gone): routed again',
+      registers: [registry],
+    }),
+  };
+}
+
+export interface ClusterSessionsOptions {
+  bus: Bus;
+  discovery: Discovery;
+  sm: SessionManager;
+  router: Router;
+  presence: Presence;
+  hooks: Hooks;
+  logger: Logger;
+  metrics: ClusterMetrics;
+  incarnation: string;
+  requestTimeout: number;
+  heartbeatInterval: number;
+}
+
+export class ClusterSessions implements SessionObserver {
+  #o: ClusterSessionsOptions;
+  #bus: Bus;
+  #sm: SessionManager;
+  #logger: Logger;
+  #seq = 0;
+  /** Peers by `${node}/${incarnation}`. */
+  #peers = new Map<string, PeerState>();
+  #timer: NodeJS.Timeout | null = null;
+  #beating: Promise<void> | null = null;
+  #stopped = false;
+  /** Live nodes seen at the last heartbeat, this one included. */
+  liveNodes = 1;
+  /** Their names, for the owner of a room (rendezvous hashing). */
+  #liveNames: string[] = [];
+
+  constructor(o: ClusterSessionsOptions) {
+    this.#o = o;
+    this.#bus = o.bus;
+    this.#sm = o.sm;
+    this.#logger = o.logger;
+  }
+
+  get node(): string {
+    return this.#bus.node;
+  }
+
+  /** Joins: the node's row, the subscriptions, the peers' snapshots; then the heartbeat. */
+  async start(): Promise<void> {
+    const bus = this.#bus;
+    const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
+    bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson; ref?: string }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
+    bus.onReconnect = () => this.#resyncAll();
+    await this.#o.discovery.join();
+    this.#sm.observer = this;
+    await this.#beat();
+    // The peers' sessions are in the table before the first login here.
+    await Promise.all([...this.#peers.values()].map((p) => p.ready));
+    this.#o.router.forwardToService = (from, to, packet) => this.#forwardToService(from, to, packet);
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#beating = this.#beat().finally(() => {
+        this.#beating = null;
+        if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.heartbeatInterval);
+      });
+    };
+    this.#timer = setTimeout(tick, this.#o.heartbeatInterval);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#o.router.forwardToService = null;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    await this.#beating;
+    this.#sm.observer = null;
+    await this.#o.discovery.leave().catch((err: unknown) => this.#logger.warn({ what: 'cluster_leave_failed', err: String(err) }, 'could not remove this node from the node table'));
+  }
+
+  // --- the heartbeat -------------------------------------------------------
+
+  async #beat(): Promise<void> {
+    let r: Awaited<ReturnType<Discovery['beat']>>;
+    try {
+      r = await this.#o.discovery.beat();
+    } catch (err) {
+      this.#logger.error({ what: 'cluster_heartbeat_failed', err: String(err) }, 'the heartbeat could not be written to PostgreSQL');
+      return;
+    }
+    if (r.rejoined) {
+      this.#logger.warn({ what: 'cluster_node_rejoined', node: this.node }, 'this node had been taken for dead; it is back in the node table');
+      // The others ask for this node's sessions when they see its row again; the users' contacts, told they left, hear that they are here.
+      for (const s of [...this.#sm.all()]) {
+        if (s.clusterNode === undefined) this.#publish('bound', s);
+      }
+      for (const s of [...this.#sm.all()]) {
+        if (s.clusterNode === undefined) this.#o.presence.announce(s).catch((err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed'));
+      }
+    }
+    // Dead nodes whose row this node deleted: their cleanup is this node's.
+    for (const d of r.won) this.#nodeDown(d.node_name, d.incarnation, true);
+    const live = new Set<string>();
+    for (const row of r.live) {
+      const key = `${row.node_name}/${row.incarnation}`;
+      live.add(key);
+      if (row.node_name === this.node && row.incarnation === this.#o.incarnation) continue;
+      if (!this.#peers.has(key)) this.#peer(row.node_name, row.incarnation);
+    }
+    // Rows gone without this node winning them: another node cleaned up.
+    for (const [key, p] of this.#peers) {
+      if (!live.has(key)) this.#nodeDown(p.node, p.incarnation, false);
+    }
+    this.liveNodes = r.live.length;
+    this.#liveNames = [...new Set(r.live.map((row) => row.node_name))];
+  }
+
+  /** A peer seen for the first time: its sessions come with its snapshot. */
+  #peer(node: string, incarnation: string): PeerState {
+    const key = `${node}/${incarnation}`;
+    const p: PeerState = { node, incarnation, synced: false, early: [], sessions: new Map() };
+    this.#peers.set(key, p);
+    this.#logger.info({ what: 'cluster_node_joined', node, incarnation }, 'a cluster node is seen');
+    p.ready = this.#sync(p);
+    return p;
+  }
+
+  /** The bus was down: events may have been lost, so every peer's sessions are asked for again. */
+  #resyncAll(): void {
+    for (const p of this.#peers.values()) {
+      if (!p.synced) continue;
+      p.synced = false;
+      this.#sync(p);
+    }
+    // And this node's sessions may have been missed by the others: they ask when they see it again.
+    for (const s of this.#sm.all()) if (s.clusterNode === undefined) this.#publish('changed', s);
+  }
+
+  /**
+   * Asks a peer for its sessions: those it no longer has leave the table,
+   * the others are added or updated, then the events that came meanwhile
+   * apply, those newer than the snapshot only.
+   */
+  #sync(p: PeerState): Promise<void> {
+    const key = `${p.node}/${p.incarnation}`;
+    const seen = new Set<string>();
+    let q = -1;
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const page = (after: string | null): void => {
+      this.#bus.request(this.#bus.nodeSubject(p.node, 'snapshot'), { after }, this.#o.requestTimeout).then(
+        (reply) => {
+          if (this.#peers.get(key) !== p) return done();
+          const snap = reply as unknown as Snapshot & { ok: boolean; next: string | null };
+          // Its node answers as another incarnation: this one is gone (its row times out).
+          if (snap.i !== p.incarnation) return done();
+          // Events after the first page's sequence number apply on top: they carry whole states.
+          if (q < 0) q = snap.q;
+          for (const s of snap.sessions) {
+            seen.add(s.jid);
+            this.#apply(p, 'bound', s);
+          }
+          if (snap.next !== null) {
+            page(snap.next);
+            return;
+          }
+          // Sessions of events newer than the snapshot are those events' to settle.
+          for (const e of p.early) if (e.q > q) seen.add(e.s.jid);
+          for (const [full, rs] of p.sessions) {
+            if (seen.has(full)) continue;
+            p.sessions.delete(full);
+            this.#remoteEnded(rs, 'gone from its node');
+          }
+          for (const e of p.early) if (e.q > q) this.#apply(p, e.op, e.s);
+          p.early = [];
+          p.synced = true;
+          done();
+        },
+        (err: unknown) => {
+          done();
+          // Asked again at the next heartbeat.
+          if (this.#peers.get(key) === p && !p.synced && p.sessions.size === 0) this.#peers.delete(key);
+          else if (this.#peers.get(key) === p && !p.synced) setTimeout(() => this.#peers.get(key) === p && this.#sync(p), this.#o.heartbeatInterval).unref();
+          this.#logger.warn({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node did not send its sessions');
+        },
+      ).catch((err: unknown) => {
+        done();
+        this.#logger.error({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node\'s sessions could not be applied');
+      });
+    };
+    page(null);
+    return finished;
+  }
+
+  /**
+   * A node is dead (or gone from the table): its sessions leave every
+   * table. `cleanup`: this node deleted its row, so it alone tells the
+   * users' contacts that they are unavailable (RFC 6121 §4.5.2), once.
+   */
+  #nodeDown(node: string, incarnation: string, cleanup: boolean): void {
+    const key = `${node}/${incarnation}`;
+    const p = this.#peers.get(key);
+    this.#peers.delete(key);
+    const sessions = p === undefined ? [] : [...p.sessions.values()];
+    for (const s of sessions) this.#remoteEnded(s, 'its node is dead');
+    if (!cleanup) return;
+    this.#logger.warn({ what: 'cluster_node_down', node, incarnation, sessions: sessions.length }, 'a cluster node stopped its heartbeat; its sessions are removed');
+    this.#bus.publish(this.#bus.sessionsSubject, { op: 'node_down', n: node, i: incarnation } satisfies NodeDown);
+    // A user back already with the same resource (on another node, or this node's new incarnation) stays available.
+    for (const s of sessions) if (this.#sm.byFull(s.jid.full) === undefined) this.#o.presence.sessionClosed(s);
+  }
+
+  // --- this node's sessions, told to the others ---------------------------
+
+  #info(s: ManagedSession): SessionInfo {
+    const v = s as ManagedSession & { interested?: boolean };
+    return { jid: s.jid.full, priority: s.priority, available: s.available, interested: v.interested === true, presence: s.presence === null ? null : toJson(s.presence) };
+  }
+
+  #publish(op: SessionEvent['op'], s: ManagedSession): void {
+    const e: SessionEvent = { n: this.node, i: this.#o.incarnation, q: ++this.#seq, op, s: this.#info(s) };
+    this.#bus.publish(this.#bus.sessionsSubject, e);
+  }
+
+  bound(s: ManagedSession): void {
+    this.#publish('bound', s);
+  }
+
+  changed(s: ManagedSession): void {
+    this.#publish('changed', s);
+  }
+
+  ended(s: ManagedSession): void {
+    this.#publish('ended', s);
+  }
+
+  /**
+   * One page of this node's sessions, in the order of their full JIDs from
+   * `after` on: a page stays far below NATS's payload limit (1 MB by
+   * default) whatever the number of sessions, and sessions that come and go
+   * between two pages shift nothing (their events cover them).
+   */
+  #snapshot(after: string | null): Snapshot & { ok: true; next: string | null } {
+    const fulls: string[] = [];
+    for (const s of this.#sm.all()) if (s.clusterNode === undefined && (after === null || s.jid.full > after)) fulls.push(s.jid.full);
+    fulls.sort();
+    const take = fulls.slice(0, SNAPSHOT_PAGE);
+    const sessions: SessionInfo[] = [];
+    for (const f of take) {
+      const s = this.#sm.byFull(f);
+      if (s !== undefined) sessions.push(this.#info(s));
+    }
+    return { ok: true, i: this.#o.incarnation, q: this.#seq, sessions, next: fulls.length > take.length ? take[take.length - 1]! : null };
+  }
+
+  // --- the others' sessions -------------------------------------------------
+
+  #onEvent(m: SessionEvent | NodeDown): void {
+    if (m.n === this.node && m.i === this.#o.incarnation) return;
+    if (m.op === 'node_down') {
+      this.#nodeDown(m.n, m.i, false);
+      return;
+    }
+    const key = `${m.n}/${m.i}`;
+    const p = this.#peers.get(key) ?? this.#peer(m.n, m.i);
+    // Events carry whole states, so one applies at once even before the
+    // snapshot; it is kept to apply again over the snapshot if newer.
+    if (!p.synced) p.early.push(m);
+    this.#apply(p, m.op, m.s);
+  }
+
+  #apply(p: PeerState, op: SessionEvent['op'], info: SessionInfo): void {
+    let rs = p.sessions.get(info.jid);
+    if (op === 'ended') {
+      if (rs === undefined) return;
+      p.sessions.delete(info.jid);
+      this.#remoteEnded(rs, 'ended on its node');
+      return;
+    }
+    if (rs === undefined) {
+      const jid = tryParseJid(info.jid);
+      if (jid === null) return;
+      rs = new RemoteSession(this, p.node, p.incarnation, jid);
+      p.sessions.set(info.jid, rs);
+    }
+    const wasAvailable = rs.available;
+    rs.update(info);
+    // Gone unavailable and still bound: the rooms served here let go of it,
+    // as for a local session. Not through unset_presence, which its own node
+    // ran (the event pusher would tell it once per node).
+    if (wasAvailable && !rs.available) this.#o.hooks.run('sm_remove_connection', rs.jid.domain, { jid: rs.jid, reason: 'unavailable on its node' });
+    // Back in the table after a failed delivery, unless it was asked to end.
+    if (!rs.ending && this.#sm.byFull(info.jid) !== rs) this.#sm.addRemote(rs);
+  }
+
+  /**
+   * Another node's session left: out of the table, and the modules that
+   * keep something for a full JID here (the rooms this node serves) let go
+   * of it, unless a session with the same full JID took its place.
+   */
+  #remoteEnded(rs: RemoteSession, reason: string): void {
+    this.#sm.unregister(rs);
+    if (this.#sm.byFull(rs.jid.full) === undefined) this.#o.hooks.run('sm_remove_connection', rs.jid.domain, { jid: rs.jid, reason });
+  }
+
+  // --- deliveries ------------------------------------------------------------
+
+  /** Asks the session's node to deliver; without an acknowledgement the stanza is routed again. */
+  deliverRemote(rs: RemoteSession, el: Element, ref?: string): void {
+    this.#o.metrics.remoteDeliveries.inc();
+    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el), ref }, this.#o.requestTimeout).then(
+      (reply) => {
+        if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
+      },
+      (err: unknown) => this.#undelivered(rs, el, err instanceof BusUnreachable ? err.code : String(err)),
+    ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'));
+    const from = el.attrs.from;
+    if (from !== undefined) this.#sm.track(from, sent);
+  }
+
+  #undelivered(rs: RemoteSession, el: Element, reason: string): void {
+    this.#o.metrics.remoteDeliveryFailures.inc();
+    this.#logger.info({ what: 'cluster_delivery_failed', node: rs.clusterNode, jid: rs.jid.full, name: el.name, reason }, 'a cross-node delivery was not acknowledged; routed again');
+    this.#sm.unregister(rs);
+    const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(rs.jid.domain);
+    const to = tryParseJid(el.attrs.to ?? '') ?? rs.jid;
+    // As if the session were gone (RFC 6121 §8.5.3.2.1): another resource, else offline storage.
+    this.#o.router.route(from, to, el);
+  }
+
+  #onDeliver(m: { to: string; el: ElementJson; ref?: string }): { ok: boolean } {
+    const s = this.#sm.byFull(m.to);
+    if (s === undefined || s.clusterNode !== undefined) return { ok: false };
+    const el = fromJson(m.el) as Element;
+    const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
+    const acc = this.#o.router.newAcc(from, s.jid, el);
+    // One routed stanza keeps one reference on every node (carbons count the resources it reached by it).
+    if (typeof m.ref === 'string') acc.ref = m.ref;
+    this.#o.router.deliver(s, from, el, acc);
+    return { ok: true };
+  }
+
+  // --- group chat: one node serves a room -----------------------------------
+
+  /**
+   * The node serving a room: rendezvous (highest random weight) hashing of
+   * the room's bare JID over the live nodes' names, so that every node
+   * picks the same one and a node's death moves only its own rooms.
+   * Stanzas to the service itself (disco) are answered where they arrive.
+   */
+  ownerOf(room: string): string {
+    let best = this.node;
+    let bestScore = -1;
+    for (const n of this.#liveNames.length > 0 ? this.#liveNames : [this.node]) {
+      const score = fnv1a(`${n}\u0000${room}`);
+      if (score > bestScore || (score === bestScore && n < best)) {
+        best = n;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  #forwardToService(from: JID, to: JID, packet: Element): boolean {
+    if (to.local === '') return false;
+    const owner = this.ownerOf(to.bare);
+    if (owner === this.node) return false;
+    this.#bus.request(this.#bus.nodeSubject(owner, 'service'), { from: from.full, to: to.full, el: toJson(packet) }, this.#o.requestTimeout).then(
+      (reply) => {
+        if (!reply.ok) this.#o.router.serveLocally(from, to, packet);
+      },
+      (err: unknown) => {
+        // Its node is gone or slow: served here rather than lost.
+        this.#logger.info({ what: 'cluster_service_forward_failed', node: owner, room: to.bare, err: String(err) }, 'a room\'s node did not take a stanza; served here');
+        this.#o.router.serveLocally(from, to, packet);
+      },
+    ).catch((err: unknown) => this.#logger.error({ what: 'service_failed', domain: to.domain, err: String(err) }, 'a service failed on a stanza'));
+    return true;
+  }
+
+  #onService(m: { from: string; to: string; el: ElementJson }): { ok: boolean } {
+    const from = tryParseJid(m.from);
+    const to = tryParseJid(m.to);
+    if (from === null || to === null) return { ok: true };
+    return { ok: this.#o.router.serveLocally(from, to, fromJson(m.el) as Element) };
+  }
+
+  kickRemote(rs: RemoteSession, condition: string, text: string | undefined, disconnect: boolean): void {
+    this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'kick'), { to: rs.jid.full, condition, text, disconnect }, this.#o.requestTimeout).catch((err: unknown) =>
+      this.#logger.warn({ what: 'cluster_kick_failed', node: rs.clusterNode, jid: rs.jid.full, err: String(err) }, 'could not end a session on another node'),
+    );
+  }
+
+  #onKick(m: { to: string; condition: string; text?: string; disconnect?: boolean }): { ok: boolean } {
+    const s = this.#sm.byFull(m.to);
+    if (s === undefined || s.clusterNode !== undefined) return { ok: false };
+    if (m.disconnect === true) s.disconnect(m.text ?? 'asked by another node');
+    else s.kick(m.condition, m.text);
+    return { ok: true };
+  }
+}
