@@ -36,6 +36,8 @@ import { makeJid, type JID } from './xmpp/jid.ts';
 import { AccessRules, numericValue } from './config/access.ts';
 import { PETREL_VERSION } from './version.ts';
 import { isMixedScript } from './xmpp/scripts.ts';
+import { clusterMetrics } from './cluster/sessions.ts';
+import { startCluster, type RunningCluster } from './cluster/start.ts';
 
 export interface RunningServer {
   config: PetrelConfig;
@@ -158,6 +160,8 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   // Every documented series exists from here, at zero (docs/metrics.md).
   const c2sMetrics = new C2SMetrics(metrics, hosts);
   sessionMetrics(metrics, sm, hosts);
+  let cluster: RunningCluster | null = null;
+  const clusterCounters = clusterMetrics(metrics, () => cluster?.sessions.liveNodes ?? 1);
   const pools: OutgoingPools = createOutgoingPools(config.outgoing_pools);
   const ctx: ModuleContext = {
     config, hosts, hooks, router, sessions: sm, users: stores.users, stores, logger, metrics, pools, access, features: new Set(),
@@ -182,6 +186,12 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   };
 
   try {
+    if (config.general.sm_backend === 'cets') {
+      // Before any module or listener: the other nodes' sessions are in the table from the first login on.
+      cluster = await startCluster(config, { sm, router, presence, logger, metrics: clusterCounters });
+      const running = cluster;
+      closers.push(() => running.stop());
+    }
     for (const reg of dataHooks(data)) hooks.add(reg);
     for (const [name, opts] of modules) {
       const def = MODULES[name];
@@ -259,6 +269,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       c2s: c2s.map((l) => `${l.config.ip_address}:${l.port()}${l.config.tls ? ` (${l.config.tls.mode})` : ' (plaintext)'}`),
       modules: instances.map((i) => i.name),
       stores: storeLocations(config),
+      cluster: cluster?.node,
     },
     'Petrel started',
   );

@@ -896,7 +896,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
         this.send(new Element('iq', { type: 'result', id: el.attrs.id, from: this.#domain }));
         return;
       }
-      if (to === null && type === 'get' && el.getChild('query', 'jabber:iq:roster') !== undefined) this.interested = true;
+      if (to === null && type === 'get' && el.getChild('query', 'jabber:iq:roster') !== undefined && !this.interested) {
+        this.interested = true;
+        this.#ctx.sm.changed(this);
+      }
     }
     const target = to ?? (name === 'iq' ? null : me.bareJid());
     const acc = this.#ctx.router.newAcc(me, target ?? me.bareJid(), el);

@@ -8,6 +8,7 @@ import type { PetrelConfig } from '../config/types.ts';
 import { checkModules, moduleSpecs } from '../modules/registry.ts';
 import { outgoingPoolsSpec } from '../outgoing/spec.ts';
 import { checkStores } from '../modules/storage.ts';
+import { checkCluster } from '../config/cluster-spec.ts';
 
 /** Every section, module and listener spec Petrel has. */
 export function loadOptions(): LoadOptions {
@@ -31,6 +32,8 @@ export function crossCheck(config: PetrelConfig): void {
   // Across modules and sections: what a module needs elsewhere (a pool, a service module).
   checkModules(config);
   checkNumericRules(config);
+  // general.sm_backend = "cets": discovery, the bus and the pool.
+  checkCluster(config);
 }
 
 const isLimit = (v: AccessValue): boolean => (typeof v === 'number' && v >= 1) || v === 'infinity';

@@ -117,7 +117,8 @@ const generalSpec: SectionSpec = section(
     }),
     registration_timeout: compat(custom((v) => v), 'in-band registration (mod_register) is not implemented'),
     language: compat(str(), 'Petrel\'s error texts are in English'),
-    sm_backend: compat(str(), 'Petrel keeps sessions in memory'),
+    // MongooseIM's: "mnesia" is the local table; "cets" the cluster-wide one (docs/cluster.md).
+    sm_backend: str({ oneOf: ['mnesia', 'cets'], default: 'mnesia' }),
     component_backend: compat(str(), 'Petrel has no external components'),
     s2s_backend: compat(str(), 'Petrel has no s2s'),
     http_server_name: compat(str(), 'Petrel sends no Server header'),

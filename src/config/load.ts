@@ -12,7 +12,8 @@ import { coreSections, crossCheckCore, listenSpecWith, withSelfSignedPaths } fro
 import type { PetrelConfig } from './types.ts';
 import { accessSpec, aclSpec } from './access.ts';
 import { MONGOOSEIM_MODULES, MONGOOSEIM_REFUSED_MODULES, MONGOOSEIM_SERVICES, notImplemented, type MissingFeature } from './mongooseim.ts';
-import { compat, custom, section } from './schema.ts';
+import { custom, section } from './schema.ts';
+import { clusterSpec, internalDatabasesSpec } from './cluster-spec.ts';
 
 export interface LoadOptions {
   /** Specs of sections defined by higher layers: e.g. { outgoing_pools: spec } */
@@ -34,12 +35,13 @@ const unknownService = custom((_v, p) => fail(p, `unknown service; MongooseIM's 
 const MONGOOSEIM_SECTIONS: Readonly<Record<string, Spec>> = {
   acl: aclSpec,
   access: accessSpec,
+  // "mnesia": the local session table; "cets": how the cluster's nodes find each other (docs/cluster.md).
+  internal_databases: internalDatabasesSpec,
   s2s: notImplemented('s2s', 'no federation: users cannot exchange stanzas with other servers, and the s2s port is not opened'),
   services: section(
     Object.fromEntries(Object.entries(MONGOOSEIM_SERVICES).map(([name, loses]) => [name, notImplemented(name, loses)])),
     { wildcard: unknownService },
   ),
-  internal_databases: compat(custom((v) => v), 'Petrel keeps its state in general.data_dir (or PostgreSQL), not in Mnesia or CETS'),
   instrumentation: section(
     {
       // Honoured: the metrics are served by a [[listen.http]] mongoose_prometheus_handler.
@@ -151,12 +153,12 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
   const ctx: ValidateCtx = { configDir, warnings: [], ignored, missing };
 
   for (const name of Object.keys(opts.sections)) {
-    if (Object.hasOwn(coreSections, name) || name === 'modules') {
+    if (Object.hasOwn(coreSections, name) || name === 'modules' || name === 'cluster') {
       throw new Error(`config: section "${name}" is defined by the core and cannot be replaced`);
     }
   }
   const problems = new ErrorCollector();
-  const known = new Set<string>([...Object.keys(coreSections), 'modules', 'outgoing_pools', ...Object.keys(MONGOOSEIM_SECTIONS), ...Object.keys(opts.sections)]);
+  const known = new Set<string>([...Object.keys(coreSections), 'modules', 'cluster', 'outgoing_pools', ...Object.keys(MONGOOSEIM_SECTIONS), ...Object.keys(opts.sections)]);
   for (const key of Object.keys(raw)) {
     if (known.has(key)) continue;
     const why = Object.hasOwn(MONGOOSEIM_ONLY_SECTIONS, key) ? `${MONGOOSEIM_ONLY_SECTIONS[key]}; unknown section` : 'unknown section';
@@ -167,6 +169,7 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
   const listen = problems.run(() => validate(listenSpecWith(opts.listeners?.http), raw.listen, 'listen', ctx));
   const auth = problems.run(() => validate(coreSections.auth, raw.auth, 'auth', ctx));
   const shaper = problems.run(() => validate(coreSections.shaper, raw.shaper, 'shaper', ctx));
+  const cluster = problems.run(() => validate(clusterSpec, raw.cluster ?? {}, 'cluster', ctx));
   const mim: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(MONGOOSEIM_SECTIONS)) {
     if (raw[name] !== undefined && spec.compat !== undefined) ignored.push({ path: name, reason: spec.compat });
@@ -221,6 +224,8 @@ function validateParts(raw: Record<string, unknown>, configPath: string, opts: L
     missing,
     acl: mim.acl as PetrelConfig['acl'],
     access: access as PetrelConfig['access'],
+    internal_databases: (mim.internal_databases ?? {}) as PetrelConfig['internal_databases'],
+    cluster: cluster as PetrelConfig['cluster'],
   };
   return { configPath, configDir, config: deepFreeze(config), modules: config.modules, outgoing_pools: config.outgoing_pools, errors: [] };
 }

@@ -105,6 +105,28 @@ export interface GeneralConfig {
   refuse_mixed_script_localparts: boolean;
   /** How log lines are written; absent: "text" on a terminal, "json" otherwise. */
   log_format?: 'json' | 'text';
+  /** MongooseIM's: "mnesia", the local session table (default); "cets", the table shared by the cluster's nodes. */
+  sm_backend: 'mnesia' | 'cets';
+}
+
+/** [internal_databases]: MongooseIM's; "cets" is how the cluster's nodes find each other. */
+export interface InternalDatabasesConfig {
+  mnesia?: Record<string, never>;
+  cets?: { backend: 'rdbms'; cluster_name: string };
+}
+
+/** [cluster]: Petrel's own; read when general.sm_backend = "cets". */
+export interface ClusterConfig {
+  /** NATS URLs, comma-separated. */
+  bus?: string;
+  node_name?: string;
+  advertised_address?: string;
+  /** ms between heartbeats. */
+  heartbeat_interval: number;
+  /** ms after which a node without a heartbeat is dead. */
+  heartbeat_timeout: number;
+  /** ms a cross-node delivery waits for its acknowledgement. */
+  request_timeout: number;
 }
 
 export interface ShaperConfig {
@@ -139,4 +161,8 @@ export interface PetrelConfig {
   acl: Record<string, AclPattern[]>;
   /** [access]: access rules by name. */
   access: Record<string, AccessClause[]>;
+  /** [internal_databases] (absent when the loader was given no spec for it). */
+  internal_databases?: InternalDatabasesConfig;
+  /** [cluster] (absent when the loader was given no spec for it). */
+  cluster?: ClusterConfig;
 }

@@ -14,15 +14,15 @@ export function sessionMetrics(registry: Registry, sm: SessionManager, hosts: re
     registers: [registry],
     collect() {
       const by = new Map<string, number>(hosts.map((h) => [h, 0]));
-      for (const s of sm.all()) by.set(s.jid.domain, (by.get(s.jid.domain) ?? 0) + 1);
+      for (const s of sm.all()) if (s.clusterNode === undefined) by.set(s.jid.domain, (by.get(s.jid.domain) ?? 0) + 1);
       for (const [h, n] of by) this.set({ host_type: h }, n);
     },
   });
   const total = (name: string, help: string, value: () => number) =>
     new Gauge({ name, help, registers: [registry], collect() { this.set(value()); } });
-  // One node: the node's sessions are all of the cluster's.
-  total('sm_node_sessions_count', 'sessions bound to this node', () => sm.count());
-  total('sm_total_sessions_count', 'sessions bound in the cluster (this node)', () => sm.count());
+  // The table holds the other nodes' sessions too in a cluster (general.sm_backend = "cets").
+  total('sm_node_sessions_count', 'sessions bound to this node', () => sm.localCount());
+  total('sm_total_sessions_count', 'sessions bound in the cluster', () => sm.count());
   total('sm_unique_sessions_count', 'users with at least one bound session', () => sm.users());
   // sm_session_logins and sm_session_logouts are counted by the sessions themselves (src/c2s/metrics.ts).
 }

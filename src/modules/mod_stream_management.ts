@@ -20,7 +20,7 @@ import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
 import { NS_SM } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
 import { tryParseJid } from '../xmpp/jid.ts';
-import type { ModuleDefinition, ModuleInstance, RouterApi } from './types.ts';
+import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi } from './types.ts';
 import type { Logger } from 'pino';
 
 export interface StaleHOpts {
@@ -97,6 +97,8 @@ interface SmState {
   /** ms the session is kept without a connection. */
   resumeMs: number;
   timer: NodeJS.Timeout | null;
+  /** An <a/> waiting for cross-node deliveries (a cluster), or null. */
+  answering: Promise<void> | null;
 }
 
 function isStanza(el: Element): boolean {
@@ -130,7 +132,11 @@ export class StreamManagement {
   #stale = new Map<string, [number, number]>();
   #sweep: NodeJS.Timeout | null = null;
 
-  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger) {
+  /** Cross-node deliveries (a cluster): an <a/> counts a stanza once it reached its recipient's node. */
+  #sessions: SessionsApi | undefined;
+
+  constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi) {
+    this.#sessions = sessions;
     this.#opts = opts;
     this.#hooks = hooks;
     this.#router = router;
@@ -187,7 +193,24 @@ export class StreamManagement {
       case 'r': {
         const st = this.#states.get(stream);
         if (st === undefined) stream.writeNonza(failed('unexpected-request'));
-        else stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(st.inH) }));
+        else {
+          // In a cluster, a stanza handed to another node counts once that
+          // node acknowledged it (or it was routed again, offline storage
+          // included): the answer waits for those in flight, bounded by
+          // cluster.request_timeout. On one node nothing is ever in flight.
+          const h = st.inH;
+          const answer = () => stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(h) }));
+          const wait = stream.state === 'bound' ? this.#sessions?.settled?.(stream.jid.full) : undefined;
+          if (wait === undefined && st.answering === null) answer();
+          else {
+            // Answers leave in the order of the requests, so h never goes back.
+            const next = Promise.all([st.answering, wait]).then(answer);
+            st.answering = next;
+            void next.then(() => {
+              if (st.answering === next) st.answering = null;
+            });
+          }
+        }
         break;
       }
       case 'a':
@@ -213,7 +236,7 @@ export class StreamManagement {
     // §3: the client's preferred maximum, when lower, is honoured.
     const max = parseH(el.attrs.max);
     if (max !== null && max > 0) resumeMs = Math.min(resumeMs, max * 1000);
-    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null };
+    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null, answering: null };
     const reply = new Element('enabled', { xmlns: NS_SM });
     if (resume) {
       st.id = randomBytes(18).toString('base64url');
@@ -400,7 +423,7 @@ export const definition: ModuleDefinition<StreamManagementOpts> = {
   name: 'mod_stream_management',
   configSpec: spec,
   create(ctx, opts): ModuleInstance {
-    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger);
+    const sm = new StreamManagement(opts, ctx.router, ctx.hooks, ctx.logger, ctx.sessions);
     return {
       hooks: () => sm.hooks(),
       start: () => sm.start(),

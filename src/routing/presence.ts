@@ -112,6 +112,7 @@ export class Presence implements PresenceHandler {
       session.available = false;
       session.presence = null;
     }
+    this.#sm.changed(session);
     // The roster is bounded (mod_roster's max_items), and routed in chunks.
     const roster = await this.#roster.getRoster(me.local, me.domain);
     let routed = 0;

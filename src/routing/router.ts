@@ -109,6 +109,11 @@ export class Router implements RouterApi {
 
   /** Delivers to one session after the filter_local_packet hook; false when a handler dropped it. */
   deliver(session: SessionView, from: JID, packet: Element, acc: Acc): boolean {
+    // Another node's session: its node runs the hook when it delivers.
+    if (session.clusterNode !== undefined) {
+      session.send(packet);
+      return true;
+    }
     if (!this.#hooks.run('filter_local_packet', session.jid.domain, { acc, from, to: session.jid, packet })) return false;
     session.send(packet);
     return true;

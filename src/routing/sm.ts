@@ -8,10 +8,25 @@ export interface ManagedSession extends SessionView {
   kick(condition: string, text?: string): void;
 }
 
+/**
+ * Told of the changes of this node's own sessions (never of remote ones):
+ * the cluster replicates them. Null on a single node, so that nothing is
+ * done for it on any path.
+ */
+export interface SessionObserver {
+  bound(s: ManagedSession): void;
+  /** Presence, priority, availability or roster interest changed. */
+  changed(s: ManagedSession): void;
+  ended(s: ManagedSession): void;
+}
+
 export class SessionManager implements SessionsApi {
   #byFull = new Map<string, ManagedSession>();
   #byBare = new Map<string, ManagedSession[]>();
   #maxPerUser: (jid: JID) => number;
+  observer: SessionObserver | null = null;
+  /** Cross-node deliveries not yet acknowledged, by the full JID of their sender. */
+  #inFlight: Map<string, Set<Promise<void>>> | null = null;
 
   /** `maxPerUser`: bound sessions an account may have (0 = no limit), a number or one per account. */
   constructor(maxPerUser: number | ((jid: JID) => number) = 10) {
@@ -21,7 +36,9 @@ export class SessionManager implements SessionsApi {
   /**
    * Adds a bound session. A session already bound to the same full JID is
    * replaced (RFC 6120 §7.7.2.2, "conflict"); past the per-user limit the
-   * oldest session is replaced.
+   * oldest session is replaced. Across the cluster, the sessions of other
+   * nodes count too and the oldest is replaced wherever it is (its proxy's
+   * kick asks its node).
    */
   register(s: ManagedSession): void {
     const old = this.#byFull.get(s.jid.full);
@@ -44,6 +61,55 @@ export class SessionManager implements SessionsApi {
     }
     list.push(s);
     this.#byFull.set(s.jid.full, s);
+    if (this.observer !== null && s.clusterNode === undefined) this.observer.bound(s);
+  }
+
+  /**
+   * Adds (or updates) the proxy of another node's session. The limits are
+   * its node's to enforce; a local session with the same full JID is older
+   * than the remote one's bind, which replaced it (RFC 6120 §7.7.2.2).
+   */
+  addRemote(s: ManagedSession): void {
+    const old = this.#byFull.get(s.jid.full);
+    if (old === s) return;
+    if (old !== undefined) {
+      this.unregister(old);
+      if (old.clusterNode === undefined) old.kick('conflict', 'replaced by a new session with the same resource');
+    }
+    let list = this.#byBare.get(s.jid.bare);
+    if (list === undefined) {
+      list = [];
+      this.#byBare.set(s.jid.bare, list);
+    }
+    list.push(s);
+    this.#byFull.set(s.jid.full, s);
+  }
+
+  /** A session's presence, priority or roster interest changed (the cluster tells the other nodes). */
+  changed(s: ManagedSession): void {
+    if (this.observer !== null && s.clusterNode === undefined) this.observer.changed(s);
+  }
+
+  /** Keeps `p`, a cross-node delivery of a stanza from `from`, until it settles. */
+  track(from: string, p: Promise<void>): void {
+    const m = (this.#inFlight ??= new Map());
+    let set = m.get(from);
+    if (set === undefined) {
+      set = new Set();
+      m.set(from, set);
+    }
+    set.add(p);
+    const s = set;
+    void p.finally(() => {
+      s.delete(p);
+      if (s.size === 0 && m.get(from) === s) m.delete(from);
+    });
+  }
+
+  settled(full: string): Promise<void> | undefined {
+    const set = this.#inFlight?.get(full);
+    if (set === undefined || set.size === 0) return undefined;
+    return Promise.allSettled([...set]).then(() => {});
   }
 
   /**
@@ -71,6 +137,7 @@ export class SessionManager implements SessionsApi {
       if (i >= 0) list.splice(i, 1);
       if (list.length === 0) this.#byBare.delete(s.jid.bare);
     }
+    if (this.observer !== null && s.clusterNode === undefined) this.observer.ended(s);
     return true;
   }
 
@@ -84,6 +151,14 @@ export class SessionManager implements SessionsApi {
 
   count(): number {
     return this.#byFull.size;
+  }
+
+  /** This node's own sessions (count() less the other nodes' in a cluster). */
+  localCount(): number {
+    if (this.observer === null) return this.#byFull.size;
+    let n = 0;
+    for (const s of this.#byFull.values()) if (s.clusterNode === undefined) n++;
+    return n;
   }
 
   /** Accounts with at least one bound session. */

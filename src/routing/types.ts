@@ -25,6 +25,12 @@ export type ServiceHandler = (from: JID, to: JID, packet: Element, acc: Acc) => 
 /** A session as other parts of the server see it. */
 export interface SessionView {
   jid: JID;
+  /**
+   * The node of a session of another node of the cluster (a RemoteSession
+   * proxy; undefined for this node's own): `send` asks that node to
+   * deliver, which runs its hooks.
+   */
+  readonly clusterNode?: string;
   priority: number;
   /** Has sent initial presence and not gone unavailable. */
   available: boolean;
@@ -53,6 +59,12 @@ export interface SessionsApi {
   byBare(bare: string): SessionView[];
   byFull(full: string): SessionView | undefined;
   count(): number;
+  /**
+   * Settles once the cross-node deliveries of stanzas from `full` started so
+   * far are acknowledged (or routed again); undefined when none waits.
+   * XEP-0198: the handled count waits for it.
+   */
+  settled?(full: string): Promise<void> | undefined;
 }
 
 export interface IqRequest {

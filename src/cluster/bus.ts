@@ -1,0 +1,110 @@
+// The NATS bus between the cluster's nodes ([cluster] bus). Subjects:
+// petrel.<cluster>.node.<node>.<verb> for requests to one node (deliver,
+// kick, snapshot) and petrel.<cluster>.sessions for the session events every
+// node follows. Payloads are JSON. NATS keeps the order of one publisher's
+// messages, which the session events rely on.
+import { connect, type Msg, type NatsConnection, type Subscription } from 'nats';
+import type { Logger } from 'pino';
+
+export type BusReply = { ok: true; [k: string]: unknown } | { ok: false; [k: string]: unknown };
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A request that got no acknowledgement: nobody listens on the subject, or it timed out. */
+export class BusUnreachable extends Error {
+  readonly code: 'no_responders' | 'timeout' | 'closed';
+  constructor(code: 'no_responders' | 'timeout' | 'closed', message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class Bus {
+  readonly cluster: string;
+  readonly node: string;
+  #nc: NatsConnection;
+  #subs: Subscription[] = [];
+
+  private constructor(nc: NatsConnection, cluster: string, node: string) {
+    this.#nc = nc;
+    this.cluster = cluster;
+    this.node = node;
+  }
+
+  static async open(url: string, cluster: string, node: string, logger: Logger): Promise<Bus> {
+    const nc = await connect({
+      servers: url.split(','),
+      name: `petrel ${cluster}/${node}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    });
+    const bus = new Bus(nc, cluster, node);
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'disconnect') logger.warn({ what: 'cluster_bus_disconnected', server: String(s.data) }, 'the cluster bus (NATS) connection was lost; reconnecting');
+        else if (s.type === 'reconnect') logger.info({ what: 'cluster_bus_reconnected', server: String(s.data) }, 'the cluster bus (NATS) is connected again');
+      }
+    })().catch(() => {});
+    return bus;
+  }
+
+  nodeSubject(node: string, verb: string): string {
+    return `petrel.${this.cluster}.node.${node}.${verb}`;
+  }
+
+  get sessionsSubject(): string {
+    return `petrel.${this.cluster}.sessions`;
+  }
+
+  publish(subject: string, data: unknown): void {
+    this.#nc.publish(subject, enc.encode(JSON.stringify(data)));
+  }
+
+  /** Resolves with the reply; rejects with BusUnreachable when there is none in `timeoutMs`. */
+  async request(subject: string, data: unknown, timeoutMs: number): Promise<BusReply> {
+    let m: Msg;
+    try {
+      m = await this.#nc.request(subject, enc.encode(JSON.stringify(data)), { timeout: timeoutMs });
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '503') throw new BusUnreachable('no_responders', `nobody answers on ${subject}`);
+      if (code === 'TIMEOUT') throw new BusUnreachable('timeout', `no answer on ${subject} within ${timeoutMs} ms`);
+      throw new BusUnreachable('closed', `the request on ${subject} failed: ${(err as Error).message}`);
+    }
+    return JSON.parse(dec.decode(m.data)) as BusReply;
+  }
+
+  /**
+   * Calls `handle` for each message of `subject`, in order; a request
+   * (a message with a reply subject) is answered with what it returns.
+   */
+  subscribe(subject: string, handle: (data: any) => unknown, onError: (err: unknown) => void): void {
+    const sub = this.#nc.subscribe(subject, {
+      callback: (err, m) => {
+        if (err !== null) {
+          onError(err);
+          return;
+        }
+        let reply: unknown;
+        try {
+          reply = handle(JSON.parse(dec.decode(m.data)));
+        } catch (e) {
+          onError(e);
+          reply = { ok: false, error: String(e) };
+        }
+        if (m.reply !== undefined && m.reply !== '') m.respond(enc.encode(JSON.stringify(reply ?? { ok: true })));
+      },
+    });
+    this.#subs.push(sub);
+  }
+
+  /** Lets what was published go out, then closes. */
+  async close(): Promise<void> {
+    try {
+      await this.#nc.drain();
+    } catch {
+      await this.#nc.close().catch(() => {});
+    }
+  }
+}

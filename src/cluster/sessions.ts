@@ -1,0 +1,385 @@
+// The replicated session table (general.sm_backend = "cets"). Each node
+// publishes the events of its own sessions (bound, changed, ended) on the
+// bus and keeps a RemoteSession proxy of every other node's session in its
+// SessionManager, so that routing (RFC 6121 priority, bare-JID delivery,
+// max_user_sessions, presence broadcasts and probes, roster pushes) works
+// over the cluster's sessions as it does over one node's. A node learns a
+// peer's sessions from a snapshot it asks for, then from the peer's events;
+// the events carry a sequence number so that those racing the snapshot
+// apply once. A delivery to a proxy is a request to its node, acknowledged
+// once that node has handed the stanza to the session; without an answer
+// (no responders, timeout) the stanza is routed as if the session were
+// gone: another resource, else offline storage.
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Router } from '../routing/router.ts';
+import type { Presence } from '../routing/presence.ts';
+import type { ManagedSession, SessionManager, SessionObserver } from '../routing/sm.ts';
+import { Element, type Node } from '../xmpp/xml.ts';
+import { parseJid, tryParseJid, type JID } from '../xmpp/jid.ts';
+import { BusUnreachable, type Bus } from './bus.ts';
+import type { Discovery } from './discovery.ts';
+
+type ElementJson = { name: string; attrs: Record<string, string>; children: Array<ElementJson | string> };
+
+function toJson(el: Element): ElementJson {
+  return el as unknown as ElementJson;
+}
+
+function fromJson(j: ElementJson | string): Node {
+  if (typeof j === 'string') return j;
+  return new Element(j.name, j.attrs, j.children.map(fromJson));
+}
+
+/** What a node tells of one of its sessions. */
+interface SessionInfo {
+  jid: string;
+  priority: number;
+  available: boolean;
+  interested: boolean;
+  presence: ElementJson | null;
+}
+
+interface SessionEvent {
+  /** Node, incarnation, sequence number. */
+  n: string;
+  i: string;
+  q: number;
+  op: 'bound' | 'changed' | 'ended';
+  s: SessionInfo;
+}
+
+interface NodeDown {
+  n: string;
+  i: string;
+  op: 'node_down';
+}
+
+interface Snapshot {
+  i: string;
+  q: number;
+  sessions: SessionInfo[];
+}
+
+/** Another node's session, as routing sees it. */
+export class RemoteSession implements ManagedSession {
+  readonly clusterNode: string;
+  readonly incarnation: string;
+  jid: JID;
+  priority = 0;
+  available = false;
+  interested = false;
+  presence: Element | null = null;
+  /** Asked to end: a late event does not bring it back. */
+  ending = false;
+  #cluster: ClusterSessions;
+
+  constructor(cluster: ClusterSessions, node: string, incarnation: string, jid: JID) {
+    this.#cluster = cluster;
+    this.clusterNode = node;
+    this.incarnation = incarnation;
+    this.jid = jid;
+  }
+
+  update(s: SessionInfo): void {
+    this.priority = s.priority;
+    this.available = s.available;
+    this.interested = s.interested;
+    this.presence = s.presence === null ? null : (fromJson(s.presence) as Element);
+  }
+
+  send(el: Element): void {
+    this.#cluster.deliverRemote(this, el);
+  }
+
+  kick(condition: string, text?: string): void {
+    this.ending = true;
+    this.#cluster.kickRemote(this, condition, text, false);
+  }
+
+  disconnect(reason: string): void {
+    this.ending = true;
+    this.#cluster.kickRemote(this, 'connection-timeout', reason, true);
+  }
+}
+
+interface PeerState {
+  node: string;
+  incarnation: string;
+  synced: boolean;
+  /** Events that came before the snapshot. */
+  early: SessionEvent[];
+  sessions: Map<string, RemoteSession>;
+}
+
+export interface ClusterMetrics {
+  remoteDeliveries: Counter;
+  remoteDeliveryFailures: Counter;
+}
+
+/** The cluster's metrics (docs/metrics.md), registered on every node so that they exist from the start. */
+export function clusterMetrics(registry: Registry, liveNodes: () => number): ClusterMetrics {
+  new Gauge({ name: 'petrel_cluster_nodes', help: 'live nodes of the cluster this node sees, itself included (1 without a cluster)', registers: [registry], collect() { this.set(liveNodes()); } });
+  return {
+    remoteDeliveries: new Counter({ name: 'petrel_cluster_remote_deliveries_total', help: 'stanzas handed to another node for one of its sessions', registers: [registry] }),
+    remoteDeliveryFailures: new Counter({
+      name: 'petrel_cluster_remote_delivery_failures_total',
+      help: 'deliveries to another node not acknowledged (no responders, timeout, session gone): routed again',
+      registers: [registry],
+    }),
+  };
+}
+
+export interface ClusterSessionsOptions {
+  bus: Bus;
+  discovery: Discovery;
+  sm: SessionManager;
+  router: Router;
+  presence: Presence;
+  logger: Logger;
+  metrics: ClusterMetrics;
+  incarnation: string;
+  requestTimeout: number;
+  heartbeatInterval: number;
+}
+
+export class ClusterSessions implements SessionObserver {
+  #o: ClusterSessionsOptions;
+  #bus: Bus;
+  #sm: SessionManager;
+  #logger: Logger;
+  #seq = 0;
+  /** Peers by `${node}/${incarnation}`. */
+  #peers = new Map<string, PeerState>();
+  #timer: NodeJS.Timeout | null = null;
+  #beating: Promise<void> | null = null;
+  #stopped = false;
+  /** Live nodes seen at the last heartbeat, this one included. */
+  liveNodes = 1;
+
+  constructor(o: ClusterSessionsOptions) {
+    this.#o = o;
+    this.#bus = o.bus;
+    this.#sm = o.sm;
+    this.#logger = o.logger;
+  }
+
+  get node(): string {
+    return this.#bus.node;
+  }
+
+  /** Joins: the node's row, the subscriptions, the peers' snapshots; then the heartbeat. */
+  async start(): Promise<void> {
+    const bus = this.#bus;
+    const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
+    bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), () => this.#snapshot(), onError);
+    await this.#o.discovery.join();
+    this.#sm.observer = this;
+    await this.#beat();
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#beating = this.#beat().finally(() => {
+        this.#beating = null;
+        if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.heartbeatInterval);
+      });
+    };
+    this.#timer = setTimeout(tick, this.#o.heartbeatInterval);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    await this.#beating;
+    this.#sm.observer = null;
+    await this.#o.discovery.leave().catch((err: unknown) => this.#logger.warn({ what: 'cluster_leave_failed', err: String(err) }, 'could not remove this node from the node table'));
+  }
+
+  // --- the heartbeat -------------------------------------------------------
+
+  async #beat(): Promise<void> {
+    let r: Awaited<ReturnType<Discovery['beat']>>;
+    try {
+      r = await this.#o.discovery.beat();
+    } catch (err) {
+      this.#logger.error({ what: 'cluster_heartbeat_failed', err: String(err) }, 'the heartbeat could not be written to PostgreSQL');
+      return;
+    }
+    if (r.rejoined) this.#logger.warn({ what: 'cluster_node_rejoined', node: this.node }, 'this node had been taken for dead; it is back in the node table');
+    // Dead nodes whose row this node deleted: their cleanup is this node's.
+    for (const d of r.won) this.#nodeDown(d.node_name, d.incarnation, true);
+    const live = new Set<string>();
+    for (const row of r.live) {
+      const key = `${row.node_name}/${row.incarnation}`;
+      live.add(key);
+      if (row.node_name === this.node && row.incarnation === this.#o.incarnation) continue;
+      if (!this.#peers.has(key)) this.#peer(row.node_name, row.incarnation);
+    }
+    // Rows gone without this node winning them: another node cleaned up.
+    for (const [key, p] of this.#peers) {
+      if (!live.has(key)) this.#nodeDown(p.node, p.incarnation, false);
+    }
+    this.liveNodes = r.live.length;
+  }
+
+  /** A peer seen for the first time: its sessions come with its snapshot. */
+  #peer(node: string, incarnation: string): PeerState {
+    const key = `${node}/${incarnation}`;
+    const p: PeerState = { node, incarnation, synced: false, early: [], sessions: new Map() };
+    this.#peers.set(key, p);
+    this.#logger.info({ what: 'cluster_node_joined', node, incarnation }, 'a cluster node is seen');
+    this.#bus.request(this.#bus.nodeSubject(node, 'snapshot'), {}, this.#o.requestTimeout).then(
+      (reply) => {
+        if (this.#peers.get(key) !== p) return;
+        const snap = reply as unknown as Snapshot & { ok: boolean };
+        if (snap.i !== incarnation) {
+          // Its node answers as another incarnation: this one is gone (its row times out).
+          return;
+        }
+        for (const s of snap.sessions) this.#apply(p, 'bound', s);
+        for (const e of p.early) if (e.q > snap.q) this.#apply(p, e.op, e.s);
+        p.early = [];
+        p.synced = true;
+      },
+      (err: unknown) => {
+        // Asked again at the next heartbeat.
+        if (this.#peers.get(key) === p && !p.synced) this.#peers.delete(key);
+        this.#logger.warn({ what: 'cluster_snapshot_failed', node, err: String(err) }, 'a node did not send its sessions');
+      },
+    );
+    return p;
+  }
+
+  /**
+   * A node is dead (or gone from the table): its sessions leave every
+   * table. `cleanup`: this node deleted its row, so it alone tells the
+   * users' contacts that they are unavailable (RFC 6121 §4.5.2), once.
+   */
+  #nodeDown(node: string, incarnation: string, cleanup: boolean): void {
+    const key = `${node}/${incarnation}`;
+    const p = this.#peers.get(key);
+    this.#peers.delete(key);
+    const sessions = p === undefined ? [] : [...p.sessions.values()];
+    for (const s of sessions) this.#sm.unregister(s);
+    if (!cleanup) return;
+    this.#logger.warn({ what: 'cluster_node_down', node, incarnation, sessions: sessions.length }, 'a cluster node stopped its heartbeat; its sessions are removed');
+    this.#bus.publish(this.#bus.sessionsSubject, { op: 'node_down', n: node, i: incarnation } satisfies NodeDown);
+    for (const s of sessions) this.#o.presence.sessionClosed(s);
+  }
+
+  // --- this node's sessions, told to the others ---------------------------
+
+  #info(s: ManagedSession): SessionInfo {
+    const v = s as ManagedSession & { interested?: boolean };
+    return { jid: s.jid.full, priority: s.priority, available: s.available, interested: v.interested === true, presence: s.presence === null ? null : toJson(s.presence) };
+  }
+
+  #publish(op: SessionEvent['op'], s: ManagedSession): void {
+    const e: SessionEvent = { n: this.node, i: this.#o.incarnation, q: ++this.#seq, op, s: this.#info(s) };
+    this.#bus.publish(this.#bus.sessionsSubject, e);
+  }
+
+  bound(s: ManagedSession): void {
+    this.#publish('bound', s);
+  }
+
+  changed(s: ManagedSession): void {
+    this.#publish('changed', s);
+  }
+
+  ended(s: ManagedSession): void {
+    this.#publish('ended', s);
+  }
+
+  #snapshot(): Snapshot & { ok: true } {
+    const sessions: SessionInfo[] = [];
+    for (const s of this.#sm.all()) if (s.clusterNode === undefined) sessions.push(this.#info(s));
+    return { ok: true, i: this.#o.incarnation, q: this.#seq, sessions };
+  }
+
+  // --- the others' sessions -------------------------------------------------
+
+  #onEvent(m: SessionEvent | NodeDown): void {
+    if (m.n === this.node && m.i === this.#o.incarnation) return;
+    if (m.op === 'node_down') {
+      this.#nodeDown(m.n, m.i, false);
+      return;
+    }
+    const key = `${m.n}/${m.i}`;
+    const p = this.#peers.get(key) ?? this.#peer(m.n, m.i);
+    if (!p.synced) {
+      p.early.push(m);
+      return;
+    }
+    this.#apply(p, m.op, m.s);
+  }
+
+  #apply(p: PeerState, op: SessionEvent['op'], info: SessionInfo): void {
+    let rs = p.sessions.get(info.jid);
+    if (op === 'ended') {
+      if (rs === undefined) return;
+      p.sessions.delete(info.jid);
+      this.#sm.unregister(rs);
+      return;
+    }
+    if (rs === undefined) {
+      const jid = tryParseJid(info.jid);
+      if (jid === null) return;
+      rs = new RemoteSession(this, p.node, p.incarnation, jid);
+      p.sessions.set(info.jid, rs);
+    }
+    rs.update(info);
+    // Back in the table after a failed delivery, unless it was asked to end.
+    if (!rs.ending && this.#sm.byFull(info.jid) !== rs) this.#sm.addRemote(rs);
+  }
+
+  // --- deliveries ------------------------------------------------------------
+
+  /** Asks the session's node to deliver; without an acknowledgement the stanza is routed again. */
+  deliverRemote(rs: RemoteSession, el: Element): void {
+    this.#o.metrics.remoteDeliveries.inc();
+    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el) }, this.#o.requestTimeout).then(
+      (reply) => {
+        if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
+      },
+      (err: unknown) => this.#undelivered(rs, el, err instanceof BusUnreachable ? err.code : String(err)),
+    );
+    const from = el.attrs.from;
+    if (from !== undefined) this.#sm.track(from, sent);
+  }
+
+  #undelivered(rs: RemoteSession, el: Element, reason: string): void {
+    this.#o.metrics.remoteDeliveryFailures.inc();
+    this.#logger.info({ what: 'cluster_delivery_failed', node: rs.clusterNode, jid: rs.jid.full, name: el.name, reason }, 'a cross-node delivery was not acknowledged; routed again');
+    this.#sm.unregister(rs);
+    const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(rs.jid.domain);
+    const to = tryParseJid(el.attrs.to ?? '') ?? rs.jid;
+    // As if the session were gone (RFC 6121 §8.5.3.2.1): another resource, else offline storage.
+    this.#o.router.route(from, to, el);
+  }
+
+  #onDeliver(m: { to: string; el: ElementJson }): { ok: boolean } {
+    const s = this.#sm.byFull(m.to);
+    if (s === undefined || s.clusterNode !== undefined) return { ok: false };
+    const el = fromJson(m.el) as Element;
+    const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
+    this.#o.router.deliver(s, from, el, this.#o.router.newAcc(from, s.jid, el));
+    return { ok: true };
+  }
+
+  kickRemote(rs: RemoteSession, condition: string, text: string | undefined, disconnect: boolean): void {
+    this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'kick'), { to: rs.jid.full, condition, text, disconnect }, this.#o.requestTimeout).catch((err: unknown) =>
+      this.#logger.warn({ what: 'cluster_kick_failed', node: rs.clusterNode, jid: rs.jid.full, err: String(err) }, 'could not end a session on another node'),
+    );
+  }
+
+  #onKick(m: { to: string; condition: string; text?: string; disconnect?: boolean }): { ok: boolean } {
+    const s = this.#sm.byFull(m.to);
+    if (s === undefined || s.clusterNode !== undefined) return { ok: false };
+    if (m.disconnect === true) s.disconnect(m.text ?? 'asked by another node');
+    else s.kick(m.condition, m.text);
+    return { ok: true };
+  }
+}
