@@ -3,6 +3,7 @@
 // outbox), each process with its own directory, listener and data
 // directory. Accounts registered through one node exist on all of them.
 import { readFile, writeFile } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
 import { preparePetrel, type Petrel, type PetrelOptions } from './server.ts';
 import type { TestDatabase } from '../postgres/db.ts';
 
@@ -13,14 +14,50 @@ export interface NodeSetOptions {
   /** More TOML for node i (0-based), appended after the rdbms pool. */
   extraToml?: (i: number) => string;
   hosts?: PetrelOptions['hosts'];
+  /** Makes the nodes one cluster (general.sm_backend = "cets", discovery in the same database, NATS at `bus`). */
+  cluster?: ClusterOptions;
+}
+
+export interface ClusterOptions {
+  /** internal_databases.cets.cluster_name: unique per test file, so that parallel tests never meet. */
+  name: string;
+  bus?: string;
+  heartbeat_interval?: number;
+  heartbeat_timeout?: number;
+  request_timeout?: number;
+}
+
+export const NATS_URL = 'nats://127.0.0.1:4222';
+export const NATS_UNREACHABLE = 'NATS is not reachable at 127.0.0.1:4222';
+
+/** False unless something accepts a TCP connection on NATS's port within 2 s. */
+export function natsReachable(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect({ host: '127.0.0.1', port: 4222 });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(2000, () => done(false));
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/** The TOML that makes node i a member of the cluster. */
+export function clusterToml(i: number, c: ClusterOptions): string {
+  let t = `[internal_databases.cets]\n  backend = "rdbms"\n  cluster_name = "${c.name}"\n\n[cluster]\n  bus = "${c.bus ?? NATS_URL}"\n  node_name = "node${i}"\n`;
+  for (const k of ['heartbeat_interval', 'heartbeat_timeout', 'request_timeout'] as const) if (c[k] !== undefined) t += `  ${k} = ${c[k]}\n`;
+  return t;
 }
 
 /** Points the harness's embedded-store sections at PostgreSQL. */
-async function useRdbms(p: Petrel): Promise<void> {
-  const toml = (await readFile(p.configPath, 'utf8'))
+async function useRdbms(p: Petrel, cets: boolean): Promise<void> {
+  let toml = (await readFile(p.configPath, 'utf8'))
     .replace('[auth.internal]', '[auth.rdbms]')
     .replace('[modules.mod_roster]\n', '[modules.mod_roster]\n  backend = "rdbms"\n')
     .replace('[modules.mod_offline]\n', '[modules.mod_offline]\n  backend = "rdbms"\n');
+  if (cets) toml = toml.replace('  data_dir = "data"\n', '  data_dir = "data"\n  sm_backend = "cets"\n');
   await writeFile(p.configPath, toml);
 }
 
@@ -28,8 +65,9 @@ async function useRdbms(p: Petrel): Promise<void> {
 export async function prepareNodes(o: NodeSetOptions): Promise<Petrel[]> {
   const nodes: Petrel[] = [];
   for (let i = 0; i < o.n; i++) {
-    const p = await preparePetrel({ hosts: o.hosts, extraToml: `${o.db.toml}\n${o.extraToml?.(i) ?? ''}` });
-    await useRdbms(p);
+    const cluster = o.cluster === undefined ? '' : clusterToml(i, o.cluster);
+    const p = await preparePetrel({ hosts: o.hosts, extraToml: `${o.db.toml}\n${cluster}\n${o.extraToml?.(i) ?? ''}` });
+    await useRdbms(p, o.cluster !== undefined);
     nodes.push(p);
   }
   return nodes;
