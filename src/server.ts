@@ -188,7 +188,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
   try {
     if (config.general.sm_backend === 'cets') {
       // Before any module or listener: the other nodes' sessions are in the table from the first login on.
-      cluster = await startCluster(config, { sm, router, presence, logger, metrics: clusterCounters });
+      cluster = await startCluster(config, { sm, router, presence, hooks, logger, metrics: clusterCounters });
       const running = cluster;
       closers.push(() => running.stop());
     }

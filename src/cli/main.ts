@@ -17,6 +17,7 @@ import { formatMetricsTable } from '../metrics/snapshot.ts';
 import { notifyServer } from '../control.ts';
 import { DELIVERIES_USAGE, DeliveriesUsageError, runDeliveries } from './deliveries.ts';
 import { PETREL_VERSION } from '../version.ts';
+import { ClusterUsageError, clusterTable } from './cluster.ts';
 import { SELF_SIGNED_CERTFILE, SELF_SIGNED_KEYFILE } from '../config/core-spec.ts';
 import { readCertificateInfo, writeSelfSigned, type CertificateInfo } from '../c2s/self-signed.ts';
 import { ensurePrivateDir } from '../storage/data-dir.ts';
@@ -34,6 +35,7 @@ const USAGE = `usage:
   petrel cert generate [-c FILE]                  make a new self-signed certificate for the hosts
   petrel cert show [-c FILE]                      the self-signed certificate's files and SHA-256 fingerprint
   petrel metrics [-c FILE]                        the event pusher's metrics from the running server
+  petrel cluster [-c FILE]                        the cluster's nodes (name, address, last heartbeat, live/dead)
   petrel --version                                the version of this installation
 ${DELIVERIES_USAGE}
 Without -c, the shipped default configuration (config/petrel.toml) is used.`;
@@ -235,6 +237,17 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(formatMetricsTable(await fetchMetricsSnapshot(config)) + '\n');
       } catch (err) {
         if (err instanceof MetricsUnavailableError) fail(err.message);
+        throw err;
+      }
+      return;
+    }
+    case 'cluster': {
+      const { config: file } = parse(rest, 0, '');
+      const config = loadConfig(file);
+      try {
+        process.stdout.write((await clusterTable(config)) + '\n');
+      } catch (err) {
+        if (err instanceof ClusterUsageError) fail(err.message);
         throw err;
       }
       return;

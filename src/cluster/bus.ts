@@ -25,6 +25,8 @@ export class Bus {
   readonly node: string;
   #nc: NatsConnection;
   #subs: Subscription[] = [];
+  /** Called once the connection is back after a loss. */
+  onReconnect: (() => void) | null = null;
 
   private constructor(nc: NatsConnection, cluster: string, node: string) {
     this.#nc = nc;
@@ -43,7 +45,10 @@ export class Bus {
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') logger.warn({ what: 'cluster_bus_disconnected', server: String(s.data) }, 'the cluster bus (NATS) connection was lost; reconnecting');
-        else if (s.type === 'reconnect') logger.info({ what: 'cluster_bus_reconnected', server: String(s.data) }, 'the cluster bus (NATS) is connected again');
+        else if (s.type === 'reconnect') {
+          logger.info({ what: 'cluster_bus_reconnected', server: String(s.data) }, 'the cluster bus (NATS) is connected again');
+          bus.onReconnect?.();
+        }
       }
     })().catch(() => {});
     return bus;

@@ -12,6 +12,7 @@
 // gone: another resource, else offline storage.
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Hooks } from '../hooks/hooks.ts';
 import type { Router } from '../routing/router.ts';
 import type { Presence } from '../routing/presence.ts';
 import type { ManagedSession, SessionManager, SessionObserver } from '../routing/sm.ts';
@@ -29,6 +30,16 @@ function toJson(el: Element): ElementJson {
 function fromJson(j: ElementJson | string): Node {
   if (typeof j === 'string') return j;
   return new Element(j.name, j.attrs, j.children.map(fromJson));
+}
+
+/** FNV-1a, 32 bits: cheap and well spread, enough to pick a room's node. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 /** What a node tells of one of its sessions. */
@@ -136,6 +147,7 @@ export interface ClusterSessionsOptions {
   sm: SessionManager;
   router: Router;
   presence: Presence;
+  hooks: Hooks;
   logger: Logger;
   metrics: ClusterMetrics;
   incarnation: string;
@@ -156,6 +168,8 @@ export class ClusterSessions implements SessionObserver {
   #stopped = false;
   /** Live nodes seen at the last heartbeat, this one included. */
   liveNodes = 1;
+  /** Their names, for the owner of a room (rendezvous hashing). */
+  #liveNames: string[] = [];
 
   constructor(o: ClusterSessionsOptions) {
     this.#o = o;
@@ -176,9 +190,12 @@ export class ClusterSessions implements SessionObserver {
     bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson }) => this.#onDeliver(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), () => this.#snapshot(), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
+    bus.onReconnect = () => this.#resyncAll();
     await this.#o.discovery.join();
     this.#sm.observer = this;
     await this.#beat();
+    this.#o.router.forwardToService = (from, to, packet) => this.#forwardToService(from, to, packet);
     const tick = () => {
       if (this.#stopped) return;
       this.#beating = this.#beat().finally(() => {
@@ -191,6 +208,7 @@ export class ClusterSessions implements SessionObserver {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#o.router.forwardToService = null;
     if (this.#timer !== null) clearTimeout(this.#timer);
     await this.#beating;
     this.#sm.observer = null;
@@ -222,6 +240,7 @@ export class ClusterSessions implements SessionObserver {
       if (!live.has(key)) this.#nodeDown(p.node, p.incarnation, false);
     }
     this.liveNodes = r.live.length;
+    this.#liveNames = [...new Set(r.live.map((row) => row.node_name))];
   }
 
   /** A peer seen for the first time: its sessions come with its snapshot. */
@@ -230,13 +249,39 @@ export class ClusterSessions implements SessionObserver {
     const p: PeerState = { node, incarnation, synced: false, early: [], sessions: new Map() };
     this.#peers.set(key, p);
     this.#logger.info({ what: 'cluster_node_joined', node, incarnation }, 'a cluster node is seen');
-    this.#bus.request(this.#bus.nodeSubject(node, 'snapshot'), {}, this.#o.requestTimeout).then(
+    this.#sync(p);
+    return p;
+  }
+
+  /** The bus was down: events may have been lost, so every peer's sessions are asked for again. */
+  #resyncAll(): void {
+    for (const p of this.#peers.values()) {
+      if (!p.synced) continue;
+      p.synced = false;
+      this.#sync(p);
+    }
+    // And this node's sessions may have been missed by the others: they ask when they see it again.
+    for (const s of this.#sm.all()) if (s.clusterNode === undefined) this.#publish('changed', s);
+  }
+
+  /**
+   * Asks a peer for its sessions: those it no longer has leave the table,
+   * the others are added or updated, then the events that came meanwhile
+   * apply, those newer than the snapshot only.
+   */
+  #sync(p: PeerState): void {
+    const key = `${p.node}/${p.incarnation}`;
+    this.#bus.request(this.#bus.nodeSubject(p.node, 'snapshot'), {}, this.#o.requestTimeout).then(
       (reply) => {
         if (this.#peers.get(key) !== p) return;
         const snap = reply as unknown as Snapshot & { ok: boolean };
-        if (snap.i !== incarnation) {
-          // Its node answers as another incarnation: this one is gone (its row times out).
-          return;
+        // Its node answers as another incarnation: this one is gone (its row times out).
+        if (snap.i !== p.incarnation) return;
+        const now = new Set(snap.sessions.map((s) => s.jid));
+        for (const [full, rs] of p.sessions) {
+          if (now.has(full)) continue;
+          p.sessions.delete(full);
+          this.#remoteEnded(rs, 'gone from its node');
         }
         for (const s of snap.sessions) this.#apply(p, 'bound', s);
         for (const e of p.early) if (e.q > snap.q) this.#apply(p, e.op, e.s);
@@ -245,11 +290,11 @@ export class ClusterSessions implements SessionObserver {
       },
       (err: unknown) => {
         // Asked again at the next heartbeat.
-        if (this.#peers.get(key) === p && !p.synced) this.#peers.delete(key);
-        this.#logger.warn({ what: 'cluster_snapshot_failed', node, err: String(err) }, 'a node did not send its sessions');
+        if (this.#peers.get(key) === p && !p.synced && p.sessions.size === 0) this.#peers.delete(key);
+        else if (this.#peers.get(key) === p && !p.synced) setTimeout(() => this.#peers.get(key) === p && this.#sync(p), this.#o.heartbeatInterval).unref();
+        this.#logger.warn({ what: 'cluster_snapshot_failed', node: p.node, err: String(err) }, 'a node did not send its sessions');
       },
     );
-    return p;
   }
 
   /**
@@ -262,11 +307,12 @@ export class ClusterSessions implements SessionObserver {
     const p = this.#peers.get(key);
     this.#peers.delete(key);
     const sessions = p === undefined ? [] : [...p.sessions.values()];
-    for (const s of sessions) this.#sm.unregister(s);
+    for (const s of sessions) this.#remoteEnded(s, 'its node is dead');
     if (!cleanup) return;
     this.#logger.warn({ what: 'cluster_node_down', node, incarnation, sessions: sessions.length }, 'a cluster node stopped its heartbeat; its sessions are removed');
     this.#bus.publish(this.#bus.sessionsSubject, { op: 'node_down', n: node, i: incarnation } satisfies NodeDown);
-    for (const s of sessions) this.#o.presence.sessionClosed(s);
+    // A user back already with the same resource (on another node, or this node's new incarnation) stays available.
+    for (const s of sessions) if (this.#sm.byFull(s.jid.full) === undefined) this.#o.presence.sessionClosed(s);
   }
 
   // --- this node's sessions, told to the others ---------------------------
@@ -321,7 +367,7 @@ export class ClusterSessions implements SessionObserver {
     if (op === 'ended') {
       if (rs === undefined) return;
       p.sessions.delete(info.jid);
-      this.#sm.unregister(rs);
+      this.#remoteEnded(rs, 'ended on its node');
       return;
     }
     if (rs === undefined) {
@@ -330,9 +376,22 @@ export class ClusterSessions implements SessionObserver {
       rs = new RemoteSession(this, p.node, p.incarnation, jid);
       p.sessions.set(info.jid, rs);
     }
+    const wasAvailable = rs.available;
     rs.update(info);
+    // Gone unavailable and still bound: the rooms served here let go of it, as for a local session.
+    if (wasAvailable && !rs.available) this.#o.hooks.run('unset_presence', rs.jid.domain, { jid: rs.jid, status: '' });
     // Back in the table after a failed delivery, unless it was asked to end.
     if (!rs.ending && this.#sm.byFull(info.jid) !== rs) this.#sm.addRemote(rs);
+  }
+
+  /**
+   * Another node's session left: out of the table, and the modules that
+   * keep something for a full JID here (the rooms this node serves) let go
+   * of it, unless a session with the same full JID took its place.
+   */
+  #remoteEnded(rs: RemoteSession, reason: string): void {
+    this.#sm.unregister(rs);
+    if (this.#sm.byFull(rs.jid.full) === undefined) this.#o.hooks.run('sm_remove_connection', rs.jid.domain, { jid: rs.jid, reason });
   }
 
   // --- deliveries ------------------------------------------------------------
@@ -367,6 +426,51 @@ export class ClusterSessions implements SessionObserver {
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
     this.#o.router.deliver(s, from, el, this.#o.router.newAcc(from, s.jid, el));
     return { ok: true };
+  }
+
+  // --- group chat: one node serves a room -----------------------------------
+
+  /**
+   * The node serving a room: rendezvous (highest random weight) hashing of
+   * the room's bare JID over the live nodes' names, so that every node
+   * picks the same one and a node's death moves only its own rooms.
+   * Stanzas to the service itself (disco) are answered where they arrive.
+   */
+  ownerOf(room: string): string {
+    let best = this.node;
+    let bestScore = -1;
+    for (const n of this.#liveNames.length > 0 ? this.#liveNames : [this.node]) {
+      const score = fnv1a(`${n}\u0000${room}`);
+      if (score > bestScore || (score === bestScore && n < best)) {
+        best = n;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  #forwardToService(from: JID, to: JID, packet: Element): boolean {
+    if (to.local === '') return false;
+    const owner = this.ownerOf(to.bare);
+    if (owner === this.node) return false;
+    this.#bus.request(this.#bus.nodeSubject(owner, 'service'), { from: from.full, to: to.full, el: toJson(packet) }, this.#o.requestTimeout).then(
+      (reply) => {
+        if (!reply.ok) this.#o.router.serveLocally(from, to, packet);
+      },
+      (err: unknown) => {
+        // Its node is gone or slow: served here rather than lost.
+        this.#logger.info({ what: 'cluster_service_forward_failed', node: owner, room: to.bare, err: String(err) }, 'a room\'s node did not take a stanza; served here');
+        this.#o.router.serveLocally(from, to, packet);
+      },
+    );
+    return true;
+  }
+
+  #onService(m: { from: string; to: string; el: ElementJson }): { ok: boolean } {
+    const from = tryParseJid(m.from);
+    const to = tryParseJid(m.to);
+    if (from === null || to === null) return { ok: true };
+    return { ok: this.#o.router.serveLocally(from, to, fromJson(m.el) as Element) };
   }
 
   kickRemote(rs: RemoteSession, condition: string, text: string | undefined, disconnect: boolean): void {

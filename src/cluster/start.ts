@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { PetrelConfig } from '../config/types.ts';
 import { openPgPool } from '../storage/postgres.ts';
+import type { Hooks } from '../hooks/hooks.ts';
 import type { Router } from '../routing/router.ts';
 import type { Presence } from '../routing/presence.ts';
 import type { SessionManager } from '../routing/sm.ts';
@@ -32,7 +33,7 @@ export interface RunningCluster {
 
 export async function startCluster(
   config: PetrelConfig,
-  deps: { sm: SessionManager; router: Router; presence: Presence; logger: Logger; metrics: ClusterMetrics },
+  deps: { sm: SessionManager; router: Router; presence: Presence; hooks: Hooks; logger: Logger; metrics: ClusterMetrics },
 ): Promise<RunningCluster> {
   const c = config.cluster!;
   const cets = config.internal_databases!.cets!;
@@ -52,7 +53,7 @@ export async function startCluster(
   }
   const discovery = new Discovery({ pool, cluster: cets.cluster_name, node, incarnation, address: c.advertised_address ?? defaultAddress(config), timeoutMs: c.heartbeat_timeout });
   const sessions = new ClusterSessions({
-    bus, discovery, sm: deps.sm, router: deps.router, presence: deps.presence, logger: deps.logger, metrics: deps.metrics,
+    bus, discovery, sm: deps.sm, router: deps.router, presence: deps.presence, hooks: deps.hooks, logger: deps.logger, metrics: deps.metrics,
     incarnation, requestTimeout: c.request_timeout, heartbeatInterval: c.heartbeat_interval,
   });
   try {

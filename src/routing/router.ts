@@ -31,6 +31,12 @@ export class Router implements RouterApi {
   #userIq = new Map<string, IqHandler>();
   #services = new Map<string, ServiceHandler>();
   presence: PresenceHandler | null = null;
+  /**
+   * Set in a cluster (general.sm_backend = "cets"): takes a stanza for a
+   * service address (a group chat room) that another node serves and
+   * returns true; null on a single node.
+   */
+  forwardToService: ((from: JID, to: JID, packet: Element) => boolean) | null = null;
 
   constructor(opts: { hosts: readonly string[]; hooks: Hooks; sm: SessionManager; users: UserStore; logger: Logger }) {
     this.#hosts = new Set(opts.hosts);
@@ -70,6 +76,8 @@ export class Router implements RouterApi {
     if (!this.#hosts.has(to.domain)) {
       const service = this.#services.get(to.domain);
       if (service !== undefined) {
+        // A cluster: a room's stanzas go to the one node that serves it.
+        if (this.forwardToService !== null && this.forwardToService(from, to, packet)) return;
         try {
           service(from, to, packet, a);
         } catch (err) {
@@ -96,6 +104,19 @@ export class Router implements RouterApi {
         this.#iqToUser(from, to, packet, a);
         return;
     }
+  }
+
+  /** A stanza another node forwarded to this node's service for `to.domain`; false when none is served here. */
+  serveLocally(from: JID, to: JID, packet: Element): boolean {
+    const service = this.#services.get(to.domain);
+    if (service === undefined) return false;
+    try {
+      service(from, to, packet, this.newAcc(from, to, packet));
+    } catch (err) {
+      this.#logger.error({ what: 'service_failed', domain: to.domain, err: String(err) }, 'a service failed on a stanza');
+      this.routeError(packet, from, to, 'internal-server-error', 'cancel');
+    }
+    return true;
   }
 
   routeError(packet: Element, from: JID, to: JID, condition: string, type?: string, text?: string): void {

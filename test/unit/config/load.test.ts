@@ -84,6 +84,7 @@ test('a config naming only its hosts gets every default', () => {
     max_c2s_connections: 10_000,
     max_c2s_connections_per_address: 100,
     refuse_mixed_script_localparts: false,
+    sm_backend: 'mnesia',
   });
   assert.deepEqual(c.listen, { c2s: [], http: [] });
   assert.deepEqual(c.auth, {
