@@ -823,6 +823,23 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
 
   // --- an established session: stanzas into the hooks and the router -------
 
+  routed(): Promise<void> | undefined {
+    const pending = this.#pending;
+    if (pending === null || pending.length === 0) return undefined;
+    // The steps run in order: once the last one has run, all have.
+    const last = pending[pending.length - 1]!;
+    return new Promise<void>((resolve) => {
+      const run = last.run;
+      last.run = () => {
+        try {
+          run();
+        } finally {
+          resolve();
+        }
+      };
+    });
+  }
+
   /** Queues a routing step behind those already waiting; `barrier` must settle first. */
   #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
     const entry = { ready: barrier === undefined, run };

@@ -194,13 +194,18 @@ export class StreamManagement {
         const st = this.#states.get(stream);
         if (st === undefined) stream.writeNonza(failed('unexpected-request'));
         else {
-          // In a cluster, a stanza handed to another node counts once that
-          // node acknowledged it (or it was routed again, offline storage
-          // included): the answer waits for those in flight, bounded by
-          // cluster.request_timeout. On one node nothing is ever in flight.
+          // A stanza counts as handled once it was routed: some wait for
+          // their outbox commit first, and a node that dies before routing
+          // them must not have acknowledged them. In a cluster, a stanza
+          // handed to another node counts once that node acknowledged it (or
+          // it was routed again, offline storage included): the answer then
+          // waits for those in flight too, bounded by cluster.request_timeout.
           const h = st.inH;
           const answer = () => stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(h) }));
-          const wait = stream.state === 'bound' ? this.#sessions?.settled?.(stream.jid.full) : undefined;
+          const bound = stream.state === 'bound';
+          const full = bound ? stream.jid.full : '';
+          const routed = bound ? stream.routed?.() : undefined;
+          const wait = !bound ? undefined : routed === undefined ? this.#sessions?.settled?.(full) : routed.then(() => this.#sessions?.settled?.(full));
           if (wait === undefined && st.answering === null) answer();
           else {
             // Answers leave in the order of the requests, so h never goes back.
