@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, isMessage, settle, xml, type TestClient } from '../helpers/client.ts';
-import { natsReachable, NATS_UNREACHABLE, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
+import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
 
 const skip = !(await pgReachable()) ? PG_UNREACHABLE : !(await natsReachable()) ? NATS_UNREACHABLE : false;
@@ -23,15 +23,6 @@ describe('two nodes of one cluster', { skip }, () => {
     return c;
   };
   const closeAll = () => Promise.all(clients.splice(0).map((c) => c.close()));
-  /**
-   * Waits until `viewer`'s node has `target`'s session in its table: the
-   * target's node publishes the session before it forwards the target's
-   * message, and the bus keeps that order.
-   */
-  const seen = async (viewer: TestClient, target: TestClient) => {
-    const id = await target.message(viewer.jid, 'hello from the other node');
-    await viewer.waitFor(isMessage(id));
-  };
   /** Mutual subscription between two online users (RFC 6121 §3). */
   const befriend = async (a: TestClient, b: TestClient) => {
     await a.send(xml('presence', { to: b.bare, type: 'subscribe' }));
@@ -86,12 +77,12 @@ describe('two nodes of one cluster', { skip }, () => {
     const sender = await login(0, 'carol');
     const low = await login(0, 'dave', 'low');
     const high = await login(1, 'dave', 'high');
+    await seen(low, high);
     await low.available(1);
     await high.available(5);
     // Wait until node 1 sees "high" at priority 5: its presence reaches "low" through the cluster.
     await low.waitFor((el) => el.name === 'presence' && el.attrs.from === high.jid && el.getChildText('priority') === '5');
     await seen(sender, high);
-    await seen(sender, low);
     const id = await sender.message(dave(), 'to the highest priority');
     await high.waitFor(isMessage(id));
     await settle(sender, low);
@@ -112,6 +103,7 @@ describe('two nodes of one cluster', { skip }, () => {
   test('presence crosses nodes: broadcasts, probes at login, and unavailable at logout', async () => {
     const alice = await login(0, 'alice');
     const bob = await login(1, 'bob');
+    await seen(alice, bob);
     await alice.available();
     await bob.available();
     await befriend(alice, bob);

@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
-import { natsReachable, NATS_UNREACHABLE, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
+import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
 
 const skip = !(await pgReachable()) ? PG_UNREACHABLE : !(await natsReachable()) ? NATS_UNREACHABLE : false;
@@ -46,6 +46,7 @@ describe('group chat in a cluster of two nodes', { skip }, () => {
     const alice = await connect(cluster.node(0), 'alice', 'pw-alice');
     const bob = await connect(cluster.node(1), 'bob', 'pw-bob');
     clients.push(alice, bob);
+    await seen(alice, bob);
     // Several rooms, so that some are served by each node.
     for (const room of ['r1', 'r2', 'r3', 'r4']) {
       const own = await join(alice, room, 'Alice');

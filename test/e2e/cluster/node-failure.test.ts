@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, isMessage, settle, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
-import { natsReachable, NATS_UNREACHABLE, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
+import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
 import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
 
 const skip = !(await pgReachable()) ? PG_UNREACHABLE : !(await natsReachable()) ? NATS_UNREACHABLE : false;
@@ -46,6 +46,9 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     const alice = await login(0, 'alice');
     const bob = await login(1, 'bob');
     const carol = await login(2, 'carol');
+    await seen(alice, bob);
+    await seen(carol, bob);
+    await seen(alice, carol);
     for (const c of [alice, bob, carol]) await c.available();
     await befriend(alice, bob);
     await befriend(carol, bob);

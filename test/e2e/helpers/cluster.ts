@@ -9,6 +9,7 @@ import { connect as tcpConnect } from 'node:net';
 import { preparePetrel, type Petrel, type PetrelOptions } from './server.ts';
 import { killHard } from '../delivery/helpers.ts';
 import type { TestDatabase } from '../postgres/db.ts';
+import { isMessage, xml, type TestClient } from './client.ts';
 
 export const NATS_URL = 'nats://127.0.0.1:4222';
 export const NATS_UNREACHABLE = `NATS is not reachable at ${NATS_URL}`;
@@ -37,6 +38,8 @@ export interface ClusterOptions {
   requestTimeout?: number;
   /** More TOML for every node (modules...), appended as is. */
   extraToml?: string;
+  /** More TOML for node `i` (0-based) alone. */
+  extraTomlFor?: (i: number) => string | Promise<string>;
   /** Options of the test server helper, for every node. */
   petrel?: Omit<PetrelOptions, 'extraToml' | 'users'>;
 }
@@ -106,7 +109,7 @@ export async function startTestCluster(o: ClusterOptions): Promise<TestCluster> 
         clusterToml(base, {
           db: o.db, clusterName, nodeName: `node${i + 1}`,
           interval: o.heartbeatInterval ?? 200, timeout: o.heartbeatTimeout ?? 1500, request: o.requestTimeout ?? 1000,
-        }) + (o.extraToml === undefined ? '' : `\n${o.extraToml}\n`),
+        }) + (o.extraToml === undefined ? '' : `\n${o.extraToml}\n`) + (o.extraTomlFor === undefined ? '' : `\n${await o.extraTomlFor(i)}\n`),
       );
       nodes.push(p);
     }
@@ -116,4 +119,22 @@ export async function startTestCluster(o: ClusterOptions): Promise<TestCluster> 
     throw err;
   }
   return cluster;
+}
+
+/**
+ * Waits until the nodes of two clients have each other's session in their
+ * tables: `target` sends `viewer` headlines until one arrives (a headline
+ * for a session its node does not know yet is dropped, never stored). The
+ * target's node published its session before it forwarded the headline,
+ * and the bus keeps that order, so the viewer's node knows the target's
+ * session too.
+ */
+export async function seen(viewer: TestClient, target: TestClient): Promise<void> {
+  for (let i = 0; ; i++) {
+    const id = `seen-${i}-${Math.random().toString(36).slice(2)}`;
+    const got = viewer.waitFor(isMessage(id), 1000).then(() => true, () => false);
+    await target.send(xml('message', { to: viewer.jid, type: 'headline', id }, xml('body', {}, 'are you there?')));
+    if (await got) return;
+    if (i >= 20) throw new Error(`${viewer.jid} never got a headline from ${target.jid}`);
+  }
 }
