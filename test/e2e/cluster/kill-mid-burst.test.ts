@@ -9,10 +9,15 @@
 // - A message "counts" when its sender may take it as accepted: a sender on
 //   a surviving node got no error for it (and its node acknowledged it, which
 //   the test also checks); a sender on the killed node got the server's <a/>
-//   for it (in a cluster the <a/> waits until the recipient's node has
-//   acknowledged the delivery, or the message was stored offline). What the
-//   killed node had not acknowledged is not counted: its sender knows it may
-//   be lost (the library reports it as failed).
+//   for it (the <a/> waits until the message was routed, after its outbox
+//   commit, and, in a cluster, until the recipient's node acknowledged the
+//   delivery or the message was stored offline). What the killed node had
+//   not acknowledged is not counted: its sender knows it may be lost (the
+//   library reports it as failed). This test found that an <a/> used to count
+//   messages still waiting for their outbox commit: those were lost when the
+//   node died, though acknowledged.
+// - Every surviving sender asks once more at the end, and its node must have
+//   acknowledged everything it sent.
 // - Every counted message to a recipient on a surviving node reached it.
 // - Every counted message to a recipient on the killed node reached it live
 //   before the kill, or reached it after it logged in again on a survivor,
