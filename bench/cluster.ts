@@ -15,6 +15,7 @@
 //
 //   node bench/cluster.ts [--nodes=1,2,3] [--pairs=30] [--window=8]
 //                         [--warmup=2] [--duration=6] [--rate=300] [--paced-duration=5] [--out=FILE]
+//                         [--cpu-prof]  (profiles every node; the top self time of node 0 of each run is reported)
 //   npm run bench -- --phases=cluster     (the same from bench/run.ts; the flags above as
 //                                         environment variables BENCH_CLUSTER_<NAME>, e.g. BENCH_CLUSTER_NODES=1,3)
 //
@@ -31,6 +32,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { cpuMs, freePort, memKiB, now, percentiles, sleep, type Percentiles } from './common.ts';
 import { REPO } from './servers.ts';
+import { summariseProfile } from './profile-summary.ts';
 import { ACCOUNTS, ACCOUNTS_MIGRATIONS } from '../src/storage/accounts.ts';
 import { migratePg } from '../src/storage/migrations.ts';
 import { makeStoredCredentials } from '../src/xmpp/sasl/index.ts';
@@ -47,6 +49,7 @@ const { values: flags } = parseArgs({
     'paced-duration': { type: 'string' },
     out: { type: 'string' },
     keep: { type: 'boolean' },
+    'cpu-prof': { type: 'boolean' },
   },
 });
 
@@ -189,13 +192,14 @@ async function waitForPort(port: number, child: ChildProcess, ms: number): Promi
   throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms`);
 }
 
-async function startNode(dir: string, i: number, database: string, cluster: string): Promise<Node> {
+async function startNode(dir: string, i: number, database: string, cluster: string, profDir?: string): Promise<Node> {
   const port = await freePort();
   const cfg = join(dir, `node${i}.toml`);
   writeFileSync(cfg, nodeConfig({ i, port, database, cluster }));
   const logFile = join(dir, `node${i}.log`);
   const out = createWriteStream(logFile);
-  const child = spawn(process.execPath, ['src/cli/main.ts', 'start', '-c', cfg], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const prof = profDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(profDir, `node${i}`)];
+  const child = spawn(process.execPath, [...prof, 'src/cli/main.ts', 'start', '-c', cfg], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   try {
@@ -243,6 +247,8 @@ interface RunResult {
   lost: number;
   latencyMs: Percentiles;
   nodesPeakRssKiB: number[];
+  /** With --cpu-prof: node 0's main thread, top self time. */
+  profile?: Array<{ selfPct: number; function: string; location: string }>;
 }
 
 async function runOne(n: number, dir: string): Promise<RunResult> {
@@ -258,7 +264,8 @@ async function runOne(n: number, dir: string): Promise<RunResult> {
   try {
     await createAccounts(pool, P.pairs);
     // One at a time: each joins a cluster that is there, as in a rolling start.
-    for (let i = 0; i < n; i++) nodes.push(await startNode(dir, i, database, cluster));
+    const profDir = flags['cpu-prof'] === true ? join(dir, `prof-${n}`) : undefined;
+    for (let i = 0; i < n; i++) nodes.push(await startNode(dir, i, database, cluster, profDir));
     // Every node sees every other (heartbeats, snapshots) before anyone logs in.
     await sleep(n > 1 ? 2500 : 500);
     gen = new Gen();
@@ -303,6 +310,15 @@ async function runOne(n: number, dir: string): Promise<RunResult> {
       latencyMs: percentiles(paced.latencies),
       nodesPeakRssKiB: nodes.map((x) => memKiB(x.pid).hwm),
     };
+    if (profDir !== undefined) {
+      gen.exit();
+      gen = null;
+      await Promise.all(nodes.map((x) => x.stop()));
+      const d0 = join(profDir, 'node0');
+      // The main thread's profile is the first one written.
+      const file = readdirSync(d0).filter((f) => f.endsWith('.cpuprofile')).sort()[0];
+      if (file !== undefined) res.profile = summariseProfile(join(d0, file), 20).entries.map((e) => ({ selfPct: e.selfPct, function: e.function, location: e.location }));
+    }
     return res;
   } finally {
     gen?.exit();
