@@ -16,7 +16,8 @@ interface Target {
 }
 
 type Command =
-  | { cmd: 'pairs'; target: Target; n: number; batch: number }
+  /** `ports`: the port each sender and each receiver logs in on (several nodes of a cluster); default the target's. */
+  | { cmd: 'pairs'; target: Target; n: number; batch: number; ports?: { s: number[]; r: number[] } }
   | { cmd: 'satStart'; window: number }
   | { cmd: 'count' }
   | { cmd: 'satStop'; drainMs: number }
@@ -105,11 +106,11 @@ async function inBatches<T>(count: number, batch: number, make: (i: number) => P
   return out;
 }
 
-async function pairs(target: Target, n: number, batch: number): Promise<void> {
+async function pairs(target: Target, n: number, batch: number, ports?: { s: number[]; r: number[] }): Promise<void> {
   domain = target.domain;
   const common = { host: target.host, port: target.port, domain: target.domain, password: target.password, register: target.register, ws: target.ws };
-  receivers = await inBatches(n, batch, (i) => login({ ...common, user: `r${i}`, resource: 'r', presence: true }));
-  senders = await inBatches(n, batch, (i) => login({ ...common, user: `s${i}`, resource: 's', presence: true }));
+  receivers = await inBatches(n, batch, (i) => login({ ...common, port: ports?.r[i] ?? common.port, user: `r${i}`, resource: 'r', presence: true }));
+  senders = await inBatches(n, batch, (i) => login({ ...common, port: ports?.s[i] ?? common.port, user: `s${i}`, resource: 's', presence: true }));
   inFlight = new Int32Array(n);
   receivers.forEach((c, i) => {
     c.onText = receiverText(i);
@@ -213,7 +214,7 @@ process.on('message', (m: Command) => {
   const fail = (err: unknown) => reply({ error: err instanceof Error ? err.message : String(err) });
   switch (m.cmd) {
     case 'pairs':
-      pairs(m.target, m.n, m.batch).then(() => reply({ ok: true }), fail);
+      pairs(m.target, m.n, m.batch, m.ports).then(() => reply({ ok: true }), fail);
       break;
     case 'satStart':
       satStart(m.window);

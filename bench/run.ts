@@ -16,7 +16,9 @@
 //   --sink=raw           raw | node: the sink's HTTP implementation (bench/sink.ts)
 //   --sink-seconds=3     duration of each sink ceiling run
 //   --phases=sink,off,on,paced,idle,overload,fairness   which phases to run (also besteffort: the
-//                                     pusher with delivery = "best_effort", to show the outbox's cost)
+//                                     pusher with delivery = "best_effort", to show the outbox's cost;
+//                                     cluster: 1 vs 2 vs 3 nodes of one cluster, bench/cluster.ts,
+//                                     alone with --phases=cluster; its own knobs as BENCH_CLUSTER_<NAME>)
 //   --overload-seconds=60  seconds of the overload phase: a webhook answering after 50 ms,
 //                        ten times the load its pool takes (flow control, bench/overload.ts)
 //   --overload-workers=10  pool workers of the overload phase (its webhook takes 20 a second each)
@@ -534,6 +536,22 @@ async function benchEjabberd(ctx: Ctx) {
   return res;
 }
 
+/** bench/cluster.ts in a process of its own; its JSON line. */
+function clusterPhase(): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(REPO, 'bench/cluster.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`bench/cluster.ts failed (exit ${code})`));
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line === undefined) return reject(new Error('bench/cluster.ts printed no result'));
+      log(`cluster: ${line}`);
+      resolve(JSON.parse(line));
+    });
+  });
+}
+
 // --- report ---------------------------------------------------------------------
 
 function machine() {
@@ -624,8 +642,10 @@ async function main(): Promise<void> {
       log(`${created} accounts created (${Math.round(now() - t0)} ms)`);
     }
     if (P.phases.has('sink')) result.sinkCeiling = await sinkCeiling(sink, sinkPort);
-    if (P.server !== 'ejabberd') result.petrel = await benchPetrel(ctx);
-    if (P.server !== 'petrel') result.ejabberd = await benchEjabberd(ctx);
+    const single = [...P.phases].some((p) => p !== 'cluster');
+    if (P.server !== 'ejabberd' && single) result.petrel = await benchPetrel(ctx);
+    if (P.server !== 'petrel' && single) result.ejabberd = await benchEjabberd(ctx);
+    if (P.phases.has('cluster')) result.cluster = await clusterPhase();
     result.targets = targets(result.petrel, result.sinkCeiling);
     const line = JSON.stringify(result);
     process.stdout.write(line + '\n\n' + table(result) + '\n');

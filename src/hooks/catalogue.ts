@@ -85,6 +85,12 @@ export interface C2SStream {
   manageDelivery(): void;
   /** Writes an element that is not a stanza (a "nonza": <r/>, <enabled/>, ...): no hook, never counted. */
   writeNonza(el: Element): void;
+  /**
+   * Resolves once every stanza received so far has been handed to the
+   * router (some wait for their user_send_message barrier, the outbox
+   * commit); undefined when none waits.
+   */
+  routed?(): Promise<void> | undefined;
   /** Sends a stanza to the client the way the router does, through xmpp_presend_element. */
   send(el: Element): void;
   /** Ends the stream with a stream error (RFC 6120 §4.9). */

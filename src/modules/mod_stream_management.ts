@@ -136,14 +136,11 @@ export class StreamManagement {
   #sessions: SessionsApi | undefined;
 
   /** general.sm_backend = "cets": stanzas may be delivered by other nodes. */
-  #clustered: boolean;
-
-  /** The longest an <a/> waits in a cluster: a routing step, then cluster.request_timeout. */
+  /** The longest an <a/> waits: a routing step, then (in a cluster) cluster.request_timeout. */
   #clusterWaitMs: number;
 
   constructor(opts: StreamManagementOpts, router: RouterApi, hooks: Hooks, logger: Logger, sessions?: SessionsApi, clusterRequestTimeout?: number) {
     this.#sessions = sessions;
-    this.#clustered = clusterRequestTimeout !== undefined;
     this.#clusterWaitMs = (clusterRequestTimeout ?? 0) + 5000;
     this.#opts = opts;
     this.#hooks = hooks;
@@ -202,13 +199,15 @@ export class StreamManagement {
         const st = this.#states.get(stream);
         if (st === undefined) stream.writeNonza(failed('unexpected-request'));
         else {
-          // In a cluster, a stanza handed to another node counts once that
-          // node acknowledged it (or it was routed again, offline storage
-          // included): the answer waits for those in flight, bounded by
-          // cluster.request_timeout. On one node nothing is ever in flight.
+          // A stanza counts as handled once it was routed: some wait for
+          // their outbox commit first, and a node that dies before routing
+          // them must not have acknowledged them. In a cluster, a stanza
+          // handed to another node counts once that node acknowledged it (or
+          // it was routed again, offline storage included): the answer then
+          // waits for those in flight too, bounded by cluster.request_timeout.
           const h = st.inH;
           const answer = () => stream.writeNonza(new Element('a', { xmlns: NS_SM, h: String(h) }));
-          const wait = this.#clustered && stream.state === 'bound' ? this.#inFlight(stream) : undefined;
+          const wait = stream.state === 'bound' ? this.#inFlight(stream) : undefined;
           if (wait === undefined && st.answering === null) answer();
           else {
             // Answers leave in the order of the requests, so h never goes back.

@@ -41,6 +41,8 @@ export interface PgPoolOptions {
   applicationName?: string;
   /** Keep idle connections open (the outbox's liveness marker). */
   keepIdle?: boolean;
+  /** Settings of the server's side of each connection, sent at connect (e.g. `{ tcp_keepalives_idle: 10 }`). */
+  serverSettings?: Readonly<Record<string, number>>;
   /** Told about things worth logging (a TLS fallback, a dropped idle connection). */
   onWarning?: (what: string, message: string) => void;
 }
@@ -72,6 +74,7 @@ export async function openPgPool(s: PgPoolSettings, o: PgPoolOptions = {}): Prom
       keepAlive: c.keepalive_interval !== undefined,
       keepAliveInitialDelayMillis: (c.keepalive_interval ?? 0) * 1000,
       application_name: o.applicationName ?? 'petrel',
+      options: o.serverSettings === undefined ? undefined : Object.entries(o.serverSettings).map(([k, v]) => `-c ${k}=${v}`).join(' '),
       idleTimeoutMillis: o.keepIdle ? 0 : 30_000,
       allowExitOnIdle: true,
     });

@@ -68,7 +68,7 @@ function outboxOpener(config: PetrelConfig, opts: EventPusherOpts, logger: Logge
   const onWarning = (what: string, message: string) => logger.warn({ what }, message);
   if (opts.outbox_backend === 'rdbms') {
     const pg = outboxPgSettings(config);
-    return { pg, open: () => openPostgresOutbox(pg, { ...batch, onWarning }) };
+    return { pg, open: () => openPostgresOutbox(pg, { ...batch, onWarning, ownerTimeoutMs: opts.outbox_owner_timeout }) };
   }
   // The instance's own store file, written by its own thread; made private
   // first, since that thread's connection may be the one that creates it.
@@ -125,6 +125,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
   const engine = createDeliveryEngine({
     open: () => (store ?? outboxOpener(ctx.config, opts, logger)).open(),
     pgSettings: store?.pg,
+    pgOwnerTimeoutMs: opts.outbox_owner_timeout,
     senderThread: opts.sender_thread ?? DEFAULT_SENDER_THREAD,
     batch: { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes },
     logger,

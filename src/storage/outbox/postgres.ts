@@ -8,11 +8,18 @@
 // own connections. A server that dies leaves its claims behind; they go back
 // to the queue once no connection with that name is left in
 // pg_stat_activity, checked when an outbox opens and every few seconds.
+// A process killed on a live host is gone from there at once (the kernel
+// closes its sockets and PostgreSQL ends their backends). A host that is
+// lost whole (power, network) closes nothing: PostgreSQL would keep its
+// idle backends until the system's TCP keep-alive gives up (over two hours
+// by default). So the outbox's connections ask PostgreSQL for keep-alive
+// probes and a TCP user timeout of their own, ending a silent owner's
+// connections after `ownerTimeoutMs`.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { migratePg, openPgPool, type PgPoolOptions, type PgPoolSettings } from '../postgres.ts';
 import { GroupCommit } from './group-commit.ts';
-import { outboxRowOf } from './types.ts';
+import { DEFAULT_OWNER_TIMEOUT_MS, outboxRowOf } from './types.ts';
 import type { BatchLimits, DeadLetter, DeadLetterSelector, HandlerCounts, NewOutboxRow, OutboxAdmin, OutboxStore, SettleOp } from './types.ts';
 
 export interface PostgresOutboxOptions extends BatchLimits {
@@ -21,6 +28,8 @@ export interface PostgresOutboxOptions extends BatchLimits {
   /** ms before settle ops whose write failed are tried again. */
   retryMs?: number;
   onWarning?: PgPoolOptions['onWarning'];
+  /** ms a silent owner's connections are kept by PostgreSQL before it ends them (and its claims can be swept). */
+  ownerTimeoutMs?: number;
 }
 
 export interface PostgresOutbox extends OutboxStore {
@@ -33,6 +42,20 @@ export interface PostgresOutbox extends OutboxStore {
 }
 
 const DEFAULT_SWEEP_MS = 10_000;
+
+/**
+ * PostgreSQL's settings for a connection whose peer must be found dead
+ * within `ms`: keep-alive probes from a third of it, four of them a sixth
+ * apart (seconds, at least 1), and the same bound on unacknowledged data.
+ */
+export function ownerTimeoutSettings(ms: number): Record<string, number> {
+  return {
+    tcp_keepalives_idle: Math.max(1, Math.floor(ms / 3000)),
+    tcp_keepalives_interval: Math.max(1, Math.floor(ms / 6000)),
+    tcp_keepalives_count: 4,
+    tcp_user_timeout: ms,
+  };
+}
 /** Prefix of the application_name of every outbox connection. */
 const OWNER_PREFIX = 'petrel-outbox ';
 
@@ -217,7 +240,13 @@ export function pgTransient(err: Error): boolean {
 export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOptions = {}): Promise<PostgresOutbox> {
   const owner = OWNER_PREFIX + randomBytes(8).toString('hex');
   // One connection writes batches, the others claim; they stay open as the mark that the owner lives.
-  const pool = await openPgPool(s, { max: Math.max(2, Math.min(4, s.workers)), applicationName: owner, keepIdle: true, onWarning: o.onWarning });
+  const pool = await openPgPool(s, {
+    max: Math.max(2, Math.min(4, s.workers)),
+    applicationName: owner,
+    keepIdle: true,
+    onWarning: o.onWarning,
+    serverSettings: ownerTimeoutSettings(o.ownerTimeoutMs ?? DEFAULT_OWNER_TIMEOUT_MS),
+  });
   try {
     await migrateOutbox(pool);
   } catch (err) {

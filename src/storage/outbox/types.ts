@@ -155,6 +155,8 @@ export interface BatchLimits {
 
 export const DEFAULT_BATCH_MAX_ROWS = 512;
 export const DEFAULT_BATCH_MAX_BYTES = 4 * 1024 * 1024;
+/** Default of modules.mod_event_pusher.outbox_owner_timeout (PostgreSQL outbox): ms before PostgreSQL ends the connections of a server that went silent. */
+export const DEFAULT_OWNER_TIMEOUT_MS = 30_000;
 /** Longest a settle op waits for appends to ride with. */
 export const SETTLE_DELAY_MS = 50;
 /** Milliseconds a SQLite connection waits for another one's write lock. */

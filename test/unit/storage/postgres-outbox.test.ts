@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { openPostgresOutbox, openPostgresOutboxAdmin, PG_OUTBOX_STEPS, type PostgresOutbox } from '../../../src/storage/outbox/postgres.ts';
 import type { NewOutboxRow } from '../../../src/storage/outbox/types.ts';
 import { migratePg } from '../../../src/storage/migrations.ts';
@@ -121,6 +122,32 @@ describe('the PostgreSQL outbox', { skip }, () => {
     assert.deepEqual((await fresh.claim('h1', 10_000, 10)).map((r) => r.eventId), ['orphan']);
     assert.equal(await fresh.sweep(), 0);
     await db.query('DELETE FROM petrel_event_outbox');
+  });
+
+  test('PostgreSQL probes the outbox connections of a silent server after a third of outbox_owner_timeout, so that a lost host\'s claims are swept', async (t) => {
+    // A host lost whole closes no socket: PostgreSQL notices only through TCP
+    // keep-alive, whose system default starts after two hours. The timer of
+    // the server's side of each outbox connection shows the setting in force.
+    const ss = spawnSync('ss', ['-V']);
+    if (ss.error !== undefined) return t.skip('the ss tool (iproute2) is not installed');
+    const o = await openPostgresOutbox(db.settings, { sweepMs: 60_000, ownerTimeoutMs: 6000 });
+    open.push(o);
+    await o.depth();
+    const ports = (await db.query<{ client_port: number }>('SELECT client_port FROM pg_stat_activity WHERE application_name = $1', [o.owner])).map((r) => r.client_port);
+    assert.ok(ports.length > 0);
+    for (const port of ports) {
+      // Right after an answer the timer is the retransmission one ("on") until the client's ACK.
+      let out = '';
+      let m: RegExpExecArray | null = null;
+      for (let i = 0; i < 40 && m === null; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 50));
+        out = spawnSync('ss', ['-tnoH', 'state', 'established', `( sport = :5432 and dport = :${port} )`], { encoding: 'utf8' }).stdout;
+        m = /timer:\(keepalive,([\d.]+)(ms|sec|min)/.exec(out);
+      }
+      assert.ok(m, `no keep-alive timer on PostgreSQL's side of port ${port}: ${out}`);
+      const ms = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'sec' ? 1000 : 60_000);
+      assert.ok(ms <= 2000, `keep-alive probes start after ${m[1]}${m[2]}, not within 2 s`);
+    }
   });
 
   test('close writes what is pending and releases its claims', async () => {

@@ -43,6 +43,8 @@ export interface DeliveryEngineOptions {
   senderThread: SenderThread;
   /** PostgreSQL's settings, for the sender thread's own connections (outbox_backend = "rdbms"). */
   pgSettings?: PgPoolSettings;
+  /** The PostgreSQL outbox's ownerTimeoutMs, for the sender thread's own connections. */
+  pgOwnerTimeoutMs?: number;
   batch?: BatchLimits;
   logger: Logger;
   metrics: DeliveryMetrics;
@@ -364,7 +366,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
             const ch = await sqlite.attach(new URL('./thread.ts', import.meta.url).href, threadInit(), onReport);
             remote = { request: (b) => ch.request(b), close: async () => {} };
           } else if (o.pgSettings !== undefined) {
-            remote = await startPgThread({ settings: o.pgSettings, init: threadInit(), maxRows: o.batch?.maxRows, maxBytes: o.batch?.maxBytes }, onReport);
+            remote = await startPgThread({ settings: o.pgSettings, init: threadInit(), maxRows: o.batch?.maxRows, maxBytes: o.batch?.maxBytes, ownerTimeoutMs: o.pgOwnerTimeoutMs }, onReport);
             nudges = new Set();
           } else throw new Error('sender_thread = "worker" needs the SQLite outbox or PostgreSQL settings');
         } else {
