@@ -43,6 +43,9 @@ export class Bus {
       name: `petrel ${cluster}/${node}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
+      // No Error with a stack trace built up front for every request (the
+      // codes of a timeout or of no responders are the same without it).
+      noAsyncTraces: true,
     });
     const bus = new Bus(nc, cluster, node, logger);
     void (async () => {
