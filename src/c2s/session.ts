@@ -166,6 +166,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   priority = 0;
   available = false;
   interested = false;
+  carbons = false;
   presence: Element | null = null;
 
   /** No SASL before TLS on this connection: the listener requires it, or the client is not on this machine and plaintext authentication is refused. */
@@ -592,6 +593,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.priority = old.priority;
     this.available = old.available;
     this.interested = old.interested;
+    this.carbons = old.carbons;
     this.presence = old.presence;
     this.#username = '';
     this.#state = 'bound';

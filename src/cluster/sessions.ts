@@ -18,6 +18,7 @@ import type { Presence } from '../routing/presence.ts';
 import type { ManagedSession, SessionManager, SessionObserver } from '../routing/sm.ts';
 import { Element, type Node } from '../xmpp/xml.ts';
 import { parseJid, tryParseJid, type JID } from '../xmpp/jid.ts';
+import { NS_CARBONS } from '../xmpp/ns.ts';
 import { BusUnreachable, type Bus } from './bus.ts';
 import type { Discovery } from './discovery.ts';
 
@@ -51,6 +52,8 @@ interface SessionInfo {
   priority: number;
   available: boolean;
   interested: boolean;
+  /** XEP-0280 carbons enabled (absent from a node that does not tell). */
+  carbons?: boolean;
   presence: ElementJson | null;
 }
 
@@ -83,6 +86,7 @@ export class RemoteSession implements ManagedSession {
   priority = 0;
   available = false;
   interested = false;
+  carbons = false;
   presence: Element | null = null;
   /** Asked to end: a late event does not bring it back. */
   ending = false;
@@ -99,6 +103,7 @@ export class RemoteSession implements ManagedSession {
     this.priority = s.priority;
     this.available = s.available;
     this.interested = s.interested;
+    this.carbons = s.carbons === true;
     this.presence = s.presence === null ? null : (fromJson(s.presence) as Element);
   }
 
@@ -192,7 +197,7 @@ export class ClusterSessions implements SessionObserver {
     const bus = this.#bus;
     const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
     bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
-    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson; ref?: string }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson; ref?: string; node?: string }) => this.#onDeliver(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
@@ -359,8 +364,7 @@ export class ClusterSessions implements SessionObserver {
   // --- this node's sessions, told to the others ---------------------------
 
   #info(s: ManagedSession): SessionInfo {
-    const v = s as ManagedSession & { interested?: boolean };
-    return { jid: s.jid.full, priority: s.priority, available: s.available, interested: v.interested === true, presence: s.presence === null ? null : toJson(s.presence) };
+    return { jid: s.jid.full, priority: s.priority, available: s.available, interested: s.interested === true, carbons: s.carbons === true, presence: s.presence === null ? null : toJson(s.presence) };
   }
 
   #publish(op: SessionEvent['op'], s: ManagedSession): void {
@@ -454,7 +458,7 @@ export class ClusterSessions implements SessionObserver {
   /** Asks the session's node to deliver; without an acknowledgement the stanza is routed again. */
   deliverRemote(rs: RemoteSession, el: Element, ref?: string): void {
     this.#o.metrics.remoteDeliveries.inc();
-    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el), ref }, this.#o.requestTimeout).then(
+    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el), ref, node: this.node }, this.#o.requestTimeout).then(
       (reply) => {
         if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
       },
@@ -468,20 +472,24 @@ export class ClusterSessions implements SessionObserver {
     this.#o.metrics.remoteDeliveryFailures.inc();
     this.#logger.info({ what: 'cluster_delivery_failed', node: rs.clusterNode, jid: rs.jid.full, name: el.name, reason }, 'a cross-node delivery was not acknowledged; routed again');
     this.#sm.unregister(rs);
+    // A carbon copy (XEP-0280) was for that resource alone: routed again it
+    // would reach the user's other resources, which had the message already.
+    if (el.name === 'message' && (el.getChild('sent', NS_CARBONS) !== undefined || el.getChild('received', NS_CARBONS) !== undefined)) return;
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(rs.jid.domain);
     const to = tryParseJid(el.attrs.to ?? '') ?? rs.jid;
     // As if the session were gone (RFC 6121 §8.5.3.2.1): another resource, else offline storage.
     this.#o.router.route(from, to, el);
   }
 
-  #onDeliver(m: { to: string; el: ElementJson; ref?: string }): { ok: boolean } {
+  #onDeliver(m: { to: string; el: ElementJson; ref?: string; node?: string }): { ok: boolean } {
     const s = this.#sm.byFull(m.to);
     if (s === undefined || s.clusterNode !== undefined) return { ok: false };
     const el = fromJson(m.el) as Element;
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
     const acc = this.#o.router.newAcc(from, s.jid, el);
-    // One routed stanza keeps one reference on every node (carbons count the resources it reached by it).
+    // One routed stanza keeps one reference on every node; its carbon copies are the routing node's.
     if (typeof m.ref === 'string') acc.ref = m.ref;
+    acc.routedBy = typeof m.node === 'string' ? m.node : 'another node';
     this.#o.router.deliver(s, from, el, acc);
     return { ok: true };
   }

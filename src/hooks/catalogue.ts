@@ -20,6 +20,12 @@ export interface Acc {
   element: Element;
   from: JID;
   to: JID;
+  /**
+   * Set on a node that delivers, to one of its sessions, a stanza another
+   * node of the cluster routed (that node's name): what is done once per
+   * routed stanza (carbon copies) is that node's.
+   */
+  routedBy?: string;
 }
 
 /**
@@ -120,6 +126,12 @@ export interface HookCatalogue {
   user_send_packet: { acc: Acc; from: JID; to: JID; packet: Element };
   /** A stanza about to be delivered to a local user (to a session or to offline storage). Stop = drop it. */
   filter_local_packet: { acc: Acc; from: JID; to: JID; packet: Element };
+  /**
+   * A stanza handed to another node of the cluster for one of its sessions
+   * (`to`), which runs filter_local_packet there; run on the node that
+   * routed it, for what is done once per routed stanza (carbon copies).
+   */
+  remote_delivery: { acc: Acc; from: JID; to: JID; packet: Element };
   /** The user's first available presence of a session. */
   user_available: { jid: JID };
   /** A session's presence became unavailable (explicitly or by disconnect). */

@@ -5,11 +5,10 @@ import { section, str } from '../config/schema.ts';
 import type { Acc } from '../hooks/catalogue.ts';
 import type { HookRegistration } from '../hooks/hooks.ts';
 import { StanzaError } from '../xmpp/errors.ts';
-import { parseJid, type JID } from '../xmpp/jid.ts';
+import type { JID } from '../xmpp/jid.ts';
 import { NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC_USER, NS_RECEIPTS } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
-import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi } from './types.ts';
-import type { C2SStream } from '../hooks/catalogue.ts';
+import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi, SessionView } from './types.ts';
 
 export interface CarbonCopyOpts {
   iqdisc: { type: string };
@@ -61,8 +60,6 @@ function carbon(kind: 'sent' | 'received', user: JID, to: string, original: Elem
 export class CarbonCopy {
   #router: RouterApi;
   #sessions: SessionsApi;
-  /** Full JIDs with carbons enabled, by bare JID. */
-  #enabled = new Map<string, Set<string>>();
   /**
    * Messages of this turn delivered to a user with carbons enabled: the
    * resources each reached (by the routing's reference), so that one copy
@@ -76,56 +73,56 @@ export class CarbonCopy {
     this.#sessions = sessions;
   }
 
-  enabledFor(full: string): boolean {
-    const j = parseJid(full);
-    return this.#enabled.get(j.bare)?.has(full) ?? false;
+  /**
+   * The flag lives on the session: a new binding starts without carbons, a
+   * resumed session keeps them, an ended one is out of the table; in a
+   * cluster it travels with the replicated session, so that every node
+   * knows the other nodes' resources that enabled carbons.
+   */
+  set(session: SessionView, on: boolean): void {
+    if ((session.carbons === true) === on) return;
+    session.carbons = on;
+    this.#sessions.changed?.(session);
   }
 
-  set(jid: JID, on: boolean): void {
-    let set = this.#enabled.get(jid.bare);
-    if (on) {
-      if (set === undefined) this.#enabled.set(jid.bare, (set = new Set()));
-      set.add(jid.full);
-    } else if (set !== undefined) {
-      set.delete(jid.full);
-      if (set.size === 0) this.#enabled.delete(jid.bare);
-    }
+  /** The user's resources, on any node, that enabled carbons. */
+  #enabled(bare: string): SessionView[] {
+    const out: SessionView[] = [];
+    for (const s of this.#sessions.byBare(bare)) if (s.carbons === true) out.push(s);
+    return out;
   }
 
   hooks(): HookRegistration<any>[] {
     const owner = 'mod_carboncopy';
-    const off = (p: { jid: JID }) => this.set(p.jid, false);
-    // Every end of a session, also one replaced in the table; not the old
-    // half of a resumption, whose full JID lives on in the new session.
-    const ended = (p: { stream: C2SStream }) => {
-      if (this.#sessions.byFull(p.stream.jid.full) === undefined) this.set(p.stream.jid, false);
-    };
+    const receiving = (p: { acc: Acc; from: JID; to: JID; packet: Element }) => this.#receiving(p.acc, p.to, p.packet);
     return [
+      // Only the sender's node runs it, so a <sent/> copy is made once.
       { hook: 'user_send_message', host: '*', priority: 90, owner, handler: (p: { from: JID; packet: Element }) => this.#sent(p.from, p.packet) },
-      { hook: 'filter_local_packet', host: '*', priority: 90, owner, handler: (p: { acc: Acc; from: JID; to: JID; packet: Element }) => this.#receiving(p.acc, p.to, p.packet) },
-      // A new binding starts without carbons; a resumed session (the same JID, no new binding) keeps them.
-      { hook: 'sm_register_connection', host: '*', priority: 50, owner, handler: off },
-      { hook: 'c2s_terminate', host: '*', priority: 60, owner, handler: ended },
+      // <received/> copies are made by the node that routed the message,
+      // which sees every resource it reached, on this node and on others.
+      { hook: 'filter_local_packet', host: '*', priority: 90, owner, handler: receiving },
+      { hook: 'remote_delivery', host: '*', priority: 90, owner, handler: receiving },
     ];
   }
 
   /** §8: a copy of what a resource sends goes to the user's other enabled resources. */
   #sent(from: JID, packet: Element): undefined {
-    const set = this.#enabled.get(from.bare);
-    if (set === undefined || !eligible(packet)) return undefined;
-    for (const full of set) {
+    if (!eligible(packet)) return undefined;
+    for (const s of this.#enabled(from.bare)) {
+      const full = s.jid.full;
       if (full === from.full) continue;
       const copy = carbon('sent', from, full, packet);
-      this.#router.route(from.bareJid(), parseJid(full), copy);
+      this.#router.route(from.bareJid(), s.jid, copy);
     }
     return undefined;
   }
 
   /** §7: noted per delivery; the copies go once the routing of the message is over. */
   #receiving(acc: Acc, to: JID, packet: Element): undefined {
+    // Another node routed it: that node makes the copies.
+    if (acc.routedBy !== undefined) return undefined;
     if (to.resource === '' || packet.name !== 'message') return undefined;
-    const set = this.#enabled.get(to.bare);
-    if (set === undefined || !eligible(packet)) return undefined;
+    if (this.#enabled(to.bare).length === 0 || !eligible(packet)) return undefined;
     let d = this.#delivered.get(acc.ref);
     if (d === undefined) this.#delivered.set(acc.ref, (d = { user: to.bareJid(), reached: new Set(), packet }));
     d.reached.add(to.full);
@@ -141,11 +138,10 @@ export class CarbonCopy {
     const all = [...this.#delivered.values()];
     this.#delivered.clear();
     for (const d of all) {
-      const set = this.#enabled.get(d.user.bare);
-      if (set === undefined) continue;
-      for (const full of set) {
+      for (const s of this.#enabled(d.user.bare)) {
+        const full = s.jid.full;
         if (d.reached.has(full)) continue;
-        this.#router.route(d.user, parseJid(full), carbon('received', d.user, full, d.packet));
+        this.#router.route(d.user, s.jid, carbon('received', d.user, full, d.packet));
       }
     }
   }
@@ -169,7 +165,7 @@ export const definition: ModuleDefinition<CarbonCopyOpts> = {
             const name = req.payload.name;
             if (req.type !== 'set' || (name !== 'enable' && name !== 'disable')) throw new StanzaError('bad-request', 'modify');
             if (req.session === undefined || req.from.resource === '') throw new StanzaError('not-allowed', 'cancel');
-            cc.set(req.from, name === 'enable');
+            cc.set(req.session, name === 'enable');
             return undefined;
           },
         },

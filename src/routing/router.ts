@@ -132,6 +132,7 @@ export class Router implements RouterApi {
   deliver(session: SessionView, from: JID, packet: Element, acc: Acc): boolean {
     // Another node's session: its node runs the hook when it delivers.
     if (session.clusterNode !== undefined) {
+      this.#hooks.run('remote_delivery', session.jid.domain, { acc, from, to: session.jid, packet });
       session.send(packet, false, acc.ref);
       return true;
     }

@@ -36,6 +36,11 @@ export interface SessionView {
   available: boolean;
   /** Asked for the roster (RFC 6121 §2.1.6 "interested resource"). */
   interested: boolean;
+  /**
+   * XEP-0280: the resource enabled message carbons (kept across a
+   * XEP-0198 resumption; replicated with the session in a cluster).
+   */
+  carbons?: boolean;
   /** The last available presence it sent, stamped with its full JID. */
   presence: Element | null;
   /**
@@ -68,6 +73,8 @@ export interface SessionsApi {
   byBare(bare: string): SessionView[];
   byFull(full: string): SessionView | undefined;
   count(): number;
+  /** A session's replicated state (presence, priority, roster interest, carbons) changed: the cluster tells the other nodes. */
+  changed?(s: SessionView): void;
   /**
    * Settles once the cross-node deliveries of stanzas from `full` started so
    * far are acknowledged (or routed again); undefined when none waits.
