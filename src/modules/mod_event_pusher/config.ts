@@ -5,7 +5,7 @@
 // is not a backend is an error naming its path and the known backends.
 import { custom, fail, int, section, str, validate, type Spec } from '../../config/schema.ts';
 import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
-import { DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_ROWS } from '../../storage/outbox/types.ts';
+import { DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_ROWS, DEFAULT_BATCH_MAX_ROWS_PER_OWNER } from '../../storage/outbox/types.ts';
 import { BACKENDS, unknownBackendMessage } from './backends.ts';
 import type { SenderThread } from './delivery/outbox.ts';
 import type { HandlerOpts } from './http/config.ts';
@@ -56,6 +56,8 @@ export interface EventPusherOpts {
   outbox_batch_max_rows?: number;
   /** Petrel: payload bytes in one outbox transaction at most. */
   outbox_batch_max_bytes?: number;
+  /** Petrel: rows of one sender in one outbox transaction at most. */
+  outbox_batch_max_rows_per_user?: number;
 }
 
 /** The flow-control marks, set or derived, checked: low < high <= outbox_max_bytes. */
@@ -99,6 +101,7 @@ export const eventPusherSpec: Spec = section(
     sender_thread: str({ oneOf: ['worker', 'main'], default: DEFAULT_SENDER_THREAD }),
     outbox_batch_max_rows: int({ min: 1, default: DEFAULT_BATCH_MAX_ROWS }),
     outbox_batch_max_bytes: int({ min: 1024, default: DEFAULT_BATCH_MAX_BYTES }),
+    outbox_batch_max_rows_per_user: int({ min: 1, default: DEFAULT_BATCH_MAX_ROWS_PER_OWNER }),
   },
   {
     wildcard: unknownBackend,
@@ -123,6 +126,7 @@ export const eventPusherSpec: Spec = section(
         sender_thread: v.sender_thread,
         outbox_batch_max_rows: v.outbox_batch_max_rows,
         outbox_batch_max_bytes: v.outbox_batch_max_bytes,
+        outbox_batch_max_rows_per_user: v.outbox_batch_max_rows_per_user,
       };
     },
   },

@@ -46,6 +46,7 @@ interface Pending {
 }
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
+const rowOwner = (r: NewOutboxRow) => r.owner;
 
 /** SQLITE_BUSY / SQLITE_LOCKED: another connection held the lock past the busy timeout; the rows are not at fault. */
 const sqliteTransient = (err: Error) => /\b(locked|busy)\b/i.test(err.message);
@@ -110,6 +111,8 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     {
       maxRows: o.maxRows,
       maxBytes: o.maxBytes,
+      maxRowsPerOwner: o.maxRowsPerOwner,
+      ownerOf: rowOwner,
       maxInFlight: 2,
       retryMs: o.retryMs,
       transient: sqliteTransient,

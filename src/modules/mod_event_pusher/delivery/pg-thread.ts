@@ -16,6 +16,7 @@ export interface PgThreadData {
   init: ThreadInit;
   maxRows?: number;
   maxBytes?: number;
+  maxRowsPerOwner?: number;
 }
 
 const port = parentPort!;
@@ -25,6 +26,7 @@ try {
   const store = await openPostgresOutbox(data.settings, {
     maxRows: data.maxRows,
     maxBytes: data.maxBytes,
+    maxRowsPerOwner: data.maxRowsPerOwner,
     onWarning: (what, message) => port.postMessage({ ext: [3, 'warn', JSON.stringify({ what }), message] }),
   });
   const host: OutboxHost = {
