@@ -17,9 +17,9 @@ import { httpBackendMetrics } from '../src/modules/mod_event_pusher/http/metrics
 import type { Acc } from '../src/hooks/catalogue.ts';
 import { encodePayload, encodePrefix, payloadDecoder } from '../src/modules/mod_event_pusher/http/payload.ts';
 import { packBatch, unpackBatch } from '../src/storage/outbox/packed.ts';
-import { GroupCommit } from '../src/storage/outbox/group-commit.ts';
 import { metricCounter } from '../src/modules/mod_event_pusher/delivery/thread.ts';
 import { deliveryMetrics } from '../src/modules/mod_event_pusher/delivery/metrics.ts';
+import { GroupCommit, takeFair } from '../src/storage/outbox/group-commit.ts';
 import type { NewOutboxRow, SettleOp } from '../src/storage/outbox/types.ts';
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
@@ -317,6 +317,20 @@ bench('AbortSignal.timeout(5000)', (n) => {
   const noop = () => {};
   bench('outbox GroupCommit.append (sync part: promise + batch bookkeeping)', (n) => {
     for (let i = 0; i < n; i++) q.append(rows[i & 511]!).then(noop, noop);
+  });
+  // The per-sender share of a batch (outbox_batch_max_rows_per_user = 64): one
+  // sender's 512 queued rows with 20 others' rows among them; every batch is
+  // taken until the queue is empty.
+  const mixed: NewOutboxRow[] = rows.map((r, i) => ({ ...r, owner: i % 25 === 0 ? `u${i % 20}@localhost` : 'flood@localhost' }));
+  const ownerOf = (r: NewOutboxRow) => r.owner;
+  const size = (r: NewOutboxRow) => r.payload.byteLength;
+  const fn = () => {};
+  bench('outbox takeFair (per-sender share), per row taken (512 queued, share 64)', (n) => {
+    for (let done = 0; done < n; ) {
+      const qq = { rows: mixed.slice(), res: mixed.map(() => fn), rej: mixed.map(() => fn) };
+      while (qq.rows.length > 64) done += takeFair(qq, ownerOf, 64, 512, 4 << 20, size)?.batch.rows.length ?? qq.rows.splice(0).length;
+      done += qq.rows.length;
+    }
   });
 }
 

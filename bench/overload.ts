@@ -46,6 +46,8 @@ export interface FairnessOptions {
   pacedPairs: number;
   highWaterBytes: number;
   lowWaterBytes: number;
+  /** false: the same paced load without the flooder (the figure to compare with). */
+  flooder?: boolean;
 }
 
 /** The webhook: answers every request after `delayMs`, counts each marked message once and the repeats. */
@@ -309,6 +311,7 @@ export async function overloadPhase(o: FlowPhaseOptions, x: OverloadOptions): Pr
 }
 
 export interface FairnessResult {
+  flooder: boolean;
   seconds: number;
   rate: number;
   flooderAcceptedPerSec: number;
@@ -324,11 +327,12 @@ export interface FairnessResult {
 export async function fairnessPhase(o: FlowPhaseOptions, x: FairnessOptions): Promise<FairnessResult> {
   if (o.pairs < x.pacedPairs + 1) throw new Error(`the fairness phase needs ${x.pacedPairs + 1} pairs (--n)`);
   const paced = Array.from({ length: x.pacedPairs }, (_, i) => i + 1);
-  return withFlowServer(o, 'fairness', 0, x.workers, x.highWaterBytes, x.lowWaterBytes, undefined, async (server, gen, sink, metricsPort) => {
-    await gen.ask({ cmd: 'login', target: target(server, o.password), flooders: [0], paced: [] }, 120_000);
+  const flooder = x.flooder !== false;
+  return withFlowServer(o, flooder ? 'fairness' : 'fairness-alone', 0, x.workers, x.highWaterBytes, x.lowWaterBytes, undefined, async (server, gen, sink, metricsPort) => {
+    await gen.ask({ cmd: 'login', target: target(server, o.password), flooders: flooder ? [0] : [], paced: [] }, 120_000);
     const pg = await pacedGen(server, o.password, paced);
     const s = sampler(metricsPort);
-    o.log(`fairness: one user flooding at full speed, ${x.pacedPairs} pairs at ${x.rate} msg/s in all, for ${x.seconds} s`);
+    o.log(`fairness: ${flooder ? 'one user flooding at full speed' : 'no flooder'}, ${x.pacedPairs} pairs at ${x.rate} msg/s in all, for ${x.seconds} s`);
     const [f, r] = await Promise.all([
       gen.ask({ cmd: 'run', floodRate: null, pacedRate: 0, durationMs: x.seconds * 1000, drainMs: 5000 }, x.seconds * 1000 + 60_000),
       pg.ask({ cmd: 'run', floodRate: 0, pacedRate: x.rate, durationMs: x.seconds * 1000, drainMs: 5000 }, x.seconds * 1000 + 60_000),
@@ -339,6 +343,7 @@ export async function fairnessPhase(o: FlowPhaseOptions, x: FairnessOptions): Pr
     // The paced messages are pushed too: every delivered message has its push.
     const delivered = d.floodDelivered + (r.pacedSent - r.pacedLost);
     return {
+      flooder,
       seconds: x.seconds,
       rate: x.rate,
       flooderAcceptedPerSec: f.floodAcceptedPerSec,

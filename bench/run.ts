@@ -26,6 +26,8 @@
 //                        (outbox_low_water_bytes: half of it)
 //   --fairness-seconds=10  seconds of the fairness phase: one user flooding at full speed
 //                        while paced pairs send --rate msg/s in all
+//   --fairness-flooder=true  false: the fairness phase without its flooder (the same paced load
+//                        alone, to compare with); both: with, then without, reported side by side
 //   --server=petrel      petrel | ejabberd | both
 //   --transport=tcp      tcp | ws | tcp,ws: how the load generator's clients connect to Petrel; with
 //                        ws, the same phases run again with every client over XMPP over WebSocket
@@ -64,6 +66,7 @@ const { values: flags } = parseArgs({
     'overload-workers': { type: 'string' },
     'overload-high-water': { type: 'string' },
     'fairness-seconds': { type: 'string' },
+    'fairness-flooder': { type: 'string' },
     server: { type: 'string' },
     transport: { type: 'string' },
     'cpu-prof': { type: 'boolean' },
@@ -111,11 +114,13 @@ const P = {
   overloadWorkers: Math.floor(num('overload-workers', 10)),
   overloadHighWater: Math.floor(num('overload-high-water', 1024 * 1024)),
   fairnessSeconds: num('fairness-seconds', 10),
+  fairnessFlooder: opt('fairness-flooder', 'true'),
   server: opt('server', 'petrel'),
   transports: opt('transport', 'tcp').split(',').filter((t) => t !== ''),
   cpuProf: flags['cpu-prof'] === true || process.env.BENCH_CPU_PROF === '1',
 };
 if (P.sink !== 'raw' && P.sink !== 'node') throw new Error('--sink is raw or node');
+if (!['true', 'false', 'both'].includes(P.fairnessFlooder)) throw new Error('--fairness-flooder is true, false or both');
 if (!['petrel', 'ejabberd', 'both'].includes(P.server)) throw new Error('--server is petrel, ejabberd or both');
 if (P.transports.length === 0 || P.transports.some((t) => t !== 'tcp' && t !== 'ws')) throw new Error('--transport is tcp, ws or tcp,ws');
 const PASSWORD = 'bench-secret';
@@ -467,8 +472,16 @@ async function benchPetrel(ctx: Ctx) {
     log(`petrel overload: ${JSON.stringify(res.overload)}`);
   }
   if (P.phases.has('fairness')) {
-    res.fairness = await fairnessPhase(flowOpts, { seconds: P.fairnessSeconds, workers: P.workers, rate: P.rate, pacedPairs: Math.min(P.n - 1, 20), highWaterBytes: high, lowWaterBytes: Math.floor(high / 2) });
-    log(`petrel fairness: ${JSON.stringify(res.fairness)}`);
+    const fair = (flooder: boolean) =>
+      fairnessPhase(flowOpts, { seconds: P.fairnessSeconds, workers: P.workers, rate: P.rate, pacedPairs: Math.min(P.n - 1, 20), highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), flooder });
+    if (P.fairnessFlooder !== 'false') {
+      res.fairness = await fair(true);
+      log(`petrel fairness: ${JSON.stringify(res.fairness)}`);
+    }
+    if (P.fairnessFlooder !== 'true') {
+      res.fairnessNoFlooder = await fair(false);
+      log(`petrel fairness without the flooder: ${JSON.stringify(res.fairnessNoFlooder)}`);
+    }
   }
   res.pusherAvailable = pusherAvailable;
   if (withWs) res.websocket = await websocketPhases(ctx, petrel);
@@ -582,6 +595,7 @@ function targets(petrel: any, sinkCeiling: any) {
   add('p99 of users not pushed, under overload', 'info', ov?.otherUsersLatencyMs?.p99, 'ms', () => true);
   add('events lost, fairness', '= 0', petrel?.fairness?.eventsLost, '', (v) => v === 0);
   add(`p99 of the others beside a flooder at ${P.rate} msg/s`, 'info', petrel?.fairness?.othersLatencyMs?.p99, 'ms', () => true);
+  add(`p99 of the same paced load without the flooder`, 'info', petrel?.fairnessNoFlooder?.othersLatencyMs?.p99, 'ms', () => true);
   const frac = on?.postsPerSec && ceiling ? Math.round((on.postsPerSec / ceiling) * 1000) / 10 : null;
   add('pushes/s as a share of the sink ceiling', 'info', frac, '%', () => true);
   return rows;

@@ -117,8 +117,14 @@ export type SessionState = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
  */
 const INPUT_SLICE = 8192;
 
-/** Routing steps allowed to wait before the transport stops being read. */
-const PENDING_PAUSE = 256;
+/**
+ * Routing steps allowed to wait before the transport stops being read, and
+ * the input already read stops being parsed. A sender's messages wait for
+ * their outbox commit; what it has waiting is what everyone else's messages
+ * queue behind (in the commit and on this thread when it is released), so
+ * a sender flooding as fast as its socket takes is bounded by it.
+ */
+const PENDING_PAUSE = 32;
 
 let sessionCounter = 0;
 
@@ -160,6 +166,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   #busy: Promise<void> | null = null;
   /** The rest of a large read, handled a slice per turn (null: none waiting). */
   #slices: Uint8Array[] | null = null;
+  /** #nextSlice is scheduled. */
+  #sliceQueued = false;
   readonly id: number;
 
   jid!: JID;
@@ -292,6 +300,12 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
    * cut there.
    */
   #input(data: Uint8Array): void {
+    if (this.#state === 'bound' && this.#backlogFull()) {
+      // Parsed once the routing backlog has room (#drain).
+      this.#slices = [data];
+      (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_SLICE);
+      return;
+    }
     if (this.#state !== 'bound' || data.length <= INPUT_SLICE) {
       this.#framing.input(data);
       return;
@@ -300,15 +314,22 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if ((this.#state as SessionState) === 'closed') return;
     this.#slices = [data.subarray(INPUT_SLICE)];
     (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_SLICE);
-    setImmediate(C2SSession.#nextSlice, this);
+    this.#queueSlice();
+  }
+
+  /** Whether the routing steps waiting have reached PENDING_PAUSE: input is not parsed until they drain. */
+  #backlogFull(): boolean {
+    return this.#pending !== null && this.#pending.length >= PENDING_PAUSE;
   }
 
   static #nextSlice(s: C2SSession): void {
+    s.#sliceQueued = false;
     const slices = s.#slices;
     if (slices === null || s.#state === 'closed') {
       s.#slices = null;
       return;
     }
+    if (s.#backlogFull()) return;
     const next = slices[0]!;
     if (next.length > INPUT_SLICE) {
       slices[0] = next.subarray(INPUT_SLICE);
@@ -322,7 +343,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       return;
     }
     if (slices.length > 0) {
-      setImmediate(C2SSession.#nextSlice, s);
+      s.#queueSlice();
       return;
     }
     s.#slices = null;
@@ -837,6 +858,13 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     return new Promise<void>((resolve) => this.#enqueue(undefined, resolve));
   }
 
+  /** Parses the next slice of input at the next turn (once: a backlog that drains twice meanwhile schedules it once). */
+  #queueSlice(): void {
+    if (this.#sliceQueued) return;
+    this.#sliceQueued = true;
+    setImmediate(C2SSession.#nextSlice, this);
+  }
+
   /** Queues a routing step behind those already waiting; `barrier` must settle first. */
   #enqueue(barrier: Promise<unknown> | undefined, run: () => void): void {
     const entry = { ready: barrier === undefined, run };
@@ -870,7 +898,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     }
     pending.splice(0, i);
     if (pending.length === 0 || this.#state === 'closed') this.#pending = null;
-    if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) this.#shaper?.release(HOLD_BACKLOG);
+    if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) {
+      this.#shaper?.release(HOLD_BACKLOG);
+      // Input read while the backlog was full is parsed again.
+      if (this.#slices !== null) this.#queueSlice();
+    }
   }
 
   #established(el: Element): void {

@@ -5,7 +5,7 @@
 // is not a backend is an error naming its path and the known backends.
 import { custom, fail, int, section, str, validate, type Spec } from '../../config/schema.ts';
 import { storeBackendSpec, type StoreBackend } from '../../storage/select.ts';
-import { DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_ROWS, DEFAULT_OWNER_TIMEOUT_MS } from '../../storage/outbox/types.ts';
+import { DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_ROWS, DEFAULT_BATCH_MAX_ROWS_PER_OWNER, DEFAULT_OWNER_TIMEOUT_MS } from '../../storage/outbox/types.ts';
 import { BACKENDS, unknownBackendMessage } from './backends.ts';
 import type { SenderThread } from './delivery/outbox.ts';
 import type { HandlerOpts } from './http/config.ts';
@@ -58,6 +58,8 @@ export interface EventPusherOpts {
   outbox_batch_max_bytes?: number;
   /** Petrel, PostgreSQL outbox: ms before PostgreSQL ends a silent server's connections, so that the others take its claims. */
   outbox_owner_timeout?: number;
+  /** Petrel: rows of one sender in one outbox transaction at most. */
+  outbox_batch_max_rows_per_user?: number;
 }
 
 /** The flow-control marks, set or derived, checked: low < high <= outbox_max_bytes. */
@@ -102,6 +104,7 @@ export const eventPusherSpec: Spec = section(
     outbox_batch_max_rows: int({ min: 1, default: DEFAULT_BATCH_MAX_ROWS }),
     outbox_batch_max_bytes: int({ min: 1024, default: DEFAULT_BATCH_MAX_BYTES }),
     outbox_owner_timeout: int({ min: 1000, default: DEFAULT_OWNER_TIMEOUT_MS }),
+    outbox_batch_max_rows_per_user: int({ min: 1, default: DEFAULT_BATCH_MAX_ROWS_PER_OWNER }),
   },
   {
     wildcard: unknownBackend,
@@ -127,6 +130,7 @@ export const eventPusherSpec: Spec = section(
         outbox_batch_max_rows: v.outbox_batch_max_rows,
         outbox_batch_max_bytes: v.outbox_batch_max_bytes,
         outbox_owner_timeout: v.outbox_owner_timeout,
+        outbox_batch_max_rows_per_user: v.outbox_batch_max_rows_per_user,
       };
     },
   },

@@ -64,7 +64,7 @@ function outboxPgSettings(config: PetrelConfig): PgPoolSettings {
 
 /** Opens the module's outbox in its configured store (its own connections). */
 function outboxOpener(config: PetrelConfig, opts: EventPusherOpts, logger: Logger): { open(): Promise<OutboxStore>; pg?: PgPoolSettings } {
-  const batch = { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes };
+  const batch = { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes, maxRowsPerOwner: opts.outbox_batch_max_rows_per_user };
   const onWarning = (what: string, message: string) => logger.warn({ what }, message);
   if (opts.outbox_backend === 'rdbms') {
     const pg = outboxPgSettings(config);
@@ -127,7 +127,7 @@ export async function createEventPusher(ctx: ModuleContext, opts: EventPusherOpt
     pgSettings: store?.pg,
     pgOwnerTimeoutMs: opts.outbox_owner_timeout,
     senderThread: opts.sender_thread ?? DEFAULT_SENDER_THREAD,
-    batch: { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes },
+    batch: { maxRows: opts.outbox_batch_max_rows, maxBytes: opts.outbox_batch_max_bytes, maxRowsPerOwner: opts.outbox_batch_max_rows_per_user },
     logger,
     metrics: deliveryMetrics(ctx.metrics),
     maxEvents: opts.outbox_max_events ?? DEFAULT_OUTBOX_MAX_EVENTS,

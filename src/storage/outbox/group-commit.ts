@@ -25,6 +25,12 @@
 // a few tries (about 2 log2(batch) quick writes, then loneRetries spaced
 // ones), and keeps its settle ops.
 //
+// Fair share: with an owner for each row (ownerOf) and maxRowsPerOwner, a
+// batch holds at most that many rows of one owner; the owner's other rows
+// wait, in their order, for the next batches, and the rows behind them go
+// first. The rows looked at for a batch are bounded (FAIR_SCAN batches'
+// worth), so a long queue of one owner's rows costs no more per batch.
+//
 // Settle ops alone do not make a batch at once: they wait for the next rows,
 // or settleDelayMs, or maxOps of them. Nobody waits for them except a claim
 // (settled()), which needs them written first.
@@ -33,7 +39,7 @@ import { DEFAULT_BATCH_MAX_BYTES, DEFAULT_BATCH_MAX_ROWS, SETTLE_DELAY_MS, type 
 /** Writes `rows` and applies `ops` in one transaction; resolves with the rows' ids in order. */
 export type BatchWriter<R, O> = (rows: R[], ops: O[]) => Promise<number[]>;
 
-export interface GroupCommitOptions extends BatchLimits {
+export interface GroupCommitOptions<R = unknown> extends BatchLimits {
   /** Batches written at once at most (1: the next waits for the commit). */
   maxInFlight?: number;
   /** Longest settle ops wait for rows to ride with. */
@@ -48,7 +54,12 @@ export interface GroupCommitOptions extends BatchLimits {
   transient?(err: Error): boolean;
   /** Times a row that failed alone with a transient error is tried again before it is refused. */
   loneRetries?: number;
+  /** Who a row is charged to, for maxRowsPerOwner (undefined: nobody, never held back). */
+  ownerOf?(r: R): string | undefined;
 }
+
+/** Rows looked at for one batch's fair share, in batches' worth (maxRows each). */
+const FAIR_SCAN = 8;
 
 export const DEFAULT_MAX_OPS = 4096;
 export const DEFAULT_RETRY_MS = 1000;
@@ -61,7 +72,7 @@ interface Join {
 }
 
 /** Rows written or to be written together, with their callers' promises. */
-interface Rows<R> {
+export interface Rows<R> {
   rows: R[];
   res: Array<(id: number) => void>;
   rej: Array<(e: Error) => void>;
@@ -92,6 +103,8 @@ export class GroupCommit<R, O> {
   readonly #onWriteFailed: GroupCommitOptions['onWriteFailed'];
   readonly #transient: GroupCommitOptions['transient'];
   readonly #loneRetries: number;
+  readonly #ownerOf: GroupCommitOptions<R>['ownerOf'];
+  readonly #perOwner: number;
   /** Rows that failed alone with a transient error, waiting to be tried again together. */
   #parked: Rows<R> = { rows: [], res: [], rej: [], tries: [] };
   #parkTimer: NodeJS.Timeout | null = null;
@@ -122,7 +135,7 @@ export class GroupCommit<R, O> {
   #idle: Array<() => void> = [];
   #closed = false;
 
-  constructor(write: BatchWriter<R, O>, sizeOf: (r: R) => number, o: GroupCommitOptions = {}) {
+  constructor(write: BatchWriter<R, O>, sizeOf: (r: R) => number, o: GroupCommitOptions<R> = {}) {
     this.#write = write;
     this.#sizeOf = sizeOf;
     this.#maxRows = Math.max(1, o.maxRows ?? DEFAULT_BATCH_MAX_ROWS);
@@ -134,6 +147,8 @@ export class GroupCommit<R, O> {
     this.#onWriteFailed = o.onWriteFailed;
     this.#transient = o.transient;
     this.#loneRetries = o.loneRetries ?? DEFAULT_LONE_RETRIES;
+    this.#ownerOf = o.ownerOf;
+    this.#perOwner = o.ownerOf === undefined ? Infinity : Math.max(1, o.maxRowsPerOwner ?? Infinity);
   }
 
   /** Parks a row that failed alone with a transient error; all parked rows are tried again together. */
@@ -316,8 +331,15 @@ export class GroupCommit<R, O> {
     }
   }
 
-  /** The first rows that fit in one batch. */
+  /** The first rows that fit in one batch (at most maxRowsPerOwner of an owner, see takeFair). */
   #take(): Rows<R> {
+    if (this.#perOwner < this.#rows.length) {
+      const fair = takeFair({ rows: this.#rows, res: this.#res, rej: this.#rej }, this.#ownerOf!, this.#perOwner, this.#maxRows, this.#maxBytes, this.#sizeOf);
+      if (fair !== null) {
+        this.#bytes -= fair.bytes;
+        return fair.batch;
+      }
+    }
     const all = this.#rows;
     let n = 0;
     let bytes = 0;
@@ -411,4 +433,69 @@ export class GroupCommit<R, O> {
       },
     );
   }
+}
+
+/**
+ * Takes one batch of the queued rows with at most `perOwner` rows of each
+ * owner, in queue order, out of `q` (the rows left keep their order); null,
+ * and `q` untouched, when the batch is the queue's first rows anyway (no
+ * owner over its share among them). Looks at FAIR_SCAN × maxRows rows at
+ * most; the rows past the batch are moved down in place.
+ */
+export function takeFair<R>(
+  q: Rows<R>,
+  ownerOf: (r: R) => string | undefined,
+  perOwner: number,
+  maxRows: number,
+  maxBytes: number,
+  sizeOf: (r: R) => number,
+): { batch: Rows<R>; bytes: number } | null {
+  const { rows, res, rej } = q;
+  const counts = new Map<string, number>();
+  const scan = Math.min(rows.length, maxRows * FAIR_SCAN);
+  /** Whether each row looked at is taken, once the first one is held back. */
+  let taken: boolean[] | null = null;
+  let n = 0;
+  let bytes = 0;
+  let i = 0;
+  for (; i < scan && n < maxRows; i++) {
+    const r = rows[i]!;
+    const b = sizeOf(r);
+    if (n > 0 && bytes + b > maxBytes) break;
+    const o = ownerOf(r);
+    if (o !== undefined) {
+      const c = counts.get(o) ?? 0;
+      if (c >= perOwner) {
+        if (taken === null) taken = new Array<boolean>(i).fill(true);
+        taken.push(false);
+        continue;
+      }
+      counts.set(o, c + 1);
+    }
+    taken?.push(true);
+    n++;
+    bytes += b;
+  }
+  if (taken === null) return null;
+  const batch: Rows<R> = { rows: new Array(n), res: new Array(n), rej: new Array(n) };
+  // The rows held back move to the front, then the rows not looked at follow them.
+  let t = 0;
+  let w = 0;
+  for (let k = 0; k < i; k++) {
+    if (taken[k]) {
+      batch.rows[t] = rows[k]!;
+      batch.res[t] = res[k]!;
+      batch.rej[t++] = rej[k]!;
+    } else {
+      rows[w] = rows[k]!;
+      res[w] = res[k]!;
+      rej[w++] = rej[k]!;
+    }
+  }
+  const left = rows.length - n;
+  rows.copyWithin(w, i);
+  res.copyWithin(w, i);
+  rej.copyWithin(w, i);
+  rows.length = res.length = rej.length = left;
+  return { batch, bytes };
 }

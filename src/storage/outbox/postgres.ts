@@ -222,6 +222,7 @@ async function inTransaction(pool: pg.Pool, all: pg.QueryConfig[]): Promise<pg.Q
 }
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
+const rowOwner = (r: NewOutboxRow) => r.owner;
 
 /**
  * Whether a failed write says nothing about its rows: no answer at all (a
@@ -285,6 +286,8 @@ export async function openPostgresOutbox(s: PgPoolSettings, o: PostgresOutboxOpt
   const queue = new GroupCommit<NewOutboxRow, SettleOp>(write, payloadBytes, {
     maxRows: o.maxRows,
     maxBytes: o.maxBytes,
+    maxRowsPerOwner: o.maxRowsPerOwner,
+    ownerOf: rowOwner,
     maxInFlight: 1,
     retryMs: o.retryMs,
     transient: pgTransient,

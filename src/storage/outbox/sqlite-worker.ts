@@ -136,14 +136,19 @@ port.on('message', (m: OutboxRequest) => {
             ext.writeFailed(b.rows);
             throw err;
           }
-          value = ids;
           // Committed: whatever the extension does next, the rows are kept.
+          // The server's thread is answered first: it routes the batch's
+          // messages on this answer, and they do not wait for the sends the
+          // extension starts with the rows.
+          reply(m.seq, ids);
           try {
             ext.afterWrite(b.rows, ids);
           } catch (err) {
             host.post({ type: 'error', error: String(err) });
           }
-        } else value = tables.write(b.rows, b.ops);
+          return;
+        }
+        value = tables.write(b.rows, b.ops);
         break;
       }
       case 'claim':

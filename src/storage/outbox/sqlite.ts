@@ -53,6 +53,7 @@ interface Pending {
 }
 
 const payloadBytes = (r: NewOutboxRow) => r.payload.byteLength;
+const rowOwner = (r: NewOutboxRow) => r.owner;
 
 /** How often the checkpointer thread copies the write-ahead log back into the database. */
 export const DEFAULT_CHECKPOINT_MS = 100;
@@ -161,6 +162,8 @@ export async function openSqliteOutbox(file: string, o: SqliteOutboxOptions = {}
     {
       maxRows: o.maxRows,
       maxBytes: o.maxBytes,
+      maxRowsPerOwner: o.maxRowsPerOwner,
+      ownerOf: rowOwner,
       maxInFlight: 2,
       retryMs: o.retryMs,
       transient: sqliteTransient,

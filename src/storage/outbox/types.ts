@@ -54,6 +54,8 @@ export interface NewOutboxRow {
   createdAt: number;
   /** Taken by this server at once (its sender has room for it and takes it after the commit). */
   claimed: boolean;
+  /** Who the event is charged to (the sender's bare JID), for the fair share of a batch; not stored. */
+  owner?: string;
 }
 
 /** A stored event, as a claim returns it. */
@@ -145,10 +147,17 @@ export interface OutboxAdmin {
   close(): Promise<void>;
 }
 
-/** How batches are bounded (mod_event_pusher's outbox_batch_max_rows / outbox_batch_max_bytes). */
+/** How batches are bounded (mod_event_pusher's outbox_batch_max_rows / outbox_batch_max_bytes / outbox_batch_max_rows_per_user). */
 export interface BatchLimits {
   /** Rows in one transaction at most. */
   maxRows?: number;
+  /**
+   * Rows of one owner (NewOutboxRow.owner) in one transaction at most: the
+   * rest of its rows wait for the next batches, and the rows of others go
+   * first. A user sending as fast as it can then fills a share of each
+   * batch, not whole batches that everyone else's rows wait behind.
+   */
+  maxRowsPerOwner?: number;
   /** Payload bytes in one transaction at most (a larger row goes alone). */
   maxBytes?: number;
 }
@@ -157,6 +166,7 @@ export const DEFAULT_BATCH_MAX_ROWS = 512;
 export const DEFAULT_BATCH_MAX_BYTES = 4 * 1024 * 1024;
 /** Default of modules.mod_event_pusher.outbox_owner_timeout (PostgreSQL outbox): ms before PostgreSQL ends the connections of a server that went silent. */
 export const DEFAULT_OWNER_TIMEOUT_MS = 30_000;
+export const DEFAULT_BATCH_MAX_ROWS_PER_OWNER = 64;
 /** Longest a settle op waits for appends to ride with. */
 export const SETTLE_DELAY_MS = 50;
 /** Milliseconds a SQLite connection waits for another one's write lock. */

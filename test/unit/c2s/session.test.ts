@@ -278,6 +278,33 @@ describe('the c2s session over an in-memory transport', () => {
     await bob.t.closedPromise;
   });
 
+  test('a sender whose messages wait for their commit has at most 32 of them waiting: its input is not read or parsed further until they are routed, and then every message arrives in order', async () => {
+    w = world();
+    let release: () => void = () => {};
+    const commit = new Promise<void>((r) => (release = r));
+    let seen = 0;
+    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: () => {
+      seen++;
+      return commit;
+    } });
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'phone');
+    // One read each, then one read holding many: nothing past the backlog is parsed.
+    for (let i = 1; i <= 40; i++) alice.t.send(`<message to='bob@localhost/phone' type='chat' id='a${i}'><body>${i}</body></message>`);
+    let many = '';
+    for (let i = 41; i <= 200; i++) many += `<message to='bob@localhost/phone' type='chat' id='a${i}'><body>${i}</body></message>`;
+    alice.t.send(many);
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    assert.equal(seen, 32);
+    assert.equal(alice.t.paused, true);
+    assert.doesNotMatch(bob.t.received, /<message/);
+    release();
+    await bob.t.waitFor(/id="a200"/);
+    const ids = [...bob.t.received.matchAll(/<message [^>]*id="a(\d+)"/g)].map((m) => Number(m[1]));
+    assert.deepEqual(ids, Array.from({ length: 200 }, (_, i) => i + 1));
+    assert.equal(seen, 200);
+  });
+
   test('past the shaper\'s max_rate the transport is not read until the budget has refilled', async () => {
     w = world();
     w.ctx.maxRate = 1000;

@@ -196,3 +196,41 @@ test('the group commit bounds a batch by payload bytes as well as rows', async (
   assert.deepEqual(batches, [[400, 400], [400], [2000], [10]]);
   q.close();
 });
+
+test('a batch holds at most outbox_batch_max_rows_per_user rows of one sender: the rows of others behind a flood go in the next batch, each sender keeping its order', async () => {
+  const batches: string[][] = [];
+  let release: () => void = () => {};
+  let first = true;
+  const q = new GroupCommit<string, never>(
+    async (rows) => {
+      batches.push([...rows]);
+      // The first write is slow, so that the flood and the others queue behind it.
+      if (first) {
+        first = false;
+        await new Promise<void>((r) => (release = r));
+      }
+      return rows.map((_, i) => i);
+    },
+    () => 1,
+    { maxRows: 100, maxBytes: 1_000_000, maxInFlight: 1, maxRowsPerOwner: 3, ownerOf: (r) => (r.startsWith('-') ? undefined : r.split(':')[0]) },
+  );
+  const all: Array<Promise<number>> = [q.append('a:0')];
+  await new Promise((r) => setImmediate(r));
+  for (let i = 1; i <= 7; i++) all.push(q.append(`a:${i}`));
+  all.push(q.append('b:0'), q.append('-x'), q.append('c:0'), q.append('b:1'));
+  release();
+  await Promise.all(all);
+  assert.deepEqual(batches, [['a:0'], ['a:1', 'a:2', 'a:3', 'b:0', '-x', 'c:0', 'b:1'], ['a:4', 'a:5', 'a:6'], ['a:7']]);
+  q.close();
+});
+
+test('without owners, or under the per-sender share, a batch is the queue in order', async () => {
+  const batches: string[][] = [];
+  const q = new GroupCommit<string, never>(async (rows) => {
+    batches.push([...rows]);
+    return rows.map((_, i) => i);
+  }, () => 1, { maxRows: 4, maxRowsPerOwner: 2, ownerOf: (r) => r.split(':')[0] });
+  await Promise.all(['a:0', 'b:0', 'a:1', 'b:1', 'c:0'].map((r) => q.append(r)));
+  assert.deepEqual(batches, [['a:0', 'b:0', 'a:1', 'b:1'], ['c:0']]);
+  q.close();
+});

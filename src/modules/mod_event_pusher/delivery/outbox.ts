@@ -297,7 +297,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
     const hot = loop !== null && loop.admit(key, size);
     bump(key, 1, size);
     if (share !== undefined) flow?.enqueued(share, size, totalBytes, total, shares.size);
-    const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot };
+    const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot, owner };
     return store.append(row).then(
       (id) => {
         if (share !== undefined) rowShares.set(id, { share, bytes: size });
@@ -366,7 +366,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
             const ch = await sqlite.attach(new URL('./thread.ts', import.meta.url).href, threadInit(), onReport);
             remote = { request: (b) => ch.request(b), close: async () => {} };
           } else if (o.pgSettings !== undefined) {
-            remote = await startPgThread({ settings: o.pgSettings, init: threadInit(), maxRows: o.batch?.maxRows, maxBytes: o.batch?.maxBytes, ownerTimeoutMs: o.pgOwnerTimeoutMs }, onReport);
+            remote = await startPgThread({ settings: o.pgSettings, init: threadInit(), maxRows: o.batch?.maxRows, maxBytes: o.batch?.maxBytes, maxRowsPerOwner: o.batch?.maxRowsPerOwner, ownerTimeoutMs: o.pgOwnerTimeoutMs }, onReport);
             nudges = new Set();
           } else throw new Error('sender_thread = "worker" needs the SQLite outbox or PostgreSQL settings');
         } else {

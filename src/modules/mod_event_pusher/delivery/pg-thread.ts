@@ -17,6 +17,7 @@ export interface PgThreadData {
   maxRows?: number;
   maxBytes?: number;
   ownerTimeoutMs?: number;
+  maxRowsPerOwner?: number;
 }
 
 const port = parentPort!;
@@ -27,6 +28,7 @@ try {
     maxRows: data.maxRows,
     maxBytes: data.maxBytes,
     ownerTimeoutMs: data.ownerTimeoutMs,
+    maxRowsPerOwner: data.maxRowsPerOwner,
     onWarning: (what, message) => port.postMessage({ ext: [3, 'warn', JSON.stringify({ what }), message] }),
   });
   const host: OutboxHost = {

@@ -84,7 +84,7 @@ test('an empty handler gets every default', () => {
 
 test('a module with no backend has no handlers', () => {
   assert.deepEqual(opts(`[modules.mod_event_pusher]`), {
-    backends: {}, outbox_max_events: 1_000_000, outbox_max_bytes: 1_073_741_824, outbox_max_events_per_user: 100_000, outbox_max_bytes_per_user: 104_857_600, outbox_high_water_bytes: 134_217_728, outbox_low_water_bytes: 67_108_864, best_effort_max_bytes: 67_108_864, outbox_backend: 'internal', sender_thread: 'worker', outbox_batch_max_rows: 512, outbox_batch_max_bytes: 4_194_304, outbox_owner_timeout: 30_000,
+    backends: {}, outbox_max_events: 1_000_000, outbox_max_bytes: 1_073_741_824, outbox_max_events_per_user: 100_000, outbox_max_bytes_per_user: 104_857_600, outbox_high_water_bytes: 134_217_728, outbox_low_water_bytes: 67_108_864, best_effort_max_bytes: 67_108_864, outbox_backend: 'internal', sender_thread: 'worker', outbox_batch_max_rows: 512, outbox_batch_max_bytes: 4_194_304, outbox_owner_timeout: 30_000, outbox_batch_max_rows_per_user: 64,
   });
 });
 
@@ -138,9 +138,10 @@ test('one exchange name given two types, an over-long name and an unknown key ar
 });
 
 test('sender_thread and the outbox batch bounds are read, and a wrong sender_thread names its path', () => {
-  const o = opts('[modules.mod_event_pusher]\nsender_thread = "main"\noutbox_batch_max_rows = 64\noutbox_batch_max_bytes = 65536');
-  assert.deepEqual([o.sender_thread, o.outbox_batch_max_rows, o.outbox_batch_max_bytes], ['main', 64, 65536]);
+  const o = opts('[modules.mod_event_pusher]\nsender_thread = "main"\noutbox_batch_max_rows = 64\noutbox_batch_max_bytes = 65536\noutbox_batch_max_rows_per_user = 8');
+  assert.deepEqual([o.sender_thread, o.outbox_batch_max_rows, o.outbox_batch_max_bytes, o.outbox_batch_max_rows_per_user], ['main', 64, 65536, 8]);
   assert.equal(errorOf('[modules.mod_event_pusher]\nsender_thread = "both"').path, 'modules.mod_event_pusher.sender_thread');
+  assert.equal(errorOf('[modules.mod_event_pusher]\noutbox_batch_max_rows_per_user = 0').path, 'modules.mod_event_pusher.outbox_batch_max_rows_per_user');
 });
 
 test('outbox_owner_timeout is read in milliseconds, and one under a second is an error naming its path', () => {
