@@ -77,11 +77,22 @@ export class Bus {
     }
   }
 
+  /** The largest message the NATS server takes (its max_payload, 1 MiB by default). */
+  get maxPayload(): number {
+    const n = this.#nc.info?.max_payload;
+    return typeof n === 'number' && n > 0 ? n : 1024 * 1024;
+  }
+
   /** Resolves with the reply; rejects with BusUnreachable when there is none in `timeoutMs`. */
-  async request(subject: string, data: unknown, timeoutMs: number): Promise<BusReply> {
+  request(subject: string, data: unknown, timeoutMs: number): Promise<BusReply> {
+    return this.requestJson(subject, JSON.stringify(data), timeoutMs);
+  }
+
+  /** As request, with the payload already serialised (JSON text). */
+  async requestJson(subject: string, json: string, timeoutMs: number): Promise<BusReply> {
     let m: Msg;
     try {
-      m = await this.#nc.request(subject, enc.encode(JSON.stringify(data)), { timeout: timeoutMs });
+      m = await this.#nc.request(subject, enc.encode(json), { timeout: timeoutMs });
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '503') throw new BusUnreachable('no_responders', `nobody answers on ${subject}`);

@@ -162,8 +162,22 @@ export interface ClusterSessionsOptions {
   metrics: ClusterMetrics;
   incarnation: string;
   requestTimeout: number;
+  /** Most stanzas in one request to a node (cluster.delivery_batch_size). */
+  deliveryBatch: number;
   heartbeatInterval: number;
 }
+
+type DeliveryItem = { to: string; el: ElementJson; ref?: string };
+
+type OutgoingBatch = {
+  /** Each stanza's delivery, serialised. */
+  items: string[];
+  stanzas: { rs: RemoteSession; el: Element }[];
+  bytes: number;
+  /** Settles once every stanza of the batch was acknowledged or routed again. */
+  done: Promise<void> | null;
+  resolve: (() => void) | null;
+};
 
 export class ClusterSessions implements SessionObserver {
   #o: ClusterSessionsOptions;
@@ -197,7 +211,7 @@ export class ClusterSessions implements SessionObserver {
     const bus = this.#bus;
     const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
     bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
-    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { to: string; el: ElementJson; ref?: string; node?: string }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { b?: DeliveryItem[]; to?: string; el?: ElementJson; ref?: string; node?: string }) => this.#onDeliver(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
@@ -455,17 +469,73 @@ export class ClusterSessions implements SessionObserver {
 
   // --- deliveries ------------------------------------------------------------
 
-  /** Asks the session's node to deliver; without an acknowledgement the stanza is routed again. */
+  /**
+   * Asks the session's node to deliver; without an acknowledgement the
+   * stanza is routed again. The deliveries to one node made in one turn of
+   * the event loop go as one request (at most cluster.delivery_batch_size
+   * stanzas and the server's max_payload bytes), answered with the stanzas
+   * whose session was gone; NATS keeps the order of one publisher's
+   * messages and the node delivers a batch in order, so stanzas from one
+   * sender to one recipient keep theirs.
+   */
   deliverRemote(rs: RemoteSession, el: Element, ref?: string): void {
     this.#o.metrics.remoteDeliveries.inc();
-    const sent = this.#bus.request(this.#bus.nodeSubject(rs.clusterNode, 'deliver'), { to: rs.jid.full, el: toJson(el), ref, node: this.node }, this.#o.requestTimeout).then(
-      (reply) => {
-        if (!reply.ok) this.#undelivered(rs, el, 'the session is gone from its node');
-      },
-      (err: unknown) => this.#undelivered(rs, el, err instanceof BusUnreachable ? err.code : String(err)),
-    ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'));
+    const item = JSON.stringify({ to: rs.jid.full, el: toJson(el), ref });
+    const bytes = Buffer.byteLength(item);
+    let b = this.#outgoing.get(rs.clusterNode);
+    // The envelope and the commas stay well below this margin.
+    const room = this.#bus.maxPayload - 1024 - this.node.length;
+    if (b !== undefined && (b.items.length >= this.#o.deliveryBatch || b.bytes + bytes + 1 > room)) {
+      this.#sendBatch(rs.clusterNode, b);
+      b = undefined;
+    }
+    if (b === undefined) {
+      b = { items: [], stanzas: [], bytes: 0, done: null, resolve: null };
+      const batch = b;
+      b.done = new Promise<void>((r) => (batch.resolve = r));
+      this.#outgoing.set(rs.clusterNode, b);
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        setImmediate(this.#flush);
+      }
+    }
+    b.items.push(item);
+    b.stanzas.push({ rs, el });
+    b.bytes += bytes + 1;
     const from = el.attrs.from;
-    if (from !== undefined) this.#sm.track(from, sent);
+    if (from !== undefined) this.#sm.track(from, b.done!);
+  }
+
+  #outgoing = new Map<string, OutgoingBatch>();
+  #flushQueued = false;
+  #flush = (): void => {
+    this.#flushQueued = false;
+    const all = [...this.#outgoing];
+    this.#outgoing.clear();
+    for (const [node, b] of all) this.#sendBatch(node, b);
+  };
+
+  #sendBatch(node: string, b: OutgoingBatch): void {
+    if (this.#outgoing.get(node) === b) this.#outgoing.delete(node);
+    const json = `{"node":${JSON.stringify(this.node)},"b":[${b.items.join(',')}]}`;
+    this.#bus.requestJson(this.#bus.nodeSubject(node, 'deliver'), json, this.#o.requestTimeout).then(
+      (reply) => {
+        if (!reply.ok) {
+          for (const d of b.stanzas) this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+          return;
+        }
+        const gone = Array.isArray(reply.gone) ? (reply.gone as unknown[]) : [];
+        for (const i of gone) {
+          const d = typeof i === 'number' ? b.stanzas[i] : undefined;
+          if (d !== undefined) this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+        }
+      },
+      (err: unknown) => {
+        const reason = err instanceof BusUnreachable ? err.code : String(err);
+        for (const d of b.stanzas) this.#undelivered(d.rs, d.el, reason);
+      },
+    ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'))
+      .finally(() => b.resolve!());
   }
 
   #undelivered(rs: RemoteSession, el: Element, reason: string): void {
@@ -481,17 +551,34 @@ export class ClusterSessions implements SessionObserver {
     this.#o.router.route(from, to, el);
   }
 
-  #onDeliver(m: { to: string; el: ElementJson; ref?: string; node?: string }): { ok: boolean } {
+  /** A batch of deliveries (or, from an older node, one): answered with the indexes of the stanzas whose session was gone. */
+  #onDeliver(m: { b?: DeliveryItem[]; to?: string; el?: ElementJson; ref?: string; node?: string }): { ok: boolean; gone?: number[] } {
+    const node = typeof m.node === 'string' ? m.node : 'another node';
+    if (!Array.isArray(m.b)) return { ok: this.#deliverOne(m as DeliveryItem, node) };
+    const gone: number[] = [];
+    for (let i = 0; i < m.b.length; i++) {
+      let ok = false;
+      try {
+        ok = this.#deliverOne(m.b[i]!, node);
+      } catch (err) {
+        this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
+      }
+      if (!ok) gone.push(i);
+    }
+    return { ok: true, gone };
+  }
+
+  #deliverOne(m: DeliveryItem, node: string): boolean {
     const s = this.#sm.byFull(m.to);
-    if (s === undefined || s.clusterNode !== undefined) return { ok: false };
+    if (s === undefined || s.clusterNode !== undefined) return false;
     const el = fromJson(m.el) as Element;
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
     const acc = this.#o.router.newAcc(from, s.jid, el);
     // One routed stanza keeps one reference on every node; its carbon copies are the routing node's.
     if (typeof m.ref === 'string') acc.ref = m.ref;
-    acc.routedBy = typeof m.node === 'string' ? m.node : 'another node';
+    acc.routedBy = node;
     this.#o.router.deliver(s, from, el, acc);
-    return { ok: true };
+    return true;
   }
 
   // --- group chat: one node serves a room -----------------------------------

@@ -50,6 +50,7 @@ export const clusterSpec: SectionSpec = section(
     heartbeat_interval: int({ min: 100, max: 3_600_000, default: 1000 }),
     heartbeat_timeout: int({ min: 200, max: 86_400_000, default: 5000 }),
     request_timeout: int({ min: 50, max: 600_000, default: 2000 }),
+    delivery_batch_size: int({ min: 1, max: 10_000, default: 100 }),
   },
   {
     default: true,

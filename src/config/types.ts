@@ -127,6 +127,8 @@ export interface ClusterConfig {
   heartbeat_timeout: number;
   /** ms a cross-node delivery waits for its acknowledgement. */
   request_timeout: number;
+  /** Most stanzas in one cross-node delivery request. */
+  delivery_batch_size: number;
 }
 
 export interface ShaperConfig {
