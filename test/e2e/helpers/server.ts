@@ -2,7 +2,7 @@
 // (config file and data directory), free loopback ports, the JSON log lines
 // it prints, and the command-line tool run against the same config file.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,6 +163,27 @@ export class Petrel {
    * `withConfig: false` leaves out -c, so the shipped configuration is used.
    */
   async start(o: { env?: NodeJS.ProcessEnv; withConfig?: boolean } = {}): Promise<void> {
+    // A port chosen free when the config was written can be taken since
+    // (another test's listener, or the local end of any connection on the
+    // machine): a c2s port found taken is replaced by a new free one.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#startOnce(o);
+        return;
+      } catch (err) {
+        const taken = /EADDRINUSE[^\n]*?:(\d+)/.exec(this.stderr);
+        const i = taken === null ? -1 : this.ports.indexOf(Number(taken[1]));
+        if (attempt >= 3 || i < 0 || o.withConfig === false) throw err;
+        const next = await freePort();
+        const text = await readFile(this.configPath, 'utf8');
+        await writeFile(this.configPath, text.replace(`port = ${this.ports[i]}\n`, `port = ${next}\n`));
+        this.ports[i] = next;
+        this.stderr = '';
+      }
+    }
+  }
+
+  async #startOnce(o: { env?: NodeJS.ProcessEnv; withConfig?: boolean }): Promise<void> {
     const args = o.withConfig === false ? [CLI, 'start'] : [CLI, 'start', '-c', this.configPath];
     const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env: o.env ?? testEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
