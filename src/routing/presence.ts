@@ -108,18 +108,28 @@ export class Presence implements PresenceHandler {
     const presence = session.presence;
     if (!session.available || presence === null) return;
     const me = session.jid;
-    const roster = await this.#roster.getRoster(me.local, me.domain);
+    await this.#toSubscribers(me, presence, await this.#roster.getRoster(me.local, me.domain));
+  }
+
+  /**
+   * Routes a copy of `packet` from `me` to each contact subscribed to it
+   * (from/both, RFC 6121 §4.2.2 / §4.5.2). The roster is bounded (mod_roster's
+   * max_items) and routed in chunks, yielding to other sessions between them;
+   * returns how many were routed, for the caller's later chunks.
+   */
+  async #toSubscribers(me: JID, packet: Element, roster: readonly RosterItem[]): Promise<number> {
     let routed = 0;
     for (const item of roster) {
       if (item.subscription !== 'from' && item.subscription !== 'both') continue;
       const to = tryParseJid(item.jid);
       if (to === null) continue;
       if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
-      const copy = addressed(presence);
+      const copy = addressed(packet);
       copy.attrs.from = me.full;
       copy.attrs.to = to.full;
       this.#router.route(me, to, copy);
     }
+    return routed;
   }
 
   async #broadcast(session: PresenceSession, packet: Element, available: boolean): Promise<void> {
@@ -136,20 +146,8 @@ export class Presence implements PresenceHandler {
       session.presence = null;
     }
     this.#sm.changed(session);
-    // The roster is bounded (mod_roster's max_items), and routed in chunks.
     const roster = await this.#roster.getRoster(me.local, me.domain);
-    let routed = 0;
-    // To contacts subscribed to the user (from/both), RFC 6121 §4.2.2 / §4.5.2.
-    for (const item of roster) {
-      if (item.subscription !== 'from' && item.subscription !== 'both') continue;
-      const to = tryParseJid(item.jid);
-      if (to === null) continue;
-      if (++routed % BROADCAST_CHUNK === 0) await yieldToOthers();
-      const copy = addressed(packet);
-      copy.attrs.from = me.full;
-      copy.attrs.to = to.full;
-      this.#router.route(me, to, copy);
-    }
+    let routed = await this.#toSubscribers(me, packet, roster);
     // To the user's own available resources, this one included.
     for (const s of this.#sm.byBare(me.bare)) {
       if (!s.available && s !== session) continue;
