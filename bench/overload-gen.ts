@@ -21,6 +21,7 @@ type Command =
   | { cmd: 'login'; target: Target; flooders: number[]; paced: number[] }
   | { cmd: 'run'; floodRate: number; pacedRate: number; durationMs: number; drainMs: number }
   | { cmd: 'count' }
+  | { cmd: 'reset' }
   | { cmd: 'exit' };
 
 const BODY_TEXT = ' Hi! Are we still on for lunch tomorrow at noon? Let me know.';
@@ -190,6 +191,11 @@ process.on('message', (m: Command) => {
       break;
     case 'count':
       reply({ floodSent, floodDelivered, errors });
+      break;
+    case 'reset':
+      // After a warm-up: the latencies measured so far are forgotten (the counts of what was sent stay).
+      pacedLatencies.length = 0;
+      reply({ ok: true });
       break;
     case 'exit':
       for (const c of conns) c.destroy();

@@ -37,6 +37,8 @@ export interface OverloadOptions {
   highWaterBytes: number;
   lowWaterBytes: number;
   pacedRate: number;
+  /** Paced load alone before the measured run, not measured (ms): a fresh server's code is compiled first. */
+  warmupMs: number;
 }
 
 export interface FairnessOptions {
@@ -48,6 +50,8 @@ export interface FairnessOptions {
   lowWaterBytes: number;
   /** false: the same paced load without the flooder (the figure to compare with). */
   flooder?: boolean;
+  /** The same load (flooder and paced pairs) before the measured run, not measured (ms). */
+  warmupMs: number;
 }
 
 /** The webhook: answers every request after `delayMs`, counts each marked message once and the repeats. */
@@ -235,6 +239,22 @@ async function pacedGen(server: ServerHandle, password: string, paced: number[])
 
 const target = (server: ServerHandle, password: string) => ({ host: '127.0.0.1', port: server.port, domain: 'localhost', password, register: false });
 
+/**
+ * The phase's load for `ms` before it is measured: a fresh server compiles
+ * its code in the first second or two, and what waits meanwhile would be
+ * counted as the steady state's tail. The paced messages sent are pushed
+ * too (counted in the phase's losses); their latencies are forgotten.
+ */
+async function warmUp(pg: Gen, flood: Gen | undefined, floodRate: number | null, pacedRate: number, ms: number) {
+  if (ms <= 0) return { pacedSent: 0, pacedLost: 0 };
+  const [w] = await Promise.all([
+    pg.ask<{ pacedSent: number; pacedLost: number }>({ cmd: 'run', floodRate: 0, pacedRate, durationMs: ms, drainMs: 5000 }, ms + 60_000),
+    flood?.ask({ cmd: 'run', floodRate, pacedRate: 0, durationMs: ms, drainMs: 0 }, ms + 60_000),
+  ]);
+  await pg.ask({ cmd: 'reset' }, 10_000);
+  return w;
+}
+
 /** Waits until every flooded message that reached its recipient was pushed, and the outbox is empty (or `maxMs`). */
 async function drain(gen: Gen, sink: { unique(): number }, s: ReturnType<typeof sampler>, maxMs: number) {
   const t0 = now();
@@ -277,6 +297,7 @@ export async function overloadPhase(o: FlowPhaseOptions, x: OverloadOptions): Pr
   return withFlowServer(o, 'overload', x.delayMs, x.workers, x.highWaterBytes, x.lowWaterBytes, module, async (server, gen, sink, metricsPort) => {
     await gen.ask({ cmd: 'login', target: target(server, o.password), flooders, paced: [] }, 120_000);
     const pg = await pacedGen(server, o.password, [pacedPair]);
+    const warm = await warmUp(pg, undefined, 0, x.pacedRate, x.warmupMs);
     const s = sampler(metricsPort);
     o.log(`overload: ${x.flooders} flooders offering ${capacity * 10} msg/s to a webhook taking ${capacity}/s, for ${x.seconds} s`);
     const [r, rp] = await Promise.all([
@@ -305,7 +326,7 @@ export async function overloadPhase(o: FlowPhaseOptions, x: OverloadOptions): Pr
       notDrained: d.floodSent - d.floodDelivered,
       drainMs: d.drainMs,
       otherUsersLatencyMs: percentiles(rp.pacedLatencies),
-      otherUsersLost: rp.pacedLost,
+      otherUsersLost: rp.pacedLost + warm.pacedLost,
     };
   });
 }
@@ -331,6 +352,7 @@ export async function fairnessPhase(o: FlowPhaseOptions, x: FairnessOptions): Pr
   return withFlowServer(o, flooder ? 'fairness' : 'fairness-alone', 0, x.workers, x.highWaterBytes, x.lowWaterBytes, undefined, async (server, gen, sink, metricsPort) => {
     await gen.ask({ cmd: 'login', target: target(server, o.password), flooders: flooder ? [0] : [], paced: [] }, 120_000);
     const pg = await pacedGen(server, o.password, paced);
+    const warm = await warmUp(pg, flooder ? gen : undefined, null, x.rate, x.warmupMs);
     const s = sampler(metricsPort);
     o.log(`fairness: ${flooder ? 'one user flooding at full speed' : 'no flooder'}, ${x.pacedPairs} pairs at ${x.rate} msg/s in all, for ${x.seconds} s`);
     const [f, r] = await Promise.all([
@@ -341,14 +363,14 @@ export async function fairnessPhase(o: FlowPhaseOptions, x: FairnessOptions): Pr
     const d = await drain(gen, sink, s, 120_000);
     const m = await s.stop();
     // The paced messages are pushed too: every delivered message has its push.
-    const delivered = d.floodDelivered + (r.pacedSent - r.pacedLost);
+    const delivered = d.floodDelivered + (r.pacedSent - r.pacedLost) + (warm.pacedSent - warm.pacedLost);
     return {
       flooder,
       seconds: x.seconds,
       rate: x.rate,
       flooderAcceptedPerSec: f.floodAcceptedPerSec,
       othersLatencyMs: percentiles(r.pacedLatencies),
-      othersLost: r.pacedLost,
+      othersLost: r.pacedLost + warm.pacedLost,
       outboxBytesMax: s.max.outboxBytes,
       throttledUsersMax: s.max.throttledUsers,
       eventsLost: Math.max(0, delivered - sink.unique() - m.outboxDepth!) + d.errors + m.rejected!,

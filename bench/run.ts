@@ -468,12 +468,12 @@ async function benchPetrel(ctx: Ctx) {
   const flowOpts: FlowPhaseOptions = { dir: ctx.dir, dataDir: ctx.dataDir, password: PASSWORD, pairs: P.n, log };
   const high = P.overloadHighWater;
   if (P.phases.has('overload')) {
-    res.overload = await overloadPhase(flowOpts, { seconds: P.overloadSeconds, workers: P.overloadWorkers, delayMs: 50, flooders: 4, highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), pacedRate: 50 });
+    res.overload = await overloadPhase(flowOpts, { seconds: P.overloadSeconds, workers: P.overloadWorkers, delayMs: 50, flooders: 4, highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), pacedRate: 50, warmupMs: P.warmupMs });
     log(`petrel overload: ${JSON.stringify(res.overload)}`);
   }
   if (P.phases.has('fairness')) {
     const fair = (flooder: boolean) =>
-      fairnessPhase(flowOpts, { seconds: P.fairnessSeconds, workers: P.workers, rate: P.rate, pacedPairs: Math.min(P.n - 1, 20), highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), flooder });
+      fairnessPhase(flowOpts, { seconds: P.fairnessSeconds, workers: P.workers, rate: P.rate, pacedPairs: Math.min(P.n - 1, 20), highWaterBytes: high, lowWaterBytes: Math.floor(high / 2), flooder, warmupMs: P.warmupMs });
     if (P.fairnessFlooder !== 'false') {
       res.fairness = await fair(true);
       log(`petrel fairness: ${JSON.stringify(res.fairness)}`);

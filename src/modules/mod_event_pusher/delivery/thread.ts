@@ -103,6 +103,36 @@ export function applyReports(m: unknown, rep: EngineReporter): void {
 
 const EMPTY = new Uint8Array(0);
 
+/** How long the sender thread's reports (attempts, removals, metric counts, logs) may wait to go together to the server's thread (ms). */
+export const REPORT_DELAY_MS = 20;
+/** Report fields waiting that send them at the next turn instead. */
+export const REPORT_FLUSH_FIELDS = 8192;
+
+/**
+ * When the reports go: REPORT_DELAY_MS after the first one waiting, or at
+ * the next turn once REPORT_FLUSH_FIELDS fields wait (under load the turn's
+ * reports go together, as before, and what waits stays bounded).
+ */
+export function reportSchedule(flush: () => void, delayMs = REPORT_DELAY_MS, flushFields = REPORT_FLUSH_FIELDS) {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let immediate: ReturnType<typeof setImmediate> | null = null;
+  return {
+    request(fields: number): void {
+      if (immediate !== null) return;
+      if (fields >= flushFields) {
+        if (timer !== null) clearTimeout(timer);
+        timer = null;
+        immediate = setImmediate(flush);
+      } else if (timer === null) timer = setTimeout(flush, delayMs);
+    },
+    cancel(): void {
+      if (timer !== null) clearTimeout(timer);
+      if (immediate !== null) clearImmediate(immediate);
+      timer = immediate = null;
+    },
+  };
+}
+
 /**
  * Metric calls counted per label set until drained: a turn that makes
  * thousands of attempts sends one record per (call, host type, handler,
@@ -148,22 +178,19 @@ export function metricCounter(): MetricCounter {
 /** Runs the engine on `host`'s store; what it reports goes to `host.post`. Called in the thread by SqliteOutbox.attach or pg-thread.ts. */
 export async function attachOutboxExtension(host: OutboxHost, init: ThreadInit): Promise<OutboxExtension> {
   let out: Array<string | number> = [];
-  let scheduled = false;
   const counted = metricCounter();
   const flush = () => {
-    scheduled = false;
+    reports.cancel();
     counted.drainInto(out);
     if (out.length === 0) return;
     const batch = out;
     out = [];
     host.post(batch);
   };
-  const later = () => {
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
-  };
+  // Reports wait up to REPORT_DELAY_MS and go in one message: at a low rate
+  // each delivery would otherwise wake the server's thread once more.
+  const reports = reportSchedule(flush);
+  const later = () => reports.request(out.length);
   const metric = (call: number, ht: string, h: string, third: string) => {
     counted.add(call, ht, h, third);
     later();

@@ -1,8 +1,8 @@
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import pino from 'pino';
-import { applyReports, metricCounter } from '../../../../src/modules/mod_event_pusher/delivery/thread.ts';
+import { applyReports, metricCounter, reportSchedule } from '../../../../src/modules/mod_event_pusher/delivery/thread.ts';
 import { DELIVERY_ATTEMPTS, DELIVERY_RESPONSES, batchedInc, deliveryMetrics } from '../../../../src/modules/mod_event_pusher/delivery/metrics.ts';
 import type { EngineReporter } from '../../../../src/modules/mod_event_pusher/delivery/engine.ts';
 
@@ -57,4 +57,26 @@ test('increments made together reach the counter once the work that made them is
   inc.inc();
   await Promise.resolve();
   assert.deepEqual(seen, [5, 1]);
+});
+
+describe('reportSchedule', () => {
+  test('reports wait for the delay and go together; a full batch goes at the next turn', async () => {
+    let flushed = 0;
+    const s = reportSchedule(() => {
+      flushed++;
+      s.cancel();
+    }, 30, 100);
+    s.request(1);
+    s.request(2);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(flushed, 0, 'a few reports wait');
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(flushed, 1, 'and then go in one flush');
+    s.request(1);
+    s.request(100);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(flushed, 2, 'a full batch does not wait for the delay');
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(flushed, 2, 'the timer of the first report was cancelled');
+  });
 });
