@@ -141,6 +141,7 @@ function sampler(metricsPort: number) {
       outboxDepth: get('petrel_event_pusher_outbox_depth'),
       throttledUsers: get('petrel_event_pusher_throttled_users'),
       throttleTotal: get('petrel_event_pusher_throttle_total'),
+      waitedTotal: get('petrel_event_pusher_outbox_waited_total'),
       rejected: get('petrel_event_pusher_outbox_rejected_total') + get('petrel_event_pusher_outbox_user_rejected_total'),
     };
     max.outboxBytes = Math.max(max.outboxBytes, last.outboxBytes!);
@@ -280,6 +281,8 @@ export interface OverloadResult {
   outboxMaxOverHighWater: number;
   throttledUsersMax: number;
   throttleTotal: number;
+  /** Events that waited for room below the ceiling (the throttle mark's headroom was not enough for them). */
+  eventsWaited: number;
   flood: { sent: number; heldBack: number; delivered: number; pushed: number; duplicates: number; refusedEvents: number; stanzaErrors: number; inOutboxAtEnd: number };
   eventsLost: number;
   notDrained: number;
@@ -320,6 +323,7 @@ export async function overloadPhase(o: FlowPhaseOptions, x: OverloadOptions): Pr
       outboxMaxOverHighWater: Math.round((s.max.outboxBytes / x.highWaterBytes) * 1000) / 1000,
       throttledUsersMax: s.max.throttledUsers,
       throttleTotal: m.throttleTotal!,
+      eventsWaited: m.waitedTotal!,
       flood: { sent: d.floodSent, heldBack: r.floodHeldBack, delivered: d.floodDelivered, pushed, duplicates: sink.duplicates(), refusedEvents: m.rejected!, stanzaErrors: d.errors, inOutboxAtEnd: m.outboxDepth! },
       // A message that reached its recipient without its push (and whose event is no longer in the outbox), or that was refused.
       eventsLost: Math.max(0, d.floodDelivered - pushed - m.outboxDepth!) + d.errors + m.rejected!,

@@ -4,20 +4,40 @@
 // outbox has drained. Nothing is refused while this works, and users with
 // no events waiting are never slowed.
 //
-// Two marks in payload bytes, every handler together: past
-// outbox_high_water_bytes (or half of outbox_max_events) the outbox is
-// "high" until it is back below outbox_low_water_bytes (and a quarter of
-// outbox_max_events). While high, a user who enqueues an event is
-// throttled when its share is among the heavy ones: at least the average
+// outbox_high_water_bytes is a ceiling: the outbox's payload bytes (every
+// handler together, counted when an event is taken, before its write
+// commits) never exceed it. Slowing a sender down cannot ensure that on its
+// own: what a throttled connection had already read (the rest of a socket
+// read, parsed a slice at a time) is still handled, and sessions, parsers
+// and commits under way hold more than a headroom could fairly bound. So
+// two things work together:
+// - throttling starts below the mark, at the throttle mark, halfway between
+//   outbox_low_water_bytes and the ceiling (throttleMark()): there the
+//   heaviest senders stop, and lighter ones follow as the outbox nears the
+//   ceiling (at it, everyone with an event waiting). What is still in the
+//   pipeline then usually lands in the room left below the ceiling;
+// - an event that would take the outbox past the ceiling is not written
+//   yet (fits() is false): it waits, in order, in memory, its sender is
+//   throttled, and it is written as soon as deliveries have made room
+//   (outbox.ts). Its sender's message is routed once it is written, as for
+//   any event (the write is the routing barrier), so nothing is refused or
+//   reordered; waiting events count in their sender's share and against
+//   outbox_max_bytes, which bound them. An event waits only while events
+//   of this server's handlers are in the outbox: their leaving is what
+//   makes room (rows of another node or of handlers no longer configured
+//   are not this server's to drain, and never hold an event for good).
+// The outbox is "high" (throttling) from the throttle mark, or half of
+// outbox_max_events, until it is back below outbox_low_water_bytes (and a
+// quarter of outbox_max_events). While high, a user who enqueues an event
+// is throttled when its share is among the heavy ones: at least the average
 // share (bytes waiting / users with events waiting) scaled by how much room
-// is left before outbox_max_bytes, so the heaviest senders stop first, and
-// as the outbox nears its bound lighter ones follow (at the bound, everyone
-// with an event waiting). A user is also throttled, high or not, when its
-// share reaches half of outbox_max_events_per_user or
+// is left before the ceiling (and before outbox_max_events), so the
+// heaviest senders stop first. A user is also throttled, high or not, when
+// its share reaches half of outbox_max_events_per_user or
 // outbox_max_bytes_per_user, so that its own share is not refused either.
 //
 // With outbox_high_water_bytes = outbox_max_bytes flow control is off:
-// nobody is throttled, only the refusals remain.
+// nobody is throttled, nothing waits, only the refusals remain.
 //
 // A throttled user is read again when the outbox is back below low water
 // (and its share below a quarter of its bounds), or when none of its events
@@ -34,6 +54,8 @@ export const THROTTLED_USERS = 'petrel_event_pusher_throttled_users';
 export const THROTTLE_TOTAL = 'petrel_event_pusher_throttle_total';
 /** Payload bytes in the outbox (what the marks are compared with). */
 export const OUTBOX_BYTES = 'petrel_event_pusher_outbox_bytes';
+/** Events that waited for room below the ceiling before being written. */
+export const OUTBOX_WAITED_TOTAL = 'petrel_event_pusher_outbox_waited_total';
 
 /** What the flow control knows of one sender's waiting events (the engine's Share). */
 export interface FlowShare {
@@ -60,16 +82,37 @@ export interface FlowOptions {
 }
 
 export interface FlowControl {
-  /** After an event of `size` bytes of `share` was counted; `totalBytes`/`totalRows`/`users`: the outbox's bytes and events, and the users with events waiting. */
+  /**
+   * After an event of `size` bytes of `share` was taken; `totalBytes`/`totalRows`/`users`: the outbox's bytes
+   * (with the events waiting for room, this one included, if it waits) and events, and the users with events waiting.
+   */
   enqueued(share: FlowShare, size: number, totalBytes: number, totalRows: number, users: number): void;
   /** After an event of `share` (undefined: a row this server did not count) left (`gone`: it was the user's last waiting event). */
   removed(share: FlowShare | undefined, size: number, gone: boolean, totalBytes: number, totalRows: number): void;
+  /**
+   * Whether an event of `size` payload bytes may be written now, the outbox
+   * holding `totalBytes` and `liveRows` events of this server's handlers:
+   * false when it would pass the ceiling (outbox_high_water_bytes) while
+   * those rows can still make room; the event then waits.
+   */
+  fits(size: number, totalBytes: number, liveRows: number): boolean;
+  /** An event is waiting for room below the ceiling (fits() was false), for the counter. */
+  waited(): void;
   /** The byte count was re-read from the store. */
   synced(totalBytes: number, totalRows: number): void;
   /** Payload bytes in the outbox, for the gauge (read at scrape time). */
   bytes(read: () => number): void;
   /** Reads everyone again and flushes the log summaries (shutdown). */
   close(): void;
+}
+
+/**
+ * Where throttling starts: halfway between the low-water mark and the
+ * ceiling, so that what throttled connections still bring has room below
+ * the ceiling, and the hysteresis down to low water stays.
+ */
+export function throttleMark(highBytes: number, lowBytes: number): number {
+  return lowBytes + Math.ceil((highBytes - lowBytes) / 2);
 }
 
 function getOrCreate<T>(registry: Registry, name: string, make: () => T): T {
@@ -88,12 +131,13 @@ export function createFlowControl(o: FlowOptions): FlowControl {
   const userLowRows = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxEvents / 4);
   const userLowBytes = o.perUser === undefined ? Infinity : Math.floor(o.perUser.maxBytes / 4);
   const off = o.highBytes >= o.maxBytes;
-  const span = Math.max(1, o.maxBytes - o.highBytes);
+  const startBytes = throttleMark(o.highBytes, o.lowBytes);
+  const span = Math.max(1, o.highBytes - startBytes);
   const maxRows = o.maxEvents ?? Infinity;
   const highRows = Math.max(1, Math.floor(maxRows / 2));
   const lowRows = Math.floor(maxRows / 4);
   const rowSpan = Math.max(1, maxRows - highRows);
-  const isHigh = (bytes: number, rows: number) => bytes >= o.highBytes || rows >= highRows;
+  const isHigh = (bytes: number, rows: number) => bytes >= startBytes || rows >= highRows;
   const isLow = (bytes: number, rows: number) => bytes < o.lowBytes && rows < lowRows;
 
   const gauge = getOrCreate(o.registry, THROTTLED_USERS, () => new Gauge({
@@ -114,8 +158,14 @@ export function createFlowControl(o: FlowOptions): FlowControl {
       this.set(readBytes());
     },
   }));
+  const waited = getOrCreate(o.registry, OUTBOX_WAITED_TOTAL, () => new Counter({
+    name: OUTBOX_WAITED_TOTAL,
+    help: 'Events that waited for room below outbox_high_water_bytes before being written to the outbox',
+    registers: [o.registry],
+  }));
   gauge.set(0);
   total.inc(0);
+  waited.inc(0);
 
   // One line a second for each: the first at once with its user, the rest of
   // the second counted in a summary line, so a flood of users cannot flood the log.
@@ -170,9 +220,16 @@ export function createFlowControl(o: FlowOptions): FlowControl {
         if (!isHigh(totalBytes, totalRows)) return;
         high = true;
       }
-      // Heavy: at least the average share, less so as the outbox nears its bound.
-      const room = Math.max(0, Math.min(1, (o.maxBytes - totalBytes) / span, Number.isFinite(maxRows) ? (maxRows - totalRows) / rowSpan : 1));
+      // Heavy: at least the average share, less so as the outbox nears its
+      // ceiling (at it, or past it with the event waiting: everyone).
+      const room = Math.max(0, Math.min(1, (o.highBytes - totalBytes) / span, Number.isFinite(maxRows) ? (maxRows - totalRows) / rowSpan : 1));
       if (share.bytes * users >= sharedBytes * room) start(share, totalBytes, 'high_water');
+    },
+    fits(size, totalBytes, liveRows) {
+      return off || totalBytes + size <= o.highBytes || liveRows <= 0;
+    },
+    waited() {
+      waited.inc();
     },
     removed(share, size, gone, totalBytes, totalRows) {
       if (off) return;

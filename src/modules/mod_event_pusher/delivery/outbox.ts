@@ -6,7 +6,9 @@
 // This is the server thread's half: it takes events (refusing them beyond
 // outbox_max_events or outbox_max_bytes, and beyond a sender's share,
 // outbox_max_events_per_user / outbox_max_bytes_per_user), keeps the depth
-// per handler, writes the rows, and puts the sending half where
+// per handler, writes the rows (an event that would take the outbox past
+// its ceiling, outbox_high_water_bytes, waits for room first: flow.ts),
+// and puts the sending half where
 // sender_thread says:
 // - "worker" with the SQLite outbox: in the outbox's writer thread, where the
 //   rows already are; new rows are claimed as they are written, and the
@@ -81,6 +83,18 @@ interface Share {
   bytes: number;
   /** Kept by the flow control. */
   throttled?: boolean;
+}
+
+/** An event taken but not written yet: it would have passed the outbox's ceiling (flow.ts). */
+interface Waiting {
+  x: Registered;
+  hostType: string;
+  eventId: string;
+  payload: Uint8Array;
+  owner: string | undefined;
+  share: Share | undefined;
+  /** Resolves once the event is written (or its write failed). */
+  done: () => void;
 }
 
 interface Channel {
@@ -163,6 +177,12 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
   /** Each sender's waiting events, and the share of each row this server wrote (by row id) until it leaves. */
   const shares = new Map<string, Share>();
   const rowShares = new Map<number, { share: Share; bytes: number }>();
+  /** Events waiting for room below the ceiling, in the order they came (from `waitHead` on), and their payload bytes. */
+  let waiting: Array<Waiting | undefined> = [];
+  let waitHead = 0;
+  let waitingBytes = 0;
+  /** Rows of handlers not configured here (re-read with the depth): nobody here sends them. */
+  let orphanRows = 0;
 
   const bump = (key: string, d: number, bytes: number) => {
     depth.set(key, (depth.get(key) ?? 0) + d);
@@ -174,6 +194,25 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
 
   const flow = o.flow;
   flow?.bytes(() => totalBytes);
+
+  /** Writes the events waiting for room, in order, while they fit (all of them: `force`, at close). */
+  const release = (force: boolean) => {
+    while (waitHead < waiting.length) {
+      const w = waiting[waitHead]!;
+      const size = w.payload.byteLength;
+      if (!force && flow !== undefined && !flow.fits(size, totalBytes, total - orphanRows)) break;
+      waiting[waitHead++] = undefined;
+      waitingBytes -= size;
+      void write(w.x, w.hostType, w.eventId, w.payload, w.owner, w.share).then(w.done);
+    }
+    if (waitHead === waiting.length) {
+      waiting = [];
+      waitHead = 0;
+    } else if (waitHead > 1024 && waitHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitHead);
+      waitHead = 0;
+    }
+  };
 
   const unshare = (share: Share, bytes: number) => {
     share.rows--;
@@ -194,6 +233,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         rowShares.delete(id);
         unshare(s.share, s.bytes);
       } else flow?.removed(undefined, 0, false, totalBytes, total);
+      if (waitHead < waiting.length) release(false);
     },
     senderReport: (backend, r) => senders.get(backend)?.onReport?.(r),
     log,
@@ -210,11 +250,16 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       total = 0;
       for (const [k, n] of fresh) depth.set(k, n);
       for (const [k, d] of delta) depth.set(k, (depth.get(k) ?? 0) + d);
-      for (const n of depth.values()) total += n;
+      orphanRows = 0;
+      for (const [k, n] of depth) {
+        total += n;
+        if (!byKey.has(k)) orphanRows += n;
+      }
       if (bytes !== undefined) {
         totalBytes = bytes + bytesSinceSync;
         flow?.synced(totalBytes, total);
       }
+      if (waitHead < waiting.length) release(closing);
     } catch (err) {
       if (!closed) log.error({ what: 'event_pusher_outbox_read_failed', err: String(err) }, 'could not read the outbox depth');
     } finally {
@@ -281,7 +326,8 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       return 'closed';
     }
     const size = payload.byteLength;
-    if (total >= o.maxEvents || (totalBytes + size > maxBytes && total > 0)) return reject(x, hostType, eventId);
+    // The events waiting for room were taken: they count against the bound.
+    if (total >= o.maxEvents || (totalBytes + waitingBytes + size > maxBytes && total > 0)) return reject(x, hostType, eventId);
     let share: Share | undefined;
     if (owner !== undefined && o.perUser !== undefined) {
       share = shares.get(owner);
@@ -291,14 +337,30 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       share.rows++;
       share.bytes += size;
     }
+    // Behind events already waiting, or past the ceiling: the event waits for room (flow.ts).
+    if (flow !== undefined && (waitHead < waiting.length || !flow.fits(size, totalBytes, total - orphanRows))) {
+      waitingBytes += size;
+      flow.waited();
+      if (share !== undefined) flow.enqueued(share, size, totalBytes + waitingBytes, total, shares.size);
+      return new Promise<void>((done) => {
+        waiting.push({ x, hostType, eventId, payload, owner, share, done });
+      });
+    }
+    const p = write(x, hostType, eventId, payload, owner, share);
+    if (share !== undefined) flow?.enqueued(share, size, totalBytes, total, shares.size);
+    return p;
+  };
+
+  /** Writes an event taken (and counted in `share`); resolves once it is committed, or its write failed. */
+  const write = (x: Registered, hostType: string, eventId: string, payload: Uint8Array, owner: string | undefined, share: Share | undefined): Promise<void> => {
+    const size = payload.byteLength;
     const key = x.h.key;
     // In the SQLite writer thread, the engine there decides whether the row is claimed.
     const loop = local;
     const hot = loop !== null && loop.admit(key, size);
     bump(key, 1, size);
-    if (share !== undefined) flow?.enqueued(share, size, totalBytes, total, shares.size);
     const row: NewOutboxRow = { handler: key, hostType, eventId, payload, createdAt: now(), claimed: hot, owner };
-    return store.append(row).then(
+    return store!.append(row).then(
       (id) => {
         if (share !== undefined) rowShares.set(id, { share, bytes: size });
         if (loop !== null) loop.written(key, row, id, hot);
@@ -317,6 +379,7 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
         log.error({ what: 'event_pusher_outbox_write_failed', backend: x.h.backend, handler: x.h.index, webhook_id: eventId, err: String(err) },
           'could not write an event to the outbox; it is lost');
         x.events.dropped(hostType, eventId, 'store_error');
+        if (waitHead < waiting.length) release(closing);
       },
     );
   };
@@ -402,6 +465,8 @@ export function createDeliveryEngine(o: DeliveryEngineOptions): DeliveryEngine {
       if (closing) return;
       closing = true;
       if (pollTimer !== null) clearInterval(pollTimer);
+      // Taken, so written: past the ceiling if need be, rather than lost.
+      release(true);
       try {
         if (local !== null) await local.close(graceMs);
         else if (remote !== null) {

@@ -127,6 +127,8 @@ export interface DurableQueue {
    * when it was refused at once, why (also told to `dropped`). `owner` is
    * the user whose share of the outbox the event counts against (the
    * sender's bare JID); without one only the outbox's own bounds apply.
+   * An event that would take the outbox past its ceiling
+   * (outbox_high_water_bytes) is written once deliveries make room (flow.ts).
    */
   enqueue(hostType: string, eventId: string, payload: Uint8Array, owner?: string): Promise<void> | EnqueueRefusal;
   /** Events of the handler in the outbox. */

@@ -1,11 +1,12 @@
 // The choices of the event pusher's flow control, with the counters the
-// delivery engine gives it: who is throttled past the high-water mark, and
-// when each is read again.
+// delivery engine gives it: who is throttled from the throttle mark (halfway
+// between the low-water mark and the ceiling, outbox_high_water_bytes), when
+// each is read again, and which events wait for room below the ceiling.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { createFlowControl, THROTTLED_USERS, THROTTLE_TOTAL, type FlowShare } from '../../../../src/modules/mod_event_pusher/delivery/flow.ts';
+import { createFlowControl, throttleMark, THROTTLED_USERS, THROTTLE_TOTAL, type FlowShare } from '../../../../src/modules/mod_event_pusher/delivery/flow.ts';
 
 type Share = { owner: string; rows: number; bytes: number; throttled?: boolean };
 
@@ -53,16 +54,22 @@ function setup(o: { high?: number; low?: number; max?: number; maxEvents?: numbe
 }
 
 describe('flow control', () => {
-  test('below the high-water mark nobody is throttled', () => {
+  test('the throttle mark is halfway between the low-water mark and the ceiling', () => {
+    assert.equal(throttleMark(1000, 500), 750);
+    assert.equal(throttleMark(1000, 0), 500);
+    assert.equal(throttleMark(1001, 1000), 1001);
+  });
+
+  test('below the throttle mark nobody is throttled', () => {
     const f = setup();
-    for (let i = 0; i < 9; i++) f.add('alice', 100);
+    for (let i = 0; i < 7; i++) f.add('alice', 100);
     assert.deepEqual(f.calls, []);
   });
 
-  test('past the high-water mark the heaviest sender is throttled and a light one is not', async () => {
+  test('past the throttle mark the heaviest sender is throttled and a light one is not', async () => {
     const f = setup();
     f.add('carol', 10);
-    for (let i = 0; i < 10; i++) f.add('alice', 100);
+    for (let i = 0; i < 8; i++) f.add('alice', 100);
     f.add('carol', 10);
     assert.deepEqual(f.calls, [['alice', true]]);
     assert.equal(await f.gauge(), 1);
@@ -72,13 +79,13 @@ describe('flow control', () => {
     assert.equal(line?.level, 30);
   });
 
-  test('near outbox_max_bytes a light sender with events waiting is throttled too', () => {
-    const f = setup({ high: 1000, low: 500, max: 2005 });
+  test('at the ceiling a light sender with events waiting is throttled too', () => {
+    const f = setup();
     f.add('carol', 10);
-    for (let i = 0; i < 19; i++) f.add('alice', 100);
+    for (let i = 0; i < 9; i++) f.add('alice', 100);
     for (let i = 0; i < 8; i++) f.add('alice', 10);
     f.calls.length = 0;
-    // The outbox is at 2000 of 2005 bytes: almost no room left, a small share is heavy enough.
+    // The outbox is at its ceiling, 1000 bytes: no room left, a small share is heavy enough.
     f.add('carol', 10);
     assert.deepEqual(f.calls, [['carol', true]]);
   });
@@ -100,10 +107,10 @@ describe('flow control', () => {
 
   test('a throttled user whose last waiting event leaves is read again though the outbox is still high', () => {
     const f = setup({ high: 1000, low: 100 });
-    for (let i = 0; i < 8; i++) f.add('bob', 100);
-    f.add('alice', 900);
+    for (let i = 0; i < 5; i++) f.add('bob', 100);
+    f.add('alice', 300);
     assert.deepEqual(f.calls, [['alice', true]]);
-    f.remove('alice', 900);
+    f.remove('alice', 300);
     assert.deepEqual(f.calls, [['alice', true], ['alice', false]]);
   });
 
@@ -139,7 +146,7 @@ describe('flow control', () => {
 
   test('a throttled user that still sends is paused again (a session bound since)', () => {
     const f = setup();
-    for (let i = 0; i < 10; i++) f.add('alice', 100);
+    for (let i = 0; i < 8; i++) f.add('alice', 100);
     f.add('alice', 100);
     assert.deepEqual(f.calls, [['alice', true], ['alice', true]]);
   });
@@ -154,5 +161,31 @@ describe('flow control', () => {
     assert.equal(summary.length, 2);
     assert.ok((summary[1]!.users as number) > 0);
     assert.equal(await f.gauge(), 0);
+  });
+
+  test('an event fits below the ceiling, up to it; past it, it waits while events of this server can make room', () => {
+    const f = setup();
+    assert.equal(f.flow.fits(100, 900, 5), true, 'up to the ceiling');
+    assert.equal(f.flow.fits(101, 900, 5), false, 'one byte past it');
+    assert.equal(f.flow.fits(101, 900, 0), true, 'nothing of this server in the outbox would make room');
+    assert.equal(f.flow.fits(5000, 0, 0), true, 'a first event larger than the ceiling');
+  });
+
+  test('with flow control off (the mark at outbox_max_bytes) nothing waits', () => {
+    const f = setup({ high: 10_000, low: 500, max: 10_000 });
+    assert.equal(f.flow.fits(1000, 9500, 5), true);
+  });
+
+  test('a sender whose event waits past the ceiling is throttled, however light its share', () => {
+    const f = setup();
+    f.add('carol', 10);
+    for (let i = 0; i < 7; i++) f.add('alice', 100);
+    f.calls.length = 0;
+    // The outbox holds 710 bytes, below the throttle mark; dave's event of 300 does not fit:
+    // it waits, and the outbox with it counts 1010.
+    const dave: Share = { owner: 'dave', rows: 1, bytes: 300 };
+    assert.equal(f.flow.fits(300, 710, 8), false);
+    f.flow.enqueued(dave as FlowShare, 300, 1010, 9, 3);
+    assert.deepEqual(f.calls, [['dave', true]]);
   });
 });
