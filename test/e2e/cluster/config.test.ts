@@ -34,7 +34,7 @@ test('check-config names what sm_backend = "cets" lacks: the discovery section, 
   });
 });
 
-test('check-config refuses an unknown sm_backend, the "file" discovery backend, a bad bus URL and a bad node name', async () => {
+test('check-config refuses an unknown sm_backend, the "file" discovery backend, a bad bus URL, a bad node name and bad bounds', async () => {
   const toml = `${GENERAL}  sm_backend = "redis"\n[auth.internal]\n[internal_databases.cets]\n  backend = "file"\n` +
     '[cluster]\n  bus = "http://127.0.0.1:4222"\n  node_name = "a.b"\n  heartbeat_interval = 2000\n  heartbeat_timeout = 1000\n';
   await withConfig(toml, async (file) => {
@@ -45,9 +45,11 @@ test('check-config refuses an unknown sm_backend, the "file" discovery backend, 
     assert.match(r.stderr, /cluster\.bus: expected NATS URLs/);
     assert.match(r.stderr, /cluster\.node_name: a node name is 1 to 64 letters/);
   });
-  await withConfig(`${GENERAL}[auth.internal]\n[cluster]\n  heartbeat_interval = 2000\n  heartbeat_timeout = 1000\n`, async (file) => {
+  await withConfig(`${GENERAL}[auth.internal]\n[cluster]\n  heartbeat_interval = 2000\n  heartbeat_timeout = 1000\n  delivery_keep_max = -1\n  delivery_keep_bytes = "lots"\n`, async (file) => {
     const r = await runCli(['check-config', '-c', file]);
     assert.match(r.stderr, /cluster\.heartbeat_timeout: must be longer than cluster\.heartbeat_interval/);
+    assert.match(r.stderr, /cluster\.delivery_keep_max: /);
+    assert.match(r.stderr, /cluster\.delivery_keep_bytes: /);
   });
 });
 
