@@ -570,8 +570,9 @@ export class ClusterSessions implements SessionObserver {
         k = ++this.#keepSeq;
         g.byId.set(k, { rs, el, bytes, held: false });
         g.bytes += bytes;
-        item = `${item.slice(0, -1)},"k":${k}}`;
-        bytes = Buffer.byteLength(item);
+        const tail = `,"k":${k}}`;
+        item = item.slice(0, -1) + tail;
+        bytes += tail.length - 1;
       } else {
         g = undefined;
         this.#o.metrics.notKept.inc();
