@@ -10,6 +10,33 @@
 // once that node has handed the stanza to the session; without an answer
 // (no responders, timeout) the stanza is routed as if the session were
 // gone: another resource, else offline storage.
+//
+// Deliveries in two steps, so that a node's death loses nothing its users'
+// senders were told was accepted:
+//
+//   sender's node                                   recipient's node
+//   deliverRemote: kept (k)  ── deliver {k} ──────►  handed to the session
+//                            ◄── reply: held [i] ──  (stream management took
+//                                                     the receipt: buffered)
+//   kept until ...           ◄── handled {k} ─────   the client's <a/> covers it,
+//                                                     or the session ended and
+//                                                     its buffer was routed again
+//                                                     (stored offline: committed)
+//   its node dead (node table): the kept stanzas are routed again
+//
+// The reply comes at once (request_timeout stays the time to take a
+// stanza, never to wait for a client); "taken" is what the sender's <a/>
+// waits for. A stanza its session does not buffer (no stream management,
+// buffer = false, held by client state indication) is safe once handed
+// over, as on a single node: the reply does not list it as held. Kept
+// copies are bounded per destination node (cluster.delivery_keep_max,
+// cluster.delivery_keep_bytes); past that, a stanza goes as before, not
+// kept (petrel_cluster_deliveries_not_kept_total). Only messages (not
+// carbon copies) and IQ requests are kept: what a session's end would
+// route again. Routed again, a stanza goes through the router only: no
+// user_send_message, so no second event for the event pusher. "handled"
+// is published, not requested; one lost (the bus down) leaves a copy kept
+// until its node dies, then a duplicate, never a loss.
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Hooks } from '../hooks/hooks.ts';
@@ -35,6 +62,19 @@ function fromJson(j: ElementJson | string): Node {
 
 /** Sessions per snapshot page. */
 const SNAPSHOT_PAGE = 200;
+
+/** Delivery numbers in one "handled" message. */
+const HANDLED_PAGE = 10_000;
+
+/**
+ * What is kept until its node says it is safe: what a session's end would
+ * route again (messages, IQ requests), not carbon copies, which are never
+ * routed again, nor presence, which its node's death settles (unavailable).
+ */
+function worthKeeping(el: Element): boolean {
+  if (el.name === 'message') return el.getChild('sent', NS_CARBONS) === undefined && el.getChild('received', NS_CARBONS) === undefined;
+  return el.name === 'iq' && (el.attrs.type === 'get' || el.attrs.type === 'set');
+}
 
 /** FNV-1a, 32 bits: cheap and well spread, enough to pick a room's node. */
 function fnv1a(s: string): number {
@@ -136,6 +176,7 @@ interface PeerState {
 export interface ClusterMetrics {
   remoteDeliveries: Counter;
   remoteDeliveryFailures: Counter;
+  notKept: Counter;
 }
 
 /** The cluster's metrics (docs/metrics.md), registered on every node so that they exist from the start. */
@@ -145,7 +186,12 @@ export function clusterMetrics(registry: Registry, liveNodes: () => number): Clu
     remoteDeliveries: new Counter({ name: 'petrel_cluster_remote_deliveries_total', help: 'stanzas handed to another node for one of its sessions', registers: [registry] }),
     remoteDeliveryFailures: new Counter({
       name: 'petrel_cluster_remote_delivery_failures_total',
-      help: 'deliveries to another node not acknowledged (no responders, timeout, session gone): routed again',
+      help: 'deliveries to another node not acknowledged (no responders, timeout, session gone), or not yet safe when that node died: routed again',
+      registers: [registry],
+    }),
+    notKept: new Counter({
+      name: 'petrel_cluster_deliveries_not_kept_total',
+      help: 'deliveries to another node not kept until safe: past cluster.delivery_keep_max or delivery_keep_bytes for that node',
       registers: [registry],
     }),
   };
@@ -164,15 +210,39 @@ export interface ClusterSessionsOptions {
   requestTimeout: number;
   /** Most stanzas in one request to a node (cluster.delivery_batch_size). */
   deliveryBatch: number;
+  /** Deliveries kept per destination node until safe (cluster.delivery_keep_max, delivery_keep_bytes). */
+  keepMax: number;
+  keepBytes: number;
   heartbeatInterval: number;
 }
 
-type DeliveryItem = { to: string; el: ElementJson; ref?: string };
+/** `k`: the delivery is kept by its sender until this node says it is safe ("handled"). */
+type DeliveryItem = { to: string; el: ElementJson; ref?: string; k?: number };
+
+/** A delivery kept until its node says it is safe. */
+interface Kept {
+  rs: RemoteSession;
+  el: Element;
+  bytes: number;
+  /** The node's reply said it holds it (until its client acknowledges it). */
+  held: boolean;
+}
+
+/** The deliveries kept for one node incarnation. */
+interface KeptGroup {
+  byId: Map<number, Kept>;
+  bytes: number;
+  /** The node died: what it still held was routed again. */
+  dead: boolean;
+}
+
+/** A batch of deliveries (`b`), or one from an older node (to, el, ref); `node`, `inc`: the sender's. */
+type DeliverRequest = { b?: DeliveryItem[]; to?: string; el?: ElementJson; ref?: string; k?: number; node?: string; inc?: string };
 
 type OutgoingBatch = {
   /** Each stanza's delivery, serialised. */
   items: string[];
-  stanzas: { rs: RemoteSession; el: Element }[];
+  stanzas: { rs: RemoteSession; el: Element; k?: number; g?: KeptGroup }[];
   bytes: number;
   /** Settles once every stanza of the batch was acknowledged or routed again. */
   done: Promise<void> | null;
@@ -211,7 +281,8 @@ export class ClusterSessions implements SessionObserver {
     const bus = this.#bus;
     const onError = (err: unknown) => this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
     bus.subscribe(bus.sessionsSubject, (m: SessionEvent | NodeDown) => this.#onEvent(m), onError);
-    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: { b?: DeliveryItem[]; to?: string; el?: ElementJson; ref?: string; node?: string }) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'deliver'), (m: DeliverRequest) => this.#onDeliver(m), onError);
+    bus.subscribe(bus.nodeSubject(this.node, 'handled'), (m: { n: string; i: string; to: string; k: number[] }) => this.#onHandled(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'kick'), (m: { to: string; condition: string; text?: string; disconnect?: boolean }) => this.#onKick(m), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'snapshot'), (m: { after?: string | null }) => this.#snapshot(typeof m.after === 'string' ? m.after : null), onError);
     bus.subscribe(bus.nodeSubject(this.node, 'service'), (m: { from: string; to: string; el: ElementJson }) => this.#onService(m), onError);
@@ -368,8 +439,12 @@ export class ClusterSessions implements SessionObserver {
     this.#peers.delete(key);
     const sessions = p === undefined ? [] : [...p.sessions.values()];
     for (const s of sessions) this.#remoteEnded(s, 'its node is dead');
-    if (!cleanup) return;
-    this.#logger.warn({ what: 'cluster_node_down', node, incarnation, sessions: sessions.length }, 'a cluster node stopped its heartbeat; its sessions are removed');
+    const rerouted = this.#rerouteKept(key);
+    if (!cleanup) {
+      if (p !== undefined) this.#logger.info({ what: 'cluster_node_gone', node, incarnation, sessions: sessions.length, rerouted }, 'a cluster node is gone from the node table; its sessions are removed');
+      return;
+    }
+    this.#logger.warn({ what: 'cluster_node_down', node, incarnation, sessions: sessions.length, rerouted }, 'a cluster node stopped its heartbeat; its sessions are removed');
     this.#bus.publish(this.#bus.sessionsSubject, { op: 'node_down', n: node, i: incarnation } satisfies NodeDown);
     // A user back already with the same resource (on another node, or this node's new incarnation) stays available.
     for (const s of sessions) if (this.#sm.byFull(s.jid.full) === undefined) this.#o.presence.sessionClosed(s);
@@ -480,8 +555,29 @@ export class ClusterSessions implements SessionObserver {
    */
   deliverRemote(rs: RemoteSession, el: Element, ref?: string): void {
     this.#o.metrics.remoteDeliveries.inc();
-    const item = JSON.stringify({ to: rs.jid.full, el: toJson(el), ref });
-    const bytes = Buffer.byteLength(item);
+    let item = JSON.stringify({ to: rs.jid.full, el: toJson(el), ref });
+    let bytes = Buffer.byteLength(item);
+    let k: number | undefined;
+    let g: KeptGroup | undefined;
+    if (this.#o.keepMax > 0 && worthKeeping(el)) {
+      const key = `${rs.clusterNode}/${rs.incarnation}`;
+      g = this.#kept.get(key);
+      if (g === undefined) {
+        g = { byId: new Map(), bytes: 0, dead: false };
+        this.#kept.set(key, g);
+      }
+      if (g.byId.size < this.#o.keepMax && g.bytes + bytes <= this.#o.keepBytes) {
+        k = ++this.#keepSeq;
+        g.byId.set(k, { rs, el, bytes, held: false });
+        g.bytes += bytes;
+        const tail = `,"k":${k}}`;
+        item = item.slice(0, -1) + tail;
+        bytes += tail.length - 1;
+      } else {
+        g = undefined;
+        this.#o.metrics.notKept.inc();
+      }
+    }
     let b = this.#outgoing.get(rs.clusterNode);
     // The envelope and the commas stay well below this margin.
     const room = this.#bus.maxPayload - 1024 - this.node.length;
@@ -500,7 +596,7 @@ export class ClusterSessions implements SessionObserver {
       }
     }
     b.items.push(item);
-    b.stanzas.push({ rs, el });
+    b.stanzas.push(k === undefined ? { rs, el } : { rs, el, k, g });
     b.bytes += bytes + 1;
     const from = el.attrs.from;
     if (from !== undefined) this.#sm.track(from, b.done!);
@@ -508,6 +604,9 @@ export class ClusterSessions implements SessionObserver {
 
   #outgoing = new Map<string, OutgoingBatch>();
   #flushQueued = false;
+  /** Deliveries kept until safe, by `${node}/${incarnation}` of their destination. */
+  #kept = new Map<string, KeptGroup>();
+  #keepSeq = 0;
   #flush = (): void => {
     this.#flushQueued = false;
     const all = [...this.#outgoing];
@@ -517,25 +616,81 @@ export class ClusterSessions implements SessionObserver {
 
   #sendBatch(node: string, b: OutgoingBatch): void {
     if (this.#outgoing.get(node) === b) this.#outgoing.delete(node);
-    const json = `{"node":${JSON.stringify(this.node)},"b":[${b.items.join(',')}]}`;
+    const json = `{"node":${JSON.stringify(this.node)},"inc":${JSON.stringify(this.#o.incarnation)},"b":[${b.items.join(',')}]}`;
     this.#bus.requestJson(this.#bus.nodeSubject(node, 'deliver'), json, this.#o.requestTimeout).then(
       (reply) => {
         if (!reply.ok) {
-          for (const d of b.stanzas) this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+          for (const d of b.stanzas) {
+            this.#forget(d.g, d.k);
+            this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+          }
           return;
         }
-        const gone = Array.isArray(reply.gone) ? (reply.gone as unknown[]) : [];
-        for (const i of gone) {
-          const d = typeof i === 'number' ? b.stanzas[i] : undefined;
-          if (d !== undefined) this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+        const gone = new Set(Array.isArray(reply.gone) ? (reply.gone as unknown[]) : []);
+        // A node that does not keep receipts (an older one) lists none: every stanza it took is safe.
+        const held = new Set(Array.isArray(reply.held) ? (reply.held as unknown[]) : []);
+        for (let i = 0; i < b.stanzas.length; i++) {
+          const d = b.stanzas[i]!;
+          if (gone.has(i)) {
+            this.#forget(d.g, d.k);
+            this.#undelivered(d.rs, d.el, 'the session is gone from its node');
+          } else if (d.g !== undefined && d.k !== undefined) {
+            const kept = d.g.byId.get(d.k);
+            if (kept === undefined) continue; // "handled" came first
+            if (!held.has(i)) this.#forget(d.g, d.k);
+            else if (d.g.dead) {
+              // Its node was found dead after it answered.
+              this.#forget(d.g, d.k);
+              this.#undelivered(d.rs, d.el, 'its node died before its client acknowledged it');
+            } else kept.held = true;
+          }
         }
       },
       (err: unknown) => {
         const reason = err instanceof BusUnreachable ? err.code : String(err);
-        for (const d of b.stanzas) this.#undelivered(d.rs, d.el, reason);
+        for (const d of b.stanzas) {
+          this.#forget(d.g, d.k);
+          this.#undelivered(d.rs, d.el, reason);
+        }
       },
     ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'))
       .finally(() => b.resolve!());
+  }
+
+  #forget(g: KeptGroup | undefined, k: number | undefined): void {
+    if (g === undefined || k === undefined) return;
+    const kept = g.byId.get(k);
+    if (kept === undefined) return;
+    g.byId.delete(k);
+    g.bytes -= kept.bytes;
+  }
+
+  /** A node says deliveries it held are safe: their copies go. */
+  #onHandled(m: { n: string; i: string; to: string; k: number[] }): void {
+    if (m.to !== this.#o.incarnation || !Array.isArray(m.k)) return;
+    const g = this.#kept.get(`${m.n}/${m.i}`);
+    if (g === undefined) return;
+    for (const k of m.k) this.#forget(g, k);
+  }
+
+  /** A node died: what it held and had not said was safe is routed again; its reply settles what was in flight. */
+  #rerouteKept(key: string): number {
+    const g = this.#kept.get(key);
+    if (g === undefined) return 0;
+    this.#kept.delete(key);
+    g.dead = true;
+    let n = 0;
+    for (const [k, kept] of [...g.byId]) {
+      if (!kept.held) continue;
+      this.#forget(g, k);
+      n++;
+      try {
+        this.#undelivered(kept.rs, kept.el, 'its node died before its client acknowledged it');
+      } catch (err) {
+        this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again');
+      }
+    }
+    return n;
   }
 
   #undelivered(rs: RemoteSession, el: Element, reason: string): void {
@@ -551,35 +706,91 @@ export class ClusterSessions implements SessionObserver {
     this.#o.router.route(from, to, el);
   }
 
-  /** A batch of deliveries (or, from an older node, one): answered with the indexes of the stanzas whose session was gone. */
-  #onDeliver(m: { b?: DeliveryItem[]; to?: string; el?: ElementJson; ref?: string; node?: string }): { ok: boolean; gone?: number[] } {
+  /**
+   * A batch of deliveries (or, from an older node, one): answered at once
+   * with the indexes of the stanzas whose session was gone and of those a
+   * session keeps until its client acknowledges them ("held": "handled"
+   * follows).
+   */
+  #onDeliver(m: DeliverRequest): { ok: boolean; gone?: number[]; held?: number[] } {
     const node = typeof m.node === 'string' ? m.node : 'another node';
-    if (!Array.isArray(m.b)) return { ok: this.#deliverOne(m as DeliveryItem, node) };
+    const inc = typeof m.inc === 'string' ? m.inc : undefined;
+    if (!Array.isArray(m.b)) return { ok: this.#deliverOne(m as DeliveryItem, node, undefined) !== 'gone' };
     const gone: number[] = [];
+    const held: number[] = [];
     for (let i = 0; i < m.b.length; i++) {
-      let ok = false;
+      let r: 'gone' | 'done' | 'held' = 'gone';
       try {
-        ok = this.#deliverOne(m.b[i]!, node);
+        r = this.#deliverOne(m.b[i]!, node, inc);
       } catch (err) {
         this.#logger.error({ what: 'cluster_message_failed', err: String(err) }, 'a cluster message could not be handled');
       }
-      if (!ok) gone.push(i);
+      if (r === 'gone') gone.push(i);
+      else if (r === 'held') held.push(i);
     }
-    return { ok: true, gone };
+    return { ok: true, gone, held };
   }
 
-  #deliverOne(m: DeliveryItem, node: string): boolean {
+  #deliverOne(m: DeliveryItem, node: string, inc: string | undefined): 'gone' | 'done' | 'held' {
     const s = this.#sm.byFull(m.to);
-    if (s === undefined || s.clusterNode !== undefined) return false;
+    if (s === undefined || s.clusterNode !== undefined) return 'gone';
     const el = fromJson(m.el) as Element;
     const from = tryParseJid(el.attrs.from ?? '') ?? parseJid(s.jid.domain);
     const acc = this.#o.router.newAcc(from, s.jid, el);
     // One routed stanza keeps one reference on every node; its carbon copies are the routing node's.
     if (typeof m.ref === 'string') acc.ref = m.ref;
     acc.routedBy = node;
-    this.#o.router.deliver(s, from, el, acc);
-    return true;
+    const k = typeof m.k === 'number' && inc !== undefined ? m.k : undefined;
+    if (k === undefined) {
+      this.#o.router.deliver(s, from, el, acc);
+      return 'done';
+    }
+    // Stream management takes the receipt if it buffers the stanza; nobody
+    // took it: the stanza is as safe here as it gets (written to the socket).
+    let called = false;
+    this.#sm.expectReceipt(el, () => {
+      if (called) return;
+      called = true;
+      this.#handled(node, inc!, k);
+    });
+    try {
+      this.#o.router.deliver(s, from, el, acc);
+    } finally {
+      if (this.#sm.dropReceipt(el)) called = true;
+    }
+    return called ? 'done' : 'held';
   }
+
+  /** "handled" to send, by `${node}/${incarnation}` of the delivering node. */
+  #handledOut = new Map<string, { node: string; inc: string; k: number[] }>();
+  #handledQueued = false;
+
+  /** A delivery held here is safe: its sender's node is told, with the others of this turn. */
+  #handled(node: string, inc: string, k: number): void {
+    const key = `${node}/${inc}`;
+    let h = this.#handledOut.get(key);
+    if (h === undefined) {
+      h = { node, inc, k: [] };
+      this.#handledOut.set(key, h);
+    }
+    h.k.push(k);
+    if (!this.#handledQueued) {
+      this.#handledQueued = true;
+      setImmediate(this.#flushHandled);
+    }
+  }
+
+  #flushHandled = (): void => {
+    this.#handledQueued = false;
+    const all = [...this.#handledOut.values()];
+    this.#handledOut.clear();
+    for (const h of all) {
+      // Numbers of at most 16 digits: far below max_payload per message.
+      for (let i = 0; i < h.k.length; i += HANDLED_PAGE) {
+        this.#bus.publish(this.#bus.nodeSubject(h.node, 'handled'), { n: this.node, i: this.#o.incarnation, to: h.inc, k: h.k.slice(i, i + HANDLED_PAGE) });
+      }
+    }
+  };
 
   // --- group chat: one node serves a room -----------------------------------
 

@@ -54,7 +54,7 @@ export async function startCluster(
   const discovery = new Discovery({ pool, cluster: cets.cluster_name, node, incarnation, address: c.advertised_address ?? defaultAddress(config), timeoutMs: c.heartbeat_timeout });
   const sessions = new ClusterSessions({
     bus, discovery, sm: deps.sm, router: deps.router, presence: deps.presence, hooks: deps.hooks, logger: deps.logger, metrics: deps.metrics,
-    incarnation, requestTimeout: c.request_timeout, deliveryBatch: c.delivery_batch_size, heartbeatInterval: c.heartbeat_interval,
+    incarnation, requestTimeout: c.request_timeout, deliveryBatch: c.delivery_batch_size, keepMax: c.delivery_keep_max, keepBytes: c.delivery_keep_bytes, heartbeatInterval: c.heartbeat_interval,
   });
   try {
     await sessions.start();

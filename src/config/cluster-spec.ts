@@ -51,6 +51,8 @@ export const clusterSpec: SectionSpec = section(
     heartbeat_timeout: int({ min: 200, max: 86_400_000, default: 5000 }),
     request_timeout: int({ min: 50, max: 600_000, default: 2000 }),
     delivery_batch_size: int({ min: 1, max: 10_000, default: 100 }),
+    delivery_keep_max: int({ min: 0, max: 10_000_000, default: 10_000 }),
+    delivery_keep_bytes: int({ min: 0, max: 4_294_967_296, default: 16 * 1024 * 1024 }),
   },
   {
     default: true,

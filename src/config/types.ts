@@ -129,6 +129,10 @@ export interface ClusterConfig {
   request_timeout: number;
   /** Most stanzas in one cross-node delivery request. */
   delivery_batch_size: number;
+  /** Cross-node deliveries kept per destination node until it says they are safe (0: none kept). */
+  delivery_keep_max: number;
+  /** Their bytes (serialised) per destination node. */
+  delivery_keep_bytes: number;
 }
 
 export interface ShaperConfig {

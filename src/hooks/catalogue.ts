@@ -26,6 +26,13 @@ export interface Acc {
    * routed stanza (carbon copies) is that node's.
    */
   routedBy?: string;
+  /**
+   * Set by whoever routes a stanza and must know when it is safe (stream
+   * management routing again what a session that ended held, in a
+   * cluster): the offline path hands it what the stanza's storage waits
+   * for (the router its checks, mod_offline its write).
+   */
+  hold?: (p: Promise<unknown>) => void;
 }
 
 /**

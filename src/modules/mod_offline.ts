@@ -170,7 +170,7 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
     // the limit check is always the count the store will have, and a message
     // stored just before the user comes online is part of what is handed over.
     const chains = new Map<string, Promise<void>>();
-    const enqueue = (key: string, job: () => Promise<void>): void => {
+    const enqueue = (key: string, job: () => Promise<void>): Promise<void> => {
       const prev = chains.get(key) ?? Promise.resolve();
       const next = prev.then(job).catch((err: unknown) => {
         logger.error({ what: 'offline_job_failed', user: key, err }, 'offline storage operation failed');
@@ -179,6 +179,7 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       void next.finally(() => {
         if (chains.get(key) === next) chains.delete(key);
       });
+      return next;
     };
 
     const metrics = offlineMetrics(ctx.metrics, ctx.hosts);
@@ -201,7 +202,7 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       stamped.attrs.to = to.full;
       const xml = stamped.toString();
       const timestamp = p.acc.timestamp;
-      enqueue(to.bare, async () => {
+      const stored = enqueue(to.bare, async () => {
         try {
           const n = await store.count(user, domain);
           const limit = limitFor(user, domain);
@@ -219,6 +220,8 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
           storeFailed(err, to.bare, [{ packet, from, to }]);
         }
       });
+      // Whoever waits for the message to be safe (acc.hold) waits for its write, or its bounce.
+      p.acc.hold?.(stored);
       return STOP;
     };
 

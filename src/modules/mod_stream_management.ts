@@ -12,6 +12,16 @@
 //                         timeout, clean close, stream error: the unacknowledged stanzas are
 //                         routed again, as to a user without this session (another resource or
 //                         offline storage, through the router's offline_message path)
+//
+// In a cluster, a stanza another node delivered here may carry a receipt
+// (SessionsApi.takeReceipt): the other node keeps its copy until told the
+// stanza is safe. A buffered stanza's receipt is called once the client's
+// <a/> covers it, or once it was routed again when the session ended and
+// is safe there (stored offline, its write committed; bounced; taken by
+// another session's buffer, which takes the receipt on); a resumption
+// carries the receipts over with the buffer. A stanza that is
+// not buffered (buffer = false, held by client state indication) does not
+// take its receipt: the delivering node counts it safe once handed over.
 import { randomBytes } from 'node:crypto';
 import { bool, int, section } from '../config/schema.ts';
 import { intOrInfinity } from '../config/core-spec.ts';
@@ -19,7 +29,7 @@ import type { C2SStream } from '../hooks/catalogue.ts';
 import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
 import { NS_SM } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
-import { tryParseJid } from '../xmpp/jid.ts';
+import { tryParseJid, type JID } from '../xmpp/jid.ts';
 import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi } from './types.ts';
 import type { Logger } from 'pino';
 
@@ -99,6 +109,8 @@ interface SmState {
   timer: NodeJS.Timeout | null;
   /** An <a/> waiting for cross-node deliveries (a cluster), or null. */
   answering: Promise<void> | null;
+  /** A cluster: the receipts of buffered stanzas other nodes delivered, or null. */
+  receipts: Map<Element, () => void> | null;
 }
 
 function isStanza(el: Element): boolean {
@@ -265,7 +277,7 @@ export class StreamManagement {
     // §3: the client's preferred maximum, when lower, is honoured.
     const max = parseH(el.attrs.max);
     if (max !== null && max > 0) resumeMs = Math.min(resumeMs, max * 1000);
-    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null, answering: null };
+    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null, answering: null, receipts: null };
     const reply = new Element('enabled', { xmlns: NS_SM });
     if (resume) {
       st.id = randomBytes(18).toString('base64url');
@@ -303,8 +315,28 @@ export class StreamManagement {
       return false;
     }
     st.acked = h;
-    if (newly > 0 && st.buffer.length > 0) st.buffer.splice(0, Math.min(newly, st.buffer.length));
+    if (newly > 0 && st.buffer.length > 0) {
+      const done = st.buffer.splice(0, Math.min(newly, st.buffer.length));
+      const receipts = st.receipts;
+      if (receipts !== null) {
+        for (const el of done) {
+          const r = receipts.get(el);
+          if (r === undefined) continue;
+          receipts.delete(el);
+          this.#settle(r);
+        }
+      }
+    }
     return true;
+  }
+
+  /** Tells a delivering node (a cluster) that its stanza is safe. */
+  #settle(receipt: () => void): void {
+    try {
+      receipt();
+    } catch (err) {
+      this.#logger.error({ what: 'sm_receipt_failed', err: String(err) }, 'could not tell a node its delivery was handled');
+    }
   }
 
   #ack(stream: C2SStream, el: Element): void {
@@ -371,6 +403,9 @@ export class StreamManagement {
     st.outH = hNext(st.outH);
     if (this.#opts.buffer) {
       st.buffer.push(el);
+      // Sent again on resumption, a stanza keeps the receipt it took the first time.
+      const r = this.#sessions?.takeReceipt?.(el);
+      if (r !== undefined) (st.receipts ??= new Map()).set(el, r);
       const max = this.#opts.buffer_max;
       if (max > 0 && st.buffer.length > max) {
         // As MongooseIM: the session ends; its unacknowledged stanzas are routed again.
@@ -422,7 +457,11 @@ export class StreamManagement {
         this.#stale.set(st.id, [st.inH, Date.now()]);
       }
     }
-    this.#reroute(stream, st.buffer);
+    const receipts = st.receipts;
+    st.receipts = null;
+    this.#reroute(stream, st.buffer, receipts);
+    // What is left was not in the buffer any more (not routed again): nothing more to wait for.
+    if (receipts !== null) for (const r of receipts.values()) this.#settle(r);
   }
 
   /**
@@ -431,7 +470,7 @@ export class StreamManagement {
    * another resource or, with none, the offline path (offline_message); an
    * IQ request is answered with an error; presence is not kept.
    */
-  #reroute(stream: C2SStream, stanzas: Element[]): void {
+  #reroute(stream: C2SStream, stanzas: Element[], receipts: Map<Element, () => void> | null): void {
     let n = 0;
     for (const el of stanzas) {
       if (el.name === 'presence') continue;
@@ -439,14 +478,48 @@ export class StreamManagement {
       const from = tryParseJid(el.attrs.from ?? '') ?? tryParseJid(stream.domain);
       const to = tryParseJid(el.attrs.to ?? '') ?? stream.jid;
       if (from === null) continue;
+      const receipt = receipts?.get(el);
       try {
-        this.#router.route(from, to, el);
+        if (receipt === undefined) this.#router.route(from, to, el);
+        else {
+          receipts!.delete(el);
+          this.#rerouteWithReceipt(from, to, el, receipt);
+        }
         n++;
       } catch (err) {
         this.#logger.error({ what: 'sm_reroute_failed', session: stream.id, err: String(err) }, 'could not route an unacknowledged stanza again');
       }
     }
     if (n > 0) this.#logger.info({ what: 'sm_rerouted', session: stream.id, jid: stream.jid.full, stanzas: n }, 'unacknowledged stanzas routed again');
+  }
+
+  /**
+   * Routes again a stanza another node delivered (a cluster), which that
+   * node keeps until this one says it is safe: another session's buffer
+   * takes the receipt on; else it is called once what the offline path
+   * holds (acc.hold: the router's checks, mod_offline's write) settled.
+   */
+  #rerouteWithReceipt(from: JID, to: JID, el: Element, receipt: () => void): void {
+    const waits: Promise<unknown>[] = [];
+    const acc = this.#router.newAcc(from, to, el);
+    acc.hold = (p) => waits.push(p);
+    const sessions = this.#sessions;
+    sessions?.expectReceipt?.(el, receipt);
+    try {
+      this.#router.route(from, to, el, acc);
+    } finally {
+      const mine = sessions?.dropReceipt?.(el) ?? true;
+      if (mine) {
+        if (waits.length === 0) this.#settle(receipt);
+        else {
+          // A handler may hold more while the earlier ones settle (mod_offline inside the router's).
+          void (async () => {
+            for (let i = 0; i < waits.length; i++) await waits[i]!.catch(() => {});
+            this.#settle(receipt);
+          })();
+        }
+      }
+    }
   }
 
   #sweepStale(): void {

@@ -198,7 +198,7 @@ export class Router implements RouterApi {
   }
 
   #offline(from: JID, to: JID, packet: Element, acc: Acc): void {
-    this.#users.userExists(to.local, to.domain).then(
+    const checked = this.#users.userExists(to.local, to.domain).then(
       (exists) => {
         if (!exists) {
           this.routeError(packet, from, to, 'service-unavailable', 'cancel');
@@ -211,6 +211,8 @@ export class Router implements RouterApi {
       },
       (err) => this.#logger.error({ what: 'offline_route_failed', err: String(err) }, 'could not check the recipient'),
     );
+    // Settles after the hook ran, so that what its handlers hold is known by then.
+    acc.hold?.(checked);
   }
 
   #iqToUser(from: JID, to: JID, packet: Element, acc: Acc): void {

@@ -1,6 +1,7 @@
 // Session manager: the table of bound sessions, by full and by bare JID.
 import type { SessionsApi, SessionView } from './types.ts';
 import type { JID } from '../xmpp/jid.ts';
+import type { Element } from '../xmpp/xml.ts';
 
 /** What the session manager needs of a live session. */
 export interface ManagedSession extends SessionView {
@@ -27,6 +28,8 @@ export class SessionManager implements SessionsApi {
   observer: SessionObserver | null = null;
   /** Cross-node deliveries not yet acknowledged, by the full JID of their sender. */
   #inFlight: Map<string, Set<Promise<void>>> | null = null;
+  /** Receipts of cross-node deliveries being handed to a session (expectReceipt). */
+  #receipts: WeakMap<Element, () => void> | null = null;
 
   /** `maxPerUser`: bound sessions an account may have (0 = no limit), a number or one per account. */
   constructor(maxPerUser: number | ((jid: JID) => number) = 10) {
@@ -111,6 +114,27 @@ export class SessionManager implements SessionsApi {
     const set = this.#inFlight?.get(full);
     if (set === undefined || set.size === 0) return undefined;
     return Promise.allSettled([...set]).then(() => {});
+  }
+
+  /**
+   * A cluster: `el`, another node's delivery, is about to be handed to a
+   * local session; `handled` tells that node it is safe. Whoever keeps the
+   * stanza until its client acknowledges it (stream management) takes the
+   * receipt (takeReceipt) while the stanza is handed over; the caller then
+   * calls dropReceipt, which is true when nobody took it.
+   */
+  expectReceipt(el: Element, handled: () => void): void {
+    (this.#receipts ??= new WeakMap()).set(el, handled);
+  }
+
+  takeReceipt(el: Element): (() => void) | undefined {
+    const r = this.#receipts?.get(el);
+    if (r !== undefined) this.#receipts!.delete(el);
+    return r;
+  }
+
+  dropReceipt(el: Element): boolean {
+    return this.#receipts?.delete(el) === true;
   }
 
   /**

@@ -81,6 +81,17 @@ export interface SessionsApi {
    * XEP-0198: the handled count waits for it.
    */
   settled?(full: string): Promise<void> | undefined;
+  /**
+   * A cluster: the receipt of another node's delivery of `el` while it is
+   * handed to a local session, or undefined. Stream management takes it
+   * when it buffers the stanza and calls it once the stanza is safe: the
+   * client acknowledged it, or it was routed again when the session ended.
+   */
+  takeReceipt?(el: Element): (() => void) | undefined;
+  /** Hands a receipt on with `el` while it is routed again (SessionManager.expectReceipt). */
+  expectReceipt?(el: Element, handled: () => void): void;
+  /** True, and the receipt forgotten, when nobody took it (SessionManager.dropReceipt). */
+  dropReceipt?(el: Element): boolean;
 }
 
 export interface IqRequest {

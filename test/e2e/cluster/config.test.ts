@@ -34,7 +34,7 @@ test('check-config names what sm_backend = "cets" lacks: the discovery section, 
   });
 });
 
-test('check-config refuses an unknown sm_backend, the "file" discovery backend, a bad bus URL and a bad node name', async () => {
+test('check-config refuses an unknown sm_backend, the "file" discovery backend, a bad bus URL, a bad node name and bad bounds', async () => {
   const toml = `${GENERAL}  sm_backend = "redis"\n[auth.internal]\n[internal_databases.cets]\n  backend = "file"\n` +
     '[cluster]\n  bus = "http://127.0.0.1:4222"\n  node_name = "a.b"\n  heartbeat_interval = 2000\n  heartbeat_timeout = 1000\n';
   await withConfig(toml, async (file) => {
@@ -48,6 +48,12 @@ test('check-config refuses an unknown sm_backend, the "file" discovery backend, 
   await withConfig(`${GENERAL}[auth.internal]\n[cluster]\n  heartbeat_interval = 2000\n  heartbeat_timeout = 1000\n`, async (file) => {
     const r = await runCli(['check-config', '-c', file]);
     assert.match(r.stderr, /cluster\.heartbeat_timeout: must be longer than cluster\.heartbeat_interval/);
+  });
+  await withConfig(`${GENERAL}[auth.internal]\n[cluster]\n  delivery_keep_max = -1\n  delivery_keep_bytes = "lots"\n`, async (file) => {
+    const r = await runCli(['check-config', '-c', file]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /cluster\.delivery_keep_max: must be between 0 and/);
+    assert.match(r.stderr, /cluster\.delivery_keep_bytes: expected an integer/);
   });
 });
 

@@ -1,9 +1,13 @@
 // XEP-0198 across nodes: the <a/> a node sends counts a stanza for another
 // node's session only once that node acknowledged it, or once it was
-// routed again (offline storage) after no acknowledgement came.
+// routed again (offline storage) after no acknowledgement came. A node
+// that took a stanza for a session with stream management holds it until
+// the client acknowledges it; the sender's node keeps a copy meanwhile and
+// routes it again if that node dies, and drops it when the session's end
+// routed it there (so it is stored once).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type TestClient } from '../helpers/client.ts';
+import { connect, isMessage, settle, xml, type TestClient } from '../helpers/client.ts';
 import { RawConnection } from '../helpers/raw.ts';
 import { freePort } from '../helpers/server.ts';
 import { pidOf } from '../delivery/helpers.ts';
@@ -35,7 +39,7 @@ describe('stream management in a cluster', { skip }, () => {
       extraTomlFor: (i) => i !== 0 ? '' :
         `[[listen.http]]\n  port = ${metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`,
     });
-    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol']]);
+    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dave', 'pw-dave'], ['erin', 'pw-erin']]);
     await cluster.waitForNodes(0, 2);
   });
 
@@ -77,6 +81,80 @@ describe('stream management in a cluster', { skip }, () => {
       assert.equal(m.getChildText('body'), 'are you there?');
     } finally {
       raw.destroy();
+    }
+  });
+
+  // Last: it kills node 1.
+  test('a message another node took for a client that never acknowledged it survives that node\'s death, and a session that ended stores it once', async () => {
+    const alice = await connect(cluster.node(0), 'alice', 'pw-alice', { resource: 'held' });
+    clients.push(alice);
+    const raws: RawConnection[] = [];
+    try {
+      // Dave and Erin on node 1 with stream management, never acknowledging anything.
+      const open = async (user: string) => {
+        const raw = await RawConnection.open(cluster.node(1).port);
+        raws.push(raw);
+        const jid = await raw.login(user, `pw-${user}`, 'sm');
+        raw.send(`<enable xmlns='${NS_SM}'/>`);
+        await raw.waitFor(/<enabled[^>]*\/>/);
+        // Node 0 knows the session once a headline (dropped, never stored, for an unknown session) gets through.
+        for (let i = 0; ; i++) {
+          assert.ok(i < 20, `node 0 never learnt of ${jid}`);
+          const id = `reach-${user}-${i}`;
+          await alice.send(xml('message', { to: jid, type: 'headline', id }, xml('body', {}, 'hi')));
+          try {
+            await raw.waitFor(new RegExp(`id=['"]${id}['"]`), 1000);
+            break;
+          } catch {
+            // Not yet.
+          }
+        }
+        return { raw, jid };
+      };
+      const dave = await open('dave');
+      const erin = await open('erin');
+      await alice.send(xml('message', { to: dave.jid, type: 'chat', id: 'held1' }, xml('body', {}, 'for dave')));
+      await alice.send(xml('message', { to: erin.jid, type: 'chat', id: 'held2' }, xml('body', {}, 'for erin')));
+      await dave.raw.waitFor(/id=['"]held1['"]/);
+      await erin.raw.waitFor(/id=['"]held2['"]/);
+      // Dave's session ends: node 1 stores what he did not acknowledge offline, and tells node 0 so.
+      dave.raw.send('</stream:stream>');
+      await dave.raw.untilClosed();
+      // Once stored (node 1 then tells node 0, before it takes the next delivery), node 1 may die.
+      for (let i = 0; ; i++) {
+        const rows = await db.query<{ n: string }>("SELECT COUNT(*) AS n FROM petrel_offline WHERE username = 'dave'");
+        if (Number(rows[0]!.n) > 0) break;
+        assert.ok(i < 200, 'the message dave did not acknowledge was stored offline');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await alice.send(xml('message', { to: erin.jid, type: 'chat', id: 'held3' }, xml('body', {}, 'for erin again')));
+      await erin.raw.waitFor(/id=['"]held3['"]/);
+      // Node 1 dies with Erin's messages, which Erin never acknowledged.
+      await cluster.kill(1);
+      await cluster.node(0).waitForLog((l) => (l.what === 'cluster_node_down' || l.what === 'cluster_node_gone') && l.node === 'node2', 15_000);
+
+      const daveBack = await connect(cluster.node(0), 'dave', 'pw-dave', { resource: 'back' });
+      clients.push(daveBack);
+      let daveGot = 0;
+      daveBack.xmpp.on('stanza', (el) => {
+        if (isMessage('held1')(el)) daveGot++;
+      });
+      const got1 = daveBack.waitFor(isMessage('held1'), 10_000, 'held1');
+      await daveBack.available();
+      await got1;
+      // Anything stored with it comes with it, before a message sent now.
+      await settle(alice, daveBack);
+      assert.equal(daveGot, 1, 'dave gets his message once, from offline storage');
+
+      const erinBack = await connect(cluster.node(0), 'erin', 'pw-erin', { resource: 'back' });
+      clients.push(erinBack);
+      const got2 = erinBack.waitFor(isMessage('held2'), 10_000, 'held2');
+      const got3 = erinBack.waitFor(isMessage('held3'), 10_000, 'held3');
+      await erinBack.available();
+      assert.equal((await got2).getChildText('body'), 'for erin');
+      assert.equal((await got3).getChildText('body'), 'for erin again');
+    } finally {
+      for (const r of raws) r.destroy();
     }
   });
 });

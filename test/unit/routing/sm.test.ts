@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionManager, type ManagedSession, type SessionObserver } from '../../../src/routing/sm.ts';
 import { parseJid } from '../../../src/xmpp/jid.ts';
+import { Element } from '../../../src/xmpp/xml.ts';
 
 function session(full: string, node?: string): ManagedSession & { kicked: string[] } {
   const kicked: string[] = [];
@@ -77,4 +78,22 @@ test('settled waits for the deliveries in flight from a sender, and only those',
   await waiting;
   await new Promise((r) => setImmediate(r));
   assert.equal(sm.settled('u@d/a'), undefined);
+});
+
+test('a delivery\'s receipt goes to whoever takes it while the stanza is handed over, else stays the caller\'s', () => {
+  const sm = new SessionManager(10);
+  const buffered = new Element('message', { to: 'u@d/a' });
+  let handled = 0;
+  sm.expectReceipt(buffered, () => handled++);
+  const r = sm.takeReceipt(buffered);
+  assert.ok(r !== undefined);
+  assert.equal(sm.takeReceipt(buffered), undefined, 'taken once');
+  assert.equal(sm.dropReceipt(buffered), false, 'taken: not the caller\'s');
+  r();
+  assert.equal(handled, 1);
+  const written = new Element('message', { to: 'u@d/b' });
+  sm.expectReceipt(written, () => handled++);
+  assert.equal(sm.dropReceipt(written), true, 'nobody took it');
+  assert.equal(sm.takeReceipt(written), undefined);
+  assert.equal(handled, 1);
 });
