@@ -3,7 +3,7 @@
 // kick, snapshot) and petrel.<cluster>.sessions for the session events every
 // node follows. Payloads are JSON. NATS keeps the order of one publisher's
 // messages, which the session events rely on.
-import { connect, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { Logger } from 'pino';
 
 export type BusReply = { ok: true; [k: string]: unknown } | { ok: false; [k: string]: unknown };
@@ -89,17 +89,21 @@ export class Bus {
   }
 
   /** As request, with the payload already serialised (JSON text). */
-  async requestJson(subject: string, json: string, timeoutMs: number): Promise<BusReply> {
-    let m: Msg;
-    try {
-      m = await this.#nc.request(subject, enc.encode(json), { timeout: timeoutMs });
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '503') throw new BusUnreachable('no_responders', `nobody answers on ${subject}`);
-      if (code === 'TIMEOUT') throw new BusUnreachable('timeout', `no answer on ${subject} within ${timeoutMs} ms`);
-      throw new BusUnreachable('closed', `the request on ${subject} failed: ${(err as Error).message}`);
-    }
-    return JSON.parse(dec.decode(m.data)) as BusReply;
+  requestJson(subject: string, json: string, timeoutMs: number): Promise<BusReply> {
+    // The client's own timer is only a backstop: the timeout is the one below, which gives the socket one more read first.
+    const asked = this.#nc.request(subject, enc.encode(json), { timeout: timeoutMs * 2 + 1000 });
+    return afterPendingInput(asked, timeoutMs).then(
+      (m) => {
+        if (m === TIMED_OUT) throw new BusUnreachable('timeout', `no answer on ${subject} within ${timeoutMs} ms`);
+        return JSON.parse(dec.decode(m.data)) as BusReply;
+      },
+      (err: unknown) => {
+        const code = (err as { code?: string }).code;
+        if (code === '503') throw new BusUnreachable('no_responders', `nobody answers on ${subject}`);
+        if (code === 'TIMEOUT') throw new BusUnreachable('timeout', `no answer on ${subject} within ${timeoutMs} ms`);
+        throw new BusUnreachable('closed', `the request on ${subject} failed: ${(err as Error).message}`);
+      },
+    );
   }
 
   /**
@@ -140,3 +144,40 @@ export class Bus {
     }
   }
 }
+
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/**
+ * `p`, or TIMED_OUT if it has not settled `ms` after the call. A process
+ * that stalled (a long pause of its own: a stop signal, the machine
+ * swapping, a slow garbage collection) runs its expired timers before it
+ * reads the input that came meanwhile, so a reply waiting in the socket
+ * would count as missing and a node that did answer as silent. The timeout
+ * waits for one turn of input (setImmediate runs after the poll phase)
+ * before it counts.
+ */
+export function afterPendingInput<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => setImmediate(() => {
+      if (settled) return;
+      settled = true;
+      resolve(TIMED_OUT);
+    }), ms);
+    p.then(
+      (v) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+

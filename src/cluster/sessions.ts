@@ -324,13 +324,20 @@ export class ClusterSessions implements SessionObserver {
     }
     if (r.rejoined) {
       this.#logger.warn({ what: 'cluster_node_rejoined', node: this.node }, 'this node had been taken for dead; it is back in the node table');
-      // The others ask for this node's sessions when they see its row again; the users' contacts, told they left, hear that they are here.
+      // The others ask for this node's sessions when they see its row again.
       for (const s of [...this.#sm.all()]) {
         if (s.clusterNode === undefined) this.#publish('bound', s);
       }
-      for (const s of [...this.#sm.all()]) {
-        if (s.clusterNode === undefined) this.#o.presence.announce(s).catch((err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed'));
-      }
+      // Stalled long enough to be taken for dead, this node saw its own
+      // requests time out and took the others' sessions they were for out
+      // of its table: it asks every peer again before the users' contacts,
+      // told they left, hear that they are here.
+      const resynced = Promise.all([...this.#peers.values()].map((p) => this.#resync(p)));
+      void resynced.then(() => {
+        for (const s of [...this.#sm.all()]) {
+          if (s.clusterNode === undefined) this.#o.presence.announce(s).catch((err: unknown) => this.#logger.error({ what: 'presence_failed', err: String(err) }, 'presence processing failed'));
+        }
+      });
     }
     // Dead nodes whose row this node deleted: their cleanup is this node's.
     for (const d of r.won) this.#nodeDown(d.node_name, d.incarnation, true);
@@ -359,13 +366,17 @@ export class ClusterSessions implements SessionObserver {
     return p;
   }
 
+  /** A peer's sessions asked for again, unless that is under way. */
+  #resync(p: PeerState): Promise<void> {
+    if (!p.synced) return p.ready ?? Promise.resolve();
+    p.synced = false;
+    p.ready = this.#sync(p);
+    return p.ready;
+  }
+
   /** The bus was down: events may have been lost, so every peer's sessions are asked for again. */
   #resyncAll(): void {
-    for (const p of this.#peers.values()) {
-      if (!p.synced) continue;
-      p.synced = false;
-      this.#sync(p);
-    }
+    for (const p of this.#peers.values()) void this.#resync(p);
     // And this node's sessions may have been missed by the others: they ask when they see it again.
     for (const s of this.#sm.all()) if (s.clusterNode === undefined) this.#publish('changed', s);
   }
@@ -651,6 +662,13 @@ export class ClusterSessions implements SessionObserver {
         for (const d of b.stanzas) {
           this.#forget(d.g, d.k);
           this.#undelivered(d.rs, d.el, reason);
+        }
+        // Unanswered is not gone: the node may have been slow, or this one
+        // stalled. Its sessions that still are there come back with its
+        // snapshot; if it is dead, the node table ends them.
+        for (const inc of new Set(b.stanzas.map((d) => d.rs.incarnation))) {
+          const p = this.#peers.get(`${node}/${inc}`);
+          if (p !== undefined) void this.#resync(p);
         }
       },
     ).catch((err: unknown) => this.#logger.error({ what: 'cluster_reroute_failed', err: String(err) }, 'a stanza could not be routed again'))

@@ -103,3 +103,57 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     await dan.waitFor(isMessage(id));
   });
 });
+
+describe('a node stalled past the request timeout but within the heartbeat timeout', { skip }, () => {
+  let db: TestDatabase;
+  let cluster: TestCluster;
+  const clients: TestClient[] = [];
+
+  before(async () => {
+    db = await createTestDatabase();
+    cluster = await startTestCluster({ nodes: 2, db, heartbeatInterval: 200, heartbeatTimeout: 6000, requestTimeout: 300 });
+    await cluster.register([['erin', 'pw-erin'], ['fay', 'pw-fay']]);
+    for (let i = 0; i < 2; i++) await cluster.waitForNodes(i, 2);
+  });
+
+  after(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await cluster?.dispose();
+    await db?.drop();
+  });
+
+  test('a delivery that timed out loses nothing, and the other node\'s sessions come back for the presence that follows', async () => {
+    const erin = await connect(cluster.node(0), 'erin', 'pw-erin');
+    const fay = await connect(cluster.node(1), 'fay', 'pw-fay');
+    clients.push(erin, fay);
+    for (const c of [erin, fay]) await c.available();
+    await seen(erin, fay);
+    await erin.send(xml('presence', { to: fay.bare, type: 'subscribe' }));
+    await fay.waitFor((el) => el.name === 'presence' && el.attrs.type === 'subscribe' && el.attrs.from === erin.bare);
+    await fay.send(xml('presence', { to: erin.bare, type: 'subscribed' }));
+    await erin.waitFor((el) => el.name === 'presence' && el.attrs.from === fay.jid && el.attrs.type === undefined);
+
+    // Erin's node stops answering for longer than Fay's node waits for a delivery, not long enough to be taken for dead.
+    const pid = pidOf(cluster.node(0));
+    process.kill(pid, 'SIGSTOP');
+    let id: string;
+    try {
+      id = await fay.message(erin.jid, 'while your node was stalled');
+      await new Promise((r) => setTimeout(r, 1500));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Fay's node asks Erin's again for its sessions: Erin's is back in its table (a headline reaches her), and a presence change of Fay reaches her.
+    await seen(erin, fay);
+    await fay.send(xml('presence', {}, xml('show', {}, 'away')));
+    await erin.waitFor((el) => el.name === 'presence' && el.attrs.from === fay.jid && el.getChildText('show') === 'away', 10_000, 'Fay\'s away presence');
+
+    // Not lost: routed again as if Erin's session were gone, so kept offline for her next login.
+    await erin.close();
+    clients.splice(clients.indexOf(erin), 1);
+    const back = await connect(cluster.node(0), 'erin', 'pw-erin');
+    clients.push(back);
+    await back.available();
+    await back.waitFor(isMessage(id), 10_000, 'the message routed again to offline storage');
+  });
+});
