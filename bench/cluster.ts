@@ -199,7 +199,7 @@ async function startNode(dir: string, i: number, database: string, cluster: stri
   const logFile = join(dir, `node${i}.log`);
   const out = createWriteStream(logFile);
   const prof = profDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(profDir, `node${i}`)];
-  const child = spawn(process.execPath, [...prof, 'src/cli/main.ts', 'start', '-c', cfg], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...prof, 'bin/petrel.mjs', 'start', '-c', cfg], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
   try {

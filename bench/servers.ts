@@ -148,7 +148,7 @@ export async function startPetrel(o: { dir: string; name: string; port: number; 
   if (bad !== null) throw new Error(`petrel check-config rejects the ${o.name} config: ${bad}`);
   const log = join(o.dir, `${o.name}.log`);
   const out = createWriteStream(log);
-  const args = [...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), 'src/cli/main.ts', 'start', '-c', cfg];
+  const args = [...(o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', o.cpuProfDir] : []), 'bin/petrel.mjs', 'start', '-c', cfg];
   const child = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);

@@ -260,6 +260,30 @@ describe('the launcher, from the checkout, run by a Node that cannot run the sou
     });
   }
 
+  test('the server runs with a young generation of 16 MiB a semi-space, in the launcher\'s own process under Node 24, unless NODE_OPTIONS sets one', async () => {
+    const cmdline = async (pid: number) => (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    const stop = async (p: Started, pid: number) => {
+      p.child.kill('SIGTERM');
+      await p.exited;
+      await eventually(`server ${pid} ends`, () => processGone(pid));
+    };
+    const direct = new Started(process.execPath, [join(REPO_ROOT, 'bin', 'petrel.mjs'), 'start', '-c', config], ENV);
+    const pid = await direct.serverPid();
+    assert.equal(pid, direct.child.pid, 'no second process: the launcher became the server');
+    assert.ok((await cmdline(pid)).includes('--max-semi-space-size=16'), (await cmdline(pid)).join(' '));
+    await stop(direct, pid);
+
+    const child = launch();
+    const childPid = await child.serverPid();
+    assert.ok((await cmdline(childPid)).includes('--max-semi-space-size=16'), (await cmdline(childPid)).join(' '));
+    await stop(child, childPid);
+
+    const own = new Started(process.execPath, [join(REPO_ROOT, 'bin', 'petrel.mjs'), 'start', '-c', config], { ...ENV, NODE_OPTIONS: '--max-semi-space-size=4' });
+    const ownPid = await own.serverPid();
+    assert.ok(!(await cmdline(ownPid)).some((a) => a.startsWith('--max-semi-space-size')), (await cmdline(ownPid)).join(' '));
+    await stop(own, ownPid);
+  });
+
   test('a command that finishes (check-config) ends on its own under the launcher', async () => {
     const r = await run(process.execPath, ['--no-experimental-strip-types', join(REPO_ROOT, 'bin', 'petrel.mjs'), 'check-config', '-c', config], { timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stderr);
