@@ -541,6 +541,7 @@ export class ClusterSessions implements SessionObserver {
     if (wasAvailable && !rs.available) this.#o.hooks.run('sm_remove_connection', rs.jid.domain, { jid: rs.jid, reason: 'unavailable on its node' });
     // Back in the table after a failed delivery, unless it was asked to end.
     if (!rs.ending && this.#sm.byFull(info.jid) !== rs) this.#sm.addRemote(rs);
+    if (!wasAvailable && rs.available && !rs.ending) this.#o.hooks.run('remote_user_available', rs.jid.domain, { jid: rs.jid });
   }
 
   /**

@@ -141,6 +141,11 @@ export interface HookCatalogue {
   remote_delivery: { acc: Acc; from: JID; to: JID; packet: Element };
   /** The user's first available presence of a session. */
   user_available: { jid: JID };
+  /**
+   * A cluster: a session of another node became available (that node ran
+   * user_available); run on each node that learns it.
+   */
+  remote_user_available: { jid: JID };
   /** A session's presence became unavailable (explicitly or by disconnect). */
   unset_presence: { jid: JID; status: string };
   user_registered: { user: string; server: string };

@@ -32,6 +32,43 @@ const OFFLINE_BATCH = 32_768;
 
 /** Runs before handlers that would otherwise bounce the message (MongooseIM's mod_offline uses 50 too). */
 const PRIORITY = 50;
+/** Users this node stored offline messages for lately, kept for a cluster's late hand-over (see onRemoteAvailable). */
+const STORED_HERE_MAX = 10_000;
+const STORED_HERE_MS = 60_000;
+
+/**
+ * Keys added within the last `ttlMs`, at most `max` of them (the oldest go
+ * first): a bounded memory of recent events, whatever their rate.
+ */
+export class RecentSet {
+  readonly #max: number;
+  readonly #ttlMs: number;
+  /** Insertion order is age order: a key added again moves to the end. */
+  readonly #at = new Map<string, number>();
+
+  constructor(max: number, ttlMs: number) {
+    this.#max = max;
+    this.#ttlMs = ttlMs;
+  }
+
+  add(key: string, now = Date.now()): void {
+    this.#at.delete(key);
+    this.#at.set(key, now);
+    if (this.#at.size > this.#max) this.#at.delete(this.#at.keys().next().value!);
+  }
+
+  has(key: string, now = Date.now()): boolean {
+    const t = this.#at.get(key);
+    if (t === undefined) return false;
+    if (now - t <= this.#ttlMs) return true;
+    this.#at.delete(key);
+    return false;
+  }
+
+  get size(): number {
+    return this.#at.size;
+  }
+}
 
 export type OfflineDecision = 'store' | 'drop' | 'skip';
 
@@ -183,6 +220,8 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
     };
 
     const metrics = offlineMetrics(ctx.metrics, ctx.hosts);
+    /** Users this node stored for lately (onRemoteAvailable). */
+    const storedHere = new RecentSet(STORED_HERE_MAX, STORED_HERE_MS);
 
     /** MongooseIM's get_max_user_messages: the rule's number for the user, else max_messages (0 = no limit). */
     const limitFor = (user: string, domain: string): number =>
@@ -202,6 +241,8 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       stamped.attrs.to = to.full;
       const xml = stamped.toString();
       const timestamp = p.acc.timestamp;
+      // Known from now, while the write waits on the chain.
+      storedHere.add(to.bare);
       const stored = enqueue(to.bare, async () => {
         try {
           const n = await store.count(user, domain);
@@ -215,6 +256,11 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
           }
           await store.store(user, domain, { xml, from: from.full, timestamp });
           metrics.stored.labels({ host_type: domain }).inc();
+          // Routing found no available session, but one may have become
+          // available since (on another node, or here while routing waited)
+          // and read the store before this write: it gets it now.
+          const online = ctx.sessions.byBare(to.bare).find((s) => s.available && s.priority >= 0);
+          if (online !== undefined) await deliver(online.jid);
         } catch (err) {
           // Not kept: the sender is told, never left to believe it was.
           storeFailed(err, to.bare, [{ packet, from, to }]);
@@ -292,10 +338,23 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       enqueue(jid.bare, () => deliver(jid));
     };
 
+    // A cluster: a user coming online on another node has that node hand
+    // over what the store holds; a message this node decided to store before
+    // it learned of that session may be written after that hand-over read
+    // the store. Those writes are on this user's chain here, so a hand-over
+    // queued behind them, to that session, gets them now rather than at the
+    // next login. Only for users this node stored for lately.
+    const onRemoteAvailable = (p: HookCatalogue['remote_user_available']) => {
+      const jid = p.jid;
+      if (!storedHere.has(jid.bare)) return;
+      enqueue(jid.bare, () => deliver(jid));
+    };
+
     const hooks: HookRegistration<any>[] = [
       { hook: 'offline_message', host: '*', priority: PRIORITY, handler: onOfflineMessage, owner: 'mod_offline' },
       { hook: 'user_available', host: '*', priority: PRIORITY, handler: onAvailable, owner: 'mod_offline' },
-    ] satisfies [HookRegistration<'offline_message'>, HookRegistration<'user_available'>];
+      { hook: 'remote_user_available', host: '*', priority: PRIORITY, handler: onRemoteAvailable, owner: 'mod_offline' },
+    ] satisfies [HookRegistration<'offline_message'>, HookRegistration<'user_available'>, HookRegistration<'remote_user_available'>];
 
     return {
       hooks: () => hooks,

@@ -37,7 +37,7 @@ describe('two nodes of one cluster', { skip }, () => {
     db = await createTestDatabase();
     cluster = await startTestCluster({ nodes: 2, db });
     await cluster.register([
-      ['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dave', 'pw-dave'], ['erin', 'pw-erin'], ['frank', 'pw-frank'], ['gina', 'pw-gina'],
+      ['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dave', 'pw-dave'], ['erin', 'pw-erin'], ['frank', 'pw-frank'], ['gina', 'pw-gina'], ['hugo', 'pw-hugo'], ['iris', 'pw-iris'],
     ]);
     await cluster.waitForNodes(0, 2);
     await cluster.waitForNodes(1, 2);
@@ -153,6 +153,28 @@ describe('two nodes of one cluster', { skip }, () => {
     await frank.available();
     const m = await frank.waitFor(isMessage(id));
     assert.equal(m.getChildText('body'), 'while you were away');
+    await closeAll();
+  });
+
+  test('messages sent to a user while they log in on the other node all reach that session, none waits for the next login', async () => {
+    const hugo = await login(0, 'hugo');
+    const sent: string[] = [];
+    let sending = true;
+    // Sent to the bare JID one after another, before, during and after the login on the other node.
+    const burst = (async () => {
+      while (sending || sent.length < 40) {
+        sent.push(await hugo.message('iris@localhost', `burst ${sent.length}`));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    const iris = await login(1, 'iris');
+    await iris.available();
+    await new Promise((r) => setTimeout(r, 300));
+    sending = false;
+    await burst;
+    await settle(hugo, iris);
+    for (const id of sent) await iris.waitFor(isMessage(id), 10_000, `message ${id} in the session that logged in`);
     await closeAll();
   });
 
