@@ -256,15 +256,18 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
           }
           await store.store(user, domain, { xml, from: from.full, timestamp });
           metrics.stored.labels({ host_type: domain }).inc();
-          // Routing found no available session, but one may have become
-          // available since (on another node, or here while routing waited)
-          // and read the store before this write: it gets it now.
-          const online = ctx.sessions.byBare(to.bare).find((s) => s.available && s.priority >= 0);
-          if (online !== undefined) await deliver(online.jid);
         } catch (err) {
           // Not kept: the sender is told, never left to believe it was.
           storeFailed(err, to.bare, [{ packet, from, to }]);
+          return;
         }
+        // Routing found no available session, but one may have become
+        // available since (on another node, or here while routing waited)
+        // and read the store before this write: it gets it now, in a job of
+        // its own, so that the sender's wait (acc.hold) ends at the write,
+        // whatever pace the recipient reads at.
+        const online = ctx.sessions.byBare(to.bare).find((s) => s.available && s.priority >= 0);
+        if (online !== undefined) void enqueue(to.bare, () => deliver(online.jid));
       });
       // Whoever waits for the message to be safe (acc.hold) waits for its write, or its bounce.
       p.acc.hold?.(stored);
