@@ -1,11 +1,11 @@
 // Group chat from any node: a room's stanzas go to the one node that
 // serves it (rendezvous hashing of the room's JID over the live nodes), so
 // users logged in on different nodes are in the same room.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
-import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
-import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
+import { xml, type TestClient, type XmlElement } from '../helpers/client.ts';
+import { clusterSuite, natsReachable, NATS_UNREACHABLE, seen } from '../helpers/cluster.ts';
+import { pgReachable, PG_UNREACHABLE } from '../postgres/db.ts';
 
 const skip = !(await pgReachable()) ? PG_UNREACHABLE : !(await natsReachable()) ? NATS_UNREACHABLE : false;
 const MUC = 'http://jabber.org/protocol/muc';
@@ -24,28 +24,11 @@ async function join(c: TestClient, room: string, nick: string): Promise<XmlEleme
 }
 
 describe('group chat in a cluster of two nodes', { skip }, () => {
-  let db: TestDatabase;
-  let cluster: TestCluster;
-  const clients: TestClient[] = [];
-
-  before(async () => {
-    db = await createTestDatabase();
-    cluster = await startTestCluster({ nodes: 2, db, extraToml: '[modules.mod_muc]\n  backend = "rdbms"\n' });
-    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob']]);
-    await cluster.waitForNodes(0, 2);
-    await cluster.waitForNodes(1, 2);
-  });
-
-  after(async () => {
-    await Promise.all(clients.splice(0).map((c) => c.close()));
-    await cluster?.dispose();
-    await db?.drop();
-  });
+  const { login } = clusterSuite({ nodes: 2, extraToml: '[modules.mod_muc]\n  backend = "rdbms"\n' }, ['alice', 'bob']);
 
   test('users on different nodes join the same rooms and chat in them', async () => {
-    const alice = await connect(cluster.node(0), 'alice', 'pw-alice');
-    const bob = await connect(cluster.node(1), 'bob', 'pw-bob');
-    clients.push(alice, bob);
+    const alice = await login(0, 'alice');
+    const bob = await login(1, 'bob');
     await seen(alice, bob);
     // Several rooms, so that some are served by each node.
     for (const room of ['r1', 'r2', 'r3', 'r4']) {

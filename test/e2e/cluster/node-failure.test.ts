@@ -2,25 +2,18 @@
 // survivors take its sessions out of their tables, the users' contacts see
 // them unavailable once, and what was sent to them meanwhile is kept in
 // offline storage and delivered at their next login.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, isMessage, settle, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
+import { isMessage, settle, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
 import { pidOf } from '../delivery/helpers.ts';
-import { natsReachable, NATS_UNREACHABLE, seen, startTestCluster, type TestCluster } from '../helpers/cluster.ts';
-import { createTestDatabase, pgReachable, PG_UNREACHABLE, type TestDatabase } from '../postgres/db.ts';
+import { clusterSuite, natsReachable, NATS_UNREACHABLE, seen } from '../helpers/cluster.ts';
+import { pgReachable, PG_UNREACHABLE } from '../postgres/db.ts';
 
 const skip = !(await pgReachable()) ? PG_UNREACHABLE : !(await natsReachable()) ? NATS_UNREACHABLE : false;
 
 describe('a cluster of three nodes losing one', { skip }, () => {
-  let db: TestDatabase;
-  let cluster: TestCluster;
-  const clients: TestClient[] = [];
-
-  const login = async (node: number, user: string) => {
-    const c = await connect(cluster.node(node), user, `pw-${user}`);
-    clients.push(c);
-    return c;
-  };
+  const suite = clusterSuite({ nodes: 3, heartbeatInterval: 200, heartbeatTimeout: 1500, requestTimeout: 1000 }, ['alice', 'bob', 'carol', 'dan']);
+  const { clients, login } = suite;
   const befriend = async (a: TestClient, b: TestClient) => {
     await a.send(xml('presence', { to: b.bare, type: 'subscribe' }));
     await b.waitFor((el) => el.name === 'presence' && el.attrs.type === 'subscribe' && el.attrs.from === a.bare);
@@ -29,19 +22,6 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     await a.waitFor((el) => el.name === 'presence' && el.attrs.type === 'subscribe' && el.attrs.from === b.bare);
     await a.send(xml('presence', { to: b.bare, type: 'subscribed' }));
   };
-
-  before(async () => {
-    db = await createTestDatabase();
-    cluster = await startTestCluster({ nodes: 3, db, heartbeatInterval: 200, heartbeatTimeout: 1500, requestTimeout: 1000 });
-    await cluster.register([['alice', 'pw-alice'], ['bob', 'pw-bob'], ['carol', 'pw-carol'], ['dan', 'pw-dan']]);
-    for (let i = 0; i < 3; i++) await cluster.waitForNodes(i, 3);
-  });
-
-  after(async () => {
-    await Promise.all(clients.splice(0).map((c) => c.close()));
-    await cluster?.dispose();
-    await db?.drop();
-  });
 
   test('the users of a killed node go unavailable to their contacts once, and messages to them go to offline storage', async () => {
     const alice = await login(0, 'alice');
@@ -58,7 +38,7 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     await carol.waitFor((el) => el.name === 'presence' && el.attrs.from === bob.jid && el.attrs.type === undefined);
     const bobJid = bob.jid;
 
-    await cluster.kill(1);
+    await suite.cluster.kill(1);
     // Sent before the survivors declare the node dead: its node does not answer, so it is kept offline.
     const toFull = await alice.message(bobJid, 'to the full JID of a dead session');
     const toBare = await carol.message(bob.bare, 'to the bare JID of a dead session');
@@ -72,7 +52,7 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     assert.equal(alice.take(isUnavailable).length, 0, 'Alice saw Bob go unavailable twice');
     assert.equal(carol.take(isUnavailable).length, 0, 'Carol saw Bob go unavailable twice');
 
-    const r = await cluster.node(0).cli(['cluster']);
+    const r = await suite.cluster.node(0).cli(['cluster']);
     assert.match(r.stdout, /2 live node/);
     assert.doesNotMatch(r.stdout, /node2 .* live/);
 
@@ -90,7 +70,7 @@ describe('a cluster of three nodes losing one', { skip }, () => {
     await seen(alice, dan);
     await befriend(alice, dan);
     await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === dan.jid && el.attrs.type === undefined);
-    const pid = pidOf(cluster.node(2));
+    const pid = pidOf(suite.cluster.node(2));
     process.kill(pid, 'SIGSTOP');
     try {
       await alice.waitFor((el) => el.name === 'presence' && el.attrs.from === dan.jid && el.attrs.type === 'unavailable', 15_000, 'Dan\'s unavailable presence');
@@ -105,27 +85,12 @@ describe('a cluster of three nodes losing one', { skip }, () => {
 });
 
 describe('a node stalled past the request timeout but within the heartbeat timeout', { skip }, () => {
-  let db: TestDatabase;
-  let cluster: TestCluster;
-  const clients: TestClient[] = [];
-
-  before(async () => {
-    db = await createTestDatabase();
-    cluster = await startTestCluster({ nodes: 2, db, heartbeatInterval: 200, heartbeatTimeout: 6000, requestTimeout: 300 });
-    await cluster.register([['erin', 'pw-erin'], ['fay', 'pw-fay']]);
-    for (let i = 0; i < 2; i++) await cluster.waitForNodes(i, 2);
-  });
-
-  after(async () => {
-    await Promise.all(clients.splice(0).map((c) => c.close()));
-    await cluster?.dispose();
-    await db?.drop();
-  });
+  const suite = clusterSuite({ nodes: 2, heartbeatInterval: 200, heartbeatTimeout: 6000, requestTimeout: 300 }, ['erin', 'fay']);
+  const { clients, login } = suite;
 
   test('a delivery that timed out loses nothing, and the other node\'s sessions come back for the presence that follows', async () => {
-    const erin = await connect(cluster.node(0), 'erin', 'pw-erin');
-    const fay = await connect(cluster.node(1), 'fay', 'pw-fay');
-    clients.push(erin, fay);
+    const erin = await login(0, 'erin');
+    const fay = await login(1, 'fay');
     for (const c of [erin, fay]) await c.available();
     await seen(erin, fay);
     await erin.send(xml('presence', { to: fay.bare, type: 'subscribe' }));
@@ -134,7 +99,7 @@ describe('a node stalled past the request timeout but within the heartbeat timeo
     await erin.waitFor((el) => el.name === 'presence' && el.attrs.from === fay.jid && el.attrs.type === undefined);
 
     // Erin's node stops answering for longer than Fay's node waits for a delivery, not long enough to be taken for dead.
-    const pid = pidOf(cluster.node(0));
+    const pid = pidOf(suite.cluster.node(0));
     process.kill(pid, 'SIGSTOP');
     let id: string;
     try {
@@ -151,8 +116,7 @@ describe('a node stalled past the request timeout but within the heartbeat timeo
     // Not lost: routed again as if Erin's session were gone, so kept offline for her next login.
     await erin.close();
     clients.splice(clients.indexOf(erin), 1);
-    const back = await connect(cluster.node(0), 'erin', 'pw-erin');
-    clients.push(back);
+    const back = await login(0, 'erin');
     await back.available();
     await back.waitFor(isMessage(id), 10_000, 'the message routed again to offline storage');
   });

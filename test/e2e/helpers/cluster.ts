@@ -8,8 +8,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
 import { preparePetrel, type Petrel, type PetrelOptions } from './server.ts';
 import { killHard } from '../delivery/helpers.ts';
-import type { TestDatabase } from '../postgres/db.ts';
-import { isMessage, xml, type TestClient } from './client.ts';
+import { after, before } from 'node:test';
+import { createTestDatabase, type TestDatabase } from '../postgres/db.ts';
+import { connect, isMessage, xml, type ConnectOptions, type TestClient } from './client.ts';
 
 export const NATS_URL = 'nats://127.0.0.1:4222';
 export const NATS_UNREACHABLE = `NATS is not reachable at ${NATS_URL}`;
@@ -123,6 +124,48 @@ export async function startTestCluster(o: ClusterOptions): Promise<TestCluster> 
     throw err;
   }
   return cluster;
+}
+
+/**
+ * The cluster of one describe block: before its tests, a database of its
+ * own, the nodes, the accounts (password `pw-<user>`) and every node seeing
+ * all the others; after them, the clients in `clients` (those of `login`
+ * among them), the nodes and the database go.
+ */
+export function clusterSuite(o: Omit<ClusterOptions, 'db'>, users: string[]): {
+  readonly cluster: TestCluster;
+  readonly db: TestDatabase;
+  readonly clients: TestClient[];
+  login(node: number, user: string, opts?: ConnectOptions): Promise<TestClient>;
+} {
+  let db: TestDatabase | undefined;
+  let cluster: TestCluster | undefined;
+  const clients: TestClient[] = [];
+  before(async () => {
+    db = await createTestDatabase();
+    cluster = await startTestCluster({ ...o, db });
+    await cluster.register(users.map((u) => [u, `pw-${u}`]));
+    for (let i = 0; i < (o.startNow ?? o.nodes); i++) await cluster.waitForNodes(i, o.startNow ?? o.nodes);
+  });
+  after(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await cluster?.dispose();
+    await db?.drop();
+  });
+  return {
+    get cluster() {
+      return cluster!;
+    },
+    get db() {
+      return db!;
+    },
+    clients,
+    async login(node, user, opts) {
+      const c = await connect(cluster!.node(node), user, `pw-${user}`, opts);
+      clients.push(c);
+      return c;
+    },
+  };
 }
 
 /**
