@@ -5,6 +5,10 @@
 // asynchronous one: bench/micro-http.ts.
 // `node bench/micro.ts [--ms=600] [--only=NAME]` or `npm run bench -- --micro`.
 import { parseArgs } from 'node:util';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { Counter, Registry } from 'prom-client';
 import { StreamParser } from '../src/xmpp/stream-parser.ts';
 import { Element, serialize } from '../src/xmpp/xml.ts';
@@ -20,6 +24,7 @@ import { packBatch, unpackBatch } from '../src/storage/outbox/packed.ts';
 import { metricCounter } from '../src/modules/mod_event_pusher/delivery/thread.ts';
 import { deliveryMetrics } from '../src/modules/mod_event_pusher/delivery/metrics.ts';
 import { GroupCommit, takeFair } from '../src/storage/outbox/group-commit.ts';
+import { OutboxTables } from '../src/storage/outbox/sqlite-tables.ts';
 import type { NewOutboxRow, SettleOp } from '../src/storage/outbox/types.ts';
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
@@ -332,6 +337,37 @@ bench('AbortSignal.timeout(5000)', (n) => {
       done += qq.rows.length;
     }
   });
+}
+
+// --- an event's rows in the outbox's writer thread (sqlite-tables.ts) ------------------
+
+{
+  // What the writer thread does per event at saturation, in batches of 500
+  // on a WAL file: taken into the handler's page as it is written (inserted
+  // claimed, deleted once delivered), or past a full page (inserted
+  // unclaimed, claimed back later, then deleted). The delivery engine's
+  // page (MAX_PAGE) decides which.
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-micro-'));
+  const db = new DatabaseSync(join(dir, 'outbox.sqlite'));
+  db.exec('PRAGMA journal_mode = WAL');
+  db.exec('PRAGMA synchronous = NORMAL');
+  const tables = new OutboxTables(db);
+  const H = 'http_pool:/notifications:mod_event_pusher_http_defaults';
+  const payload = new Uint8Array(300);
+  const batch = (claimed: boolean): NewOutboxRow[] =>
+    Array.from({ length: 500 }, (_, i) => ({ handler: H, hostType: 'localhost', eventId: 'e' + i, payload, createdAt: 1, claimed }));
+  const deleted = (ids: number[]): SettleOp[] => ids.map((id) => ({ op: 'delivered', id }));
+  bench('outbox row, taken as written: insert claimed + delete (per row, 500 a batch)', (n) => {
+    for (let done = 0; done < n; done += 500) tables.write([], deleted(tables.write(batch(true), [])));
+  });
+  bench('outbox row, past a full page: insert + claim + delete (per row, 500 a batch)', (n) => {
+    for (let done = 0; done < n; done += 500) {
+      tables.write(batch(false), []);
+      tables.write([], deleted(tables.claim(H, 2, 500, 4 << 20).map((r) => r.id)));
+    }
+  });
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
 }
 
 // --- the sender thread's reports (delivery/thread.ts) ----------------------------------

@@ -27,8 +27,22 @@ import { handlerLabel, type DeliveryMetrics } from './metrics.ts';
 import { backoffMs } from './retry.ts';
 import type { AttemptReport, BackendSender, DeliveryItem, EngineHandler, SenderReport, SendResult } from './types.ts';
 
-/** Most rows of one handler held in memory at once. */
-export const MAX_PAGE = 500;
+/**
+ * Most rows of one handler held in memory at once: being sent, waiting for
+ * a free connection, or being written claimed. Under a load that the sender
+ * keeps up with, every new event is taken as it is written (admit), and
+ * none is read back from the table; a smaller page sends the overflow
+ * through the table (written unclaimed, then claimed), which costs the
+ * writer thread a read and an update per row.
+ */
+export const MAX_PAGE = 2000;
+/**
+ * Most rows one claim reads from the outbox. A claim is one transaction on
+ * the thread that also commits the server's writes, so a backlog (after a
+ * restart, or when a webhook is back) is read in steps of this many, and a
+ * write waits behind one step at most.
+ */
+export const MAX_CLAIM = 500;
 /** How often the outbox is read for due rows (retries, replays, a backlog). */
 export const DEFAULT_POLL_MS = 1000;
 
@@ -267,7 +281,7 @@ export function createSendLoop(o: SendLoopOptions): SendLoop {
       s.reclaim = Math.max(s.reclaim ?? 0, dueBy ?? 0);
       return;
     }
-    const room = page - s.active;
+    const room = Math.min(MAX_CLAIM, page - s.active);
     const byteRoom = pageBytes - s.bytes;
     if (room <= 0 || byteRoom <= 0) return;
     s.claiming = true;

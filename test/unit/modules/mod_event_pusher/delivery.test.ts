@@ -16,7 +16,7 @@ import { createOutgoingPools } from '../../../../src/outgoing/pools.ts';
 import type { HttpOutcome, OutgoingPools } from '../../../../src/outgoing/types.ts';
 import { openSqliteOutbox } from '../../../../src/storage/outbox/sqlite.ts';
 import { eventPusherSpec, type HandlerOpts } from '../../../../src/modules/mod_event_pusher/config.ts';
-import { createDeliveryEngine, type SenderThread } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
+import { createDeliveryEngine, MAX_PAGE, type SenderThread } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
 import { deliveryMetrics } from '../../../../src/modules/mod_event_pusher/delivery/metrics.ts';
 import { createHttpBackend, handlerKey } from '../../../../src/modules/mod_event_pusher/http/backend.ts';
 import { backoffMs, retryAfterMs, verdictOf } from '../../../../src/modules/mod_event_pusher/http/retry.ts';
@@ -244,7 +244,8 @@ describe('the outbox under a long outage', () => {
     const p = pools(downPort, 4);
     const s = await backend(file, [handler({ retry: { max_attempts: 1000, initial_delay: 1, max_delay: 5, max_age: 60_000 } })], { pools: p });
     const barriers: Array<Promise<unknown> | undefined> = [];
-    for (let i = 0; i < 1500; i++) {
+    const events = MAX_PAGE + 1000;
+    for (let i = 0; i < events; i++) {
       const { acc, ev } = event('o' + i);
       const barrier = s.b.handle(acc, ev, undefined);
       barriers.push(barrier);
@@ -255,8 +256,8 @@ describe('the outbox under a long outage', () => {
       maxClaimed = Math.max(maxClaimed, count(file, 'SELECT COUNT(*) AS n FROM event_outbox WHERE claimed = 1'));
       await new Promise((r) => setTimeout(r, 15));
     }
-    assert.equal(count(file, 'SELECT COUNT(*) AS n FROM event_outbox'), 1500);
-    assert.ok(maxClaimed <= 500, `${maxClaimed} rows claimed at once`);
+    assert.equal(count(file, 'SELECT COUNT(*) AS n FROM event_outbox'), events);
+    assert.ok(maxClaimed <= MAX_PAGE, `${maxClaimed} rows claimed at once`);
     assert.ok(count(file, 'SELECT COUNT(*) AS n FROM event_outbox WHERE attempts > 0') > 0);
     await s.close();
     assert.equal(count(file, 'SELECT COUNT(*) AS n FROM event_outbox WHERE claimed = 1'), 0);
