@@ -125,7 +125,14 @@ describe('the default payload', () => {
   });
 
   test('petrel metrics prints the sent, failed and response_time rows', async () => {
-    const sentSoFar = sampleValue(await scrape(metricsPort), 'mod_event_pusher_http_sent_count', { host_type: 'localhost' })!;
+    // The sender thread reports its deliveries in batches: wait until the count has settled.
+    const sentNow = async () => sampleValue(await scrape(metricsPort), 'mod_event_pusher_http_sent_count', { host_type: 'localhost' })!;
+    let sentSoFar = await sentNow();
+    for (let last = -1; last !== sentSoFar; ) {
+      last = sentSoFar;
+      await new Promise((r) => setTimeout(r, 200));
+      sentSoFar = await sentNow();
+    }
     const r = await server.cli(['metrics']);
     assert.equal(r.code, 0, r.stderr);
     const sent = spiralRow(r.stdout, 'localhost', 'sent');
