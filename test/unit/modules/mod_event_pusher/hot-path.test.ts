@@ -5,7 +5,8 @@ import { Registry } from 'prom-client';
 import type { NewOutboxRow, OutboxRow, OutboxStore, SettleOp } from '../../../../src/storage/outbox/types.ts';
 import { packBatch, unpackBatch } from '../../../../src/storage/outbox/packed.ts';
 import { deliveryMetrics } from '../../../../src/modules/mod_event_pusher/delivery/metrics.ts';
-import { createDeliveryEngine } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
+import { createDeliveryEngine, MAX_PAGE } from '../../../../src/modules/mod_event_pusher/delivery/outbox.ts';
+import { MAX_CLAIM } from '../../../../src/modules/mod_event_pusher/delivery/engine.ts';
 import type { SendResult } from '../../../../src/modules/mod_event_pusher/delivery/types.ts';
 import { encodePayload, encodePrefix, payloadDecoder } from '../../../../src/modules/mod_event_pusher/http/payload.ts';
 import { RecentQuantiles } from '../../../../src/modules/mod_event_pusher/http/recent-quantiles.ts';
@@ -92,6 +93,8 @@ function memoryStore() {
   let next = 1;
   const s = {
     claims: 0,
+    /** The largest limit a claim asked for. */
+    maxLimit: 0,
     rows,
     async append(r: NewOutboxRow) {
       const id = next++;
@@ -106,6 +109,7 @@ function memoryStore() {
     },
     async claim(handler: string, _now: number, limit: number) {
       s.claims++;
+      s.maxLimit = Math.max(s.maxLimit, limit);
       const out: OutboxRow[] = [];
       for (const r of rows.values()) {
         if (out.length >= limit) break;
@@ -161,4 +165,26 @@ test('an event written unclaimed, because its handler was full, is sent as soon 
   assert.equal(store.claims, claimsBefore + 1);
   answer!();
   await engine.close(1000);
+});
+
+test('a backlog is claimed a step at a time: one claim reads at most MAX_CLAIM rows, though the page holds more', async () => {
+  const store = memoryStore();
+  const backlog = MAX_CLAIM * 2 + 200;
+  for (let i = 0; i < backlog; i++) await store.append({ handler: 'k', hostType: 'localhost', eventId: 'e' + i, payload: Buffer.from('x'), createdAt: 1, claimed: false });
+  const engine = createDeliveryEngine({
+    open: async () => store, senderThread: 'main', logger: pino({ level: 'silent' }), metrics: deliveryMetrics(new Registry()), maxEvents: 100_000, pollMs: 60_000,
+  });
+  engine.handler(
+    { backend: 'test', index: 0, key: 'k', lane: 'p', concurrency: 1, retry: { max_attempts: 3, initial_delay: 10, max_delay: 10, max_age: 60_000 }, logFields: {} },
+    { attempted() {}, dropped() {} },
+  );
+  // Nothing is ever answered: what is claimed stays in the page.
+  engine.sender('test', { local: () => ({ deliver: () => new Promise<SendResult>(() => {}), close: async () => {} }) });
+  await engine.start();
+  await new Promise((r) => setTimeout(r, 50));
+  const claimed = [...store.rows.values()].filter((r) => r.claimed).length;
+  assert.ok(MAX_CLAIM < MAX_PAGE);
+  assert.equal(store.maxLimit, MAX_CLAIM);
+  assert.equal(claimed, MAX_CLAIM);
+  await engine.close(10);
 });
