@@ -25,6 +25,7 @@ import { metricCounter } from '../src/modules/mod_event_pusher/delivery/thread.t
 import { deliveryMetrics } from '../src/modules/mod_event_pusher/delivery/metrics.ts';
 import { GroupCommit, takeFair } from '../src/storage/outbox/group-commit.ts';
 import { OutboxTables } from '../src/storage/outbox/sqlite-tables.ts';
+import { SenderRates, newSenderMeter } from '../src/c2s/sender-rates.ts';
 import type { NewOutboxRow, SettleOp } from '../src/storage/outbox/types.ts';
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { ms: { type: 'string' }, only: { type: 'string' } } });
@@ -405,6 +406,19 @@ bench('AbortSignal.timeout(5000)', (n) => {
       }
     }
   });
+}
+
+{
+  // What every read of a bound session adds: its bytes counted against the others' (the heavy-sender rule).
+  const rates = new SenderRates();
+  const meters = Array.from({ length: 50 }, newSenderMeter);
+  const rule = { factor: 8, minBytes: 6554 };
+  let heavy = 0;
+  bench('SenderRates.read, one read of one of 50 sessions', (n) => {
+    for (let i = 0; i < n; i++) if (rates.read(meters[i % 50]!, 1500, rule)) heavy++;
+  });
+  rates.stop();
+  if (heavy < 0) process.stdout.write('');
 }
 
 if (sink === -1) process.stdout.write('');

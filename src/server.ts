@@ -13,6 +13,7 @@ import { startC2SListener, type C2SListener, type C2SShared } from './c2s/listen
 import { AuthBans } from './c2s/auth-bans.ts';
 import { WorkLimit } from './c2s/auth-work.ts';
 import { ConnectionLimits } from './c2s/connection-limits.ts';
+import { SenderRates } from './c2s/sender-rates.ts';
 import { ensurePrivateDir, privateSecret } from './storage/data-dir.ts';
 import { join } from 'node:path';
 import { ensureSelfSigned } from './c2s/self-signed.ts';
@@ -212,6 +213,8 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     const accountLocks = new AuthBans(g.max_auth_failures_per_account, g.account_lock_duration);
     const hashWork = new WorkLimit(g.max_concurrent_password_hashing);
     const connections = new ConnectionLimits(g.max_c2s_connections, g.max_c2s_connections_per_address);
+    const senderRates = new SenderRates(c2sMetrics.heavySenderWindows);
+    closers.push(async () => senderRates.stop());
     // The fake SCRAM salts of unknown users must not change at a restart, or asking twice would tell them apart.
     ensurePrivateDir(g.data_dir);
     const scramSecret = privateSecret(join(g.data_dir, SCRAM_SECRET_FILE), 32);
@@ -232,6 +235,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
       hashWork,
       scramSecret,
       connections,
+      senderRates,
       metrics: c2sMetrics,
       access,
     };

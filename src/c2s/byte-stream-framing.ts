@@ -20,6 +20,7 @@ const DISCARDING = 2;
  */
 export class ByteStreamFraming implements Framing, StreamParserEvents {
   readonly elementPerWrite = false;
+  readonly divisibleInput = true;
   #events: FramingEvents;
   #limits: FramingLimits;
   #parser: StreamParser;

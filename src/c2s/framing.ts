@@ -48,6 +48,12 @@ export interface Framing {
    * False for a byte stream, where a turn's output is joined into one write.
    */
   readonly elementPerWrite: boolean;
+  /**
+   * Input may be cut anywhere and handed over in pieces (a byte stream).
+   * False where each input is one whole message (RFC 7395 §3.3.3): a piece
+   * of one would be an incomplete element.
+   */
+  readonly divisibleInput: boolean;
   /** Input from the transport (TransportEvents.onData); events fire synchronously. */
   input(data: Uint8Array): void;
   /**

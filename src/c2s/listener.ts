@@ -7,7 +7,7 @@ import { createServer as createTcpServer, type Server as NetServer, type Socket 
 import { createServer as createTlsServer, createSecureContext, type SecureContextOptions } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { C2SListenerConfig } from '../config/types.ts';
-import { C2SSession, framingLimits, type C2SContext, type C2SLimits } from './session.ts';
+import { C2SSession, framingLimits, inputBudget, type C2SContext, type C2SLimits } from './session.ts';
 import { byteStreamFraming } from './byte-stream-framing.ts';
 import { refusalError, type ConnectionRefusal } from './connection-limits.ts';
 import { StartTlsTransport, TcpTransport, type TcpOptions } from './transports/tcp.ts';
@@ -81,6 +81,7 @@ export function listenerLimits(cfg: C2SListenerConfig): C2SLimits {
     maxOutputBuffer: cfg.max_output_buffer,
     sendTimeout: cfg.send_timeout,
     negotiationTimeout: cfg.negotiation_timeout,
+    ...inputBudget(cfg),
   };
 }
 

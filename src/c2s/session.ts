@@ -38,6 +38,7 @@ import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './o
 import { HOLD_BACKLOG, HOLD_FLOW, HOLD_SLICE, Shaper } from './shaper.ts';
 import type { AccessRules, AccessSubject } from '../config/access.ts';
 import { countElement, type HostC2SMetrics } from './metrics.ts';
+import { WINDOW_MS, newSenderMeter, type HeavySender, type SenderMeter, type SenderRates } from './sender-rates.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -73,6 +74,8 @@ export interface C2SContext extends SaslContext {
   loopbackOnlyPlaintextAuth?: boolean;
   /** Called once the session's connection has closed. */
   released?: (s: C2SSession) => void;
+  /** Every session's rate against the others', server-wide; absent: no session is ever a heavy sender. */
+  senderRates?: SenderRates;
 }
 
 /** Limits of one listener; the config options they come from are named beside each. */
@@ -95,10 +98,16 @@ export interface C2SLimits {
   sendTimeout: number;
   /** negotiation_timeout: ms from connecting until a resource is bound, every step and restart together (0 = no limit). */
   negotiationTimeout: number;
+  /** input_slice: bytes of one read a bound session handles per turn of the event loop. */
+  inputSlice: number;
+  /** routing_backlog: a bound session's routing steps allowed to wait before its input stops being read. */
+  routingBacklog: number;
+  /** heavy_sender_factor and heavy_sender_min_rate (per window): when a session has a quarter of the budget above. */
+  heavySender: HeavySender;
 }
 
 /** The parser limits of a listener: `maxStanzaSize` (max_stanza_size, 0 = none) after authentication, the tighter pre-auth limits before. */
-export function framingLimits(maxStanzaSize: number, limits: C2SLimits): FramingLimits {
+export function framingLimits(maxStanzaSize: number, limits: Pick<C2SLimits, 'preAuthStanzaSize' | 'preAuthElements' | 'maxDepth'>): FramingLimits {
   const { maxDepth, preAuthStanzaSize: pre, preAuthElements } = limits;
   return {
     preAuth: { maxStanzaSize: maxStanzaSize > 0 ? Math.min(maxStanzaSize, pre) : pre, maxDepth, maxElements: preAuthElements },
@@ -106,25 +115,34 @@ export function framingLimits(maxStanzaSize: number, limits: C2SLimits): Framing
   };
 }
 
+/** The input budget of a listener's bound sessions, from its options. */
+export function inputBudget(o: { input_slice: number; routing_backlog: number; heavy_sender_factor: number; heavy_sender_min_rate: number }): Pick<C2SLimits, 'inputSlice' | 'routingBacklog' | 'heavySender'> {
+  return {
+    inputSlice: o.input_slice,
+    routingBacklog: o.routing_backlog,
+    heavySender: { factor: o.heavy_sender_factor, minBytes: Math.ceil((o.heavy_sender_min_rate * WINDOW_MS) / 1000) },
+  };
+}
+
 export type SessionState = 'header' | 'auth' | 'bind' | 'bound' | 'closed';
 
 /**
- * Bytes of one read a bound session handles per turn of the event loop; the
- * rest waits for the next turn, with reading held meanwhile. A read can be
- * 64 KiB of stanzas that are each costly to prepare (long JIDs that need
- * Unicode normalisation): handled at once, it would hold every other
- * connection's traffic for that long.
+ * A bound session's input budget (the listener's input_slice and
+ * routing_backlog). input_slice: bytes of one read handled per turn of the
+ * event loop; the rest waits for the next turn, with reading held
+ * meanwhile. A read can be 64 KiB of stanzas that are each costly to
+ * prepare (long JIDs that need Unicode normalisation): handled at once, it
+ * would hold every other connection's traffic for that long.
+ * routing_backlog: routing steps allowed to wait before the transport stops
+ * being read, and the input already read stops being parsed. A sender's
+ * messages wait for their outbox commit; what it has waiting is what
+ * everyone else's messages queue behind (in the commit and on this thread
+ * when it is released), so a sender flooding as fast as its socket takes is
+ * bounded by it. A heavy sender (sender-rates.ts) has a quarter of both.
  */
-const INPUT_SLICE = 8192;
-
-/**
- * Routing steps allowed to wait before the transport stops being read, and
- * the input already read stops being parsed. A sender's messages wait for
- * their outbox commit; what it has waiting is what everyone else's messages
- * queue behind (in the commit and on this thread when it is released), so
- * a sender flooding as fast as its socket takes is bounded by it.
- */
-const PENDING_PAUSE = 32;
+const HEAVY_SHARE = 4;
+/** The smallest budget of a heavy sender: bytes of a slice. */
+const MIN_SLICE = 512;
 
 let sessionCounter = 0;
 
@@ -168,6 +186,11 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   #slices: Uint8Array[] | null = null;
   /** #nextSlice is scheduled. */
   #sliceQueued = false;
+  /** Bytes of input handled per turn and routing steps allowed to wait: the listener's, a quarter for a heavy sender. */
+  #slice: number;
+  #pause: number;
+  /** This session's rate against the others' (null until bound, or without SenderRates). */
+  #meter: SenderMeter | null = null;
   readonly id: number;
 
   jid!: JID;
@@ -189,6 +212,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#ctx = ctx;
     this.id = ++sessionCounter;
     this.#maxRate = ctx.maxRate;
+    this.#slice = ctx.limits.inputSlice;
+    this.#pause = ctx.limits.routingBacklog;
     this.#m = ctx.metrics?.forHost('');
     this.#framing = ctx.framing(this, ctx.framingLimits);
     this.#output = new Output(transport, ctx.limits, this, this.#framing.elementPerWrite);
@@ -289,12 +314,17 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if (metrics !== undefined) (this.#transport.secure ? metrics.tlsIn : metrics.tcpIn).inc(data.length);
     const rate = this.#maxRate;
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
+    const meter = this.#meter;
+    if (meter !== null) {
+      const heavy = meter.heavy;
+      if (this.#ctx.senderRates!.read(meter, data.length, this.#ctx.limits.heavySender) !== heavy) this.#budget(!heavy);
+    }
     if (this.#slices !== null) this.#slices.push(data);
     else this.#input(data);
   }
 
   /**
-   * Hands `data` to the framing, a slice per turn once bound (INPUT_SLICE).
+   * Hands `data` to the framing, a slice per turn once bound (#slice).
    * Before binding the whole read goes at once: a stream restart (STARTTLS,
    * SASL) drops the rest of the read it happened in, so a read must not be
    * cut there.
@@ -306,20 +336,38 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
       (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_SLICE);
       return;
     }
-    if (this.#state !== 'bound' || data.length <= INPUT_SLICE) {
+    const slice = this.#slice;
+    // A WebSocket message is one element, bounded by the handler's max_frame_size: handled whole.
+    if (this.#state !== 'bound' || data.length <= slice || !this.#framing.divisibleInput) {
       this.#framing.input(data);
       return;
     }
-    this.#framing.input(data.subarray(0, INPUT_SLICE));
+    this.#framing.input(data.subarray(0, slice));
     if ((this.#state as SessionState) === 'closed') return;
-    this.#slices = [data.subarray(INPUT_SLICE)];
+    this.#slices = [data.subarray(slice)];
     (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_SLICE);
     this.#queueSlice();
   }
 
-  /** Whether the routing steps waiting have reached PENDING_PAUSE: input is not parsed until they drain. */
+  /** Whether the routing steps waiting have reached #pause: input is not parsed until they drain. */
   #backlogFull(): boolean {
-    return this.#pending !== null && this.#pending.length >= PENDING_PAUSE;
+    return this.#pending !== null && this.#pending.length >= this.#pause;
+  }
+
+  /** From binding on, the session's reads are counted against the others' (sender-rates.ts). */
+  #meterRates(): void {
+    if (this.#ctx.senderRates !== undefined && this.#ctx.limits.heavySender.factor > 0) this.#meter = newSenderMeter();
+  }
+
+  /** The listener's budget, or a quarter of it while the session is a heavy sender. */
+  #budget(heavy: boolean): void {
+    const l = this.#ctx.limits;
+    this.#slice = heavy ? Math.max(MIN_SLICE, Math.floor(l.inputSlice / HEAVY_SHARE)) : l.inputSlice;
+    this.#pause = heavy ? Math.max(1, Math.floor(l.routingBacklog / HEAVY_SHARE)) : l.routingBacklog;
+    if (!heavy && this.#pending !== null && this.#pending.length < this.#pause) {
+      this.#shaper?.release(HOLD_BACKLOG);
+      if (this.#slices !== null) this.#queueSlice();
+    }
   }
 
   static #nextSlice(s: C2SSession): void {
@@ -331,9 +379,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     }
     if (s.#backlogFull()) return;
     const next = slices[0]!;
-    if (next.length > INPUT_SLICE) {
-      slices[0] = next.subarray(INPUT_SLICE);
-      s.#framing.input(next.subarray(0, INPUT_SLICE));
+    const slice = s.#slice;
+    if (next.length > slice && s.#framing.divisibleInput) {
+      slices[0] = next.subarray(slice);
+      s.#framing.input(next.subarray(0, slice));
     } else {
       slices.shift();
       s.#framing.input(next);
@@ -618,6 +667,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.presence = old.presence;
     this.#username = '';
     this.#state = 'bound';
+    this.#meterRates();
     this.#managed = old.#managed;
     this.#stopStateTimer();
     this.#ctx.sm.replace(old, this);
@@ -840,6 +890,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     // The JID holds the user name from now on.
     this.#username = '';
     this.#state = 'bound';
+    this.#meterRates();
     this.#stopStateTimer();
     this.#stopNegotiationTimer();
     this.#ctx.sm.register(this);
@@ -870,7 +921,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const entry = { ready: barrier === undefined, run };
     const pending = (this.#pending ??= []);
     pending.push(entry);
-    if (pending.length >= PENDING_PAUSE) (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_BACKLOG);
+    if (pending.length >= this.#pause) (this.#shaper ??= new Shaper(this.#transport, this.#maxRate)).hold(HOLD_BACKLOG);
     if (barrier === undefined) {
       this.#drain();
       return;
@@ -898,7 +949,7 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     }
     pending.splice(0, i);
     if (pending.length === 0 || this.#state === 'closed') this.#pending = null;
-    if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < PENDING_PAUSE)) {
+    if (this.#state !== 'closed' && (this.#pending === null || this.#pending.length < this.#pause)) {
       this.#shaper?.release(HOLD_BACKLOG);
       // Input read while the backlog was full is parsed again.
       if (this.#slices !== null) this.#queueSlice();

@@ -30,6 +30,7 @@ const FAILED = 2;
 
 export class WebSocketFraming implements Framing, StreamParserEvents {
   readonly elementPerWrite = true;
+  readonly divisibleInput = false;
   #events: FramingEvents;
   #limits: FramingLimits;
   #parser: StreamParser;

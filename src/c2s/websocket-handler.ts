@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { bool, compat, custom, describe, fail, int, list, section, str, validate, type SectionSpec, type ValidateCtx } from '../config/schema.ts';
 import { c2sSessionLimitItems, intOrInfinity } from '../config/core-spec.ts';
 import type { HttpHandlerDefinition, HttpHandlerOptions, HttpService } from '../http/types.ts';
-import { framingLimits, type C2SContext, type C2SLimits } from './session.ts';
+import { framingLimits, inputBudget, type C2SContext, type C2SLimits } from './session.ts';
 import type { C2SShared } from './listener.ts';
 import { webSocketFraming } from './websocket-framing.ts';
 import { webSocketEndpoint } from './transports/websocket.ts';
@@ -44,6 +44,9 @@ export interface WebSocketHandlerOptions extends HttpHandlerOptions {
   max_output_buffer: number;
   send_timeout: number;
   negotiation_timeout: number;
+  routing_backlog: number;
+  heavy_sender_factor: number;
+  heavy_sender_min_rate: number;
   allow_plaintext_auth: boolean;
 }
 
@@ -119,6 +122,8 @@ export function webSocketContext(shared: C2SShared, o: WebSocketHandlerOptions):
     maxOutputBuffer: o.max_output_buffer,
     sendTimeout: o.send_timeout,
     negotiationTimeout: o.negotiation_timeout,
+    // A message is one element, handled whole, however large (max_frame_size bounds it).
+    ...inputBudget({ ...o, input_slice: o.max_frame_size }),
   };
   return {
     ...shared,

@@ -177,6 +177,10 @@ export const c2sSessionLimitItems: Readonly<Record<string, Spec>> = {
   max_output_buffer: int({ min: 1024, default: 1_048_576 }),
   send_timeout: intOrInfinity(1, 15_000),
   negotiation_timeout: intOrInfinity(1, 60_000),
+  // Petrel's own: a bound session's routing backlog, and when a sender far above the others gets a quarter of it.
+  routing_backlog: int({ min: 1, default: 32 }),
+  heavy_sender_factor: intOrInfinity(2, 8),
+  heavy_sender_min_rate: int({ min: 0, default: 65_536 }),
   // Petrel's own (MongooseIM has none): SASL over an unencrypted stream for clients on other machines.
   allow_plaintext_auth: bool({ default: false }),
 };
@@ -240,6 +244,8 @@ const c2sListenerSpec = section(
     tls: c2sTlsSpec,
     // Limits against hostile or broken clients; see the Security section of the README.
     state_timeout: intOrInfinity(1, 30_000),
+    // Petrel's own: bytes of a read a bound session handles per turn (a WebSocket message is always handled whole).
+    input_slice: int({ min: 512, default: 8192 }),
     ...c2sSessionLimitItems,
   },
   {

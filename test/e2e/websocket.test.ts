@@ -117,6 +117,17 @@ describe('XMPP over WebSocket with @xmpp/client', () => {
     assert.equal(reply.getChildText('body'), 'hello from TCP');
   });
 
+  test('a message of 100 KB, larger than the input slice a bound session handles per turn, reaches the other user whole', async () => {
+    const ws = await loginWs('alice', 'big');
+    const tcp = await loginTcp('bob', 'big');
+    const body = 'b'.repeat(100_000);
+    const id = await ws.message('bob@localhost/big', body);
+    const got = await tcp.waitFor(isMessage(id));
+    assert.equal(got.getChildText('body'), body);
+    const back = await tcp.message('alice@localhost/big', body);
+    assert.equal((await ws.waitFor(isMessage(back))).getChildText('body'), body);
+  });
+
   test('every SASL mechanism the TCP listener offers works over WebSocket', async () => {
     for (const mechanism of ['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN'] as const) {
       const c = await connect(server, 'alice', 'pw-alice', { resource: `sasl-${mechanism}`, mechanism, service: wsUrl() });

@@ -10,7 +10,7 @@ import type { Element } from '../../../src/xmpp/xml.ts';
 
 const HEADER = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 const LIMITS: FramingLimits = framingLimits(65_536, {
-  preAuthStanzaSize: 8192, preAuthElements: 16, maxDepth: 64, maxAuthFailures: 3, stateTimeout: 0, handshakeTimeout: 0, maxOutputBuffer: 0, sendTimeout: 0, negotiationTimeout: 0,
+  preAuthStanzaSize: 8192, preAuthElements: 16, maxDepth: 64,
 });
 
 /** Records every event; `onStanzaDo` runs inside the stanza event, as the session's handling would. */

@@ -22,6 +22,7 @@ import type { UserStore } from '../../../src/storage/types.ts';
 import { makeStoredCredentials } from '../../../src/xmpp/sasl/index.ts';
 import type { Element } from '../../../src/xmpp/xml.ts';
 import { MemoryTransport } from './memory-transport.ts';
+import { SenderRates } from '../../../src/c2s/sender-rates.ts';
 
 const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
 const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
@@ -36,6 +37,9 @@ const LIMITS: C2SLimits = {
   maxOutputBuffer: 1_048_576,
   sendTimeout: 15_000,
   negotiationTimeout: 60_000,
+  inputSlice: 8192,
+  routingBacklog: 32,
+  heavySender: { factor: 8, minBytes: 6554 },
 };
 
 type LogLine = Record<string, unknown> & { what?: string };
@@ -303,6 +307,44 @@ describe('the c2s session over an in-memory transport', () => {
     const ids = [...bob.t.received.matchAll(/<message [^>]*id="a(\d+)"/g)].map((m) => Number(m[1]));
     assert.deepEqual(ids, Array.from({ length: 200 }, (_, i) => i + 1));
     assert.equal(seen, 200);
+  });
+
+  test('routing_backlog sets how many messages may wait for their commit; a sender far above the others may have a quarter of them, and every message still arrives in order', async () => {
+    const rates = new SenderRates(undefined, 0);
+    w = world({ routingBacklog: 16, heavySender: { factor: 8, minBytes: 500 } }, { senderRates: rates });
+    let hold = false;
+    let release: () => void = () => {};
+    const commit = new Promise<void>((r) => (release = r));
+    const seen = new Map<string, number>();
+    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: (acc) => {
+      const from = acc.from.bare;
+      seen.set(from, (seen.get(from) ?? 0) + 1);
+      return hold ? commit : undefined;
+    } });
+    const alice = await w.login('alice', 'desk');
+    const bob = await w.login('bob', 'phone');
+    const msg = (to: string, id: string, body: string) => `<message to='${to}' type='chat' id='${id}'><body>${body}</body></message>`;
+    // A window in which alice sent eleven times as much as bob.
+    alice.t.send(msg('bob@localhost/phone', 'w0', 'x'.repeat(1000)));
+    bob.t.send(msg('alice@localhost/desk', 'w0', 'y'));
+    await bob.t.waitFor(/id="w0"/);
+    await alice.t.waitFor(/id="w0"/);
+    rates.tick();
+    hold = true;
+    for (let i = 1; i <= 40; i++) {
+      alice.t.send(msg('bob@localhost/phone', `a${i}`, String(i)));
+      bob.t.send(msg('alice@localhost/desk', `b${i}`, String(i)));
+    }
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    assert.equal(seen.get('alice@localhost'), 1 + 4);
+    assert.equal(seen.get('bob@localhost'), 1 + 16);
+    release();
+    await bob.t.waitFor(/id="a40"/);
+    await alice.t.waitFor(/id="b40"/);
+    const ids = (t: MemoryTransport, p: string) => [...t.received.matchAll(new RegExp(`<message [^>]*id="${p}(\\d+)"`, 'g'))].map((m) => Number(m[1]));
+    assert.deepEqual(ids(bob.t, 'a'), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.deepEqual(ids(alice.t, 'b'), Array.from({ length: 40 }, (_, i) => i + 1));
+    rates.stop();
   });
 
   test('past the shaper\'s max_rate the transport is not read until the budget has refilled', async () => {

@@ -11,7 +11,7 @@ import { Element, serialize } from '../../../src/xmpp/xml.ts';
 
 const OPEN = `<open xmlns='${NS_FRAMING}' to='localhost' version='1.0'/>`;
 const LIMITS: FramingLimits = framingLimits(65_536, {
-  preAuthStanzaSize: 1024, preAuthElements: 16, maxDepth: 8, maxAuthFailures: 3, stateTimeout: 0, handshakeTimeout: 0, maxOutputBuffer: 0, sendTimeout: 0, negotiationTimeout: 0,
+  preAuthStanzaSize: 1024, preAuthElements: 16, maxDepth: 8,
 });
 
 function recorder() {

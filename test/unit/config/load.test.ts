@@ -45,6 +45,10 @@ const C2S_LIMITS = {
   max_output_buffer: 1_048_576,
   send_timeout: 15_000,
   negotiation_timeout: 60_000,
+  input_slice: 8192,
+  routing_backlog: 32,
+  heavy_sender_factor: 8,
+  heavy_sender_min_rate: 65_536,
   allow_plaintext_auth: false,
 };
 

@@ -93,6 +93,18 @@ test('every listener limit is read from its c2s table', () => {
   assert.equal(l.send_timeout, 3000);
 });
 
+test('the input budget and the heavy-sender rule are read from the c2s table; "infinity" means no session is ever heavy', () => {
+  const l = load(HOSTS + LISTENER + 'input_slice = 4096\nrouting_backlog = 16\nheavy_sender_factor = 4\nheavy_sender_min_rate = 10000\n').listen.c2s[0]!;
+  assert.deepEqual(
+    { inputSlice: 4096, routingBacklog: 16, heavySender: { factor: 4, minBytes: 1000 } },
+    (({ inputSlice, routingBacklog, heavySender }) => ({ inputSlice, routingBacklog, heavySender }))(listenerLimits(l)),
+  );
+  assert.equal(listenerLimits(load(HOSTS + LISTENER + 'heavy_sender_factor = "infinity"\n').listen.c2s[0]!).heavySender.factor, 0);
+  rejects(HOSTS + LISTENER + 'input_slice = 100\n', 'listen.c2s[0].input_slice: must be at least 512, got 100');
+  rejects(HOSTS + LISTENER + 'routing_backlog = 0\n', 'listen.c2s[0].routing_backlog: must be at least 1, got 0');
+  rejects(HOSTS + LISTENER + 'heavy_sender_factor = 1\n', 'listen.c2s[0].heavy_sender_factor: must be at least 2, got 1');
+});
+
 test('state_timeout and send_timeout take "infinity", which means no limit', () => {
   const l = load(HOSTS + LISTENER + 'state_timeout = "infinity"\nsend_timeout = "infinity"\n').listen.c2s[0]!;
   assert.equal(l.state_timeout, 0);
@@ -124,6 +136,10 @@ const BUILT_IN = {
   maxOutputBuffer: 1_048_576,
   sendTimeout: 15_000,
   negotiationTimeout: 60_000,
+  inputSlice: 8192,
+  routingBacklog: 32,
+  // 65536 bytes a second over a 100 ms window.
+  heavySender: { factor: 8, minBytes: 6554 },
 };
 
 test('a listener without limits of its own gets the built-in ones, written into the validated config', () => {

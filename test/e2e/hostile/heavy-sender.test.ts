@@ -1,0 +1,169 @@
+// A client sending far faster than everyone else is a heavy sender: it is
+// given a quarter of the input budget (listen.c2s.heavy_sender_factor), which
+// an operator sees in petrel_c2s_heavy_sender_windows_total. Nothing it sent
+// is lost, reordered or left unpushed; a sender alone is never heavy. Every
+// message is pushed to a real webhook through the durable outbox, so each
+// one waits for its commit before it is routed, as in production.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, type Petrel } from '../helpers/server.ts';
+import { Webhook, poolToml } from '../delivery/helpers.ts';
+import { RawConnection, drainOrClose, startHostile, type TomlValue } from './setup.ts';
+
+const PW = 'pw-heavy-7';
+const USERS = ['flooder', 'light', 'sink', 'peer'].map((u) => [u, PW] as [string, string]);
+const hook = new Webhook();
+let server: Petrel;
+let metricsPort: number;
+
+function pushing(listener: Record<string, TomlValue> = {}, metrics?: number): Promise<Petrel> {
+  return startHostile({
+    ...(metrics === undefined ? {} : { metricsPort: metrics }),
+    listener,
+    users: USERS,
+    extraToml: `${poolToml('http_pool', hook.port, { timeout: 10_000 })}
+[modules.mod_event_pusher]
+  [modules.mod_event_pusher.backend.http]
+    pool_name = "http_pool"
+    path = "/events"
+`,
+  });
+}
+
+/** The pushes of messages whose body starts with `body`. */
+function pushed(body: string): number {
+  return hook.on('/events').filter((r) => r.body.includes(`message=${body}`)).length;
+}
+
+before(async () => {
+  await hook.up();
+  metricsPort = await freePort();
+  server = await pushing({}, metricsPort);
+});
+after(async () => {
+  await server?.dispose();
+  await hook.down().catch(() => {});
+});
+
+async function heavyWindows(): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('petrel_c2s_heavy_sender_windows_total '));
+  assert.ok(line !== undefined, 'petrel_c2s_heavy_sender_windows_total is exported');
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+/** The ids of the messages `raw` receives whose id starts with `prefix`, in arrival order; the text itself is not kept. */
+function collectIds(raw: RawConnection, prefix: string): number[] {
+  const ids: number[] = [];
+  const re = new RegExp(`id=["']${prefix}(\\d+)["']`, 'g');
+  let carry = '';
+  raw.socket.on('data', (chunk: string) => {
+    const text = carry + chunk;
+    let last = 0;
+    for (const m of text.matchAll(re)) {
+      ids.push(Number(m[1]));
+      last = m.index + m[0].length;
+    }
+    carry = text.slice(Math.max(last, text.length - 64));
+    raw.data = '';
+  });
+  return ids;
+}
+
+/** Writes 32 messages at a time to `to` for `ms`, as fast as the socket takes them; the number sent. */
+async function flood(raw: RawConnection, to: string, prefix: string, ms: number): Promise<number> {
+  const body = prefix + 'F'.repeat(300);
+  let n = 0;
+  const end = performance.now() + ms;
+  while (performance.now() < end && !raw.isClosed) {
+    let batch = '';
+    for (let i = 0; i < 32; i++) batch += `<message to='${to}' type='chat' id='${prefix}${++n}'><body>${body}</body></message>`;
+    if (!raw.socket.write(batch)) await drainOrClose(raw);
+    else await new Promise((r) => setImmediate(r));
+  }
+  return n;
+}
+
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+test('a sender alone is never a heavy sender, however fast it sends', { timeout: 60_000 }, async () => {
+  const flooder = await RawConnection.open(server.port);
+  const sink = await RawConnection.open(server.port);
+  try {
+    await flooder.login('flooder', PW, 'alone');
+    const sinkJid = await sink.login('sink', PW, 'alone');
+    const got = collectIds(sink, 'solo');
+    const before = await heavyWindows();
+    const sent = await flood(flooder, sinkJid, 'solo', 1000);
+    await until('every flooded message', () => got.length === sent);
+    assert.deepEqual(got, upTo(sent));
+    await until('every push', () => pushed('soloF') === sent);
+    assert.equal(await heavyWindows(), before);
+  } finally {
+    flooder.destroy();
+    sink.destroy();
+  }
+});
+
+test('a client sending far more than another is a heavy sender; every message of both arrives, in order', { timeout: 60_000 }, async () => {
+  const flooder = await RawConnection.open(server.port);
+  const sink = await RawConnection.open(server.port);
+  const light = await RawConnection.open(server.port);
+  const peer = await RawConnection.open(server.port);
+  try {
+    await flooder.login('flooder', PW, 'flood');
+    const sinkJid = await sink.login('sink', PW, 'flood');
+    await light.login('light', PW, 'paced');
+    const peerJid = await peer.login('peer', PW, 'paced');
+    const flooded = collectIds(sink, 'fl');
+    const paced = collectIds(peer, 'p');
+    const before = await heavyWindows();
+    let sending = true;
+    let p = 0;
+    // The other user: a short message every 20 ms, meanwhile.
+    const pacer = (async () => {
+      while (sending) {
+        light.send(`<message to='${peerJid}' type='chat' id='p${++p}'><body>paced ${p}</body></message>`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const sent = await flood(flooder, sinkJid, 'fl', 1500);
+    sending = false;
+    await pacer;
+    await until('every flooded and paced message', () => flooded.length === sent && paced.length === p);
+    assert.deepEqual(flooded, upTo(sent));
+    assert.deepEqual(paced, upTo(p));
+    await until('every push', () => pushed('flF') === sent && pushed('paced+') === p);
+    const windows = (await heavyWindows()) - before;
+    assert.ok(windows > 0, `the flooder was never a heavy sender (${sent} messages of 300 bytes in 1.5 s beside ${p} short ones)`);
+  } finally {
+    for (const c of [flooder, sink, light, peer]) c.destroy();
+  }
+});
+
+test('a listener with the smallest input budget (input_slice = 512, routing_backlog = 1) still delivers and pushes every message, in order', { timeout: 60_000 }, async () => {
+  const small = await pushing({ input_slice: 512, routing_backlog: 1 });
+  const flooder = await RawConnection.open(small.port);
+  const sink = await RawConnection.open(small.port);
+  try {
+    await flooder.login('flooder', PW, 'small');
+    const sinkJid = await sink.login('sink', PW, 'small');
+    const got = collectIds(sink, 'tiny');
+    const sent = await flood(flooder, sinkJid, 'tiny', 1000);
+    await until('every flooded message', () => got.length === sent);
+    assert.deepEqual(got, upTo(sent));
+    await until('every push', () => pushed('tinyF') === sent);
+  } finally {
+    flooder.destroy();
+    sink.destroy();
+    await small.dispose();
+  }
+});
