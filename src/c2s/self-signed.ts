@@ -9,7 +9,7 @@
 // Built with @peculiar/x509 over Node's WebCrypto (ECDSA P-256, SHA-256), so
 // no openssl binary is needed where Petrel is installed. The library is
 // loaded only when a certificate is made.
-import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE } from '../storage/data-dir.ts';
@@ -24,6 +24,10 @@ export interface CertificateInfo {
   keyfile: string;
   /** SHA-256 fingerprint, "AB:CD:...", as clients that ask to trust a certificate show it. */
   fingerprint: string;
+  /** SHA-1 fingerprint, "ab12...": what Profanity shows when it asks. */
+  sha1: string;
+  /** SHA-256 of the public key (the DER SubjectPublicKeyInfo), "AB:CD:...": what Poezio pins in its certificate option. */
+  publicKeySha256: string;
   validTo: string;
   /** The DNS names it is for. */
   hosts: string[];
@@ -74,7 +78,12 @@ function writePrivate(file: string, data: string): void {
 
 function infoOf(certfile: string, keyfile: string, cert: X509Certificate): CertificateInfo {
   const hosts = (cert.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
-  return { certfile, keyfile, fingerprint: cert.fingerprint256, validTo: new Date(cert.validTo).toISOString(), hosts };
+  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  const publicKeySha256 = createHash('sha256').update(spki).digest('hex').toUpperCase().replace(/(..)(?!$)/g, '$1:');
+  return {
+    certfile, keyfile, fingerprint: cert.fingerprint256, sha1: cert.fingerprint.replaceAll(':', '').toLowerCase(), publicKeySha256,
+    validTo: new Date(cert.validTo).toISOString(), hosts,
+  };
 }
 
 /** What is at `certfile`, or null when there is no readable certificate there. */

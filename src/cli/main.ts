@@ -224,6 +224,8 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(
         `Self-signed certificate for ${c.hosts.join(', ')}, valid until ${c.validTo}\n` +
           `  certificate: ${c.certfile}\n  key:         ${c.keyfile}\n  SHA-256:     ${c.fingerprint}\n` +
+          `  SHA-1:       ${c.sha1} (Profanity shows this one)\n` +
+          `  public key:  ${c.publicKeySha256} (SHA-256 of the key, Poezio's certificate option)\n` +
           (users > 0
             ? sub === 'generate' ? `${users} c2s listener(s) use it from their next start.\n` : ''
             : 'No c2s listener of this configuration uses it: leave certfile and keyfile out of a tls table to use it.\n'),
