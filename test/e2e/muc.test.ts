@@ -334,3 +334,54 @@ describe('a session replaced by a newer one', () => {
     }
   });
 });
+
+describe("mod_muc's access options as [access] rules", () => {
+  let ruled: Petrel;
+
+  before(async () => {
+    ruled = await startPetrel({
+      users: [['alice', 'pw'], ['bob', 'pw'], ['mallory', 'pw'], ['boss', 'pw']],
+      extraToml: `[acl]
+  creators = [{user = "alice"}]
+  blocked = [{user = "mallory"}]
+  admin = [{user = "boss"}]
+
+[access]
+  muc = [{acl = "blocked", value = "deny"}, {acl = "all", value = "allow"}]
+  muc_create = [{acl = "creators", value = "allow"}, {acl = "admin", value = "allow"}]
+  muc_admin = [{acl = "admin", value = "allow"}]
+
+[modules.mod_muc]
+  access = "muc"
+  access_create = "muc_create"
+  access_admin = "muc_admin"
+`,
+    });
+  });
+
+  after(async () => {
+    await ruled?.dispose();
+  });
+
+  test('access_create lets only its class create rooms, access keeps a denied user out, and access_admin makes a user an owner of every room', async () => {
+    const [alice, bob, mallory, boss] = await Promise.all(['alice', 'bob', 'mallory', 'boss'].map((n) => connect({ port: ruled.port }, n, 'pw')));
+    try {
+      // Not in muc_create: no new room.
+      const refused = await join(bob, 'bobs-room', 'Bob');
+      assert.equal(refused.attrs.type, 'error');
+      assert.equal(errorOf(refused), 'not-allowed');
+      // In it: the room is made, and bob may join it as anyone may.
+      assert.deepEqual(statusCodes(await join(alice, 'allowed', 'Alice')).sort(), ['110', '201']);
+      assert.deepEqual(statusCodes(await join(bob, 'allowed', 'Bob')), ['110']);
+      // Denied by access: not even an existing room.
+      const kept = await join(mallory, 'allowed', 'M');
+      assert.equal(kept.attrs.type, 'error');
+      assert.equal(errorOf(kept), 'forbidden');
+      // A service administrator enters alice's room as an owner.
+      const admin = await join(boss, 'allowed', 'Boss');
+      assert.equal(admin.getChild('x', MUC_USER)!.getChild('item')!.attrs.affiliation, 'owner');
+    } finally {
+      await Promise.all([alice, bob, mallory, boss].map((c) => c.close()));
+    }
+  });
+});
