@@ -364,10 +364,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     const l = this.#ctx.limits;
     this.#slice = heavy ? Math.max(MIN_SLICE, Math.floor(l.inputSlice / HEAVY_SHARE)) : l.inputSlice;
     this.#pause = heavy ? Math.max(1, Math.floor(l.routingBacklog / HEAVY_SHARE)) : l.routingBacklog;
-    if (!heavy && this.#pending !== null && this.#pending.length < this.#pause) {
-      this.#shaper?.release(HOLD_BACKLOG);
-      if (this.#slices !== null) this.#queueSlice();
-    }
+    // A larger backlog may have room now: reading resumes as when steps are routed.
+    if (!heavy) this.#drain();
   }
 
   static #nextSlice(s: C2SSession): void {
