@@ -1,32 +1,37 @@
-// How fast each client session sends, against the others: a session far
-// above the rest (a flooder) is given a smaller input budget, so that what
-// everyone else sends waits behind less of its traffic (session.ts).
+// How fast each user sends, against the others: a user far above the rest
+// (a flooder) has a smaller input budget in each of its sessions, so that
+// what everyone else sends waits behind less of its traffic (session.ts).
 //
-// Counted in windows of WINDOW_MS: the bytes each bound session read and,
-// server-wide, the bytes and the sessions that read anything. A session is
+// Counted in windows of WINDOW_MS: the bytes each account read over all of
+// its bound sessions on this node (one meter per account, shared by its
+// sessions: a flood spread over many connections is counted as one) and,
+// server-wide, the bytes and the accounts that read anything. An account is
 // heavy for a window when, in the window before, it read at least the
 // listener's floor and more than `factor` times the mean of the other
-// sessions that read anything. Equal senders (many users at full speed) are
+// accounts that read anything. Equal senders (many users at full speed) are
 // never heavy, nor is a sender alone: there is nobody to be unfair to.
 //
 // Per read this costs a comparison and two additions; the heavy test runs
-// once per session and window, at its first read of the window.
+// once per account and window, at the first read of the window by any of
+// its sessions.
 
 /** Length of a window, ms. */
 export const WINDOW_MS = 100;
 
-/** A session's counts; kept by the session, updated by SenderRates.read. */
+/** An account's counts, shared by its sessions (SenderRates.meter), updated by SenderRates.read. */
 export interface SenderMeter {
   /** The window the counts are of (0: none yet). */
   window: number;
   /** Bytes read in that window. */
   bytes: number;
-  /** Whether the session is heavy in that window. */
+  /** Whether the account is heavy in that window. */
   heavy: boolean;
+  /** Sessions holding the meter (SenderRates.meter / release). */
+  holders: number;
 }
 
 export function newSenderMeter(): SenderMeter {
-  return { window: 0, bytes: 0, heavy: false };
+  return { window: 0, bytes: 0, heavy: false, holders: 0 };
 }
 
 /** What a listener makes of the counts: a session is heavy above both. */
@@ -44,6 +49,8 @@ export class SenderRates {
   #lastBytes = 0;
   #lastSenders = 0;
   #timer: NodeJS.Timeout | null;
+  /** The meters of the accounts with a session holding one, by bare JID. */
+  readonly #accounts = new Map<string, SenderMeter>();
 
   /** Counts the windows in which a session was heavy. */
   readonly #heavyWindows: { inc(): void } | undefined;
@@ -68,7 +75,25 @@ export class SenderRates {
     this.#window++;
   }
 
-  /** Counts `n` bytes read by the session of `m`; returns whether it is heavy now. */
+  /** The meter of the account `bare`, shared by every session that holds it; give it back with release(). */
+  meter(bare: string): SenderMeter {
+    let m = this.#accounts.get(bare);
+    if (m === undefined) this.#accounts.set(bare, (m = newSenderMeter()));
+    m.holders++;
+    return m;
+  }
+
+  /** A session of the account `bare` no longer reads: the meter goes with its last session. */
+  release(bare: string, m: SenderMeter): void {
+    if (--m.holders <= 0 && this.#accounts.get(bare) === m) this.#accounts.delete(bare);
+  }
+
+  /** Accounts with a meter (for tests). */
+  get accounts(): number {
+    return this.#accounts.size;
+  }
+
+  /** Counts `n` bytes read by a session of the account of `m`; returns whether the account is heavy now. */
   read(m: SenderMeter, n: number, h: HeavySender): boolean {
     const w = this.#window;
     if (m.window !== w) {

@@ -38,7 +38,7 @@ import { OUTPUT_CHUNK, Output, rerouteUndelivered, type OutputEvents } from './o
 import { HOLD_BACKLOG, HOLD_FLOW, HOLD_SLICE, Shaper } from './shaper.ts';
 import type { AccessRules, AccessSubject } from '../config/access.ts';
 import { countElement, type HostC2SMetrics } from './metrics.ts';
-import { WINDOW_MS, newSenderMeter, type HeavySender, type SenderMeter, type SenderRates } from './sender-rates.ts';
+import { WINDOW_MS, type HeavySender, type SenderMeter, type SenderRates } from './sender-rates.ts';
 import { SaslNegotiation, type SaslContext, type SaslOutcome } from './sasl-negotiation.ts';
 
 export interface C2SContext extends SaslContext {
@@ -189,8 +189,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
   /** Bytes of input handled per turn and routing steps allowed to wait: the listener's, a quarter for a heavy sender. */
   #slice: number;
   #pause: number;
-  /** This session's rate against the others' (null until bound, or without SenderRates). */
+  /** Its account's rate against the others' (null until bound, or without SenderRates); shared by the account's sessions. */
   #meter: SenderMeter | null = null;
+  /** Whether the session has a heavy sender's budget (#budget). */
+  #heavy = false;
   readonly id: number;
 
   jid!: JID;
@@ -316,8 +318,8 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     if (rate > 0) (this.#shaper ??= new Shaper(this.#transport, rate)).received(data.length);
     const meter = this.#meter;
     if (meter !== null) {
-      const heavy = meter.heavy;
-      if (this.#ctx.senderRates!.read(meter, data.length, this.#ctx.limits.heavySender) !== heavy) this.#budget(!heavy);
+      const heavy = this.#ctx.senderRates!.read(meter, data.length, this.#ctx.limits.heavySender);
+      if (heavy !== this.#heavy) this.#budget(heavy);
     }
     if (this.#slices !== null) this.#slices.push(data);
     else this.#input(data);
@@ -354,13 +356,14 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     return this.#pending !== null && this.#pending.length >= this.#pause;
   }
 
-  /** From binding on, the session's reads are counted against the others' (sender-rates.ts). */
+  /** From binding on, the session's reads are counted with its account's other sessions, against the other accounts (sender-rates.ts). */
   #meterRates(): void {
-    if (this.#ctx.senderRates !== undefined && this.#ctx.limits.heavySender.factor > 0) this.#meter = newSenderMeter();
+    if (this.#ctx.senderRates !== undefined && this.#ctx.limits.heavySender.factor > 0) this.#meter = this.#ctx.senderRates.meter(this.jid.bare);
   }
 
   /** The listener's budget, or a quarter of it while the session is a heavy sender. */
   #budget(heavy: boolean): void {
+    this.#heavy = heavy;
     const l = this.#ctx.limits;
     this.#slice = heavy ? Math.max(MIN_SLICE, Math.floor(l.inputSlice / HEAVY_SHARE)) : l.inputSlice;
     this.#pause = heavy ? Math.max(1, Math.floor(l.routingBacklog / HEAVY_SHARE)) : l.routingBacklog;
@@ -619,6 +622,10 @@ export class C2SSession implements PresenceSession, TransportEvents, FramingEven
     this.#stopNegotiationTimer();
     this.#output.stop();
     this.#shaper?.stop();
+    if (this.#meter !== null) {
+      this.#ctx.senderRates!.release(this.jid.bare, this.#meter);
+      this.#meter = null;
+    }
     if (wasBound) {
       this.#m?.logouts.inc();
       this.#ctx.logger.info({ what: 'c2s_session_ended', session: this.id, jid: this.jid.full, reason }, 'session ended');

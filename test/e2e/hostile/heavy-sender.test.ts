@@ -1,7 +1,9 @@
-// A client sending far faster than everyone else is a heavy sender: it is
-// given a quarter of the input budget (listen.c2s.heavy_sender_factor), which
-// an operator sees in petrel_c2s_heavy_sender_windows_total. Nothing it sent
-// is lost, reordered or left unpushed; a sender alone is never heavy. Every
+// A user sending far faster than everyone else is a heavy sender: each of
+// its sessions is given a quarter of the input budget
+// (listen.c2s.heavy_sender_factor), which an operator sees in
+// petrel_c2s_heavy_sender_windows_total; the sessions of one account are
+// counted together. Nothing it sent is lost, reordered or left unpushed; a
+// sender alone is never heavy. Every
 // message is pushed to a real webhook through the durable outbox, so each
 // one waits for its commit before it is routed, as in production.
 import { after, before, test } from 'node:test';
@@ -151,6 +153,41 @@ test('a client sending far more than another is a heavy sender; every message of
     assert.ok(windows > 0, `the flooder was never a heavy sender (${sent} messages of 300 bytes beside ${p} short ones)`);
   } finally {
     for (const c of [flooder, sink, light, peer]) c.destroy();
+  }
+});
+
+test('one user flooding over four connections is one heavy sender beside another user, though each connection sends no more than the others; every message arrives, in order', { timeout: 60_000 }, async () => {
+  const conns = await Promise.all(Array.from({ length: 4 }, () => RawConnection.open(server.port)));
+  const sink = await RawConnection.open(server.port);
+  const light = await RawConnection.open(server.port);
+  const peer = await RawConnection.open(server.port);
+  try {
+    for (let i = 0; i < conns.length; i++) await conns[i]!.login('flooder', PW, `spread${i}`);
+    const sinkJid = await sink.login('sink', PW, 'spread');
+    await light.login('light', PW, 'spread');
+    const peerJid = await peer.login('peer', PW, 'spread');
+    // Each connection's messages have their own prefix, so their order is checked apart.
+    const got = conns.map((_, i) => collectIds(sink, `s${i}x`));
+    const paced = collectIds(peer, 'q');
+    const before = await heavyWindows();
+    let sending = true;
+    let q = 0;
+    const pacer = (async () => {
+      while (sending) {
+        light.send(`<message to='${peerJid}' type='chat' id='q${++q}'><body>paced ${q}</body></message>`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const sent = await Promise.all(conns.map((c, i) => flood(c, sinkJid, `s${i}x`, 1500, 2000)));
+    sending = false;
+    await pacer;
+    await until('every flooded and paced message', () => got.every((g, i) => g.length === sent[i]) && paced.length === q);
+    for (let i = 0; i < conns.length; i++) assert.deepEqual(got[i], upTo(sent[i]!), `connection ${i}`);
+    assert.deepEqual(paced, upTo(q));
+    const windows = (await heavyWindows()) - before;
+    assert.ok(windows > 0, `the four connections were never counted as one heavy sender (${sent.join(', ')} messages of 300 bytes beside ${q} short ones)`);
+  } finally {
+    for (const c of [...conns, sink, light, peer]) c.destroy();
   }
 });
 

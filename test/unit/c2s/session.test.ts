@@ -347,6 +347,58 @@ describe('the c2s session over an in-memory transport', () => {
     rates.stop();
   });
 
+  test('the sessions of one account are one sender: a flood spread over three connections makes each of them heavy, and every message arrives in order', async () => {
+    const rates = new SenderRates(undefined, 0);
+    w = world({ routingBacklog: 16, heavySender: { factor: 8, minBytes: 500 } }, { senderRates: rates });
+    let hold = false;
+    let release: () => void = () => {};
+    const commit = new Promise<void>((r) => (release = r));
+    const seen = new Map<string, number>();
+    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: (acc) => {
+      const from = acc.from.full;
+      seen.set(from, (seen.get(from) ?? 0) + 1);
+      return hold ? commit : undefined;
+    } });
+    const resources = ['desk', 'phone', 'tab'];
+    const alice = await Promise.all(resources.map((r) => w.login('alice', r)));
+    const bob = await w.login('bob', 'phone');
+    assert.equal(rates.accounts, 2);
+    const msg = (to: string, id: string, body: string) => `<message to='${to}' type='chat' id='${id}'><body>${body}</body></message>`;
+    // A window in which each of alice's sessions sent less than the floor (500
+    // bytes) and four times what bob sent, and alice, all three together, over
+    // eight times bob's.
+    for (const a of alice) a.t.send(msg('bob@localhost/phone', 'w0', 'x'.repeat(220)));
+    bob.t.send(msg('alice@localhost/desk', 'w0', 'y'));
+    await bob.t.waitFor(/id="w0"[\s\S]*id="w0"[\s\S]*id="w0"/);
+    await alice[0]!.t.waitFor(/id="w0"/);
+    rates.tick();
+    hold = true;
+    for (let i = 1; i <= 40; i++) {
+      for (const a of alice) a.t.send(msg('bob@localhost/phone', `a${i}`, String(i)));
+      bob.t.send(msg('alice@localhost/desk', `b${i}`, String(i)));
+    }
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    for (const r of resources) assert.equal(seen.get(`alice@localhost/${r}`), 1 + 4, r);
+    assert.equal(seen.get('bob@localhost/phone'), 1 + 16);
+    release();
+    await alice[0]!.t.waitFor(/id="b40"/);
+    await bob.t.waitFor(/id="a40"[\s\S]*id="a40"[\s\S]*id="a40"/);
+    const ids = [...bob.t.received.matchAll(/<message [^>]*from="alice@localhost\/(\w+)"[^>]*id="a(\d+)"|<message [^>]*id="a(\d+)"[^>]*from="alice@localhost\/(\w+)"/g)];
+    for (const r of resources) {
+      const mine = ids.filter((m) => (m[1] ?? m[4]) === r).map((m) => Number(m[2] ?? m[3]));
+      assert.deepEqual(mine, Array.from({ length: 40 }, (_, i) => i + 1), r);
+    }
+    // The meter goes with the account's last session.
+    alice[0]!.t.destroy();
+    alice[1]!.t.destroy();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(rates.accounts, 2);
+    alice[2]!.t.destroy();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(rates.accounts, 1);
+    rates.stop();
+  });
+
   test('past the shaper\'s max_rate the transport is not read until the budget has refilled', async () => {
     w = world();
     w.ctx.maxRate = 1000;
