@@ -2,6 +2,7 @@
 // instead of percentiles. Not part of `npm run bench` or `npm test`.
 //
 //   node bench/latency-trace.ts [--rate=1400] [--seconds=10] [--pairs=20] [--push] [--stall-ms=2]
+//                               [--delivery=best_effort] [--toml='[modules.mod_event_pusher]\n  sender_thread = "main"']
 //
 // Starts one Petrel (pusher off, or on with --push and the raw sink of
 // bench/sink.ts), logs in the pairs, sends at `rate` for 3 s unmeasured (the
@@ -11,7 +12,9 @@
 // when it began (ms after the start) and its slowest message. Stalls at a
 // fixed period point at a timer; stalls that follow GC lines point at the
 // collector (BENCH_SERVER_NODE_FLAGS="--trace-gc" puts those in the server's
-// log, under TRACE_DIR or the system's temporary directory).
+// log, under TRACE_DIR or the system's temporary directory). --delivery sets
+// the handler's delivery mode; --toml appends to the server's config (TOML,
+// `\n` for a new line), to compare one option's effect on the tail.
 import { fork } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,19 +26,22 @@ import { login, type Conn } from './xmpp-client.ts';
 import { MARK_RE, freePort, mark, now, sleep } from './common.ts';
 
 const { values } = parseArgs({
-  options: { rate: { type: 'string' }, seconds: { type: 'string' }, pairs: { type: 'string' }, push: { type: 'boolean' }, 'stall-ms': { type: 'string' } },
+  options: { rate: { type: 'string' }, seconds: { type: 'string' }, pairs: { type: 'string' }, push: { type: 'boolean' }, 'stall-ms': { type: 'string' }, delivery: { type: 'string' }, toml: { type: 'string' } },
 });
 const rate = Number(values.rate ?? 1400);
 const seconds = Number(values.seconds ?? 10);
 const pairs = Number(values.pairs ?? 20);
 const stallMs = Number(values['stall-ms'] ?? 2);
+const delivery = values.delivery;
+if (delivery !== undefined && delivery !== 'best_effort' && delivery !== 'at_least_once') throw new Error('--delivery is best_effort or at_least_once');
+const extraToml = values.toml?.replaceAll('\\n', '\n');
 const dir = mkdtempSync(join(process.env.TRACE_DIR ?? tmpdir(), 'petrel-trace-'));
 const dataDir = join(dir, 'data');
 await registerUsers({ dataDir, domain: 'localhost', pairs, idle: 0, password: 'trace-secret', iterations: 4096 });
 const port = await freePort();
 const sink = values.push ? fork(join(import.meta.dirname, 'sink.ts'), ['raw'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }) : null;
 const sinkPort = sink === null ? 0 : await new Promise<number>((r) => sink.once('message', (m: { port: number }) => r(m.port)));
-const server = await startPetrel({ dir, name: 'trace', port, dataDir, push: sink === null ? null : { sinkPort, workers: 50 } });
+const server = await startPetrel({ dir, name: 'trace', port, dataDir, push: sink === null ? null : { sinkPort, workers: 50, delivery }, extraToml });
 const common = { host: '127.0.0.1', port, domain: 'localhost', password: 'trace-secret' };
 const recv: Conn[] = await Promise.all(Array.from({ length: pairs }, (_, i) => login({ ...common, user: `r${i}`, resource: 'r', presence: true })));
 const send: Conn[] = await Promise.all(Array.from({ length: pairs }, (_, i) => login({ ...common, user: `s${i}`, resource: 's', presence: true })));
