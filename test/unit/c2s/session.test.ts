@@ -140,6 +140,27 @@ describe('the c2s session over an in-memory transport', () => {
   let w: ReturnType<typeof world>;
   afterEach(() => w?.close());
 
+  /**
+   * A world whose sessions are metered by a SenderRates with manual windows
+   * (factor 8, floor 500 bytes, backlog 16), counting each sender's messages
+   * by its bare or full JID; once `hold` is set, each message's commit waits
+   * for `release`.
+   */
+  function heavyWorld(by: 'bare' | 'full') {
+    const rates = new SenderRates(undefined, 0);
+    w = world({ routingBacklog: 16, heavySender: { factor: 8, minBytes: 500 } }, { senderRates: rates });
+    let release: () => void = () => {};
+    const commit = new Promise<void>((r) => (release = r));
+    const seen = new Map<string, number>();
+    const h = { rates, seen, hold: false, release: () => release() };
+    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: (acc) => {
+      const from = acc.from[by];
+      seen.set(from, (seen.get(from) ?? 0) + 1);
+      return h.hold ? commit : undefined;
+    } });
+    return h;
+  }
+
   test('the stream opens with a header from the served domain and features offering SASL, and no STARTTLS where the transport has none', async () => {
     w = world();
     const { t, session } = w.connect();
@@ -310,17 +331,8 @@ describe('the c2s session over an in-memory transport', () => {
   });
 
   test('routing_backlog sets how many messages may wait for their commit; a sender far above the others may have a quarter of them, and every message still arrives in order', async () => {
-    const rates = new SenderRates(undefined, 0);
-    w = world({ routingBacklog: 16, heavySender: { factor: 8, minBytes: 500 } }, { senderRates: rates });
-    let hold = false;
-    let release: () => void = () => {};
-    const commit = new Promise<void>((r) => (release = r));
-    const seen = new Map<string, number>();
-    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: (acc) => {
-      const from = acc.from.bare;
-      seen.set(from, (seen.get(from) ?? 0) + 1);
-      return hold ? commit : undefined;
-    } });
+    const h = heavyWorld('bare');
+    const { rates, seen, release } = h;
     const alice = await w.login('alice', 'desk');
     const bob = await w.login('bob', 'phone');
     const msg = (to: string, id: string, body: string) => `<message to='${to}' type='chat' id='${id}'><body>${body}</body></message>`;
@@ -330,7 +342,7 @@ describe('the c2s session over an in-memory transport', () => {
     await bob.t.waitFor(/id="w0"/);
     await alice.t.waitFor(/id="w0"/);
     rates.tick();
-    hold = true;
+    h.hold = true;
     for (let i = 1; i <= 40; i++) {
       alice.t.send(msg('bob@localhost/phone', `a${i}`, String(i)));
       bob.t.send(msg('alice@localhost/desk', `b${i}`, String(i)));
@@ -348,17 +360,8 @@ describe('the c2s session over an in-memory transport', () => {
   });
 
   test('the sessions of one account are one sender: a flood spread over three connections makes each of them heavy, and every message arrives in order', async () => {
-    const rates = new SenderRates(undefined, 0);
-    w = world({ routingBacklog: 16, heavySender: { factor: 8, minBytes: 500 } }, { senderRates: rates });
-    let hold = false;
-    let release: () => void = () => {};
-    const commit = new Promise<void>((r) => (release = r));
-    const seen = new Map<string, number>();
-    w.hooks.add({ hook: 'user_send_message', host: '*', priority: 10, owner: 'test', handler: (acc) => {
-      const from = acc.from.full;
-      seen.set(from, (seen.get(from) ?? 0) + 1);
-      return hold ? commit : undefined;
-    } });
+    const h = heavyWorld('full');
+    const { rates, seen, release } = h;
     const resources = ['desk', 'phone', 'tab'];
     const alice = await Promise.all(resources.map((r) => w.login('alice', r)));
     const bob = await w.login('bob', 'phone');
@@ -372,7 +375,7 @@ describe('the c2s session over an in-memory transport', () => {
     await bob.t.waitFor(/id="w0"[\s\S]*id="w0"[\s\S]*id="w0"/);
     await alice[0]!.t.waitFor(/id="w0"/);
     rates.tick();
-    hold = true;
+    h.hold = true;
     for (let i = 1; i <= 40; i++) {
       for (const a of alice) a.t.send(msg('bob@localhost/phone', `a${i}`, String(i)));
       bob.t.send(msg('alice@localhost/desk', `b${i}`, String(i)));
