@@ -22,9 +22,17 @@
 // (no polling of process.ppid) and stops the way SIGTERM stops it. Signals
 // the launcher does receive are forwarded, and the child's exit status
 // becomes the launcher's.
+//
+// Compiled once: Node's compile cache keeps what it made of the sources (the
+// types stripped, V8's code) in node_modules/.cache/petrel-compile inside
+// this installation, so a command after the first starts faster. It is
+// written only where this installation is writable by whoever runs it (never
+// a directory shared with other users, whose entries would then run as
+// Petrel); elsewhere, or with NODE_DISABLE_COMPILE_CACHE=1, Node compiles
+// every time. NODE_COMPILE_CACHE names another directory.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import nodeModule, { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -66,6 +74,7 @@ if (!existsSync(entry)) {
 if (suitable) {
   if (isChild) watchParent();
   else reexecWithServerFlags();
+  useCompileCache();
   await import(pathToFileURL(entry).href);
 } else if (isChild) {
   // The Node this launcher picked cannot run Petrel either (NODE_OPTIONS
@@ -73,6 +82,17 @@ if (suitable) {
   die(`the Node.js ${process.version} at ${process.execPath} cannot run ${entry}${useSource ? ' (type stripping is off)' : ''}`);
 } else {
   runInChild(pinnedNode());
+}
+
+/** Node's compile cache in this installation (see the top); a cache that cannot be written is no error. */
+function useCompileCache() {
+  // Node.js 22.1 and later; an older Node only runs this launcher to start the pinned one.
+  if (typeof nodeModule.enableCompileCache !== 'function') return;
+  try {
+    nodeModule.enableCompileCache(process.env.NODE_COMPILE_CACHE || join(root, 'node_modules', '.cache', 'petrel-compile'));
+  } catch {
+    // Compiling every time is what Node does without the cache.
+  }
 }
 
 /** In the child: stop as SIGTERM stops Petrel once the launcher is gone. */
