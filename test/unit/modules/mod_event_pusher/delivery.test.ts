@@ -46,6 +46,8 @@ const server = http.createServer((req, res) => {
   );
 });
 let port = 0;
+// Awaited before the file's hooks and tests are declared (see test/e2e/muc.test.ts).
+const pgUp = await pgReachable();
 
 before(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -180,8 +182,6 @@ export function prepareBody(a) { return a.message; }
     await s.close();
   });
 });
-
-const pgUp = await pgReachable();
 
 describe('where the sender runs (sender_thread), with either store', () => {
   for (const store of ['internal', 'rdbms'] as const) {
