@@ -52,7 +52,7 @@ export class SenderRates {
   /** The meters of the accounts with a session holding one, by bare JID. */
   readonly #accounts = new Map<string, SenderMeter>();
 
-  /** Counts the windows in which a session was heavy. */
+  /** Counts the windows in which an account was heavy. */
   readonly #heavyWindows: { inc(): void } | undefined;
 
   /** `windowMs` 0 (tests): no timer, the windows end at each tick(). */
