@@ -128,7 +128,7 @@ export const CONNECTIONS_REFUSED = 'petrel_c2s_connections_refused_total';
 /** SASL attempts refused or failed, by reason ("failure", "superseded", "account_locked", "address_banned"). */
 export const AUTH_FAILURES = 'petrel_c2s_auth_failures_total';
 
-/** Windows of 100 ms in which a session was a heavy sender (sender-rates.ts). */
+/** Windows of 100 ms in which an account was a heavy sender (sender-rates.ts). */
 export const HEAVY_SENDER_WINDOWS = 'petrel_c2s_heavy_sender_windows_total';
 
 export type ConnectionRefusedReason = 'global_limit' | 'address_limit';
@@ -150,7 +150,7 @@ export class C2SMetrics {
   /** MongooseIM's tcp_data_in_byte_size / tls_data_in_byte_size {connection_type="c2s"}. */
   readonly tcpIn: Inc;
   readonly tlsIn: Inc;
-  /** Petrel's: windows of sender-rates.ts in which a session was a heavy sender. */
+  /** Petrel's: windows of sender-rates.ts in which an account was a heavy sender. */
   readonly heavySenderWindows: Inc;
 
   constructor(registry: Registry, hosts: readonly string[]) {
@@ -201,7 +201,7 @@ export class C2SMetrics {
     const data = (name: string, help: string) => talliedCounter(registry, name, help, ['connection_type'])({ connection_type: 'c2s' });
     this.tcpIn = data('tcp_data_in_byte_size', 'bytes received from clients over plain TCP');
     this.tlsIn = data('tls_data_in_byte_size', 'bytes received from clients over TLS');
-    this.heavySenderWindows = talliedCounter(registry, HEAVY_SENDER_WINDOWS, 'windows of 100 ms in which a client session read more than heavy_sender_factor times the others\' mean, and had a quarter of its input budget', [])({});
+    this.heavySenderWindows = talliedCounter(registry, HEAVY_SENDER_WINDOWS, 'windows of 100 ms in which a user\'s client sessions together read more than heavy_sender_factor times the other users\' mean, and each had a quarter of its input budget', [])({});
     const received = talliedCounter(registry, STREAM_ERRORS_RECEIVED, 'stream errors sent by clients, by condition', ['condition']);
     for (const c of [...STREAM_ERROR_CONDITIONS, 'other']) this.#received.set(c, received({ condition: c }));
     const refused = talliedCounter(registry, CONNECTIONS_REFUSED, 'client connections refused on arrival by the connection limits, by reason', ['reason']);

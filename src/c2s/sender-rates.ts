@@ -34,11 +34,11 @@ export function newSenderMeter(): SenderMeter {
   return { window: 0, bytes: 0, heavy: false, holders: 0 };
 }
 
-/** What a listener makes of the counts: a session is heavy above both. */
+/** What a listener makes of the counts: an account is heavy above both. */
 export interface HeavySender {
-  /** Times the others' mean rate (0: no session is ever heavy). */
+  /** Times the other accounts' mean rate (0: none is ever heavy). */
   factor: number;
-  /** Bytes per window below which a session is never heavy. */
+  /** Bytes per window below which an account is never heavy. */
   minBytes: number;
 }
 

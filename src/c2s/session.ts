@@ -74,7 +74,7 @@ export interface C2SContext extends SaslContext {
   loopbackOnlyPlaintextAuth?: boolean;
   /** Called once the session's connection has closed. */
   released?: (s: C2SSession) => void;
-  /** Every session's rate against the others', server-wide; absent: no session is ever a heavy sender. */
+  /** Every account's rate against the others', server-wide; absent: no session is ever a heavy sender. */
   senderRates?: SenderRates;
 }
 

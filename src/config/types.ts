@@ -53,9 +53,9 @@ export interface C2SListenerConfig {
   input_slice: number;
   /** A bound session's stanzas waiting to be routed before its input stops being read. */
   routing_backlog: number;
-  /** A session reading more than this many times the others' mean rate is a heavy sender (0 = never). */
+  /** A user whose sessions together read more than this many times the other users' mean rate is a heavy sender (0 = never). */
   heavy_sender_factor: number;
-  /** Bytes per second below which a session is never a heavy sender. */
+  /** Bytes per second below which a user is never a heavy sender. */
   heavy_sender_min_rate: number;
   /** Whether clients on other machines may authenticate over an unencrypted stream; Petrel's own option. */
   allow_plaintext_auth: boolean;

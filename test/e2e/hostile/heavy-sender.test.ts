@@ -86,6 +86,25 @@ async function flood(raw: RawConnection, to: string, prefix: string, ms: number,
   return n;
 }
 
+/** Sends `to` a short message every 20 ms until stopped; stop() resolves with the number sent. */
+function pace(raw: RawConnection, to: string, prefix: string): { stop(): Promise<number> } {
+  let sending = true;
+  let n = 0;
+  const loop = (async () => {
+    while (sending) {
+      raw.send(`<message to='${to}' type='chat' id='${prefix}${++n}'><body>paced ${n}</body></message>`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    async stop() {
+      sending = false;
+      await loop;
+      return n;
+    },
+  };
+}
+
 async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -133,18 +152,10 @@ test('a client sending far more than another is a heavy sender; every message of
     const flooded = collectIds(sink, 'fl');
     const paced = collectIds(peer, 'p');
     const before = await heavyWindows();
-    let sending = true;
-    let p = 0;
     // The other user: a short message every 20 ms, meanwhile.
-    const pacer = (async () => {
-      while (sending) {
-        light.send(`<message to='${peerJid}' type='chat' id='p${++p}'><body>paced ${p}</body></message>`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const pacer = pace(light, peerJid, 'p');
     const sent = await flood(flooder, sinkJid, 'fl', 1500, 8000);
-    sending = false;
-    await pacer;
+    const p = await pacer.stop();
     await until('every flooded and paced message', () => flooded.length === sent && paced.length === p);
     assert.deepEqual(flooded, upTo(sent));
     assert.deepEqual(paced, upTo(p));
@@ -170,17 +181,9 @@ test('one user flooding over four connections is one heavy sender beside another
     const got = conns.map((_, i) => collectIds(sink, `s${i}x`));
     const paced = collectIds(peer, 'q');
     const before = await heavyWindows();
-    let sending = true;
-    let q = 0;
-    const pacer = (async () => {
-      while (sending) {
-        light.send(`<message to='${peerJid}' type='chat' id='q${++q}'><body>paced ${q}</body></message>`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const pacer = pace(light, peerJid, 'q');
     const sent = await Promise.all(conns.map((c, i) => flood(c, sinkJid, `s${i}x`, 1500, 2000)));
-    sending = false;
-    await pacer;
+    const q = await pacer.stop();
     await until('every flooded and paced message', () => got.every((g, i) => g.length === sent[i]) && paced.length === q);
     for (let i = 0; i < conns.length; i++) assert.deepEqual(got[i], upTo(sent[i]!), `connection ${i}`);
     assert.deepEqual(paced, upTo(q));
