@@ -11,9 +11,14 @@
 // accounts that read anything. Equal senders (many users at full speed) are
 // never heavy, nor is a sender alone: there is nobody to be unfair to.
 //
-// Per read this costs a comparison and two additions; the heavy test runs
-// once per account and window, at the first read of the window by any of
-// its sessions.
+// The counts are the account's; the rule is the listener's. Each session
+// applies the options of its own listener (`HeavySender`) to them, so an
+// account with a session on a listener that has the rule off and another on
+// one that has it on is heavy on the second only, whichever reads first.
+//
+// Per read this costs a few comparisons and two additions; the window's
+// counts roll over once per account and window, at the first read of the
+// window by any of its sessions.
 
 /** Length of a window, ms. */
 export const WINDOW_MS = 100;
@@ -24,14 +29,16 @@ export interface SenderMeter {
   window: number;
   /** Bytes read in that window. */
   bytes: number;
-  /** Whether the account is heavy in that window. */
-  heavy: boolean;
+  /** Bytes read in the window before it (0 when it read nothing then). */
+  last: number;
+  /** Whether the account has been counted heavy in that window (by the rule of any of its sessions). */
+  counted: boolean;
   /** Sessions holding the meter (SenderRates.meter / release). */
   holders: number;
 }
 
 export function newSenderMeter(): SenderMeter {
-  return { window: 0, bytes: 0, heavy: false, holders: 0 };
+  return { window: 0, bytes: 0, last: 0, counted: false, holders: 0 };
 }
 
 /** What a listener makes of the counts: an account is heavy above both. */
@@ -93,20 +100,25 @@ export class SenderRates {
     return this.#accounts.size;
   }
 
-  /** Counts `n` bytes read by a session of the account of `m`; returns whether the account is heavy now. */
+  /** Counts `n` bytes read by a session of the account of `m`; returns whether the account is heavy now by the session's rule `h`. */
   read(m: SenderMeter, n: number, h: HeavySender): boolean {
     const w = this.#window;
     if (m.window !== w) {
-      const last = m.window === w - 1 ? m.bytes : 0;
+      m.last = m.window === w - 1 ? m.bytes : 0;
       m.window = w;
       m.bytes = 0;
-      m.heavy = h.factor > 0 && last >= h.minBytes && this.#lastSenders > 1 && last * (this.#lastSenders - 1) > h.factor * (this.#lastBytes - last);
-      if (m.heavy) this.#heavyWindows?.inc();
+      m.counted = false;
       this.#senders++;
     }
     m.bytes += n;
     this.#bytes += n;
-    return m.heavy;
+    const last = m.last;
+    if (h.factor <= 0 || last < h.minBytes || this.#lastSenders < 2 || last * (this.#lastSenders - 1) <= h.factor * (this.#lastBytes - last)) return false;
+    if (!m.counted) {
+      m.counted = true;
+      this.#heavyWindows?.inc();
+    }
+    return true;
   }
 
   stop(): void {
