@@ -111,6 +111,25 @@ interface LightRoom {
   version: string;
 }
 
+/**
+ * Thrown while a request is checked: these JIDs would become members and
+ * whether each is an account is not known yet. The request is answered once
+ * they are looked up, run again from the start against the rooms as they are
+ * then.
+ */
+class AccountsUnknown {
+  readonly jids: string[];
+  constructor(jids: string[]) {
+    this.jids = jids;
+  }
+}
+
+/** Bare JID → whether it is an account of this server, as found for one request. */
+type Accounts = Map<string, boolean>;
+
+/** Passes of one request, each looking up the accounts the one before could not know. */
+const MAX_PASSES = 3;
+
 function newVersion(): string {
   return randomBytes(6).toString('hex');
 }
@@ -125,6 +144,8 @@ export function createMucLight(opts: MucLightOpts, deps: {
   addService(domain: string, handler: (from: JID, to: JID, packet: Element) => void): void;
   sessions: SessionsApi;
   store: MucLightStore;
+  /** Whether user@domain is an account (of a served host). */
+  userExists(user: string, domain: string): Promise<boolean>;
   logger: Logger;
 }) {
   const log = deps.logger;
@@ -200,6 +221,38 @@ export function createMucLight(opts: MucLightOpts, deps: {
     room.affs.get(who) === 'owner' || room.config.get('all_can_configure') === true || (room.config.get('all_can_configure') === undefined && opts.all_can_configure) || opts.equal_occupants;
   const mayInvite = (room: LightRoom, who: string) =>
     room.affs.get(who) === 'owner' || room.config.get('all_can_invite') === true || (room.config.get('all_can_invite') === undefined && opts.all_can_invite) || opts.equal_occupants;
+
+  const served = new Set(deps.hosts.map((h) => parseJid(h).domain));
+  /** False when `bare` cannot be an account (no local part, a domain this server does not serve); else what `accounts` knows. */
+  const isAccount = (bare: string, accounts: Accounts): boolean | undefined => {
+    const j = parseJid(bare);
+    if (j.local === '' || !served.has(j.domain)) return false;
+    return accounts.get(bare);
+  };
+  /**
+   * Petrel does not federate: a member must be an account of a host this
+   * server serves, or the room is memory no one can read. The first JID
+   * known not to be one refuses the request; the unknown ones are looked up
+   * (AccountsUnknown) before the request runs again.
+   */
+  const requireAccounts = (newcomers: string[], accounts: Accounts) => {
+    const unknown: string[] = [];
+    for (const j of newcomers) {
+      const ok = isAccount(j, accounts);
+      if (ok === false) throw new StanzaError('item-not-found', 'cancel', `${j} is not an account of this server`);
+      if (ok === undefined) unknown.push(j);
+    }
+    if (unknown.length > 0) throw new AccountsUnknown(unknown);
+  };
+  /** One lookup after another, stopping at the first that is not an account. At most max_occupants per pass: the newcomers of a request that fits in a room. */
+  const lookUp = async (jids: string[], accounts: Accounts) => {
+    for (const j of jids) {
+      const { local, domain } = parseJid(j);
+      const ok = await deps.userExists(local, domain);
+      accounts.set(j, ok);
+      if (!ok) return;
+    }
+  };
 
   const checkRoomsPerUser = (bare: string) => opts.rooms_per_user === 0 || (memberOf.get(bare)?.size ?? 0) < opts.rooms_per_user;
 
@@ -305,7 +358,7 @@ export function createMucLight(opts: MucLightOpts, deps: {
     else save(room);
   };
 
-  const create = (svc: Map<string, LightRoom>, name: string, from: JID, q: Element, id: string | undefined): LightRoom => {
+  const create = (svc: Map<string, LightRoom>, name: string, from: JID, q: Element, id: string | undefined, accounts: Accounts): LightRoom => {
     if (svc.has(name)) throw new StanzaError('conflict', 'cancel', 'a room with this name exists');
     if (svc.size >= opts.max_rooms) throw new StanzaError('resource-constraint', 'wait', 'this service holds as many rooms as it may');
     if (!checkRoomsPerUser(from.bare)) throw new StanzaError('not-allowed', 'cancel', `you are in ${opts.rooms_per_user} rooms already`);
@@ -332,6 +385,7 @@ export function createMucLight(opts: MucLightOpts, deps: {
     const members: Array<[string, Aff]> = [[from.bare, opts.equal_occupants || owners > 0 ? 'member' : 'owner']];
     for (const [j, a] of requested) if (!isBlocked(room, j, from.bare) && checkRoomsPerUser(j)) members.push([j, a]);
     if (opts.max_occupants > 0 && members.length > opts.max_occupants) throw new StanzaError('not-allowed', 'cancel', `a room has at most ${opts.max_occupants} occupants`);
+    requireAccounts(members.slice(1).map(([j]) => j), accounts);
     svc.set(name, room);
     for (const [j, a] of members) setMember(room, j, a);
     for (const [j, a] of members) notice(room, j, id, (xs) => {
@@ -344,13 +398,13 @@ export function createMucLight(opts: MucLightOpts, deps: {
     return room;
   };
 
-  const roomIq = (svc: Map<string, LightRoom>, from: JID, to: JID, packet: Element): Element | undefined => {
+  const roomIq = (svc: Map<string, LightRoom>, from: JID, to: JID, packet: Element, accounts: Accounts): Element | undefined => {
     const type = packet.attrs.type;
     const q = packet.firstElement();
     const ns = q?.attrs.xmlns;
     if (q === undefined) throw new StanzaError('bad-request', 'modify');
     if (ns === NS_CREATE && type === 'set') {
-      create(svc, to.local, from, q, packet.attrs.id);
+      create(svc, to.local, from, q, packet.attrs.id, accounts);
       return undefined;
     }
     const room = svc.get(to.local);
@@ -411,6 +465,7 @@ export function createMucLight(opts: MucLightOpts, deps: {
       }
       if (requested.length === 0) throw new StanzaError('bad-request', 'modify', 'no user to change');
       const changes = changeAffiliations(room, from.bare, requested);
+      requireAccounts(changes.filter(([j, a]) => a !== 'none' && !room.affs.has(j)).map(([j]) => j), accounts);
       if (changes.length > 0) applyChanges(room, changes, packet.attrs.id);
       const r = new Element('query', { xmlns: NS_AFFS });
       usersChildren(r, changes);
@@ -428,7 +483,7 @@ export function createMucLight(opts: MucLightOpts, deps: {
     throw new StanzaError('service-unavailable', 'cancel');
   };
 
-  const serviceIq = (domain: string, svc: Map<string, LightRoom>, from: JID, packet: Element): { from: JID; result: Element | undefined } => {
+  const serviceIq = (domain: string, svc: Map<string, LightRoom>, from: JID, packet: Element, accounts: Accounts): { from: JID; result: Element | undefined } => {
     const type = packet.attrs.type;
     const q = packet.firstElement();
     const ns = q?.attrs.xmlns;
@@ -499,22 +554,35 @@ export function createMucLight(opts: MucLightOpts, deps: {
       let name: string;
       do name = randomBytes(8).toString('hex');
       while (svc.has(name));
-      const room = create(svc, name, from, q!, packet.attrs.id);
+      const room = create(svc, name, from, q!, packet.attrs.id, accounts);
       // §5.1.1: the result comes from the new room.
       return { from: room.jid, result: undefined };
     }
     throw new StanzaError('service-unavailable', 'cancel');
   };
 
-  const handle = (domain: string, svc: Map<string, LightRoom>, from: JID, to: JID, packet: Element) => {
+  const refuse = (err: StanzaError, from: JID, to: JID, packet: Element) => {
+    if (packet.attrs.type === 'error') return;
+    const reply = new Element(packet.name, { type: 'error', id: packet.attrs.id, from: to.full, to: from.full }, packet.name === 'iq' ? [] : packet.children.slice());
+    reply.children.push(err.toElement());
+    deps.route(to, from, reply);
+  };
+
+  /**
+   * Runs a request. One that would add members whose accounts are not known
+   * yet (AccountsUnknown) has them looked up, then runs again from the start:
+   * every check sees the rooms as they are by then, and nothing is applied
+   * before all is known. Only creating and adding members waits so.
+   */
+  const handle = (domain: string, svc: Map<string, LightRoom>, from: JID, to: JID, packet: Element, accounts: Accounts = new Map(), pass = 1) => {
     try {
       if (packet.name === 'iq') {
         const type = packet.attrs.type;
         if (type !== 'get' && type !== 'set') return;
         let answerFrom = to;
         let result: Element | undefined;
-        if (to.local === '') ({ from: answerFrom, result } = serviceIq(domain, svc, from, packet));
-        else result = roomIq(svc, from, to.bareJid(), packet);
+        if (to.local === '') ({ from: answerFrom, result } = serviceIq(domain, svc, from, packet, accounts));
+        else result = roomIq(svc, from, to.bareJid(), packet, accounts);
         const reply = new Element('iq', { type: 'result', id: packet.attrs.id, from: answerFrom.full, to: from.full });
         if (result !== undefined) reply.children.push(result);
         deps.route(answerFrom, from, reply);
@@ -534,11 +602,22 @@ export function createMucLight(opts: MucLightOpts, deps: {
       }
       // There is no presence in MUC Light rooms.
     } catch (err) {
+      if (err instanceof AccountsUnknown) {
+        if (pass >= MAX_PASSES) {
+          refuse(new StanzaError('resource-constraint', 'wait', 'the room changed while its members were checked; try again'), from, to, packet);
+          return;
+        }
+        lookUp(err.jids, accounts).then(
+          () => handle(domain, svc, from, to, packet, accounts, pass + 1),
+          (e: unknown) => {
+            log.error({ what: 'muc_light_account_lookup_failed', err: String(e) }, 'could not check that new MUC Light members are accounts');
+            refuse(new StanzaError('internal-server-error', 'wait', 'the members could not be checked'), from, to, packet);
+          },
+        ).catch((e: unknown) => log.error({ what: 'muc_light_request_failed', err: String(e) }, 'a MUC Light request failed'));
+        return;
+      }
       if (!(err instanceof StanzaError)) throw err;
-      if (packet.attrs.type === 'error') return;
-      const reply = new Element(packet.name, { type: 'error', id: packet.attrs.id, from: to.full, to: from.full }, packet.name === 'iq' ? [] : packet.children.slice());
-      reply.children.push(err.toElement());
-      deps.route(to, from, reply);
+      refuse(err, from, to, packet);
     }
   };
 
@@ -609,6 +688,7 @@ export const definition: ModuleDefinition<MucLightOpts, MucLightData> = {
       addService: (domain, h) => ctx.router.addService(domain, (from, to, packet) => h(from, to, packet)),
       sessions: ctx.sessions,
       store: data.store,
+      userExists: (user, domain) => ctx.users.userExists(user, domain),
       logger: ctx.logger.child({ module: NAME }),
     });
     await light.load();
