@@ -22,6 +22,16 @@ const NAME = 'mod_muc';
 const PRIORITY = 50;
 /** Items listed in one disco#items answer of the service at most. */
 const MAX_LISTED_ROOMS = 1000;
+/**
+ * Characters of one disco#items answer of the service at most, as written
+ * (escaped): well under the share of max_output_buffer that a stanza from
+ * another party may take, so that the answer is never refused on the way.
+ */
+const MAX_LISTED_CHARS = 65_536;
+/** ms a changed room waits before it is written, so that a burst of changes is written once. */
+const PERSIST_DELAY_MS = 100;
+/** Seconds of max_broadcast_rate a user may spend at once (the bucket's size). */
+const BROADCAST_BURST_S = 4;
 
 export interface MucOpts {
   host: string;
@@ -42,6 +52,10 @@ export interface MucOpts {
   max_rooms: number;
   /** Petrel: bytes of history one room keeps at most. */
   history_max_bytes: number;
+  /** Petrel: affiliations one room holds at most. */
+  max_affiliations: number;
+  /** Petrel: characters a second (as written, all recipients together) one user's stanzas may make the service's rooms send. */
+  max_broadcast_rate: number;
   /** Petrel: longest room subject, in characters. */
   max_subject_length: number;
 }
@@ -130,6 +144,8 @@ export const mucSpec: Spec = section(
     default_room: defaultRoom,
     max_rooms: int({ min: 1, default: 10_000 }),
     history_max_bytes: int({ min: 0, default: 262_144 }),
+    max_affiliations: int({ min: 1, default: 1000 }),
+    max_broadcast_rate: int({ min: 1, default: 1_048_576 }),
     max_subject_length: int({ min: 1, default: 1024 }),
   },
   {
@@ -179,6 +195,9 @@ export function createMuc(opts: MucOpts, deps: {
   /** Per-room store writes, in order. */
   const writes = new Map<Room, Promise<void>>();
   const stored = new Set<Room>();
+  /** Rooms changed since their last write began. */
+  const dirty = new Set<Room>();
+  const broadcast = new Budgets(opts.max_broadcast_rate, opts.max_broadcast_rate * BROADCAST_BURST_S);
 
   const { affiliations: defaultAffiliations, subject: defaultSubject, subject_author: defaultSubjectAuthor, ...defaultConfig } = opts.default_room;
 
@@ -194,16 +213,23 @@ export function createMuc(opts: MucOpts, deps: {
   const ctx: RoomContext = {
     route: (from, to, el) => deps.route(from, to, el),
     persist(room) {
-      const svc = roomService.get(room);
-      if (svc === undefined) return;
-      if (room.config.persistent) {
-        stored.add(room);
-        const state = JSON.stringify(room.persisted());
-        write(room, () => deps.store.put({ service: svc.domain, name: room.jid.local, state }));
-      } else if (stored.has(room)) {
-        stored.delete(room);
-        write(room, () => deps.store.remove(svc.domain, room.jid.local));
-      }
+      // Written once for all the changes made until its write begins, with the
+      // state of then: a burst of changes costs one write, not one each.
+      if (dirty.has(room)) return;
+      dirty.add(room);
+      write(room, async () => {
+        await new Promise((r) => setTimeout(r, PERSIST_DELAY_MS));
+        dirty.delete(room);
+        const svc = roomService.get(room);
+        if (svc === undefined) return;
+        if (room.config.persistent) {
+          stored.add(room);
+          await deps.store.put({ service: svc.domain, name: room.jid.local, state: JSON.stringify(room.persisted()) });
+        } else if (stored.has(room)) {
+          stored.delete(room);
+          await deps.store.remove(svc.domain, room.jid.local);
+        }
+      });
     },
     gone(room, destroyed) {
       const svc = roomService.get(room);
@@ -217,6 +243,7 @@ export function createMuc(opts: MucOpts, deps: {
       log.debug({ what: 'muc_room_gone', room: room.jid.bare, destroyed }, 'room removed');
     },
     roomsOccupied: (bare) => byBare.get(bare)?.size ?? 0,
+    charge: (bare, chars) => broadcast.take(bare, chars),
     joined(room, jid) {
       let s = byFull.get(jid.full);
       if (s === undefined) byFull.set(jid.full, (s = new Set()));
@@ -244,6 +271,7 @@ export function createMuc(opts: MucOpts, deps: {
       maxUsers: opts.max_users,
       maxSubject: opts.max_subject_length,
       adminThreshold: opts.max_users_admin_threshold,
+      maxAffiliations: opts.max_affiliations,
     },
     mayPersist: (jid) => ruleAllows(opts.access_persistent, jid),
     isServiceAdmin: (jid) => ruleAllows(opts.access_admin, jid),
@@ -284,10 +312,13 @@ export function createMuc(opts: MucOpts, deps: {
     } else if (ns === NS_DISCO_ITEMS && type === 'get') {
       const q = reply.c('query', { xmlns: NS_DISCO_ITEMS });
       let n = 0;
+      let chars = 0;
       for (const room of svc.rooms.values()) {
         if (!room.config.public || !room.config.public_list) continue;
-        if (++n > MAX_LISTED_ROOMS) break;
-        q.c('item', { jid: room.jid.bare, name: room.config.title || room.jid.local });
+        const item = new Element('item', { jid: room.jid.bare, name: room.config.title || room.jid.local });
+        chars += item.toString().length;
+        if (++n > MAX_LISTED_ROOMS || chars > MAX_LISTED_CHARS) break;
+        q.children.push(item);
       }
     } else throw new StanzaError('service-unavailable', 'cancel');
     deps.route(svc.jid, from, reply);
@@ -398,3 +429,46 @@ export const definition: ModuleDefinition<MucOpts, MucData> = {
     };
   },
 };
+
+/**
+ * A token bucket per user: `rate` a second, `size` at most. What a user's
+ * stanzas make the rooms send is taken from it; a stanza that would take
+ * more than is left is refused, and takes nothing. Buckets that have filled
+ * up again are forgotten now and then, so the map holds only recent senders.
+ */
+export class Budgets {
+  readonly #rate: number;
+  readonly #size: number;
+  readonly #buckets = new Map<string, { left: number; at: number }>();
+  #sweepAt = 1024;
+
+  constructor(rate: number, size: number) {
+    this.#rate = rate;
+    this.#size = size;
+  }
+
+  take(who: string, n: number, now = performance.now()): boolean {
+    let b = this.#buckets.get(who);
+    if (b === undefined) {
+      if (this.#buckets.size >= this.#sweepAt) this.#sweep(now);
+      this.#buckets.set(who, (b = { left: this.#size, at: now }));
+    } else {
+      b.left = Math.min(this.#size, b.left + ((now - b.at) / 1000) * this.#rate);
+      b.at = now;
+    }
+    if (n > b.left) return false;
+    b.left -= n;
+    return true;
+  }
+
+  /** Users with a bucket (for tests). */
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  #sweep(now: number): void {
+    for (const [k, b] of this.#buckets) if (b.left + ((now - b.at) / 1000) * this.#rate >= this.#size) this.#buckets.delete(k);
+    this.#sweepAt = Math.max(1024, this.#buckets.size * 2);
+  }
+}
+

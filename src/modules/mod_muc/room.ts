@@ -63,6 +63,8 @@ export interface RoomLimits {
   maxSubject: number;
   /** Admins and owners may enter this many beyond max_users (max_users_admin_threshold). */
   adminThreshold: number;
+  /** Affiliations (owners, admins, members and outcasts together) a room holds at most (max_affiliations). */
+  maxAffiliations: number;
 }
 
 export interface RoomContext {
@@ -73,6 +75,12 @@ export interface RoomContext {
   gone(room: Room, destroyed: boolean): void;
   /** How many rooms `bare` occupies on the whole service. */
   roomsOccupied(bare: string): number;
+  /**
+   * Charges `bare` for `chars` characters (as written, all recipients
+   * together) that its stanza makes the room send; false, and nothing
+   * charged, when that is past its max_broadcast_rate.
+   */
+  charge(bare: string, chars: number): boolean;
   /** `jid` entered / left the room. */
   joined(room: Room, jid: JID): void;
   left(room: Room, jid: JID): void;
@@ -219,6 +227,8 @@ export class Room {
     }
     const role: Role = admin ? 'moderator' : aff === 'member' ? 'participant' : this.config.moderated && !this.config.members_by_default ? 'visitor' : 'participant';
     const o: Occupant = { nick, jid: from, role, presence: stripMuc(packet) };
+    // What entering makes the room send: the newcomer's presence to everyone, and the history.
+    this.#charge(from, this.#presenceChars(o) * (this.#occupants.size + 1) + this.#historyBytes);
     const created = this.#occupants.size === 0 && this.#justCreated;
     this.#justCreated = false;
     this.#occupants.set(nick, o);
@@ -247,7 +257,9 @@ export class Room {
     if (o.role === 'visitor' && !this.config.allow_visitor_status) {
       packet = new Element('presence', packet.attrs, packet.children.filter((c) => typeof c === 'string' || c.name !== 'status'));
     }
-    o.presence = stripMuc(packet);
+    const presence = stripMuc(packet);
+    this.#charge(o.jid, this.#presenceChars({ ...o, presence }) * this.#occupants.size);
+    o.presence = presence;
     this.#broadcastPresence(o, ['110'], []);
   }
 
@@ -255,6 +267,8 @@ export class Room {
     if (o.role === 'visitor' && !this.config.allow_visitor_nickchange) throw new StanzaError('not-allowed', 'cancel', 'visitors may not change their nickname here');
     const taken = this.#occupants.get(nick);
     if (taken !== undefined) throw new StanzaError('conflict', 'cancel', 'that nickname is already in use in this room');
+    const presence = stripMuc(packet);
+    this.#charge(o.jid, (this.#presenceChars(o) + this.#presenceChars({ ...o, nick, presence })) * this.#occupants.size);
     // §7.6: unavailable with 303 and the new nick, then available under the new one.
     for (const r of this.#occupants.values()) {
       const el = this.#presenceOf(o, r.jid, r === o ? ['303', '110'] : ['303'], 'unavailable');
@@ -263,14 +277,16 @@ export class Room {
     }
     this.#occupants.delete(o.nick);
     o.nick = nick;
-    o.presence = stripMuc(packet);
+    o.presence = presence;
     this.#occupants.set(nick, o);
     this.#broadcastPresence(o, ['110'], []);
   }
 
   /** `codes`: status codes for everyone; the occupant also gets 110. */
   #leave(o: Occupant, packet: Element, codes: string[], tellSelf: boolean, extra?: (el: Element) => void): void {
-    const el0 = stripMuc(packet);
+    let el0 = stripMuc(packet);
+    // Leaving is never refused; past the budget, the status text stays behind.
+    if (el0.children.length > 0 && !this.#ctx.charge(o.jid.bare, el0.toString().length * this.#occupants.size)) el0 = new Element('presence');
     for (const r of this.#occupants.values()) {
       if (r === o && !tellSelf) continue;
       const el = this.#presenceOf({ ...o, role: 'none', presence: el0 }, r.jid, r === o ? [...codes, '110'] : codes, 'unavailable');
@@ -296,6 +312,18 @@ export class Room {
     x.c('item', { affiliation: this.affiliationOf(o.jid), role: type === 'unavailable' ? 'none' : o.role, jid: showJid ? o.jid.full : undefined });
     for (const c of codes) x.c('status', { code: c });
     return el;
+  }
+
+  /** Characters of `o`'s presence as one occupant gets it. */
+  #presenceChars(o: Occupant): number {
+    return this.#presenceOf(o, o.jid, ['110']).toString().length;
+  }
+
+  /** Throws resource-constraint, with nothing charged, when what `jid` asks for is past its max_broadcast_rate. */
+  #charge(jid: JID, chars: number): void {
+    if (!this.#ctx.charge(jid.bare, chars)) {
+      throw new StanzaError('resource-constraint', 'wait', 'what you send to this room is copied to its occupants faster than this service allows; wait a moment');
+    }
   }
 
   #broadcastPresence(o: Occupant, selfCodes: string[], codes: string[]): void {
@@ -358,12 +386,13 @@ export class Room {
   #broadcastMessage(me: Occupant, packet: Element): void {
     const fromJid = this.#occupantJid(me);
     const base = new Element('message', { type: 'groupchat', id: packet.attrs.id, from: fromJid.full }, packet.children.filter((c) => typeof c === 'string' || c.attrs.xmlns !== NS_MUC_USER));
+    const bytes = base.toString().length;
+    this.#charge(me.jid, (bytes + me.jid.full.length + 6) * this.#occupants.size);
     for (const r of this.#occupants.values()) {
       const el = new Element('message', { ...base.attrs, to: r.jid.full }, base.children);
       this.#ctx.route(fromJid, r.jid, el);
     }
     if (packet.getChild('body') === undefined || this.#ctx.limits.historySize === 0) return;
-    const bytes = base.toString().length;
     if (bytes > this.#ctx.limits.historyMaxBytes) return;
     this.#history.push({ el: base, at: Date.now(), bytes });
     this.#historyBytes += bytes;
@@ -377,6 +406,7 @@ export class Room {
       throw new StanzaError('forbidden', 'auth', 'you may not change the subject of this room');
     }
     if (text.length > this.#ctx.limits.maxSubject) throw new StanzaError('not-acceptable', 'modify', `the subject is longer than ${this.#ctx.limits.maxSubject} characters`);
+    this.#charge(me.jid, new Element('subject', undefined, [text]).toString().length * this.#occupants.size);
     this.subject = text;
     this.subjectAuthor = me.nick;
     const fromJid = this.#occupantJid(me);
@@ -414,6 +444,7 @@ export class Room {
     }
     // §7.8.2: in a members-only room an invitation by an admin or owner makes the invitee a member.
     if (this.config.members_only && privileged && this.affiliationOf(invitee) === 'none') {
+      this.#roomForAffiliation();
       this.affiliations.set(invitee.bare, 'member');
       this.#ctx.persist(this);
     }
@@ -510,67 +541,83 @@ export class Room {
     if (items.length === 0) throw new StanzaError('bad-request', 'modify', 'no item to change');
     const actor = this.#byJid.get(from.full);
     const mine = this.affiliationOf(from);
-    for (const item of items) {
-      const reason = item.getChildText('reason');
-      if (item.attrs.role !== undefined) {
-        const role = item.attrs.role as Role;
-        if (!ROLES.includes(role)) throw new StanzaError('bad-request', 'modify', 'unknown role');
-        const target = this.#occupants.get(item.attrs.nick ?? '');
-        if (target === undefined) throw new StanzaError('item-not-found', 'cancel', 'no occupant has that nickname');
-        if (actor?.role !== 'moderator') throw new StanzaError('forbidden', 'auth', 'only moderators may change roles');
-        const targetAff = this.affiliationOf(target.jid);
-        // §8.2 / §9.6: moderators cannot touch admins or owners; granting moderator takes an admin.
-        if ((targetAff === 'owner' || targetAff === 'admin') && mine !== 'owner') throw new StanzaError('not-allowed', 'cancel', 'admins and owners keep their role');
-        if (role === 'moderator' && mine !== 'owner' && mine !== 'admin') throw new StanzaError('forbidden', 'auth', 'only admins may grant moderator');
-        if (role === 'none') {
-          this.#leave(target, new Element('presence', { type: 'unavailable' }), ['307'], true, (el) => {
-            const it = el.getChild('x', NS_MUC_USER)!.getChild('item')!;
-            it.c('actor', { nick: actor.nick });
-            if (reason !== undefined) it.c('reason').t(reason);
-          });
-        } else {
-          target.role = role;
-          this.#broadcastPresence(target, ['110'], []);
-        }
-        continue;
-      }
-      if (item.attrs.affiliation !== undefined) {
-        const aff = item.attrs.affiliation as Affiliation;
-        if (!AFFILIATIONS.includes(aff)) throw new StanzaError('bad-request', 'modify', 'unknown affiliation');
-        let target: JID;
-        try {
-          target = parseJid(item.attrs.jid ?? (this.#occupants.get(item.attrs.nick ?? '')?.jid.bare ?? ''));
-        } catch {
-          throw new StanzaError('jid-malformed', 'modify', 'the item names no valid JID');
-        }
-        const current = this.affiliations.get(target.bare) ?? 'none';
-        // §9 / §10: admins change none / member / outcast of those below them; owners change anything.
-        if (mine !== 'owner') {
-          if (mine !== 'admin') throw new StanzaError('forbidden', 'auth', 'only admins and owners may change affiliations');
-          if (aff === 'owner' || aff === 'admin' || current === 'owner' || current === 'admin') throw new StanzaError('not-allowed', 'cancel', 'only owners may change the affiliations of admins and owners');
-        }
-        if (current === 'owner' && aff !== 'owner' && [...this.affiliations.values()].filter((a) => a === 'owner').length === 1) {
-          throw new StanzaError('conflict', 'cancel', 'a room keeps at least one owner');
-        }
-        if (aff === 'none') this.affiliations.delete(target.bare);
-        else this.affiliations.set(target.bare, aff);
-        this.#ctx.persist(this);
-        for (const o of [...this.#occupants.values()]) {
-          if (o.jid.bare !== target.bare) continue;
-          if (aff === 'outcast' || (aff === 'none' && this.config.members_only)) {
-            this.#leave(o, new Element('presence', { type: 'unavailable' }), [aff === 'outcast' ? '301' : '321'], true, (el) => {
-              if (reason !== undefined) el.getChild('x', NS_MUC_USER)!.getChild('item')!.c('reason').t(reason);
-            });
-          } else {
-            o.role = aff === 'owner' || aff === 'admin' ? 'moderator' : o.role === 'moderator' ? 'participant' : o.role === 'visitor' && aff === 'member' ? 'participant' : o.role;
-            this.#broadcastPresence(o, ['110'], []);
-          }
-        }
-        continue;
-      }
-      throw new StanzaError('bad-request', 'modify', 'an item carries a role or an affiliation');
+    // The room is stored once for the whole request, however many items it
+    // changes (also when an item fails: the ones before it were applied).
+    let changed = false;
+    try {
+      for (const item of items) if (this.#adminItem(item, actor, mine)) changed = true;
+    } finally {
+      if (changed) this.#ctx.persist(this);
     }
     return undefined;
+  }
+
+  /** One item of a muc#admin set; returns whether it changed an affiliation. */
+  #adminItem(item: Element, actor: Occupant | undefined, mine: Affiliation): boolean {
+    const reason = item.getChildText('reason');
+    if (item.attrs.role !== undefined) {
+      const role = item.attrs.role as Role;
+      if (!ROLES.includes(role)) throw new StanzaError('bad-request', 'modify', 'unknown role');
+      const target = this.#occupants.get(item.attrs.nick ?? '');
+      if (target === undefined) throw new StanzaError('item-not-found', 'cancel', 'no occupant has that nickname');
+      if (actor?.role !== 'moderator') throw new StanzaError('forbidden', 'auth', 'only moderators may change roles');
+      const targetAff = this.affiliationOf(target.jid);
+      // §8.2 / §9.6: moderators cannot touch admins or owners; granting moderator takes an admin.
+      if ((targetAff === 'owner' || targetAff === 'admin') && mine !== 'owner') throw new StanzaError('not-allowed', 'cancel', 'admins and owners keep their role');
+      if (role === 'moderator' && mine !== 'owner' && mine !== 'admin') throw new StanzaError('forbidden', 'auth', 'only admins may grant moderator');
+      if (role === 'none') {
+        this.#leave(target, new Element('presence', { type: 'unavailable' }), ['307'], true, (el) => {
+          const it = el.getChild('x', NS_MUC_USER)!.getChild('item')!;
+          it.c('actor', { nick: actor.nick });
+          if (reason !== undefined) it.c('reason').t(reason);
+        });
+      } else {
+        target.role = role;
+        this.#broadcastPresence(target, ['110'], []);
+      }
+      return false;
+    }
+    if (item.attrs.affiliation === undefined) throw new StanzaError('bad-request', 'modify', 'an item carries a role or an affiliation');
+    const aff = item.attrs.affiliation as Affiliation;
+    if (!AFFILIATIONS.includes(aff)) throw new StanzaError('bad-request', 'modify', 'unknown affiliation');
+    let target: JID;
+    try {
+      target = parseJid(item.attrs.jid ?? (this.#occupants.get(item.attrs.nick ?? '')?.jid.bare ?? ''));
+    } catch {
+      throw new StanzaError('jid-malformed', 'modify', 'the item names no valid JID');
+    }
+    const current = this.affiliations.get(target.bare) ?? 'none';
+    // §9 / §10: admins change none / member / outcast of those below them; owners change anything.
+    if (mine !== 'owner') {
+      if (mine !== 'admin') throw new StanzaError('forbidden', 'auth', 'only admins and owners may change affiliations');
+      if (aff === 'owner' || aff === 'admin' || current === 'owner' || current === 'admin') throw new StanzaError('not-allowed', 'cancel', 'only owners may change the affiliations of admins and owners');
+    }
+    if (current === 'owner' && aff !== 'owner' && [...this.affiliations.values()].filter((a) => a === 'owner').length === 1) {
+      throw new StanzaError('conflict', 'cancel', 'a room keeps at least one owner');
+    }
+    if (aff === 'none') this.affiliations.delete(target.bare);
+    else {
+      if (current === 'none') this.#roomForAffiliation();
+      this.affiliations.set(target.bare, aff);
+    }
+    for (const o of [...this.#occupants.values()]) {
+      if (o.jid.bare !== target.bare) continue;
+      if (aff === 'outcast' || (aff === 'none' && this.config.members_only)) {
+        this.#leave(o, new Element('presence', { type: 'unavailable' }), [aff === 'outcast' ? '301' : '321'], true, (el) => {
+          if (reason !== undefined) el.getChild('x', NS_MUC_USER)!.getChild('item')!.c('reason').t(reason);
+        });
+      } else {
+        o.role = aff === 'owner' || aff === 'admin' ? 'moderator' : o.role === 'moderator' ? 'participant' : o.role === 'visitor' && aff === 'member' ? 'participant' : o.role;
+        this.#broadcastPresence(o, ['110'], []);
+      }
+    }
+    return true;
+  }
+
+  /** Throws unless the room may hold one more affiliation (max_affiliations). */
+  #roomForAffiliation(): void {
+    const max = this.#ctx.limits.maxAffiliations;
+    if (this.affiliations.size >= max) throw new StanzaError('policy-violation', 'modify', `a room holds at most ${max} affiliations`);
   }
 
   #ownerGet(from: JID): Element {
