@@ -54,6 +54,8 @@ export interface MucOpts {
   history_max_bytes: number;
   /** Petrel: affiliations one room holds at most. */
   max_affiliations: number;
+  /** Petrel: rooms of one service that one user has created and that still exist, at most (service admins excepted). */
+  max_rooms_per_user: number;
   /** Petrel: characters a second (as written, all recipients together) one user's stanzas may make the service's rooms send. */
   max_broadcast_rate: number;
   /** Petrel: longest room subject, in characters. */
@@ -145,6 +147,7 @@ export const mucSpec: Spec = section(
     max_rooms: int({ min: 1, default: 10_000 }),
     history_max_bytes: int({ min: 0, default: 262_144 }),
     max_affiliations: int({ min: 1, default: 1000 }),
+    max_rooms_per_user: int({ min: 1, default: 100 }),
     max_broadcast_rate: int({ min: 1, default: 1_048_576 }),
     max_subject_length: int({ min: 1, default: 1024 }),
   },
@@ -324,6 +327,18 @@ export function createMuc(opts: MucOpts, deps: {
     deps.route(svc.jid, from, reply);
   };
 
+  /**
+   * Rooms of `svc` that `bare` created (a look at each: rooms are made far
+   * less often than they are used). Counted by creator, not by owner, so
+   * that making someone else an owner neither frees the creator's quota nor
+   * uses up theirs.
+   */
+  const createdBy = (svc: Service, bare: string) => {
+    let n = 0;
+    for (const room of svc.rooms.values()) if (room.creator === bare) n++;
+    return n;
+  };
+
   const handle = (svc: Service, from: JID, to: JID, packet: Element) => {
     try {
       if (!ruleAllows(opts.access, from)) throw new StanzaError('forbidden', 'auth', 'you may not use this service');
@@ -342,6 +357,9 @@ export function createMuc(opts: MucOpts, deps: {
         if (!ruleAllows(opts.access_create, from)) throw new StanzaError('not-allowed', 'cancel', 'you may not create rooms');
         if (opts.max_room_id > 0 && to.local.length > opts.max_room_id) throw new StanzaError('not-acceptable', 'modify', `room names are at most ${opts.max_room_id} characters`);
         if (svc.rooms.size >= opts.max_rooms) throw new StanzaError('resource-constraint', 'wait', 'this service holds as many rooms as it may');
+        if (!ruleAllows(opts.access_admin, from) && createdBy(svc, from.bare) >= opts.max_rooms_per_user) {
+          throw new StanzaError('policy-violation', 'modify', `you have created ${opts.max_rooms_per_user} rooms of this service that still exist`);
+        }
         room = newRoom(svc, to.local, from);
         log.info({ what: 'muc_room_created', room: room.jid.bare, owner: from.bare }, 'room created');
       }

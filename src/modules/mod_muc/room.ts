@@ -18,6 +18,8 @@ export type Role = 'moderator' | 'participant' | 'visitor' | 'none';
 export type Affiliation = 'owner' | 'admin' | 'member' | 'outcast' | 'none';
 const AFFILIATIONS: readonly Affiliation[] = ['owner', 'admin', 'member', 'outcast', 'none'];
 const ROLES: readonly Role[] = ['moderator', 'participant', 'visitor', 'none'];
+/** Invitations a room remembers (for their declines) at most; the oldest is forgotten first. */
+const MAX_INVITATIONS = 256;
 
 /** The room options MongooseIM's default_room has, by its names. */
 export interface RoomConfig {
@@ -50,6 +52,8 @@ export interface PersistedRoom {
   affiliations: Record<string, Affiliation>;
   subject: string;
   subject_author: string;
+  /** The bare JID that created the room (absent in rooms stored before it was kept). */
+  creator?: string;
 }
 
 export interface RoomLimits {
@@ -112,8 +116,12 @@ export class Room {
   readonly affiliations = new Map<string, Affiliation>();
   subject = '';
   subjectAuthor = '';
+  /** Who created the room ('' when not known): counted against their max_rooms_per_user while the room exists. */
+  creator = '';
   readonly #occupants = new Map<string, Occupant>();
   readonly #byJid = new Map<string, Occupant>();
+  /** Invitations not yet declined: invitee's bare JID → the inviter's (the latest MAX_INVITATIONS). */
+  readonly #invited = new Map<string, JID>();
   #history: HistoryEntry[] = [];
   #historyBytes = 0;
   readonly #ctx: RoomContext;
@@ -129,11 +137,12 @@ export class Room {
     for (const [k, v] of Object.entries(state.affiliations)) if (AFFILIATIONS.includes(v) && v !== 'none') r.affiliations.set(k, v);
     r.subject = state.subject;
     r.subjectAuthor = state.subject_author;
+    r.creator = typeof state.creator === 'string' ? state.creator : '';
     return r;
   }
 
   persisted(): PersistedRoom {
-    return { config: this.config, affiliations: Object.fromEntries(this.affiliations), subject: this.subject, subject_author: this.subjectAuthor };
+    return { config: this.config, affiliations: Object.fromEntries(this.affiliations), subject: this.subject, subject_author: this.subjectAuthor, creator: this.creator };
   }
 
   get occupantCount(): number {
@@ -152,6 +161,7 @@ export class Room {
 
   /** A new room: its creator is its owner (§10.1). */
   created(owner: JID): void {
+    this.creator = owner.bare;
     this.affiliations.set(owner.bare, 'owner');
   }
 
@@ -454,16 +464,17 @@ export class Room {
     const reason = invite.getChildText('reason');
     if (reason !== undefined) inv.c('reason').t(reason);
     if (this.config.password_protected) x.c('password').t(this.config.password);
+    this.#invited.delete(invitee.bare);
+    this.#invited.set(invitee.bare, from.bareJid());
+    if (this.#invited.size > MAX_INVITATIONS) this.#invited.delete(this.#invited.keys().next().value!);
     this.#ctx.route(this.jid, invitee, out);
   }
 
+  /** §7.8.1: a decline goes to whoever invited the decliner; the room relays it only for an invitation it mediated. */
   #decline(from: JID, decline: Element): void {
-    let inviter: JID;
-    try {
-      inviter = parseJid(decline.attrs.to ?? '');
-    } catch {
-      throw new StanzaError('jid-malformed', 'modify', 'the decline names no valid JID');
-    }
+    const inviter = this.#invited.get(from.bare);
+    if (inviter === undefined) throw new StanzaError('not-acceptable', 'cancel', 'you have no invitation to this room to decline');
+    this.#invited.delete(from.bare);
     const out = new Element('message', { from: this.jid.full, to: inviter.full });
     const d = out.c('x', { xmlns: NS_MUC_USER }).c('decline', { from: from.bare });
     const reason = decline.getChildText('reason');

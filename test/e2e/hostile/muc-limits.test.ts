@@ -1,8 +1,10 @@
 // Group chat against a hostile occupant, over real sockets: what one user's
 // stanzas make a room send (escaping and fan-out together) is bounded by
 // mod_muc.max_broadcast_rate, a room's affiliations by max_affiliations
-// (and a request naming thousands of them is stored once), and the
-// service's room list always fits in what the server writes to a client.
+// (and a request naming thousands of them is stored once), the rooms one
+// user creates by max_rooms_per_user, the service's room list always fits
+// in what the server writes to a client, and a room relays only the
+// declines of invitations it sent.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPetrel, type Petrel } from '../helpers/server.ts';
@@ -18,13 +20,14 @@ const SERVICE = 'conference.localhost';
 /** A bucket of 4 × 20,000 characters. */
 const RATE = 20_000;
 const MAX_AFFILIATIONS = 50;
+const MAX_ROOMS_PER_USER = 25;
 
 let server: Petrel;
 
 before(async () => {
   server = await startPetrel({
-    users: [['mallory', 'pw'], ['alice', 'pw'], ['bob', 'pw']],
-    extraToml: `[modules.mod_muc]\n  max_broadcast_rate = ${RATE}\n  max_affiliations = ${MAX_AFFILIATIONS}\n`,
+    users: [['mallory', 'pw'], ['alice', 'pw'], ['bob', 'pw'], ['carol', 'pw']],
+    extraToml: `[modules.mod_muc]\n  max_broadcast_rate = ${RATE}\n  max_affiliations = ${MAX_AFFILIATIONS}\n  max_rooms_per_user = ${MAX_ROOMS_PER_USER}\n`,
   });
 });
 
@@ -43,6 +46,16 @@ async function join(c: TestClient, room: string, nick: string): Promise<XmlEleme
   const p = await done;
   if (p.attrs.type !== 'error') await c.waitFor((el) => el.name === 'message' && el.getChild('subject') !== undefined, 10_000, 'the subject');
   return p;
+}
+
+/** Creates `room` as a persistent room owned by `c`, and leaves it. */
+async function persistentRoom(c: TestClient, room: string, fields: Record<string, string> = {}): Promise<void> {
+  const full = `${room}@${SERVICE}/creator`;
+  await join(c, room, 'creator');
+  await configure(c, room, { 'muc#roomconfig_persistentroom': '1', ...fields });
+  const gone = c.waitFor((el) => el.name === 'presence' && el.attrs.type === 'unavailable' && el.attrs.from === full);
+  await c.send(xml('presence', { to: full, type: 'unavailable' }));
+  await gone;
 }
 
 async function configure(c: TestClient, room: string, fields: Record<string, string>): Promise<void> {
@@ -131,24 +144,74 @@ describe('mod_muc.max_affiliations', () => {
 
 describe('the service room list', () => {
   test('public rooms with long titles of characters that escape are listed as far as the answer stays small, and the answer arrives', async () => {
-    const mallory = await connect({ port: server.port }, 'mallory', 'pw');
-    const alice = await connect({ port: server.port }, 'alice', 'pw');
+    const makers = await Promise.all(['mallory', 'alice', 'bob'].map((u) => connect({ port: server.port }, u, 'pw')));
+    const reader = await connect({ port: server.port }, 'carol', 'pw');
     try {
       // Sixty rooms whose titles are 1,024 double quotes: 6 KiB each as written, 370 KiB together.
-      for (let i = 0; i < 60; i++) {
-        await join(mallory, `long${i}`, 'M');
-        await configure(mallory, `long${i}`, { 'muc#roomconfig_roomname': '"'.repeat(1024), 'muc#roomconfig_persistentroom': '1' });
-        const gone = mallory.waitFor((el) => el.name === 'presence' && el.attrs.type === 'unavailable' && el.attrs.from === `long${i}@${SERVICE}/M`);
-        await mallory.send(xml('presence', { to: `long${i}@${SERVICE}/M`, type: 'unavailable' }));
-        await gone;
-      }
-      const res = await alice.iq(xml('iq', { type: 'get', to: SERVICE }, xml('query', { xmlns: DISCO_ITEMS })));
+      for (let i = 0; i < 60; i++) await persistentRoom(makers[i % 3]!, `long${i}`, { 'muc#roomconfig_roomname': '"'.repeat(1024) });
+      const res = await reader.iq(xml('iq', { type: 'get', to: SERVICE }, xml('query', { xmlns: DISCO_ITEMS })));
       const listed = res.getChild('query')!.getChildren('item');
       assert.ok(listed.length > 0 && listed.length < 60, `${listed.length} rooms listed`);
       assert.ok(res.toString().length <= 70_000, `${res.toString().length} characters`);
     } finally {
-      await mallory.close();
-      await alice.close();
+      await Promise.all([...makers, reader].map((c) => c.close()));
     }
   });
 });
+
+describe('mod_muc.max_rooms_per_user', () => {
+  test('a user may have created only so many rooms that still exist; handing them to another owner frees nothing and costs the new owner nothing; destroying one frees a place', async () => {
+    const [carol, dave] = await Promise.all(['carol', 'bob'].map((u) => connect({ port: server.port }, u, 'pw')));
+    try {
+      for (let i = 0; i < MAX_ROOMS_PER_USER; i++) await persistentRoom(carol!, `quota${i}`);
+      const refused = await join(carol!, 'quota-extra', 'creator');
+      assert.equal(refused.attrs.type, 'error');
+      assert.equal(errorCondition(refused), 'policy-violation');
+      assert.match(refused.getChild('error')!.getChildText('text', 'urn:ietf:params:xml:ns:xmpp-stanzas') ?? '', new RegExp(`created ${MAX_ROOMS_PER_USER} rooms`));
+      // Another owner for the first room, and carol steps down: still counted against carol.
+      await join(carol!, 'quota0', 'creator');
+      await carol!.iq(xml('iq', { type: 'set', to: `quota0@${SERVICE}` }, xml('query', { xmlns: MUC_ADMIN }, xml('item', { affiliation: 'owner', jid: dave!.bare }))));
+      await carol!.iq(xml('iq', { type: 'set', to: `quota0@${SERVICE}` }, xml('query', { xmlns: MUC_ADMIN }, xml('item', { affiliation: 'none', jid: carol!.bare }))));
+      assert.equal(errorCondition(await join(carol!, 'quota-extra2', 'creator2')), 'policy-violation');
+      // Destroying one of them frees a place.
+      await carol!.iq(xml('iq', { type: 'set', to: `quota1@${SERVICE}` }, xml('query', { xmlns: MUC_OWNER }, xml('destroy', {}, xml('reason', {}, 'done')))));
+      const made = await join(carol!, 'quota-extra3', 'creator3');
+      assert.notEqual(made.attrs.type, 'error');
+    } finally {
+      await Promise.all([carol, dave].map((c) => c?.close()));
+    }
+  });
+});
+
+describe('declines', () => {
+  test('the room relays the decline of an invitation it sent, to the inviter, and refuses one from anybody else', async () => {
+    const [alice, bob, mallory] = await Promise.all(['alice', 'bob', 'mallory'].map((u) => connect({ port: server.port }, u, 'pw')));
+    try {
+      const room = `invites@${SERVICE}`;
+      // Available, so that messages to their bare JIDs reach them rather than their offline stores.
+      await Promise.all([alice!.available(), bob!.available()]);
+      await join(alice!, 'invites', 'Alice');
+      await configure(alice!, 'invites', { 'muc#roomconfig_allowinvites': '1' });
+      const stray = mallory!.waitFor((el) => el.name === 'message' && el.attrs.type === 'error', 10_000, 'the refusal of a stray decline');
+      await mallory!.send(xml('message', { to: room }, xml('x', { xmlns: MUC_USER }, xml('decline', { to: bob!.bare }, xml('reason', {}, 'spam')))));
+      assert.equal(errorCondition(await stray), 'not-acceptable');
+      const invite = bob!.waitFor((el) => el.name === 'message' && el.getChild('x', MUC_USER)?.getChild('invite') !== undefined, 10_000, 'the invitation');
+      await alice!.send(xml('message', { to: room }, xml('x', { xmlns: MUC_USER }, xml('invite', { to: bob!.bare }))));
+      await invite;
+      const declined = alice!.waitFor((el) => el.name === 'message' && el.getChild('x', MUC_USER)?.getChild('decline') !== undefined, 10_000, 'the decline');
+      await bob!.send(xml('message', { to: room }, xml('x', { xmlns: MUC_USER }, xml('decline', { to: alice!.bare }, xml('reason', {}, 'busy')))));
+      const d = (await declined).getChild('x', MUC_USER)!.getChild('decline')!;
+      assert.equal(d.attrs.from, bob!.bare);
+      assert.equal(d.getChildText('reason'), 'busy');
+      assert.equal(bob!.take((el) => el.name === 'message' && el.attrs.type === 'error').length, 0);
+      // Declined once: a second decline has no invitation left.
+      const again = bob!.waitFor((el) => el.name === 'message' && el.attrs.type === 'error', 10_000, 'the refusal of a second decline');
+      await bob!.send(xml('message', { to: room }, xml('x', { xmlns: MUC_USER }, xml('decline', { to: alice!.bare }))));
+      assert.equal(errorCondition(await again), 'not-acceptable');
+      assert.equal(mallory!.take(() => true).filter((el) => el.name === 'message' && el.getChild('x', MUC_USER)?.getChild('decline') !== undefined).length, 0);
+    } finally {
+      await Promise.all([alice, bob, mallory].map((c) => c?.close()));
+    }
+  });
+});
+
