@@ -7,7 +7,7 @@ import { numericValue } from '../config/access.ts';
 import { Counter, type Registry } from 'prom-client';
 import { STOP, type HookRegistration } from '../hooks/hooks.ts';
 import type { HookCatalogue } from '../hooks/catalogue.ts';
-import { parseElement } from '../xmpp/parse-element.ts';
+import { ElementParser, ParseElementError, parseElement } from '../xmpp/parse-element.ts';
 import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { Element } from '../xmpp/xml.ts';
 import { tryParseJid, type JID } from '../xmpp/jid.ts';
@@ -27,8 +27,18 @@ export interface OfflineOpts {
   backend: StoreBackend;
 }
 
-/** Code units of stored messages handed to a session before waiting for its connection to take them. */
+/**
+ * Code units of stored messages read back (parsed) or handed to a session
+ * (written) in one turn of the event loop: past it, the hand-over lets other
+ * work run (setImmediate) and waits for the session's connection to take
+ * what it was given before giving it more. A message longer than this is
+ * parsed a piece per turn; its write (serialisation included) is one turn
+ * of its own.
+ */
 const OFFLINE_BATCH = 32_768;
+
+/** The next turn of the event loop, once the I/O that waits now (other users' input and output) has run. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Runs before handlers that would otherwise bounce the message (MongooseIM's mod_offline uses 50 too). */
 const PRIORITY = 50;
@@ -287,6 +297,31 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       }
     };
 
+    /**
+     * Puts back, for the next login, messages read from the store for a
+     * session that ended before it was given them (oldest first, and nothing
+     * else for the user is written meanwhile: this runs on the user's chain,
+     * so the order stays). A bounded amount per turn, as for the hand-over;
+     * what cannot be written back bounces to its sender.
+     */
+    const keep = async (jid: JID, rest: readonly OfflineMessage[]): Promise<void> => {
+      let spent = 0;
+      for (let i = 0; i < rest.length; i++) {
+        const m = rest[i]!;
+        if (spent > 0 && spent + m.xml.length > OFFLINE_BATCH) {
+          await nextTurn();
+          spent = 0;
+        }
+        try {
+          await store.store(jid.local, jid.domain, m);
+        } catch (err) {
+          storeFailed(err, jid.bare, rest.slice(i).flatMap((r) => bounceOf(r, jid, logger)));
+          return;
+        }
+        spent += m.xml.length;
+      }
+    };
+
     const deliver = async (jid: JID): Promise<void> => {
       // XEP-0160 §3: hand over to the first resource that comes online with
       // a non-negative priority; a negative one never receives messages
@@ -298,42 +333,63 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       const target = ctx.sessions.byFull(jid.full);
       if (target === undefined) {
         // The session ended while the store answered: keep them for next time.
-        for (let i = 0; i < messages.length; i++) {
-          try {
-            await store.store(jid.local, jid.domain, messages[i]!);
-          } catch (err) {
-            storeFailed(err, jid.bare, messages.slice(i).flatMap((m) => bounceOf(m, jid, logger)));
-            return;
-          }
-        }
+        await keep(jid, messages);
         return;
       }
-      // Handed over a bounded batch at a time, the next once the connection
-      // has taken the last: however much is stored, the client's output never
-      // holds more than a batch, so a client that reads is never dropped as a
-      // slow reader while it drains its store (and has nothing sent twice).
-      let batch = 0;
+      // Handed over a bounded amount per turn of the event loop: at most
+      // OFFLINE_BATCH code units parsed or written (a message longer than
+      // that is parsed a piece per turn and written in a turn of its own),
+      // then other work runs (setImmediate: other users' I/O, even when the
+      // connection took everything at once, as a socket's buffer does), and
+      // the next message is written only once the connection has taken what
+      // it was given. So however much is stored, and however costly it is to
+      // read back, no turn is held for long; the client's output never holds
+      // more than a batch (or one message), so a client that reads is never
+      // dropped as a slow reader while it drains its store; and each message
+      // is written once, in order.
+      const ready = async (): Promise<boolean> =>
+        (target.drained === undefined || (await target.drained())) && ctx.sessions.byFull(jid.full) === target;
+      /** Code units parsed or written in this turn. */
+      let spent = 0;
+      /** A turn passed since the session was last seen ready: it may have ended meanwhile. */
+      let yielded = false;
+      const pause = async (): Promise<void> => {
+        await nextTurn();
+        spent = 0;
+        yielded = true;
+      };
+      let delivered = 0;
       for (let i = 0; i < messages.length; i++) {
-        const m = messages[i]!;
-        if (batch > 0 && batch + m.xml.length > OFFLINE_BATCH && target.drained !== undefined) {
-          batch = 0;
-          if (!(await target.drained())) {
+        const xml = messages[i]!.xml;
+        const parser = new ElementParser();
+        for (let at = 0; at < xml.length;) {
+          if (spent >= OFFLINE_BATCH) await pause();
+          const n = Math.min(xml.length - at, OFFLINE_BATCH - spent);
+          parser.write(n === xml.length ? xml : xml.slice(at, at + n));
+          at += n;
+          spent += n;
+        }
+        const el = parser.close();
+        if (el instanceof ParseElementError) {
+          logger.error({ what: 'offline_message_unreadable', user: jid.bare, err: el }, 'a stored offline message could not be parsed');
+          continue;
+        }
+        // Writing it costs about its length again: in a turn of its own if this one cannot take it.
+        if (spent > 0 && spent + xml.length > OFFLINE_BATCH) await pause();
+        if (yielded) {
+          yielded = false;
+          if (!(await ready())) {
             // The session ended: what it was not given is kept for next time.
-            for (const rest of messages.slice(i)) await store.store(jid.local, jid.domain, rest);
+            await keep(jid, messages.slice(i));
+            logger.debug({ what: 'offline_delivery_interrupted', jid: jid.full, count: delivered, kept: messages.length - i }, 'the session ended during the offline hand-over');
             return;
           }
         }
-        batch += m.xml.length;
-        let el: Element;
-        try {
-          el = parseElement(m.xml);
-        } catch (err) {
-          logger.error({ what: 'offline_message_unreadable', user: jid.bare, err }, 'a stored offline message could not be parsed');
-          continue;
-        }
         target.send(el, true);
+        delivered++;
+        spent += xml.length;
       }
-      logger.debug({ what: 'offline_delivered', jid: jid.full, count: messages.length }, 'offline messages delivered');
+      logger.debug({ what: 'offline_delivered', jid: jid.full, count: delivered }, 'offline messages delivered');
     };
 
     const onAvailable = (p: HookCatalogue['user_available']) => {

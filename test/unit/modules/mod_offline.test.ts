@@ -209,6 +209,64 @@ describe('the module', () => {
     assert.deepEqual(other.got, []);
   });
 
+  test('a large hand-over yields to the event loop between bounded steps, even when the connection takes everything at once', async () => {
+    await start();
+    const big = '<'.repeat(40_000);
+    for (let i = 0; i < 6; i++) sendOffline(`${i}${big}`);
+    const s = online('alice@example.com/laptop');
+    const seen: number[] = [];
+    Object.assign(s, { drained: () => Promise.resolve(true) });
+    hooks.run('user_available', 'example.com', { jid: s.jid });
+    // Other work queued now runs while the hand-over is still going on.
+    await new Promise((r) => setImmediate(r));
+    seen.push(s.got.length);
+    await instance!.stop!();
+    assert.ok(seen[0]! < 6, `all ${seen[0]} messages were handed over before other work could run`);
+    assert.deepEqual(s.got.map((el) => el.getChildText('body')), [0, 1, 2, 3, 4, 5].map((i) => `${i}${big}`));
+    assert.equal(await storage.store.count('alice', 'example.com'), 0);
+  });
+
+  test('a session that ends during the hand-over keeps what it was not given, in order, for the next login; nothing is given twice', async () => {
+    await start();
+    const body = 'x'.repeat(20_000);
+    for (let i = 0; i < 8; i++) sendOffline(`${i}${body}`);
+    const s = online('alice@example.com/laptop');
+    let ended = false;
+    Object.assign(s, {
+      send: (el: Element) => {
+        s.got.push(el);
+        // Ends once it has taken three: the next check finds it gone.
+        if (s.got.length === 3) {
+          ended = true;
+          sessions.delete(s.jid.full);
+        }
+      },
+      drained: () => Promise.resolve(!ended),
+    });
+    hooks.run('user_available', 'example.com', { jid: s.jid });
+    await instance!.stop!();
+    assert.deepEqual(s.got.map((el) => el.getChildText('body')), [0, 1, 2].map((i) => `${i}${body}`));
+    assert.equal(await storage.store.count('alice', 'example.com'), 5);
+
+    const next = online('alice@example.com/phone');
+    hooks.run('user_available', 'example.com', { jid: next.jid });
+    await instance!.stop!();
+    assert.deepEqual(next.got.map((el) => el.getChildText('body')), [3, 4, 5, 6, 7].map((i) => `${i}${body}`));
+    assert.equal(await storage.store.count('alice', 'example.com'), 0);
+  });
+
+  test('a stored message that cannot be read back, even a large one, is skipped and the rest are handed over', async () => {
+    await start();
+    sendOffline('before');
+    await instance!.stop!();
+    await storage.store.store('alice', 'example.com', { xml: `<message from='bob@example.com/phone' type='chat'><body>${'y'.repeat(100_000)}</bodyx></message>`, from: bob.full, timestamp: 0 });
+    sendOffline('after');
+    const s = online('alice@example.com/laptop');
+    hooks.run('user_available', 'example.com', { jid: s.jid });
+    await instance!.stop!();
+    assert.deepEqual(s.got.map((el) => el.getChildText('body')), ['before', 'after']);
+  });
+
   test('a session with negative priority does not take the stored messages', async () => {
     await start();
     sendOffline('kept');
