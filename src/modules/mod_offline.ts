@@ -21,6 +21,8 @@ export type { OfflineMessage, OfflineStore } from './mod_offline/store.ts';
 export interface OfflineOpts {
   /** Messages kept per user; the next one is bounced with resource-constraint. */
   max_messages: number;
+  /** Petrel: characters of stored stanzas (as stored) one user's store holds at most. */
+  max_bytes: number;
   /** Name of the access rule giving each user's limit. */
   access_max_user_messages: string;
   /** Where messages are kept: "internal" (the embedded store) or "rdbms". */
@@ -190,6 +192,7 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
   configSpec: section(
     {
       max_messages: int({ default: 100, min: 1 }),
+      max_bytes: int({ default: 1_048_576, min: 1 }),
       // MongooseIM's: the access rule giving each user's limit; max_messages applies where it gives no number.
       access_max_user_messages: str({ nonEmpty: true, default: 'max_user_offline_messages' }),
       backend: storeBackendSpec(),
@@ -255,11 +258,11 @@ export const definition: ModuleDefinition<OfflineOpts, OfflineData> = {
       storedHere.add(to.bare);
       const stored = enqueue(to.bare, async () => {
         try {
-          const n = await store.count(user, domain);
+          const { count: n, chars } = await store.usage(user, domain);
           const limit = limitFor(user, domain);
-          if (limit > 0 && n >= limit) {
+          if ((limit > 0 && n >= limit) || chars + xml.length > opts.max_bytes) {
             metrics.refused.labels({ host_type: domain }).inc();
-            logger.info({ what: 'offline_limit_reached', user: to.bare, count: n }, 'offline storage full, message bounced');
+            logger.info({ what: 'offline_limit_reached', user: to.bare, count: n, chars }, 'offline storage full, message bounced');
             // RFC 6120 §8.3.3.18: the user's store is full for now; retry later.
             ctx.router.routeError(packet, from, to, 'resource-constraint', 'wait');
             return;

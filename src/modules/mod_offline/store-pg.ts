@@ -7,12 +7,17 @@ export function pgOfflineStore(pool: pg.Pool): OfflineStore {
   return {
     async store(user, domain, msg) {
       await q(pool, 'offline_store',
-        'INSERT INTO petrel_offline (domain, username, sender, xml, stored_at) VALUES ($1, $2, $3, $4, $5)',
-        [domain, user, msg.from, msg.xml, msg.timestamp]);
+        'INSERT INTO petrel_offline (domain, username, sender, xml, stored_at, size) VALUES ($1, $2, $3, $4, $5, $6)',
+        [domain, user, msg.from, msg.xml, msg.timestamp, msg.xml.length]);
     },
     async count(user, domain) {
       const r = await q<{ n: string }>(pool, 'offline_count', 'SELECT COUNT(*) AS n FROM petrel_offline WHERE domain = $1 AND username = $2', [domain, user]);
       return Number(r.rows[0]!.n);
+    },
+    async usage(user, domain) {
+      const r = await q<{ n: string; c: string }>(pool, 'offline_usage',
+        'SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS c FROM petrel_offline WHERE domain = $1 AND username = $2', [domain, user]);
+      return { count: Number(r.rows[0]!.n), chars: Number(r.rows[0]!.c) };
     },
     async popAll(user, domain): Promise<OfflineMessage[]> {
       // Read and delete in one statement: a message stored meanwhile by

@@ -11,17 +11,22 @@ interface OfflineRow {
 }
 
 export function sqliteOfflineStore(db: DatabaseSync): OfflineStore {
-  const insert = db.prepare('INSERT INTO offline (user, domain, "from", xml, timestamp) VALUES (?, ?, ?, ?, ?)');
+  const insert = db.prepare('INSERT INTO offline (user, domain, "from", xml, timestamp, size) VALUES (?, ?, ?, ?, ?, ?)');
   const count = db.prepare('SELECT COUNT(*) AS n FROM offline WHERE domain = ? AND user = ?');
+  const usage = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS c FROM offline WHERE domain = ? AND user = ?');
   const list = db.prepare('SELECT id, "from", xml, timestamp FROM offline WHERE domain = ? AND user = ? ORDER BY id');
   const deleteUpTo = db.prepare('DELETE FROM offline WHERE domain = ? AND user = ? AND id <= ?');
   const deleteAll = db.prepare('DELETE FROM offline WHERE domain = ? AND user = ?');
   return {
     async store(user, domain, msg) {
-      insert.run(user, domain, msg.from, msg.xml, msg.timestamp);
+      insert.run(user, domain, msg.from, msg.xml, msg.timestamp, msg.xml.length);
     },
     async count(user, domain) {
       return Number((count.get(domain, user) as { n: number }).n);
+    },
+    async usage(user, domain) {
+      const r = usage.get(domain, user) as { n: number; c: number };
+      return { count: Number(r.n), chars: Number(r.c) };
     },
     async popAll(user, domain): Promise<OfflineMessage[]> {
       // Read and delete under one lock so that a message stored by another

@@ -16,6 +16,8 @@ export interface OfflineMessage {
 export interface OfflineStore {
   store(user: string, domain: string, msg: OfflineMessage): Promise<void>;
   count(user: string, domain: string): Promise<number>;
+  /** Messages stored for the user and their characters (as stored; rows written before sizes were kept count 0). */
+  usage(user: string, domain: string): Promise<{ count: number; chars: number }>;
   /** Returns and deletes every stored message, oldest first. */
   popAll(user: string, domain: string): Promise<OfflineMessage[]>;
   /** Deletes every stored message of the user (user_removed). */
@@ -38,6 +40,7 @@ export const OFFLINE_MIGRATIONS: Migrations = {
       timestamp INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS offline_by_user ON offline (domain, user, id);`,
+    'ALTER TABLE offline ADD COLUMN size INTEGER NOT NULL DEFAULT 0;',
   ],
   rdbms: [
     `CREATE TABLE IF NOT EXISTS petrel_offline (
@@ -49,6 +52,7 @@ export const OFFLINE_MIGRATIONS: Migrations = {
       stored_at BIGINT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS petrel_offline_by_user ON petrel_offline (domain, username, id);`,
+    'ALTER TABLE petrel_offline ADD COLUMN IF NOT EXISTS size BIGINT NOT NULL DEFAULT 0;',
   ],
 };
 

@@ -68,6 +68,8 @@ describe('offline drain', () => {
   before(async () => {
     server = await startHostile({
       users: [['mallory', PW.mallory], ['victim', PW.victim], ['bob', PW.bob]],
+      // Room for all of them (10 MB), past the default max_bytes: the drain itself is what is tested.
+      offline: { max_bytes: 16_777_216 },
     });
   });
   after(async () => {

@@ -17,6 +17,8 @@ export interface HostileOptions {
   general?: Record<string, TomlValue>;
   /** [modules.mod_offline] max_messages. */
   offlineMax?: number;
+  /** Other keys of [modules.mod_offline]. */
+  offline?: Record<string, TomlValue>;
   /** Defines [shaper.normal] with this max_rate; the listener uses it. */
   shaperRate?: number;
   users?: Array<[string, string]>;
@@ -50,6 +52,7 @@ export async function startHostile(o: HostileOptions = {}): Promise<Petrel> {
   t += '\n[auth]\n  [auth.password]\n    format = "scram"\n    scram_iterations = 4096\n  [auth.internal]\n\n';
   t += `[modules.mod_roster]\n${keys(o.roster, '  ')}[modules.mod_disco]\n[modules.mod_ping]\n${keys(o.ping, '  ')}`;
   t += o.offlineMax === undefined ? '[modules.mod_offline]\n' : `[modules.mod_offline]\n  max_messages = ${o.offlineMax}\n`;
+  t += keys(o.offline, '  ');
   if (o.shaperRate !== undefined) t += `\n[shaper.normal]\n  max_rate = ${o.shaperRate}\n`;
   if (o.metricsPort !== undefined) {
     t += `\n[[listen.http]]\n  port = ${o.metricsPort}\n  ip_address = "127.0.0.1"\n  [[listen.http.handlers.mongoose_prometheus_handler]]\n    host = "_"\n    path = "/metrics"\n`;

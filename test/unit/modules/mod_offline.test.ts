@@ -150,9 +150,9 @@ describe('the module', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('max_messages defaults to 100, access_max_user_messages to MongooseIM\'s rule name, and unknown options are rejected', () => {
+  test('max_messages defaults to 100, max_bytes to 1 MiB, access_max_user_messages to MongooseIM\'s rule name, and unknown options are rejected', () => {
     const ctx = { configDir: '/', warnings: [] };
-    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100, access_max_user_messages: 'max_user_offline_messages', backend: 'internal' });
+    assert.deepEqual(validate(definition.configSpec, undefined, 'modules.mod_offline', ctx), { max_messages: 100, max_bytes: 1_048_576, access_max_user_messages: 'max_user_offline_messages', backend: 'internal' });
     assert.throws(() => validate(definition.configSpec, { store_type: 'x' }, 'modules.mod_offline', ctx), /modules\.mod_offline\.store_type: unknown option/);
     assert.throws(() => validate(definition.configSpec, { max_messages: 0 }, 'modules.mod_offline', ctx), /max_messages/);
   });

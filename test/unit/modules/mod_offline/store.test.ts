@@ -13,7 +13,7 @@ onEachBackend('the offline message store', (b) => {
   test('opening creates the table and records its version under "mod_offline"', async () => {
     assert.deepEqual(
       (await b.query('SELECT component, version FROM petrel_schema_version')).map((r) => [r.component, Number(r.version)]),
-      [['mod_offline', 1]],
+      [['mod_offline', 2]],
     );
   });
 
@@ -22,6 +22,7 @@ onEachBackend('the offline message store', (b) => {
       await offline.store('alice', 'example.com', { xml: `<message id="${i}"/>`, from: 'bob@example.com/r', timestamp: 1000 + i });
     }
     assert.equal(await offline.count('alice', 'example.com'), 5);
+    assert.deepEqual(await offline.usage('alice', 'example.com'), { count: 5, chars: 5 * '<message id="0"/>'.length });
     const popped = await offline.popAll('alice', 'example.com');
     assert.deepEqual(popped.map((m) => [m.xml, m.timestamp]), [0, 1, 2, 3, 4].map((i) => [`<message id="${i}"/>`, 1000 + i]));
     assert.deepEqual(popped[0], { xml: '<message id="0"/>', from: 'bob@example.com/r', timestamp: 1000 });
