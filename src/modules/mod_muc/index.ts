@@ -145,7 +145,7 @@ export const mucSpec: Spec = section(
     hibernated_room_timeout: compat(intOrInfinity(0, 0), 'a room without occupants costs no process in Petrel'),
     default_room: defaultRoom,
     max_rooms: int({ min: 1, default: 10_000 }),
-    history_max_bytes: int({ min: 0, default: 262_144 }),
+    history_max_bytes: int({ min: 0, default: 65_536 }),
     max_affiliations: int({ min: 1, default: 1000 }),
     max_rooms_per_user: int({ min: 1, default: 100 }),
     max_broadcast_rate: int({ min: 1, default: 1_048_576 }),
