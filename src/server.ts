@@ -26,6 +26,7 @@ import type { SaslMechanismName as WireMechanism } from './xmpp/sasl/index.ts';
 import { createOutgoingPools } from './outgoing/pools.ts';
 import { createMetricsRegistry } from './metrics/registry.ts';
 import { startHttpListeners } from './http/listener.ts';
+import { httpConnectionLimits } from './http/connection-slots.ts';
 import { httpListenersOf } from './http/config.ts';
 import { HTTP_HANDLERS } from './http-handlers.ts';
 import { snapshotRoute } from './metrics/prometheus.ts';
@@ -241,6 +242,7 @@ export async function startServer(config: PetrelConfig): Promise<RunningServer> 
     };
     const http = await startHttpListeners(httpListenersOf(config), {
       handlers: HTTP_HANDLERS, ctx: { logger, metrics, c2s: shared }, logger, loopbackRoutes: [snapshotRoute(sampler, logger)],
+      connections: shared.connections === undefined ? undefined : httpConnectionLimits(shared.connections, shared.metrics),
     });
     closers.push(() => http.close());
     closers.push(await startControl(config.general.data_dir, (e) => accountChanged(e, { hosts, hooks, sm, logger }), logger));

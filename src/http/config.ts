@@ -17,6 +17,8 @@ import { checkCertificatePair } from '../config/certificates.ts';
 /** MongooseIM's defaults for listen.http.transport (Ranch's max_connections). */
 export const DEFAULT_NUM_ACCEPTORS = 100;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** Petrel's: ms to receive a complete request head (listen.http.protocol.headers_timeout). */
+export const DEFAULT_HEADERS_TIMEOUT = 10_000;
 
 /** The Cowboy route suffix that makes a path serve everything below it. */
 export const SUBTREE_SUFFIX = '/[...]';
@@ -144,7 +146,14 @@ export function httpListenerSpec(handlers: HttpHandlerRegistry<any>): SectionSpe
         { num_acceptors: int({ min: 1, default: DEFAULT_NUM_ACCEPTORS }), max_connections: maxConnections },
         { default: true },
       ),
-      protocol: section({ compress: bool({ default: false }) }, { default: true }),
+      protocol: section(
+        {
+          compress: bool({ default: false }),
+          // No default in the validated table: the listener applies DEFAULT_HEADERS_TIMEOUT.
+          headers_timeout: int({ min: 100 }),
+        },
+        { default: true },
+      ),
       handlers: section(handlerItems, { wildcard: custom((_v, p) => fail(p, `unknown handler; ${serves}`)) }),
     },
     {

@@ -9,11 +9,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { hostName, isLoopback, makeRoute, matchRoute, orderRoutes, requestPath, type Route } from './routes.ts';
 import type { HttpHandlerRegistry, HttpListenerConfig, HttpService, HttpTlsConfig } from './types.ts';
+import { DEFAULT_HEADERS_TIMEOUT } from './config.ts';
+import { markSlotHeld, type ConnectionRefusalReason, type HttpConnectionLimits } from './connection-slots.ts';
 
 /** A route of Petrel's own, answered on every listener to loopback clients only. */
 export interface LoopbackRoute {
@@ -30,6 +32,12 @@ export interface HttpListenersOptions<Ctx> {
   ctx: Ctx;
   logger?: Logger;
   loopbackRoutes?: readonly LoopbackRoute[];
+  /**
+   * The limits every connection of every listener counts against from the
+   * moment it is accepted (the c2s ones). Absent: those found in `ctx.c2s`
+   * (the server's handler context), if any.
+   */
+  connections?: HttpConnectionLimits;
 }
 
 export interface HttpListenerAddressInfo {
@@ -77,6 +85,24 @@ function acceptSelfSigned(socket: TLSSocket): void {
   const err = socket.authorizationError;
   const code = typeof err === 'string' ? err : (err as (Error & { code?: string }) | null)?.code;
   if (!presented || (!socket.authorized && !SELF_SIGNED.has(code ?? String(err)))) socket.destroy();
+}
+
+/** Node's default for the whole request (head and body); a request head is bounded by headers_timeout. */
+const REQUEST_TIMEOUT = 300_000;
+/** ms an idle keep-alive connection is kept between requests (Node's default, set here so it stays bounded). */
+const KEEP_ALIVE_TIMEOUT = 5_000;
+
+/**
+ * A connection past the connection limits, on a plain listener: told so in
+ * HTTP before any request is read, then closed. (On an HTTPS listener it is
+ * only closed: it is counted before its TLS handshake.)
+ */
+function refuseConnection(socket: Socket, reason: ConnectionRefusalReason): void {
+  const text = reason === 'global_limit' ? 'the server has too many connections; try again later\n' : 'too many connections from this address\n';
+  socket.once('finish', () => socket.destroy());
+  socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  // A peer that never reads does not keep the socket.
+  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 function plain(res: http.ServerResponse, status: number, body: string): void {
@@ -147,7 +173,17 @@ async function listenOne<Ctx>(cfg: HttpListenerConfig, index: number, o: HttpLis
   // Only routes with an upgrade handler take the connection over; for the
   // others the Upgrade header is ignored and the request answered as usual,
   // which RFC 9110 §7.8 allows.
-  const serverOpts: http.ServerOptions = { shouldUpgradeCallback: (req) => upgradeRoute(req) !== undefined };
+  // headers_timeout bounds the time to send a request head (slowloris): past
+  // it Node answers 408 and destroys the connection. Node checks its
+  // connections for it every connectionsCheckingInterval, so that is a
+  // fraction of the timeout.
+  const headersTimeout = cfg.protocol.headers_timeout ?? DEFAULT_HEADERS_TIMEOUT;
+  const serverOpts: http.ServerOptions = {
+    shouldUpgradeCallback: (req) => upgradeRoute(req) !== undefined,
+    headersTimeout,
+    requestTimeout: Math.max(REQUEST_TIMEOUT, headersTimeout),
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+  };
 
   let server: http.Server;
   if (cfg.tls !== undefined) {
@@ -166,9 +202,36 @@ async function listenOne<Ctx>(cfg: HttpListenerConfig, index: number, o: HttpLis
   } else {
     server = http.createServer(serverOpts, onRequest);
   }
+  server.keepAliveTimeout = Math.min(KEEP_ALIVE_TIMEOUT, headersTimeout);
+  // Every connection counts against the c2s connection limits (per address
+  // and server-wide) from the moment it is accepted, so that connections
+  // still sending their request (or never sending one) cannot be opened
+  // without bound from one address. The slot is given back when the socket
+  // closes or is destroyed; a connection upgraded to WebSocket keeps it.
+  const limits = o.connections;
+  if (limits !== undefined) {
+    let lastRefusalLog = 0;
+    server.on('connection', (socket: Socket) => {
+      const admitted = limits.admit(socket.remoteAddress);
+      if ('refused' in admitted) {
+        limits.refused?.(admitted.refused);
+        const now = Date.now();
+        // At most one line a second, so that a flood of connections is not also a flood of logs.
+        if (now - lastRefusalLog >= 1000) {
+          lastRefusalLog = now;
+          log?.warn({ what: 'http_connection_refused', listener: where, reason: admitted.refused, remote: socket.remoteAddress }, 'HTTP connection refused: too many connections');
+        }
+        if (cfg.tls !== undefined) return void socket.destroy();
+        return refuseConnection(socket, admitted.refused);
+      }
+      socket.once('close', () => limits.release(admitted.key));
+    });
+  }
   server.on('upgrade', (req: http.IncomingMessage, socket, head: Buffer) => {
     const route = upgradeRoute(req);
     if (route === undefined) return void socket.destroy();
+    // Its slot was taken when the connection was accepted: the handler keeps it.
+    if (limits !== undefined) markSlotHeld(socket);
     try {
       route.service.upgrade!(req, socket, head);
     } catch (err) {

@@ -92,6 +92,8 @@ export interface HttpListenerConfig extends HttpListenerAddress {
   protocol: {
     /** Accepted for compatibility; Petrel does not compress responses. */
     compress: boolean;
+    /** ms a connection has to send a complete request head (request line and headers); past it the connection is closed (408). Absent (not set in the file): DEFAULT_HEADERS_TIMEOUT (10000). */
+    headers_timeout?: number;
   };
   /** The handler tables by kind, each list in file order; only kinds present in the file appear. */
   handlers: Readonly<Record<string, readonly HttpHandlerOptions[]>>;

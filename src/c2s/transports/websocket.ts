@@ -14,6 +14,7 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import type { Transport, TransportEvents } from '../transport.ts';
 import type { C2SContext, C2SSession } from '../session.ts';
 import { acceptC2S, releaseC2S } from '../listener.ts';
+import { holdsConnectionSlot } from '../../http/connection-slots.ts';
 
 /** RFC 7395 §3.1: the subprotocol a client must offer. */
 export const XMPP_SUBPROTOCOL = 'xmpp';
@@ -259,12 +260,37 @@ export function xmppSubprotocol(header: string | undefined): string | undefined 
   return undefined;
 }
 
-/** An HTTP answer on a connection that asked for an upgrade and does not get it. */
-function refuse(socket: Duplex, status: number, reason: string, text: string): void {
+/**
+ * An HTTP answer on a connection that asked for an upgrade and does not get
+ * it; the socket is destroyed once the answer is written (as `ws` does), so
+ * that its connection slot is given back whatever the peer does.
+ */
+function refuse(socket: Duplex, status: number, reason: string, text: string, headers = ''): void {
   if (!socket.writable) return void socket.destroy();
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
-  // A peer that does not close its side does not keep the socket.
+  socket.once('finish', destroyThis);
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  // A peer that does not read does not keep the socket.
   setTimeout(destroyDuplex, END_GRACE, socket).unref();
+}
+
+function destroyThis(this: Duplex): void {
+  this.destroy();
+}
+
+/**
+ * The answer to a handshake `ws` refuses (RFC 6455 §4.2.1: no or a bad
+ * Sec-WebSocket-Key, an Upgrade other than websocket, a malformed
+ * Sec-WebSocket-Protocol list, ...). With a `wsClientError` listener, `ws`
+ * leaves answering and closing to it, so it is done here: 400, or for a
+ * version it does not speak 426 with the version it does (§4.4), 405 for a
+ * method other than GET.
+ */
+function refuseHandshake(socket: Duplex, err: Error): void {
+  if (/Sec-WebSocket-Version/i.test(err.message)) {
+    return refuse(socket, 426, 'Upgrade Required', 'WebSocket version 13 only (RFC 6455)\n', 'Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n');
+  }
+  if (/method/i.test(err.message)) return refuse(socket, 405, 'Method Not Allowed', 'a WebSocket handshake is a GET\n', 'Allow: GET\r\n');
+  refuse(socket, 400, 'Bad Request', `${err.message}\n`);
 }
 
 export interface WebSocketEndpoint {
@@ -292,6 +318,7 @@ export function webSocketEndpoint(o: WebSocketEndpointOptions): WebSocketEndpoin
   });
   wss.on('wsClientError', (err, socket) => {
     o.logger.debug({ what: 'ws_handshake_refused', handler: o.where, remote: (socket as { remoteAddress?: string }).remoteAddress, err: err.message }, 'WebSocket handshake refused');
+    refuseHandshake(socket, err);
   });
   function forget(this: WebSocket): void {
     sockets.delete(this);
@@ -310,8 +337,11 @@ export function webSocketEndpoint(o: WebSocketEndpointOptions): WebSocketEndpoin
       if (xmppSubprotocol(req.headers['sec-websocket-protocol']) === undefined) {
         return refuse(socket, 400, 'Bad Request', 'XMPP over WebSocket needs the "xmpp" subprotocol (Sec-WebSocket-Protocol: xmpp, RFC 7395 §3.1)\n');
       }
-      // The c2s connection limits count WebSocket connections with the TCP ones; past them the upgrade is refused.
-      const slots = o.ctx.connections;
+      // The c2s connection limits count WebSocket connections with the TCP
+      // ones. The HTTP listener took this connection's slot when it accepted
+      // it (and gives it back when the socket closes): it keeps that one.
+      // Otherwise one is taken here, and past the limits the upgrade is refused.
+      const slots = holdsConnectionSlot(socket) ? undefined : o.ctx.connections;
       const admitted = slots?.admit(req.socket.remoteAddress);
       if (admitted !== undefined && 'refused' in admitted) {
         o.ctx.metrics?.connectionRefused(admitted.refused);
