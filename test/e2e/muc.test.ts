@@ -11,12 +11,8 @@ import { preparePetrel, startPetrel, type Petrel } from './helpers/server.ts';
 import { connect, xml, type TestClient, type XmlElement } from './helpers/client.ts';
 import { restart } from './delivery/helpers.ts';
 import { handlersToml, poolToml, Webhook } from './pusher/helpers.ts';
+import { MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, SERVICE } from './helpers/muc.ts';
 
-const MUC = 'http://jabber.org/protocol/muc';
-const MUC_USER = 'http://jabber.org/protocol/muc#user';
-const MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
-const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
-const SERVICE = 'conference.localhost';
 
 // Awaited before any test or hook is declared: the runner starts the file's
 // tests while the module is still being evaluated, so an await between

@@ -138,22 +138,30 @@ async function tcpLogin(port: number, localAddress: string, user: string, passwo
   }
 }
 
-describe('refused WebSocket handshakes and per-address limits on the HTTP listener', () => {
-  let server: Petrel;
-  let httpPort: number;
-  const held: Socket[] = [];
+/**
+ * A server with an HTTP listener (with `protocol` in its table) for the tests
+ * of one describe block: started before them, stopped after, with the
+ * sockets they held.
+ */
+function serverForBlock(protocol = ''): { server: Petrel; httpPort: number; held: Socket[] } {
+  const srv = { server: undefined as unknown as Petrel, httpPort: 0, held: [] as Socket[] };
   before(async () => {
-    httpPort = await freePort();
-    server = await startHostile({
+    srv.httpPort = await freePort();
+    srv.server = await startHostile({
       general: { max_c2s_connections_per_address: PER_ADDRESS },
       users: [['alice', 'pw-alice']],
-      extraToml: httpToml(httpPort),
+      extraToml: httpToml(srv.httpPort, protocol),
     });
   });
   after(async () => {
-    for (const s of held) s.destroy();
-    await server.dispose();
+    for (const s of srv.held) s.destroy();
+    await srv.server?.dispose();
   });
+  return srv;
+}
+
+describe('refused WebSocket handshakes and per-address limits on the HTTP listener', () => {
+  const srv = serverForBlock();
 
   const variants: Array<[string, Record<string, string | null>, RegExp]> = [
     ['no Sec-WebSocket-Key', { 'Sec-WebSocket-Key': null }, /^HTTP\/1\.1 400 /],
@@ -165,8 +173,8 @@ describe('refused WebSocket handshakes and per-address limits on the HTTP listen
   ];
   for (const [name, over, status] of variants) {
     test(`a handshake with ${name} gets its HTTP status and is closed by the server`, async () => {
-      const c = await rawFrom(httpPort, '127.0.0.1', upgradeRequest(over));
-      held.push(c.socket);
+      const c = await rawFrom(srv.httpPort, '127.0.0.1', upgradeRequest(over));
+      srv.held.push(c.socket);
       const got = await c.closedByServer();
       assert.match(got, status);
     });
@@ -176,70 +184,56 @@ describe('refused WebSocket handshakes and per-address limits on the HTTP listen
     const from = '127.0.0.3';
     for (let i = 0; i < PER_ADDRESS * 2; i++) {
       // The client never closes its side: the server must.
-      const c = await rawFrom(httpPort, from, upgradeRequest({ 'Sec-WebSocket-Key': null }));
-      held.push(c.socket);
+      const c = await rawFrom(srv.httpPort, from, upgradeRequest({ 'Sec-WebSocket-Key': null }));
+      srv.held.push(c.socket);
       assert.match(await c.closedByServer(), /^HTTP\/1\.1 400 /);
     }
-    assert.equal(await wsLogin(httpPort, from, 'alice', 'pw-alice').then((j) => j.split('/')[0]), 'alice@localhost');
-    assert.equal((await tcpLogin(server.port, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
+    assert.equal(await wsLogin(srv.httpPort, from, 'alice', 'pw-alice').then((j) => j.split('/')[0]), 'alice@localhost');
+    assert.equal((await tcpLogin(srv.server.port, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
   });
 
   test('half-closed refused handshakes (the client sends its FIN at once) do not lock the address out', async () => {
     const from = '127.0.0.6';
     for (let i = 0; i < PER_ADDRESS * 2; i++) {
-      const c = await rawFrom(httpPort, from);
-      held.push(c.socket);
+      const c = await rawFrom(srv.httpPort, from);
+      srv.held.push(c.socket);
       c.socket.end(upgradeRequest({ 'Sec-WebSocket-Version': '99' }));
       await c.closedByServer();
     }
-    assert.equal((await wsLogin(httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
+    assert.equal((await wsLogin(srv.httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
   });
 
   test('idle partial HTTP requests count against the per-address limit: the next connection from that address is refused, another address logs in', async () => {
     const from = '127.0.0.4';
     const partial: Raw[] = [];
     for (let i = 0; i < PER_ADDRESS; i++) {
-      const c = await rawFrom(httpPort, from, 'GET /ws-xmpp HTTP/1.1\r\nHost: localhost\r\n');
-      held.push(c.socket);
+      const c = await rawFrom(srv.httpPort, from, 'GET /ws-xmpp HTTP/1.1\r\nHost: localhost\r\n');
+      srv.held.push(c.socket);
       partial.push(c);
     }
     // A connection past the limit is answered 503 and closed, before any request.
-    const next = await rawFrom(httpPort, from);
-    held.push(next.socket);
+    const next = await rawFrom(srv.httpPort, from);
+    srv.held.push(next.socket);
     assert.match(await next.closedByServer(), /^HTTP\/1\.1 503 [^]*too many connections from this address/);
-    await assert.rejects(wsLogin(httpPort, from, 'alice', 'pw-alice'));
-    assert.equal((await wsLogin(httpPort, '127.0.0.2', 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
+    await assert.rejects(wsLogin(srv.httpPort, from, 'alice', 'pw-alice'));
+    assert.equal((await wsLogin(srv.httpPort, '127.0.0.2', 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
     // Once the partial requests go, the address is served again.
     for (const c of partial) c.socket.destroy();
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal((await wsLogin(httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
+    assert.equal((await wsLogin(srv.httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
   });
 });
 
 describe('headers_timeout of the HTTP listener', () => {
-  let server: Petrel;
-  let httpPort: number;
-  const held: Socket[] = [];
-  before(async () => {
-    httpPort = await freePort();
-    server = await startHostile({
-      general: { max_c2s_connections_per_address: PER_ADDRESS },
-      users: [['alice', 'pw-alice']],
-      extraToml: httpToml(httpPort, '  [listen.http.protocol]\n    headers_timeout = 500\n'),
-    });
-  });
-  after(async () => {
-    for (const s of held) s.destroy();
-    await server.dispose();
-  });
+  const srv = serverForBlock('  [listen.http.protocol]\n    headers_timeout = 500\n');
 
   test('a request head that never completes is closed by the server, and the address can connect again', async () => {
     const from = '127.0.0.5';
     // As many as the address may hold, each dripping a header line now and then.
     const partial: Raw[] = [];
     for (let i = 0; i < PER_ADDRESS; i++) {
-      const c = await rawFrom(httpPort, from, 'GET /ws-xmpp HTTP/1.1\r\nHost: localhost\r\n');
-      held.push(c.socket);
+      const c = await rawFrom(srv.httpPort, from, 'GET /ws-xmpp HTTP/1.1\r\nHost: localhost\r\n');
+      srv.held.push(c.socket);
       partial.push(c);
     }
     const drip = setInterval(() => {
@@ -250,12 +244,12 @@ describe('headers_timeout of the HTTP listener', () => {
     } finally {
       clearInterval(drip);
     }
-    assert.equal((await wsLogin(httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
+    assert.equal((await wsLogin(srv.httpPort, from, 'alice', 'pw-alice')).split('/')[0], 'alice@localhost');
   });
 
   test('a connection that sends nothing at all is closed too', async () => {
-    const c = await rawFrom(httpPort, '127.0.0.7');
-    held.push(c.socket);
+    const c = await rawFrom(srv.httpPort, '127.0.0.7');
+    srv.held.push(c.socket);
     await c.closedByServer(5000);
   });
 });

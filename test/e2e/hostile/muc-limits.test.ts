@@ -10,13 +10,9 @@ import assert from 'node:assert/strict';
 import { startPetrel, type Petrel } from '../helpers/server.ts';
 import { connect, errorCondition, xml, type TestClient, type XmlElement } from '../helpers/client.ts';
 import { restart } from '../delivery/helpers.ts';
+import { MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, SERVICE } from '../helpers/muc.ts';
 
-const MUC = 'http://jabber.org/protocol/muc';
-const MUC_USER = 'http://jabber.org/protocol/muc#user';
-const MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
-const MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
 const DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
-const SERVICE = 'conference.localhost';
 /** A bucket of 4 × 20,000 characters. */
 const RATE = 20_000;
 const MAX_AFFILIATIONS = 50;
