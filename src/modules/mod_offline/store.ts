@@ -40,7 +40,11 @@ export const OFFLINE_MIGRATIONS: Migrations = {
       timestamp INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS offline_by_user ON offline (domain, user, id);`,
-    'ALTER TABLE offline ADD COLUMN size INTEGER NOT NULL DEFAULT 0;',
+    // The size of each message, and an index that holds it, so that a user's
+    // usage (checked before each store) is read from the index alone, as
+    // the count was.
+    `ALTER TABLE offline ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS offline_usage ON offline (domain, user, size);`,
   ],
   rdbms: [
     `CREATE TABLE IF NOT EXISTS petrel_offline (
@@ -52,7 +56,8 @@ export const OFFLINE_MIGRATIONS: Migrations = {
       stored_at BIGINT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS petrel_offline_by_user ON petrel_offline (domain, username, id);`,
-    'ALTER TABLE petrel_offline ADD COLUMN IF NOT EXISTS size BIGINT NOT NULL DEFAULT 0;',
+    `ALTER TABLE petrel_offline ADD COLUMN IF NOT EXISTS size BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS petrel_offline_usage ON petrel_offline (domain, username, size);`,
   ],
 };
 

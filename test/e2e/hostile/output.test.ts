@@ -43,6 +43,7 @@ describe('output bounds', () => {
     server = await startHostile({
       listener: { max_output_buffer: CAP },
       offlineMax: 100_000,
+      offline: { max_bytes: 1_073_741_824 },
       users: [['alice', PW.alice], ['bob', PW.bob], ['carol', PW.carol]],
     });
   });

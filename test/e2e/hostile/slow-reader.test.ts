@@ -85,6 +85,7 @@ describe('max_output_buffer', () => {
     server = await startHostile({
       listener: { max_output_buffer: 65_536, send_timeout: 'infinity' },
       offlineMax: 100_000,
+      offline: { max_bytes: 1_073_741_824 },
       users: [['alice', ALICE], ['bob', BOB]],
     });
   });
@@ -143,6 +144,7 @@ describe('send_timeout', () => {
     server = await startHostile({
       listener: { max_output_buffer: 256 * 1024 * 1024, send_timeout: SEND_TIMEOUT },
       offlineMax: 100_000,
+      offline: { max_bytes: 1_073_741_824 },
       users: [['alice', ALICE], ['bob', BOB]],
     });
   });

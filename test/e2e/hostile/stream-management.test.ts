@@ -19,6 +19,7 @@ describe('stream management and slow readers', () => {
     server = await startHostile({
       listener: { max_output_buffer: 65_536, send_timeout: 'infinity', state_timeout: 1500 },
       offlineMax: 100_000,
+      offline: { max_bytes: 1_073_741_824 },
       users: [['alice', ALICE], ['bob', BOB]],
       // No cap on the unacknowledged stanzas and no <r/>: the slow-reader limit is what ends the session.
       extraToml: '[modules.mod_stream_management]\n  buffer_max = "infinity"\n  ack = false\n',

@@ -35,7 +35,7 @@ async function openAndCheck(config: ReturnType<typeof load>, versions: () => Pro
   const stores = await openStores(config);
   try {
     const data = await openModuleData(stores, resolveModules(config.modules));
-    assert.deepEqual((await versions()).filter(([c]) => c !== 'store'), [['accounts', 1], ['mod_offline', 1], ['mod_roster', 1]]);
+    assert.deepEqual((await versions()).filter(([c]) => c !== 'store'), [['accounts', 1], ['mod_offline', 2], ['mod_roster', 1]]);
     assert.deepEqual(await stores.users.getCredentials('alice', 'localhost'), { plain: 'pw' });
     const roster = (data.get('mod_roster') as RosterData).store;
     assert.deepEqual(await roster.getRoster('alice', 'localhost'), [

@@ -37,7 +37,7 @@ describe('the PostgreSQL store', { skip }, () => {
     assert.deepEqual(tables, ['petrel_offline', 'petrel_roster', 'petrel_schema_version', 'petrel_users']);
     assert.deepEqual(await db.query('SELECT component, version FROM petrel_schema_version ORDER BY component'), [
       { component: 'accounts', version: 1 },
-      { component: 'mod_offline', version: 1 },
+      { component: 'mod_offline', version: 2 },
       { component: 'mod_roster', version: 1 },
     ]);
   });
@@ -48,7 +48,7 @@ describe('the PostgreSQL store', { skip }, () => {
       const all = [1, 2, 3, 4].map(() => openStoreAccess({ sqliteFile: '/nonexistent/petrel.sqlite', rdbms: other.settings }));
       await Promise.all(all.map((a) => Promise.all(KINDS.map((k) => a.open(k, 'rdbms', 'test')))));
       await Promise.all(all.map((a) => a.close()));
-      assert.deepEqual(await other.query('SELECT version FROM petrel_schema_version'), [{ version: 1 }, { version: 1 }, { version: 1 }]);
+      assert.deepEqual(await other.query('SELECT version FROM petrel_schema_version ORDER BY version'), [{ version: 1 }, { version: 1 }, { version: 2 }]);
     } finally {
       await other.drop();
     }

@@ -54,7 +54,7 @@ describe('opening', () => {
     await access.open(ACCOUNTS, 'internal', 'auth.methods[0]');
     await access.open(OFFLINE_STORE, 'internal', 'modules.mod_offline.backend');
     const rows = access.sqlite().prepare('SELECT component, version FROM petrel_schema_version ORDER BY component').all();
-    assert.deepEqual(rows.map((r) => ({ ...r })), [{ component: 'accounts', version: 1 }, { component: 'mod_offline', version: 1 }]);
+    assert.deepEqual(rows.map((r) => ({ ...r })), [{ component: 'accounts', version: 1 }, { component: 'mod_offline', version: 2 }]);
   });
 
   test('openStores puts petrel.sqlite in the data directory', async () => {
