@@ -203,12 +203,15 @@ async function listenOne<Ctx>(cfg: HttpListenerConfig, index: number, o: HttpLis
     server = http.createServer(serverOpts, onRequest);
   }
   server.keepAliveTimeout = Math.min(KEEP_ALIVE_TIMEOUT, headersTimeout);
-  // Every connection counts against the c2s connection limits (per address
-  // and server-wide) from the moment it is accepted, so that connections
-  // still sending their request (or never sending one) cannot be opened
-  // without bound from one address. The slot is given back when the socket
-  // closes or is destroyed; a connection upgraded to WebSocket keeps it.
-  const limits = o.connections;
+  // On a listener that serves client sessions (a handler that upgrades, as
+  // mongoose_websocket_handler does), every connection counts against the
+  // c2s connection limits (per address and server-wide) from the moment it
+  // is accepted, so that connections still sending their request (or never
+  // sending one) cannot be opened without bound from one address. The slot
+  // is given back when the socket closes or is destroyed; a connection
+  // upgraded to WebSocket keeps it. A listener without such a handler
+  // (metrics, say) takes no client's place.
+  const limits = routes.some((r) => r.service.upgrade !== undefined) ? o.connections : undefined;
   if (limits !== undefined) {
     let lastRefusalLog = 0;
     server.on('connection', (socket: Socket) => {
