@@ -28,7 +28,7 @@ import { intOrInfinity } from '../config/core-spec.ts';
 import type { C2SStream } from '../hooks/catalogue.ts';
 import { STOP, type HookRegistration, type Hooks } from '../hooks/hooks.ts';
 import { NS_SM } from '../xmpp/ns.ts';
-import { Element } from '../xmpp/xml.ts';
+import { Element, serializedLength } from '../xmpp/xml.ts';
 import { tryParseJid, type JID } from '../xmpp/jid.ts';
 import type { ModuleDefinition, ModuleInstance, RouterApi, SessionsApi } from './types.ts';
 import type { Logger } from 'pino';
@@ -52,6 +52,18 @@ export interface StreamManagementOpts {
   stale_h: StaleHOpts;
   /** Not a MongooseIM option: sessions kept without a connection at once, server-wide. */
   max_resumable_sessions: number;
+  /**
+   * Not a MongooseIM option: bytes (serialised length) of the unacknowledged
+   * stanzas kept per session; past it the session ends as past buffer_max.
+   * 0 ("infinity"): no limit.
+   */
+  buffer_max_bytes: number;
+  /**
+   * Not a MongooseIM option: bytes of unacknowledged stanzas held by all the
+   * sessions kept without a connection, server-wide; past it the one holding
+   * the most ends. 0 ("infinity"): no limit.
+   */
+  max_resumable_bytes: number;
 }
 
 const spec = section(
@@ -70,6 +82,8 @@ const spec = section(
       { default: true },
     ),
     max_resumable_sessions: int({ min: 1, default: 10_000 }),
+    buffer_max_bytes: intOrInfinity(1, 1_048_576),
+    max_resumable_bytes: intOrInfinity(1, 268_435_456),
   },
   { default: true },
 );
@@ -84,6 +98,11 @@ export function hNext(h: number): number {
 /** How many stanzas lie between counts `from` and `to`, across the wrap. */
 export function hDistance(from: number, to: number): number {
   return (to - from + MOD) % MOD;
+}
+
+/** The bracket of a detached session by the bytes it holds: 0 for none, else 1 + floor(log2(bytes)). */
+function bracket(bytes: number): number {
+  return bytes <= 0 ? 0 : 32 - Math.clz32(Math.min(bytes, 0xffffffff));
 }
 
 /** Stale h values kept at most, whatever `geriatric` says. */
@@ -101,6 +120,14 @@ interface SmState {
   acked: number;
   /** The stanzas sent and not acknowledged, oldest first (empty with buffer = false). */
   buffer: Element[];
+  /** The serialised length of each stanza of `buffer`, in the same order. */
+  sizes: number[];
+  /** The sum of `sizes`. */
+  bytes: number;
+  /** In #detached (kept without a connection), its bytes counted in #detachedBytes and its bracket. */
+  detached: boolean;
+  /** The bracket (bracket()) it is filed under while detached. */
+  bracket: number;
   /** Stanzas sent since the last <r/>. */
   sinceRequest: number;
   requestQueued: boolean;
@@ -140,6 +167,15 @@ export class StreamManagement {
   #byId = new Map<string, C2SStream>();
   /** Sessions kept without a connection, oldest first. */
   #detached = new Set<C2SStream>();
+  /** The bytes the buffers of the sessions in #detached hold together (max_resumable_bytes). */
+  #detachedBytes = 0;
+  /**
+   * The sessions of #detached by bracket of the bytes they hold (index 1 +
+   * floor(log2(bytes))): the one given up past max_resumable_bytes comes
+   * from the highest bracket, so it holds at least half as much as the
+   * largest, found in O(1) whatever the number of sessions.
+   */
+  #brackets: Array<Set<C2SStream>> = Array.from({ length: 33 }, () => new Set());
   /** id → [h, when (ms)] of sessions that can no longer be resumed (stale_h). */
   #stale = new Map<string, [number, number]>();
   #sweep: NodeJS.Timeout | null = null;
@@ -163,6 +199,72 @@ export class StreamManagement {
   /** Sessions kept without a connection now. */
   get detachedCount(): number {
     return this.#detached.size;
+  }
+
+  /** Bytes of unacknowledged stanzas the sessions kept without a connection hold now. */
+  get detachedBytes(): number {
+    return this.#detachedBytes;
+  }
+
+  /** Counts a session as kept without a connection (#detached, #detachedBytes, its bracket). */
+  #keep(stream: C2SStream, st: SmState): void {
+    st.detached = true;
+    this.#detached.add(stream);
+    this.#detachedBytes += st.bytes;
+    st.bracket = bracket(st.bytes);
+    this.#brackets[st.bracket]!.add(stream);
+  }
+
+  /** The reverse of #keep; idempotent. */
+  #unkeep(stream: C2SStream, st: SmState | undefined): void {
+    this.#detached.delete(stream);
+    if (st === undefined || !st.detached) return;
+    st.detached = false;
+    this.#detachedBytes -= st.bytes;
+    this.#brackets[st.bracket]!.delete(stream);
+  }
+
+  /** The bytes a session holds changed by `delta` (O(1)). */
+  #grow(stream: C2SStream, st: SmState, delta: number): void {
+    st.bytes += delta;
+    if (!st.detached) return;
+    this.#detachedBytes += delta;
+    const b = bracket(st.bytes);
+    if (b !== st.bracket) {
+      this.#brackets[st.bracket]!.delete(stream);
+      st.bracket = b;
+      this.#brackets[b]!.add(stream);
+    }
+  }
+
+  /**
+   * Past max_resumable_bytes, sessions kept without a connection are given
+   * up, each from the highest bracket (one of those holding the most), as
+   * at resume_timeout: their unacknowledged stanzas are routed again.
+   * `spare`: one that is not to be given up (it is being kept right now).
+   */
+  #enforceResumableBytes(spare?: C2SStream): void {
+    const max = this.#opts.max_resumable_bytes;
+    if (max <= 0) return;
+    while (this.#detachedBytes > max) {
+      let victim: C2SStream | undefined;
+      for (let b = 32; b > 0 && victim === undefined; b--) {
+        for (const s of this.#brackets[b]!) {
+          if (s !== spare) {
+            victim = s;
+            break;
+          }
+        }
+      }
+      if (victim === undefined) return;
+      const st = this.#states.get(victim);
+      this.#logger.info(
+        { what: 'sm_resumable_bytes_exceeded', session: victim.id, jid: victim.jid.full, bytes: st?.bytes, held: this.#detachedBytes, max_resumable_bytes: max },
+        'too many bytes held by sessions kept for resumption; the one holding the most ends',
+      );
+      this.#unkeep(victim, st);
+      victim.terminate('too many bytes kept for resumption');
+    }
   }
 
   hooks(): HookRegistration<any>[] {
@@ -277,7 +379,7 @@ export class StreamManagement {
     // §3: the client's preferred maximum, when lower, is honoured.
     const max = parseH(el.attrs.max);
     if (max !== null && max > 0) resumeMs = Math.min(resumeMs, max * 1000);
-    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sinceRequest: 0, requestQueued: false, resumeMs, timer: null, answering: null, receipts: null };
+    const st: SmState = { id: null, inH: 0, outH: 0, acked: 0, buffer: [], sizes: [], bytes: 0, detached: false, bracket: 0, sinceRequest: 0, requestQueued: false, resumeMs, timer: null, answering: null, receipts: null };
     const reply = new Element('enabled', { xmlns: NS_SM });
     if (resume) {
       st.id = randomBytes(18).toString('base64url');
@@ -294,8 +396,9 @@ export class StreamManagement {
   /**
    * Drops the stanzas `h` acknowledges; false, and the stream of the client
    * that sent it (`from`) ended, when h acknowledges more than was sent.
+   * `owner`: the session whose state `st` is (the one resumed, on <resume/>).
    */
-  #applyAck(from: C2SStream, st: SmState, h: number): boolean {
+  #applyAck(from: C2SStream, st: SmState, h: number, owner: C2SStream = from): boolean {
     // An h behind one already acknowledged (by less than half the counter's
     // range, so not a wrap-around) says nothing new: it is ignored, as a
     // stale answer. Some client libraries reset their count late, after the
@@ -316,7 +419,11 @@ export class StreamManagement {
     }
     st.acked = h;
     if (newly > 0 && st.buffer.length > 0) {
-      const done = st.buffer.splice(0, Math.min(newly, st.buffer.length));
+      const count = Math.min(newly, st.buffer.length);
+      const done = st.buffer.splice(0, count);
+      let freed = 0;
+      for (const n of st.sizes.splice(0, count)) freed += n;
+      this.#grow(owner, st, -freed);
       const receipts = st.receipts;
       if (receipts !== null) {
         for (const el of done) {
@@ -370,14 +477,16 @@ export class StreamManagement {
       stream.writeNonza(failed('item-not-found', stale?.[0]));
       return;
     }
-    if (!this.#applyAck(stream, st, h)) return;
+    if (!this.#applyAck(stream, st, h, old)) return;
     if (st.timer !== null) clearTimeout(st.timer);
     st.timer = null;
-    this.#detached.delete(old);
+    const wasKept = st.detached;
+    this.#unkeep(old, st);
     // The state moves first, so the old stream's end routes nothing again.
     this.#states.delete(old);
     if (!stream.takeOver(old)) {
       this.#states.set(old, st);
+      if (wasKept) this.#keep(old, st);
       stream.writeNonza(failed('item-not-found'));
       return;
     }
@@ -389,6 +498,8 @@ export class StreamManagement {
     // §5: what the client did not acknowledge is sent again, counted again from its h.
     const unacked = st.buffer;
     st.buffer = [];
+    st.sizes = [];
+    st.bytes = 0;
     st.outH = st.acked;
     for (const s of unacked) stream.send(s);
     this.#hooks.run('c2s_copy_session', stream.domain, { from: old, to: stream });
@@ -402,18 +513,32 @@ export class StreamManagement {
     if (st === undefined) return undefined;
     st.outH = hNext(st.outH);
     if (this.#opts.buffer) {
+      // Its length as written, measured once; the totals are counters, never a rescan.
+      const size = serializedLength(el);
       st.buffer.push(el);
+      st.sizes.push(size);
+      this.#grow(stream, st, size);
       // Sent again on resumption, a stanza keeps the receipt it took the first time.
       const r = this.#sessions?.takeReceipt?.(el);
       if (r !== undefined) (st.receipts ??= new Map()).set(el, r);
       const max = this.#opts.buffer_max;
-      if (max > 0 && st.buffer.length > max) {
+      const maxBytes = this.#opts.buffer_max_bytes;
+      // buffer_max_bytes counts once a second stanza waits: one stanza alone
+      // is bounded by max_stanza_size and max_output_buffer, and a session
+      // must not be ended by a single large stanza of its own (a roster).
+      const overBytes = maxBytes > 0 && st.bytes > maxBytes && st.buffer.length > 1;
+      if ((max > 0 && st.buffer.length > max) || overBytes) {
         // As MongooseIM: the session ends; its unacknowledged stanzas are routed again.
-        this.#logger.info({ what: 'sm_buffer_full', session: stream.id, jid: stream.jid.full, buffer_max: max }, 'too many unacknowledged stanzas');
-        if (stream.connected) stream.kick('resource-constraint', `more than ${max} stanzas not acknowledged`);
+        this.#logger.info(
+          { what: 'sm_buffer_full', session: stream.id, jid: stream.jid.full, buffer_max: max, buffer_max_bytes: maxBytes, stanzas: st.buffer.length, bytes: st.bytes },
+          'too many unacknowledged stanzas',
+        );
+        const why = overBytes ? `more than ${maxBytes} bytes of stanzas not acknowledged` : `more than ${max} stanzas not acknowledged`;
+        if (stream.connected) stream.kick('resource-constraint', why);
         else stream.terminate('buffer full');
         return undefined;
       }
+      if (st.detached) this.#enforceResumableBytes();
     }
     if (this.#opts.ack && stream.connected && ++st.sinceRequest >= this.#opts.ack_freq && !st.requestQueued) {
       // One <r/> after the stanzas of this turn, so it follows them on the wire.
@@ -432,15 +557,23 @@ export class StreamManagement {
   #connectionLost(stream: C2SStream): typeof STOP | undefined {
     const st = this.#states.get(stream);
     if (st === undefined || st.id === null) return undefined;
+    const maxBytes = this.#opts.max_resumable_bytes;
+    if (maxBytes > 0 && st.bytes > maxBytes) {
+      // More than all the sessions kept may hold: it ends now, as at resume_timeout.
+      this.#logger.info({ what: 'sm_resumable_bytes_exceeded', session: stream.id, jid: stream.jid.full, bytes: st.bytes, held: this.#detachedBytes, max_resumable_bytes: maxBytes }, 'the session holds too much to be kept for resumption');
+      return undefined;
+    }
     st.timer = setTimeout(() => stream.terminate('resume timeout'), st.resumeMs);
     st.timer.unref();
-    this.#detached.add(stream);
+    this.#keep(stream, st);
     // Bounded server-wide: past the limit, the session kept longest ends.
     while (this.#detached.size > this.#opts.max_resumable_sessions) {
       const oldest = this.#detached.values().next().value!;
-      this.#detached.delete(oldest);
+      this.#unkeep(oldest, this.#states.get(oldest));
       oldest.terminate('too many sessions kept for resumption');
     }
+    // And by the bytes they hold together: past it, the one holding the most ends.
+    this.#enforceResumableBytes(stream);
     return STOP;
   }
 
@@ -448,7 +581,7 @@ export class StreamManagement {
     const st = this.#states.get(stream);
     if (st === undefined) return;
     this.#states.delete(stream);
-    this.#detached.delete(stream);
+    this.#unkeep(stream, st);
     if (st.timer !== null) clearTimeout(st.timer);
     if (st.id !== null && this.#byId.get(st.id) === stream) {
       this.#byId.delete(st.id);

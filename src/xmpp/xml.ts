@@ -110,6 +110,34 @@ export function serialize(root: Element): string {
 }
 
 /**
+ * The length serialize() gives `root`,
+ * counted without building the text: a walk over the tree, O(its size),
+ * for a caller that keeps the size of what it holds (the stream
+ * management buffer).
+ */
+export function serializedLength(root: Element): number {
+  let n = 0;
+  const stack: Element[] = [root];
+  while (stack.length > 0) {
+    const el = stack.pop()!;
+    // <name attrs/> or <name attrs></name>
+    n += 1 + el.name.length;
+    const attrs = el.attrs;
+    for (const k in attrs) n += 4 + k.length + escapeAttr(attrs[k]!).length;
+    if (el.children.length === 0) {
+      n += 2;
+      continue;
+    }
+    n += 1 + 3 + el.name.length;
+    for (const c of el.children) {
+      if (typeof c === 'string') n += escapeText(c).length;
+      else stack.push(c);
+    }
+  }
+  return n;
+}
+
+/**
  * The serialised form of `root`, or null as soon as it is longer than `max`
  * code units: escaping can make output several times longer than the input
  * it came from (an apostrophe in an attribute becomes `&apos;`), so a bound

@@ -22,7 +22,7 @@ describe('stream management and slow readers', () => {
       offline: { max_bytes: 1_073_741_824 },
       users: [['alice', ALICE], ['bob', BOB]],
       // No cap on the unacknowledged stanzas and no <r/>: the slow-reader limit is what ends the session.
-      extraToml: '[modules.mod_stream_management]\n  buffer_max = "infinity"\n  ack = false\n',
+      extraToml: '[modules.mod_stream_management]\n  buffer_max = "infinity"\n  buffer_max_bytes = "infinity"\n  ack = false\n',
     });
   });
   after(async () => {

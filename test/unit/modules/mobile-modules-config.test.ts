@@ -14,6 +14,8 @@ test('mod_stream_management has MongooseIM defaults and takes "infinity" for buf
   assert.deepEqual(validate(sm.configSpec, {}, 'modules.mod_stream_management', vctx()), {
     buffer: true,
     buffer_max: 100,
+    buffer_max_bytes: 1_048_576,
+    max_resumable_bytes: 268_435_456,
     ack: true,
     ack_freq: 1,
     resume_timeout: 600,
