@@ -1,6 +1,7 @@
 // A Petrel process for the hostile-client tests: the shared harness runs it,
 // this file writes a config with the limits each test wants (short timeouts,
 // small buffers) so that every limit is reached within a second or two.
+import { after, before } from 'node:test';
 import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Petrel, freePort, tempDir } from '../helpers/server.ts';
@@ -105,3 +106,19 @@ export function drainOrClose(raw: RawConnection): Promise<void> {
 
 /** The stream header a client sends, with `to` = localhost. */
 export { streamHeader, streamErrorCondition, NS_SASL, NS_BIND, NS_TLS, RawConnection } from '../helpers/raw.ts';
+
+/**
+ * A hostile-test server for the tests of one describe block (or file):
+ * started before them, stopped after. Read `.server` inside the tests.
+ */
+export function hostileServerFor(o: HostileOptions): { readonly server: Petrel } {
+  const box = { server: undefined as unknown as Petrel };
+  before(async () => {
+    box.server = await startHostile(o);
+  });
+  after(async () => {
+    await box.server?.dispose();
+  });
+  return box;
+}
+
